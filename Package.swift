@@ -1,0 +1,61 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "necro",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "necro", targets: ["necro"]),
+        .library(name: "NecroCore", targets: ["NecroCore"]),
+        .library(name: "NecroRegistry", targets: ["NecroRegistry"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .target(
+            name: "NecroCore",
+            dependencies: [.product(name: "Collections", package: "swift-collections")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NecroRegistry",
+            dependencies: [
+                "NecroCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NecroCLI",
+            dependencies: [
+                "NecroCore",
+                "NecroRegistry",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "necro", dependencies: ["NecroCLI"], swiftSettings: strict),
+        .target(name: "NecroTesting", dependencies: ["NecroCore"], path: "Tests/NecroTesting", swiftSettings: strict),
+        .testTarget(name: "NecroCoreTests", dependencies: ["NecroCore", "NecroTesting"], swiftSettings: strict),
+        .testTarget(
+            name: "NecroRegistryTests",
+            dependencies: ["NecroRegistry", "NecroTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NecroCLITests",
+            dependencies: ["NecroCLI", "necro", "NecroTesting"],
+            swiftSettings: strict
+        ),
+    ]
+)

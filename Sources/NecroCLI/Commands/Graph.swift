@@ -1,0 +1,118 @@
+import ArgumentParser
+import NecroCore
+import NecroRegistry
+
+/// `necro graph SPEC`: the task graph as Mermaid or Graphviz text.
+struct Graph: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the task graph of a spec as Mermaid or Graphviz (dot).",
+        discussion: "Arrows run from a dependency to the task that waits on it; groups are drawn as boxes around their tasks."
+    )
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case mermaid, dot
+    }
+
+    @Argument(help: "The spec file.")
+    var spec: String
+
+    @Option(help: "Output format: mermaid or dot.")
+    var format: Format = .mermaid
+
+    func run() async throws {
+        let loaded: LoadedSpec
+        do {
+            loaded = try SpecLoader.load(path: spec)
+        } catch {
+            report(error)
+            throw ExitStatus.invalidInput
+        }
+        let renderer = GraphRenderer(spec: loaded.spec, graph: loaded.validated.graph)
+        print(format == .mermaid ? renderer.mermaid() : renderer.dot())
+    }
+}
+
+/// Draws a validated taskset.
+struct GraphRenderer {
+    let spec: TaskSetSpec
+    let graph: TaskGraph
+
+    private func node(_ index: Int) -> String { "t\(index)" }
+
+    private func label(_ index: Int) -> String {
+        let task = spec.tasks[index]
+        var text = "\(task.id) \(task.title)"
+        if let skill = task.requiredSkill { text += " [\(skill)]" }
+        return text.replacingOccurrences(of: "\"", with: "'")
+    }
+
+    private func children(of index: Int?) -> [Int] {
+        let parent = index.map { spec.tasks[$0].id }
+        return spec.tasks.indices.filter { spec.tasks[$0].parent == parent && (index == nil || graph.index(of: spec.tasks[$0].id) == $0) }
+    }
+
+    /// Declared edges (dependency → dependent) and parent-to-group nesting are drawn; the implicit
+    /// group edges are shown by the nesting itself.
+    private var edges: [(from: Int, to: Int)] {
+        var result: [(Int, Int)] = []
+        for (i, task) in spec.tasks.enumerated() {
+            for dep in task.dependencies { if let d = graph.index(of: dep) { result.append((d, i)) } }
+        }
+        return result
+    }
+
+    func mermaid() -> String {
+        var lines = ["flowchart LR"]
+        func emit(_ index: Int, depth: Int) {
+            let pad = String(repeating: "  ", count: depth)
+            let task = spec.tasks[index]
+            if graph.isGroup[index] {
+                lines.append("\(pad)subgraph \(node(index))[\"\(label(index))\"]")
+                for child in children(of: index) { emit(child, depth: depth + 1) }
+                lines.append("\(pad)end")
+            } else {
+                lines.append("\(pad)\(node(index))[\"\(label(index))\"]" + (task.markedDone ? ":::done" : task.optional ? ":::optional" : ""))
+            }
+        }
+        for root in children(of: nil) { emit(root, depth: 1) }
+        for edge in edges { lines.append("  \(node(edge.from)) --> \(node(edge.to))") }
+        lines.append("  classDef done fill:#d4edda,stroke:#2e7d32")
+        lines.append("  classDef optional stroke-dasharray: 4 3")
+        return lines.joined(separator: "\n")
+    }
+
+    func dot() -> String {
+        var lines = ["digraph \"\(spec.name)\" {", "  compound=true;", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+        /// A group's edges attach to one of its tasks and clip at the cluster's border.
+        func anchor(_ index: Int) -> Int {
+            var current = index
+            while graph.isGroup[current], let first = children(of: current).first { current = first }
+            return current
+        }
+        func emit(_ index: Int, depth: Int) {
+            let pad = String(repeating: "  ", count: depth)
+            let task = spec.tasks[index]
+            if graph.isGroup[index] {
+                lines.append("\(pad)subgraph cluster_\(node(index)) {")
+                lines.append("\(pad)  label=\"\(label(index))\";")
+                for child in children(of: index) { emit(child, depth: depth + 1) }
+                lines.append("\(pad)}")
+            } else {
+                var attributes = ["label=\"\(label(index))\""]
+                if task.markedDone { attributes.append("style=\"rounded,filled\", fillcolor=\"#d4edda\"") }
+                if task.optional { attributes.append("style=\"rounded,dashed\"") }
+                lines.append("\(pad)\(node(index)) [\(attributes.joined(separator: ", "))];")
+            }
+        }
+        for root in children(of: nil) { emit(root, depth: 1) }
+        for edge in edges {
+            var attributes: [String] = []
+            if graph.isGroup[edge.from] { attributes.append("ltail=cluster_\(node(edge.from))") }
+            if graph.isGroup[edge.to] { attributes.append("lhead=cluster_\(node(edge.to))") }
+            let suffix = attributes.isEmpty ? "" : " [\(attributes.joined(separator: ", "))]"
+            lines.append("  \(node(anchor(edge.from))) -> \(node(anchor(edge.to)))\(suffix);")
+        }
+        lines.append("}")
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import NecroCore
+import NecroRegistry
+
+/// `necro import SPEC`: loads a spec into the registry, or updates it there.
+struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Import a spec into the registry, or update the one already there.",
+        discussion: """
+            A re-import updates the tasks whose definition changed and keeps the state and events of the \
+            others. An invalid spec exits 2 and leaves the registry untouched.
+            """
+    )
+
+    @Argument(help: "The spec file.")
+    var spec: String
+
+    @OptionGroup var options: RegistryOptions
+
+    func run() async throws {
+        let loaded: LoadedSpec
+        do {
+            loaded = try SpecLoader.load(path: spec)
+        } catch {
+            report(error)
+            throw ExitStatus.invalidInput
+        }
+        do {
+            let registry = try SQLiteRegistry(path: options.registry)
+            let report = try registry.importTaskSet(loaded.spec, source: loaded.path)
+            print(Self.describe(report))
+        } catch let error as RegistryError {
+            printError("error: \(error.message)")
+            throw ExitStatus.failure
+        }
+    }
+
+    static func describe(_ report: ImportReport) -> String {
+        if report.created {
+            return "\(report.spec) v\(report.version): imported \(report.added.count) tasks"
+        }
+        func list(_ ids: [TaskID]) -> String { ids.isEmpty ? "" : " (\(ids.map(\.rawValue).joined(separator: ", ")))" }
+        return "\(report.spec) v\(report.version): \(report.added.count) added\(list(report.added)), "
+            + "\(report.changed.count) changed\(list(report.changed)), \(report.removed.count) removed\(list(report.removed)), "
+            + "\(report.unchanged) unchanged"
+    }
+}

@@ -1,0 +1,21 @@
+import Foundation
+import NecroCore
+
+/// Writes to standard error.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Prints every issue of a failed validation, one per line, compiler style.
+func report(_ error: SpecValidationError) {
+    for issue in error.issues { printError(issue.description) }
+    let count = error.issues.count
+    printError("\(count) error\(count == 1 ? "" : "s")")
+}
+
+/// Encodes a value as one line of JSON with sorted keys.
+func jsonLine(_ value: some Encodable) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self)
+}

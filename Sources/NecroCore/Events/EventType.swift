@@ -1,0 +1,132 @@
+/// The kind of an event: the dispatcher's own, and the runner's nineteen from the instrumentation
+/// design (`runner_spawn` … `recovery_resumed_from_checkpoint`).
+public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    public var rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        rawValue = try decoder.singleValueContainer().decode(String.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+
+    // Registry and dispatcher.
+    public static let taskImported = EventType("TaskImported")
+    public static let taskSpecChanged = EventType("TaskSpecChanged")
+    public static let taskRemovedFromSpec = EventType("TaskRemovedFromSpec")
+    public static let taskReady = EventType("TaskReady")
+    public static let taskAssigned = EventType("TaskAssigned")
+    public static let runnerStarted = EventType("RunnerStarted")
+    public static let runnerFinished = EventType("RunnerFinished")
+    public static let runnerTimedOut = EventType("RunnerTimedOut")
+    public static let taskCompleted = EventType("TaskCompleted")
+    public static let taskFailed = EventType("TaskFailed")
+    public static let taskRetryScheduled = EventType("TaskRetryScheduled")
+    public static let taskBlocked = EventType("TaskBlocked")
+    public static let taskCancelled = EventType("TaskCancelled")
+    public static let taskPriorityChanged = EventType("TaskPriorityChanged")
+    public static let dispatcherStarted = EventType("DispatcherStarted")
+    public static let dispatcherStopped = EventType("DispatcherStopped")
+
+    // Runner instrumentation.
+    public static let runnerSpawn = EventType("runner_spawn")
+    public static let runnerExit = EventType("runner_exit")
+    public static let phaseEnter = EventType("phase_enter")
+    public static let phaseExit = EventType("phase_exit")
+    public static let checkpointBegin = EventType("checkpoint_begin")
+    public static let checkpointCommit = EventType("checkpoint_commit")
+    public static let checkpointVerified = EventType("checkpoint_verified")
+    public static let checkpointInvalid = EventType("checkpoint_invalid")
+    public static let gateStart = EventType("gate_start")
+    public static let gateResult = EventType("gate_result")
+    public static let workItemDispatched = EventType("work_item_dispatched")
+    public static let workItemStart = EventType("work_item_start")
+    public static let workItemDone = EventType("work_item_done")
+    public static let workItemFailed = EventType("work_item_failed")
+    public static let leaseAcquired = EventType("lease_acquired")
+    public static let leaseRenewed = EventType("lease_renewed")
+    public static let recoveryDetected = EventType("recovery_detected")
+    public static let recoveryRequeued = EventType("recovery_requeued")
+    public static let recoveryResumedFromCheckpoint = EventType("recovery_resumed_from_checkpoint")
+
+    /// The nineteen event types a runner may emit.
+    public static let runnerTypes: [EventType] = [
+        .runnerSpawn, .runnerExit, .phaseEnter, .phaseExit, .checkpointBegin, .checkpointCommit,
+        .checkpointVerified, .checkpointInvalid, .gateStart, .gateResult, .workItemDispatched, .workItemStart,
+        .workItemDone, .workItemFailed, .leaseAcquired, .leaseRenewed, .recoveryDetected, .recoveryRequeued,
+        .recoveryResumedFromCheckpoint,
+    ]
+}
+
+/// A point in time, in seconds since 1970 (Core reads no clock: callers pass it in).
+public struct Timestamp: Hashable, Sendable, Comparable, Codable {
+    public var secondsSince1970: Double
+    public init(secondsSince1970: Double) { self.secondsSince1970 = secondsSince1970 }
+    public static func < (a: Timestamp, b: Timestamp) -> Bool { a.secondsSince1970 < b.secondsSince1970 }
+}
+
+/// An event to append.
+public struct NewEvent: Hashable, Sendable {
+    public var type: EventType
+    public var actor: String
+    public var spanID: String?
+    public var parentSpanID: String?
+    public var phase: String?
+    public var payload: [String: JSONValue]
+
+    public init(
+        _ type: EventType,
+        actor: String = "dispatcher",
+        spanID: String? = nil,
+        parentSpanID: String? = nil,
+        phase: String? = nil,
+        payload: [String: JSONValue] = [:]
+    ) {
+        self.type = type
+        self.actor = actor
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.phase = phase
+        self.payload = payload
+    }
+}
+
+/// An event as recorded: append-only.
+public struct EventRecord: Hashable, Sendable {
+    /// Global, increasing: the position for resumable streaming.
+    public var id: Int64
+    public var spec: String
+    /// Nil for the dispatcher's own events about a whole taskset.
+    public var taskID: TaskID?
+    /// Per task, gapless and strictly increasing from 1.
+    public var seq: Int64
+    public var type: EventType
+    public var actor: String
+    public var spanID: String?
+    public var parentSpanID: String?
+    public var phase: String?
+    public var payload: [String: JSONValue]
+    public var timestamp: Timestamp
+
+    public init(
+        id: Int64, spec: String, taskID: TaskID?, seq: Int64, type: EventType, actor: String, spanID: String?,
+        parentSpanID: String?, phase: String?, payload: [String: JSONValue], timestamp: Timestamp
+    ) {
+        self.id = id
+        self.spec = spec
+        self.taskID = taskID
+        self.seq = seq
+        self.type = type
+        self.actor = actor
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.phase = phase
+        self.payload = payload
+        self.timestamp = timestamp
+    }
+}

@@ -1,0 +1,146 @@
+/// A task with its run state, as the registry holds it.
+public struct TaskRecord: Hashable, Sendable {
+    public var spec: String
+    public var task: TaskSpec
+    public var state: TaskState
+    /// Attempts started so far.
+    public var attempts: Int
+    /// Why the task last failed or is blocked.
+    public var reason: String?
+    public var updatedAt: Timestamp
+
+    public init(spec: String, task: TaskSpec, state: TaskState, attempts: Int, reason: String?, updatedAt: Timestamp) {
+        self.spec = spec
+        self.task = task
+        self.state = state
+        self.attempts = attempts
+        self.reason = reason
+        self.updatedAt = updatedAt
+    }
+
+    public var key: TaskKey { TaskKey(spec: spec, id: task.id) }
+}
+
+/// A taskset as the registry holds it.
+public struct TaskSetRecord: Hashable, Sendable {
+    public var name: String
+    /// Goes up by one each time an import changes the taskset.
+    public var version: Int
+    public var weight: Double
+    public var source: String?
+    public var importedAt: Timestamp
+
+    public init(name: String, version: Int, weight: Double, source: String?, importedAt: Timestamp) {
+        self.name = name
+        self.version = version
+        self.weight = weight
+        self.source = source
+        self.importedAt = importedAt
+    }
+}
+
+/// What an import did.
+public struct ImportReport: Hashable, Sendable {
+    public var spec: String
+    public var version: Int
+    public var created: Bool
+    public var added: [TaskID]
+    public var changed: [TaskID]
+    public var removed: [TaskID]
+    public var unchanged: Int
+
+    public init(
+        spec: String, version: Int, created: Bool, added: [TaskID], changed: [TaskID], removed: [TaskID], unchanged: Int
+    ) {
+        self.spec = spec
+        self.version = version
+        self.created = created
+        self.added = added
+        self.changed = changed
+        self.removed = removed
+        self.unchanged = unchanged
+    }
+}
+
+/// A state change of one task (or, with no task, events about a whole taskset) and the events
+/// that record it: written together or not at all.
+public struct Transition: Hashable, Sendable {
+    public var spec: String
+    public var task: TaskID?
+    /// The states the task must be in for the change to apply; nil accepts any.
+    public var expected: Set<TaskState>?
+    public var newState: TaskState?
+    public var attempts: Int?
+    /// Sets the reason; `.some(nil)` clears it.
+    public var reason: String??
+    public var events: [NewEvent]
+
+    public init(
+        spec: String,
+        task: TaskID?,
+        expected: Set<TaskState>? = nil,
+        to newState: TaskState? = nil,
+        attempts: Int? = nil,
+        reason: String?? = nil,
+        events: [NewEvent] = []
+    ) {
+        self.spec = spec
+        self.task = task
+        self.expected = expected
+        self.newState = newState
+        self.attempts = attempts
+        self.reason = reason
+        self.events = events
+    }
+}
+
+/// Which events to read.
+public struct EventQuery: Hashable, Sendable {
+    /// Only events with a greater global id.
+    public var after: Int64
+    public var spec: String?
+    public var task: TaskID?
+    public var limit: Int?
+
+    public init(after: Int64 = 0, spec: String? = nil, task: TaskID? = nil, limit: Int? = nil) {
+        self.after = after
+        self.spec = spec
+        self.task = task
+        self.limit = limit
+    }
+}
+
+/// Why the registry refused a request.
+public struct RegistryError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: RawRepresentable, Hashable, Sendable {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public static let unknownTask = Code(rawValue: "unknown-task")
+        public static let unknownSpec = Code(rawValue: "unknown-spec")
+        public static let stateConflict = Code(rawValue: "state-conflict")
+        public static let storage = Code(rawValue: "storage")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// The durable truth about tasksets, tasks and events.
+public protocol Registry: Sendable {
+    /// Imports a validated taskset, or updates it: changed tasks take their new definition, the
+    /// state and events of unchanged ones are kept, and removed ones are cancelled.
+    func importTaskSet(_ spec: TaskSetSpec, source: String?) throws -> ImportReport
+    func taskSets() throws -> [TaskSetRecord]
+    func tasks(spec: String) throws -> [TaskRecord]
+    /// Applies transitions in one transaction, appending their events; all or nothing.
+    @discardableResult
+    func apply(_ transitions: [Transition]) throws -> [EventRecord]
+    func events(_ query: EventQuery) throws -> [EventRecord]
+}

@@ -1,0 +1,65 @@
+/// Where in a spec file something was written: a line (markdown, YAML) and/or a field path
+/// (YAML, JSON), such as `tasks.yaml:14 (tasks[3].dependencies[0])`.
+public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    public var field: String?
+
+    public init(file: String, line: Int? = nil, field: String? = nil) {
+        self.file = file
+        self.line = line
+        self.field = field
+    }
+
+    public var description: String {
+        var text = file
+        if let line { text += ":\(line)" }
+        if let field { text += line == nil ? ": \(field)" : " (\(field))" }
+        return text
+    }
+}
+
+/// One problem found in a spec or a configuration file.
+public struct SpecIssue: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The kind of problem: stable names for scripts and the API.
+    public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        public static let duplicateID = Code(rawValue: "duplicate-id")
+        public static let unknownDependency = Code(rawValue: "unknown-dependency")
+        public static let selfDependency = Code(rawValue: "self-dependency")
+        public static let dependencyCycle = Code(rawValue: "dependency-cycle")
+        public static let unknownParent = Code(rawValue: "unknown-parent")
+        public static let malformed = Code(rawValue: "malformed")
+        public static let wrongType = Code(rawValue: "wrong-type")
+        public static let missingField = Code(rawValue: "missing-field")
+        public static let unknownField = Code(rawValue: "unknown-field")
+        public static let invalidValue = Code(rawValue: "invalid-value")
+        public static let unreadable = Code(rawValue: "unreadable")
+    }
+
+    public var code: Code
+    public var location: SourceLocation
+    public var message: String
+
+    public init(_ code: Code, at location: SourceLocation, _ message: String) {
+        self.code = code
+        self.location = location
+        self.message = message
+    }
+
+    public var description: String { "\(location): error: \(message) [\(code)]" }
+}
+
+/// Every problem of one file, reported together.
+public struct SpecValidationError: Error, Sendable, CustomStringConvertible {
+    public var issues: [SpecIssue]
+
+    public init(issues: [SpecIssue]) { self.issues = issues }
+
+    public var description: String {
+        issues.map(\.description).joined(separator: "\n")
+    }
+}

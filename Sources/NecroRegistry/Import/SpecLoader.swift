@@ -1,0 +1,120 @@
+public import Foundation
+public import NecroCore
+
+/// The format of a spec file, told by its extension.
+public struct SpecFormat: Hashable, Sendable, CustomStringConvertible {
+    public let name: String
+    private init(_ name: String) { self.name = name }
+
+    public static let kiroMarkdown = SpecFormat("markdown")
+    public static let yaml = SpecFormat("yaml")
+    public static let json = SpecFormat("json")
+
+    public init?(path: String) {
+        switch (path as NSString).pathExtension.lowercased() {
+        case "md", "markdown": self = .kiroMarkdown
+        case "yaml", "yml": self = .yaml
+        case "json": self = .json
+        default: return nil
+        }
+    }
+
+    public var description: String { name }
+}
+
+/// A spec read from a file and validated.
+public struct LoadedSpec: Sendable {
+    public var path: String
+    public var format: SpecFormat
+    public var validated: TaskSetValidator.Validated
+    public var spec: TaskSetSpec { validated.spec }
+}
+
+/// Reads spec files of the three formats into one model and validates them.
+public enum SpecLoader {
+    /// Reads and validates a spec file. Throws `SpecValidationError` with every problem found.
+    public static func load(path: String) throws(SpecValidationError) -> LoadedSpec {
+        let file = path
+        guard let format = SpecFormat(path: path) else {
+            throw SpecValidationError(issues: [
+                SpecIssue(.unreadable, at: SourceLocation(file: file), "unknown spec format: use .md (Kiro tasks.md), .yaml, .yml or .json")
+            ])
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SpecValidationError(issues: [
+                SpecIssue(.unreadable, at: SourceLocation(file: file), "cannot read the spec file (missing, or not readable)")
+            ])
+        }
+        return try load(data: data, format: format, file: file, defaultName: defaultName(forPath: path))
+    }
+
+    /// Reads and validates spec text, for specs that arrive without a file (the API).
+    public static func load(data: Data, format: SpecFormat, file: String, defaultName: String) throws(SpecValidationError)
+        -> LoadedSpec
+    {
+        let parsed = parse(data: data, format: format, file: file, defaultName: defaultName)
+        guard parsed.issues.isEmpty else {
+            // A spec with syntax or type errors may also have graph errors: report those too, but only
+            // the ones that do not stem from the tasks that could not be read.
+            var issues = parsed.issues
+            if case .failure(let more) = TaskSetValidator.validate(parsed.spec, origins: parsed.origins) {
+                issues += more.issues.filter { $0.code != .missingField }
+            }
+            throw SpecValidationError(issues: sortedByLine(issues))
+        }
+        switch TaskSetValidator.validate(parsed.spec, origins: parsed.origins) {
+        case .success(let validated): return LoadedSpec(path: file, format: format, validated: validated)
+        case .failure(let error): throw SpecValidationError(issues: sortedByLine(error.issues))
+        }
+    }
+
+    /// File order where lines are known; a stable sort keeps the rest in the order found.
+    static func sortedByLine(_ issues: [SpecIssue]) -> [SpecIssue] {
+        issues.enumerated().sorted { a, b in
+            switch (a.element.location.line, b.element.location.line) {
+            case let (x?, y?) where x != y: return x < y
+            case (nil, _?): return false
+            case (_?, nil): return true
+            default: return a.offset < b.offset
+            }
+        }.map(\.element)
+    }
+
+    static func parse(data: Data, format: SpecFormat, file: String, defaultName: String) -> (
+        spec: TaskSetSpec, origins: SpecOrigins, issues: [SpecIssue]
+    ) {
+        switch format {
+        case .kiroMarkdown:
+            var parser = KiroTasksParser(file: file)
+            let (spec, origins) = parser.parse([UInt8](data), name: defaultName)
+            return (spec, origins, parser.issues)
+        default:
+            let node: Result<SpecNode, SpecIssue>
+            if format == .json {
+                node = SpecNode.parseJSON(data, file: file)
+            } else {
+                node = SpecNode.parseYAML(String(decoding: data, as: UTF8.self), file: file)
+            }
+            switch node {
+            case .failure(let issue):
+                return (TaskSetSpec(name: defaultName, tasks: []), SpecOrigins(file: file), [issue])
+            case .success(let root):
+                var decoder = TaskSetDecoder(file: file)
+                let (spec, origins) = decoder.decode(root, defaultName: defaultName)
+                return (spec, origins, decoder.issues)
+            }
+        }
+    }
+
+    /// The spec name a path implies: the folder of a `tasks.*` file (`specs/chat-app/tasks.md` →
+    /// `chat-app`), otherwise the file's name without its extension.
+    public static func defaultName(forPath path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        let base = url.deletingPathExtension().lastPathComponent
+        if base == "tasks" {
+            let folder = url.deletingLastPathComponent().lastPathComponent
+            if !folder.isEmpty, folder != "/", folder != "." { return folder }
+        }
+        return base
+    }
+}

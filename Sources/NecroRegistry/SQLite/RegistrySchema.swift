@@ -1,0 +1,71 @@
+import GRDB
+
+/// The registry's tables, as a list of migrations: append, never edit a shipped one.
+enum RegistrySchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: tasksets, tasks, runners, events") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE tasksets (
+                        name TEXT PRIMARY KEY NOT NULL,
+                        version INTEGER NOT NULL,
+                        weight REAL NOT NULL DEFAULT 1,
+                        source TEXT,
+                        imported_at REAL NOT NULL
+                    );
+                    CREATE TABLE tasks (
+                        spec TEXT NOT NULL REFERENCES tasksets(name) ON DELETE CASCADE,
+                        id TEXT NOT NULL,
+                        position INTEGER NOT NULL,
+                        definition TEXT NOT NULL,
+                        title TEXT NOT NULL,
+                        required_skill TEXT,
+                        priority INTEGER NOT NULL,
+                        removed INTEGER NOT NULL DEFAULT 0,
+                        state TEXT NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        reason TEXT,
+                        updated_at REAL NOT NULL,
+                        PRIMARY KEY (spec, id)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX tasks_by_state ON tasks(state);
+                    CREATE TABLE runners (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        spec TEXT NOT NULL,
+                        task_id TEXT NOT NULL,
+                        attempt INTEGER NOT NULL,
+                        pool TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        pid INTEGER,
+                        process_start_time TEXT,
+                        slot_id TEXT,
+                        slot_path TEXT,
+                        token_hash TEXT,
+                        started_at REAL,
+                        last_heartbeat REAL,
+                        ended_at REAL,
+                        exit_code INTEGER,
+                        signal INTEGER,
+                        failure_reason TEXT
+                    );
+                    CREATE INDEX runners_by_task ON runners(spec, task_id);
+                    CREATE TABLE events (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        spec TEXT NOT NULL,
+                        task_id TEXT NOT NULL DEFAULT '',
+                        seq INTEGER NOT NULL,
+                        event_type TEXT NOT NULL,
+                        actor TEXT NOT NULL,
+                        span_id TEXT,
+                        parent_span_id TEXT,
+                        phase TEXT,
+                        payload TEXT NOT NULL,
+                        timestamp REAL NOT NULL,
+                        UNIQUE (spec, task_id, seq)
+                    );
+                    """)
+        }
+        return migrator
+    }
+}

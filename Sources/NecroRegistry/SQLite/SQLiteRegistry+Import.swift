@@ -1,0 +1,155 @@
+import Foundation
+import GRDB
+public import NecroCore
+
+extension SQLiteRegistry {
+    /// Imports a validated taskset in one transaction; see `Registry.importTaskSet`.
+    ///
+    /// New tasks start `blocked` or `ready` (or `done` if marked so). A task whose definition changed
+    /// takes the new one and keeps its state, attempts and events; a task marked done in the new spec
+    /// becomes done. Tasks no longer in the spec are cancelled and hidden, their history kept.
+    /// Then every waiting task's `blocked`/`ready` state is recomputed from its dependencies.
+    public func importTaskSet(_ spec: TaskSetSpec, source: String?) throws -> ImportReport {
+        let at = now()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let decoder = JSONDecoder()
+        let (graph, problems) = TaskGraph.build(spec.tasks)
+        guard problems.isEmpty, graph.cycles().isEmpty else {
+            throw RegistryError(.stateConflict, "spec \(spec.name) is not valid; validate it before importing")
+        }
+        return try write { db in
+            var recorder = EventAppender(db: db, at: at)
+            let existingSet = try Row.fetchOne(db, sql: "SELECT * FROM tasksets WHERE name = ?", arguments: [spec.name])
+            struct Stored {
+                var definition: TaskSpec
+                var state: TaskState
+                var removed: Bool
+            }
+            var stored: [String: Stored] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT id, definition, state, removed FROM tasks WHERE spec = ?", arguments: [spec.name]) {
+                let text: String = row["definition"]
+                stored[row["id"]] = Stored(
+                    definition: try decoder.decode(TaskSpec.self, from: Data(text.utf8)),
+                    state: TaskState(rawValue: row["state"]) ?? .blocked, removed: row["removed"])
+            }
+            if existingSet == nil {
+                try db.execute(
+                    sql: "INSERT INTO tasksets (name, version, weight, source, imported_at) VALUES (?, 0, ?, ?, ?)",
+                    arguments: [spec.name, spec.weight, source, at.secondsSince1970])
+            }
+
+            var added: [TaskID] = []
+            var changed: [TaskID] = []
+            var states: [TaskState] = []
+            states.reserveCapacity(spec.tasks.count)
+            let upsert = try db.cachedStatement(
+                sql: """
+                    INSERT INTO tasks (spec, id, position, definition, title, required_skill, priority, removed, state, attempts, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 0, ?)
+                    ON CONFLICT (spec, id) DO UPDATE SET position = excluded.position, definition = excluded.definition,
+                        title = excluded.title, required_skill = excluded.required_skill, priority = excluded.priority,
+                        removed = 0, state = excluded.state, updated_at = excluded.updated_at
+                    """)
+            for (position, task) in spec.tasks.enumerated() {
+                let previous = stored[task.id.rawValue]
+                var state: TaskState
+                if let previous, !previous.removed {
+                    state = previous.state
+                    if previous.definition == task {
+                        states.append(state)
+                        try db.execute(
+                            sql: "UPDATE tasks SET position = ? WHERE spec = ? AND id = ?",
+                            arguments: [position, spec.name, task.id.rawValue])
+                        continue
+                    }
+                    changed.append(task.id)
+                    if task.markedDone && !previous.definition.markedDone { state = .done }
+                    try recorder.append(
+                        NewEvent(.taskSpecChanged, actor: "registry", payload: [
+                            "fields": .array(Self.changedFields(previous.definition, task).map { .string($0) }),
+                            "state": .string(state.rawValue),
+                        ]), spec: spec.name, task: task.id)
+                } else {
+                    added.append(task.id)
+                    state = task.markedDone ? .done : .blocked
+                    try recorder.append(
+                        NewEvent(.taskImported, actor: "registry", payload: [
+                            "title": .string(task.title), "marked_done": .bool(task.markedDone),
+                        ]), spec: spec.name, task: task.id)
+                }
+                states.append(state)
+                let definition = String(decoding: try encoder.encode(task), as: UTF8.self)
+                try upsert.execute(arguments: [
+                    spec.name, task.id.rawValue, position, definition, task.title, task.requiredSkill, task.priority,
+                    state.rawValue, at.secondsSince1970,
+                ])
+            }
+
+            let present = Set(spec.tasks.map(\.id.rawValue))
+            var removed: [TaskID] = []
+            for (id, previous) in stored where !previous.removed && !present.contains(id) {
+                removed.append(TaskID(id))
+                let state: TaskState = previous.state == .done ? .done : .cancelled
+                try db.execute(
+                    sql: "UPDATE tasks SET removed = 1, state = ?, reason = ?, updated_at = ? WHERE spec = ? AND id = ?",
+                    arguments: [state.rawValue, "removed from the spec", at.secondsSince1970, spec.name, id])
+                try recorder.append(
+                    NewEvent(.taskRemovedFromSpec, actor: "registry", payload: ["state": .string(state.rawValue)]),
+                    spec: spec.name, task: TaskID(id))
+            }
+            removed.sort()
+
+            // Recompute the waiting states, dependencies first.
+            let order = graph.topologicalOrder() ?? Array(graph.ids.indices)
+            for index in order where states[index] == .blocked || states[index] == .ready {
+                let dependencies = graph.dependencies(of: index)
+                let allDone = dependencies.allSatisfy { states[Int($0)] == .done }
+                let next: TaskState = allDone ? (graph.isGroup[index] ? .done : .ready) : .blocked
+                guard next != states[index] else { continue }
+                states[index] = next
+                let id = spec.tasks[index].id
+                try db.execute(
+                    sql: "UPDATE tasks SET state = ?, updated_at = ? WHERE spec = ? AND id = ?",
+                    arguments: [next.rawValue, at.secondsSince1970, spec.name, id.rawValue])
+                let type: EventType = next == .ready ? .taskReady : next == .done ? .taskCompleted : .taskBlocked
+                var payload: [String: JSONValue] = [:]
+                if next == .blocked {
+                    payload["waiting_on"] = .array(dependencies.filter { states[Int($0)] != .done }.map { .string(graph.ids[Int($0)].rawValue) })
+                }
+                if next == .done { payload["group"] = .bool(true) }
+                try recorder.append(NewEvent(type, actor: "registry", payload: payload), spec: spec.name, task: id)
+            }
+
+            let previousVersion: Int = existingSet?["version"] ?? 0
+            let previousWeight: Double = existingSet?["weight"] ?? spec.weight
+            let dirty = existingSet == nil || !added.isEmpty || !changed.isEmpty || !removed.isEmpty || previousWeight != spec.weight
+            let version = dirty ? previousVersion + 1 : previousVersion
+            try db.execute(
+                sql: "UPDATE tasksets SET version = ?, weight = ?, source = ?, imported_at = ? WHERE name = ?",
+                arguments: [version, spec.weight, source, at.secondsSince1970, spec.name])
+            return ImportReport(
+                spec: spec.name, version: version, created: existingSet == nil, added: added, changed: changed,
+                removed: removed, unchanged: spec.tasks.count - added.count - changed.count)
+        }
+    }
+
+    /// The names of the fields that differ between two definitions of a task.
+    static func changedFields(_ a: TaskSpec, _ b: TaskSpec) -> [String] {
+        var fields: [String] = []
+        if a.title != b.title { fields.append("title") }
+        if a.description != b.description { fields.append("description") }
+        if a.dependencies != b.dependencies { fields.append("dependencies") }
+        if a.requiredSkill != b.requiredSkill { fields.append("required_skill") }
+        if a.priority != b.priority { fields.append("priority") }
+        if a.optional != b.optional { fields.append("optional") }
+        if a.resources != b.resources { fields.append("resources") }
+        if a.timeoutSeconds != b.timeoutSeconds { fields.append("timeout_seconds") }
+        if a.maxAttempts != b.maxAttempts { fields.append("max_attempts") }
+        if a.gates != b.gates { fields.append("gates") }
+        if a.metadata != b.metadata { fields.append("metadata") }
+        if a.parent != b.parent || a.isGroup != b.isGroup { fields.append("group") }
+        if a.markedDone != b.markedDone { fields.append("done") }
+        return fields
+    }
+}

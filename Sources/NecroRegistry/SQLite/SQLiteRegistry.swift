@@ -1,0 +1,227 @@
+import Foundation
+import GRDB
+public import NecroCore
+
+/// The registry in one SQLite file (WAL mode), safe to share between threads and processes.
+public final class SQLiteRegistry: Registry, Sendable {
+    public let path: String
+    let pool: DatabasePool
+    let now: @Sendable () -> Timestamp
+
+    /// Opens (creating if needed) the registry at `path` and brings its schema up to date.
+    /// - Parameter now: the clock that stamps events and updates.
+    public init(path: String, now: @escaping @Sendable () -> Timestamp = SQLiteRegistry.systemNow) throws {
+        self.path = path
+        self.now = now
+        do {
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            }
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(30)
+            configuration.foreignKeysEnabled = true
+            configuration.prepareDatabase { db in
+                // WAL with NORMAL sync is durable across process crashes; FULL adds power-loss safety.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try RegistrySchema.migrator.migrate(pool)
+        } catch let error as DatabaseError {
+            throw RegistryError(.storage, "cannot open registry \(path): \(error.message ?? "\(error)")")
+        } catch let error as CocoaError {
+            throw RegistryError(.storage, "cannot open registry \(path): \(error.localizedDescription)")
+        }
+    }
+
+    public static let systemNow: @Sendable () -> Timestamp = {
+        Timestamp(secondsSince1970: Date().timeIntervalSince1970)
+    }
+
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do {
+            return try pool.write(body)
+        } catch let error as DatabaseError {
+            throw RegistryError(.storage, "registry \(path): \(error.message ?? "\(error)")")
+        }
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        do {
+            return try pool.read(body)
+        } catch let error as DatabaseError {
+            throw RegistryError(.storage, "registry \(path): \(error.message ?? "\(error)")")
+        }
+    }
+
+    // MARK: Reading
+
+    public func taskSets() throws -> [TaskSetRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM tasksets ORDER BY name").map { row in
+                TaskSetRecord(
+                    name: row["name"], version: row["version"], weight: row["weight"], source: row["source"],
+                    importedAt: Timestamp(secondsSince1970: row["imported_at"]))
+            }
+        }
+    }
+
+    public func tasks(spec: String) throws -> [TaskRecord] {
+        try read { db in try Self.fetchTasks(db, spec: spec) }
+    }
+
+    static func fetchTasks(_ db: Database, spec: String) throws -> [TaskRecord] {
+        let decoder = JSONDecoder()
+        return try Row.fetchAll(
+            db, sql: "SELECT * FROM tasks WHERE spec = ? AND removed = 0 ORDER BY position", arguments: [spec]
+        ).map { row in
+            let definition: String = row["definition"]
+            let task = try decoder.decode(TaskSpec.self, from: Data(definition.utf8))
+            return TaskRecord(
+                spec: spec, task: task, state: TaskState(rawValue: row["state"]) ?? .blocked,
+                attempts: row["attempts"], reason: row["reason"],
+                updatedAt: Timestamp(secondsSince1970: row["updated_at"]))
+        }
+    }
+
+    public func events(_ query: EventQuery) throws -> [EventRecord] {
+        var sql = "SELECT * FROM events WHERE id > ?"
+        var arguments: StatementArguments = [query.after]
+        if let spec = query.spec {
+            sql += " AND spec = ?"
+            arguments += [spec]
+        }
+        if let task = query.task {
+            sql += " AND task_id = ?"
+            arguments += [task.rawValue]
+        }
+        sql += " ORDER BY id"
+        if let limit = query.limit { sql += " LIMIT \(max(0, limit))" }
+        return try read { db in
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.event(from:))
+        }
+    }
+
+    static func event(from row: Row) throws -> EventRecord {
+        let taskID: String = row["task_id"]
+        let payloadText: String = row["payload"]
+        let payload = try JSONDecoder().decode([String: JSONValue].self, from: Data(payloadText.utf8))
+        return EventRecord(
+            id: row["id"], spec: row["spec"], taskID: taskID.isEmpty ? nil : TaskID(taskID), seq: row["seq"],
+            type: EventType(row["event_type"]), actor: row["actor"], spanID: row["span_id"],
+            parentSpanID: row["parent_span_id"], phase: row["phase"], payload: payload,
+            timestamp: Timestamp(secondsSince1970: row["timestamp"]))
+    }
+
+    // MARK: Writing
+
+    @discardableResult
+    public func apply(_ transitions: [Transition]) throws -> [EventRecord] {
+        let at = now()
+        return try write { db in
+            var recorder = EventAppender(db: db, at: at)
+            for transition in transitions {
+                try Self.apply(transition, db: db, at: at, recorder: &recorder)
+            }
+            return recorder.appended
+        }
+    }
+
+    static func apply(_ transition: Transition, db: Database, at: Timestamp, recorder: inout EventAppender) throws {
+        if let task = transition.task {
+            let row = try Row.fetchOne(
+                db, sql: "SELECT state FROM tasks WHERE spec = ? AND id = ? AND removed = 0",
+                arguments: [transition.spec, task.rawValue])
+            guard let row else {
+                throw RegistryError(.unknownTask, "no task \(task) in spec \(transition.spec)")
+            }
+            let current = TaskState(rawValue: row["state"]) ?? .blocked
+            if let expected = transition.expected, !expected.contains(current) {
+                throw RegistryError(
+                    .stateConflict,
+                    "task \(transition.spec)/\(task) is \(current.rawValue), expected \(expected.map(\.rawValue).sorted().joined(separator: " or "))"
+                )
+            }
+            var sets = ["updated_at = ?"]
+            var arguments: StatementArguments = [at.secondsSince1970]
+            if let state = transition.newState {
+                sets.append("state = ?")
+                arguments += [state.rawValue]
+            }
+            if let attempts = transition.attempts {
+                sets.append("attempts = ?")
+                arguments += [attempts]
+            }
+            if let reason = transition.reason {
+                sets.append("reason = ?")
+                arguments += [reason]
+            }
+            arguments += [transition.spec, task.rawValue]
+            try db.execute(sql: "UPDATE tasks SET \(sets.joined(separator: ", ")) WHERE spec = ? AND id = ?", arguments: arguments)
+        } else {
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM tasksets WHERE name = ?", arguments: [transition.spec]) != nil
+            else { throw RegistryError(.unknownSpec, "no spec \(transition.spec) in the registry") }
+        }
+        for event in transition.events {
+            try recorder.append(event, spec: transition.spec, task: transition.task)
+        }
+    }
+
+    /// The last event id written, 0 if none.
+    public func lastEventID() throws -> Int64 {
+        try read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM events") ?? 0 }
+    }
+}
+
+/// Appends events inside a write transaction, numbering each task's events without gaps.
+struct EventAppender {
+    let db: Database
+    let at: Timestamp
+    private(set) var appended: [EventRecord] = []
+    private var nextSeq: [TaskKeyOrSpec: Int64] = [:]
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    private struct TaskKeyOrSpec: Hashable {
+        var spec: String
+        var task: String
+    }
+
+    init(db: Database, at: Timestamp) {
+        self.db = db
+        self.at = at
+    }
+
+    mutating func append(_ event: NewEvent, spec: String, task: TaskID?) throws {
+        let key = TaskKeyOrSpec(spec: spec, task: task?.rawValue ?? "")
+        let seq: Int64
+        if let next = nextSeq[key] {
+            seq = next
+        } else {
+            // The seq is read inside the write transaction, which SQLite serialises, so no other
+            // writer can take the same number; UNIQUE(spec, task_id, seq) guards it as well.
+            seq = (try Int64.fetchOne(
+                db, sql: "SELECT MAX(seq) FROM events WHERE spec = ? AND task_id = ?", arguments: [key.spec, key.task])
+                ?? 0) + 1
+        }
+        nextSeq[key] = seq + 1
+        let payload = String(decoding: try encoder.encode(event.payload), as: UTF8.self)
+        let statement = try db.cachedStatement(
+            sql: """
+                INSERT INTO events (spec, task_id, seq, event_type, actor, span_id, parent_span_id, phase, payload, timestamp)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+        try statement.execute(arguments: [
+            spec, key.task, seq, event.type.rawValue, event.actor, event.spanID, event.parentSpanID, event.phase, payload,
+            at.secondsSince1970,
+        ])
+        appended.append(
+            EventRecord(
+                id: db.lastInsertedRowID, spec: spec, taskID: task, seq: seq, type: event.type, actor: event.actor,
+                spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase, payload: event.payload,
+                timestamp: at))
+    }
+}

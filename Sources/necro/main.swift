@@ -1,0 +1,3 @@
+import NecroCLI
+
+await Necro.runMain()
