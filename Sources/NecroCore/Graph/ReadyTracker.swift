@@ -10,6 +10,11 @@ public struct ReadyTracker: Sendable {
         public var ready: [Int] = []
         /// Groups that finished because their last subtask did.
         public var groupsFinished: [Int] = []
+
+        public init(ready: [Int] = [], groupsFinished: [Int] = []) {
+            self.ready = ready
+            self.groupsFinished = groupsFinished
+        }
     }
 
     public let graph: TaskGraph

@@ -1,0 +1,64 @@
+import Foundation
+
+/// What a child process did.
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Runs the built `necro` executable, as a user would.
+public enum NecroBinary {
+    /// The `necro` executable beside the test bundle (`swift build` puts both in one folder).
+    public static var path: String {
+        if let explicit = ProcessInfo.processInfo.environment["NECRO_BINARY"] { return explicit }
+        let bundleFolder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var candidate = bundleFolder
+        // The test runner may be inside `X.xctest/…` on some platforms; walk up to the build folder.
+        for _ in 0..<4 {
+            let necro = candidate.appendingPathComponent("necro").path
+            if FileManager.default.isExecutableFile(atPath: necro) { return necro }
+            candidate.deleteLastPathComponent()
+        }
+        return bundleFolder.appendingPathComponent("necro").path
+    }
+
+    /// Runs `necro` with arguments, in `directory`, and waits for it.
+    public static func run(_ arguments: [String], in directory: String? = nil) throws -> CommandResult {
+        try runProcess(path, arguments, in: directory)
+    }
+}
+
+/// Runs a program and collects its exit status and output.
+public func runProcess(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read both pipes before waiting, so a chatty child cannot block on a full pipe.
+    let group = DispatchGroup()
+    nonisolated(unsafe) var errData = Data()
+    group.enter()
+    DispatchQueue.global().async {
+        errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.leave()
+    }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus,
+        stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// The repository's root, found from this source file's place in it.
+public let repositoryRoot: String = {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+}()
