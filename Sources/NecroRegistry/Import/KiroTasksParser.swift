@@ -82,6 +82,9 @@ struct KiroTasksParser {
         if idEnd > idStart, line[idEnd - 1] == 46 { idEnd -= 1 }  // "1." → "1"
         while i < line.count, line[i] == 32 || line[i] == 9 { i += 1 }
         let location = SourceLocation(file: file, line: number)
+        // A task line closes the tasks it is not nested in, even when it cannot be read: its
+        // attribute lines must not land on the task before it.
+        while let last = open.last, indents[last] >= indent { open.removeLast() }
         guard idEnd > idStart, line[idStart] >= 48, line[idStart] <= 57 else {
             issues.append(SpecIssue(.invalidValue, at: location, "expected a task id such as 1.2 after the checkbox"))
             return
@@ -90,7 +93,6 @@ struct KiroTasksParser {
         let title = String(decoding: UnsafeBufferPointer(rebasing: line[i...]), as: UTF8.self).trimmingSpaces
         if title.isEmpty { issues.append(SpecIssue(.missingField, at: location, "task \(id) has no title")) }
 
-        while let last = open.last, indents[last] >= indent { open.removeLast() }
         var parent: TaskID?
         if let enclosing = open.last {
             parent = tasks[enclosing].id

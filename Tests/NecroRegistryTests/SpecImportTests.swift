@@ -1,0 +1,247 @@
+import Foundation
+import NecroCore
+import NecroTesting
+import Testing
+
+@testable import NecroRegistry
+
+private let example = "\(repositoryRoot)/Examples/chat-app"
+
+private func load(_ name: String, _ text: String) throws -> Result<LoadedSpec, SpecValidationError> {
+    let dir = try TemporaryDirectory("spec")
+    let path = try dir.write(name, text)
+    do { return .success(try SpecLoader.load(path: path)) } catch { return .failure(error) }
+}
+
+private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
+    switch try load(name, text) {
+    case .success: return []
+    case .failure(let error): return error.issues
+    }
+}
+
+@Suite struct FormatEquivalenceTests {
+    @Test func theThreeFormatsOfTheExampleGiveTheSameTasks() throws {
+        let markdown = try SpecLoader.load(path: "\(example)/tasks.md").spec
+        let yaml = try SpecLoader.load(path: "\(example)/tasks.yaml").spec
+        let json = try SpecLoader.load(path: "\(example)/tasks.json").spec
+        #expect(markdown.name == "chat-app")
+        #expect(markdown.tasks.count == 17)
+        for (a, b) in zip(markdown.tasks, yaml.tasks) { #expect(a == b, "task \(a.id)") }
+        #expect(markdown == yaml)
+        #expect(yaml == json)
+    }
+
+    @Test func theExampleReadsAsWritten() throws {
+        let spec = try SpecLoader.load(path: "\(example)/tasks.md").spec
+        let byID = Dictionary(uniqueKeysWithValues: spec.tasks.map { ($0.id, $0) })
+        #expect(byID["1"]?.markedDone == true)
+        #expect(byID["2"]?.isGroup == true)
+        #expect(byID["2.1"]?.parent == "2", "nested by indentation")
+        #expect(byID["3.1"]?.parent == "3", "written flush under its group, nested by its id")
+        #expect(byID["2.3"]?.optional == true)
+        #expect(byID["3.1"]?.timeoutSeconds == 1800)
+        #expect(byID["3.1"]?.priority == 9)
+        #expect(byID["3.1"]?.description == "Sign-up, login and token refresh endpoints\nPasswords hashed with Argon2")
+        #expect(byID["3.2"]?.resources == TaskResources(cpu: 2, memoryMB: 2048))
+        #expect(byID["3.3"]?.dependencies == ["3.1", "3.2"])
+        #expect(byID["3.3"]?.maxAttempts == 4)
+        #expect(byID["5"]?.dependencies == ["3", "4"])
+        #expect(byID["6"]?.gates == [["sh", "-c", "test -f DEPLOY.md"]])
+        #expect(byID["7"]?.timeoutSeconds == 3600)
+    }
+}
+
+@Suite struct KiroMarkdownTests {
+    @Test func requirementsAreMetadataNeverDependencies() throws {
+        let text = """
+            - [ ] 1. Auth
+              - _Requirements: 2, 3.1_
+            - [ ] 2. Chat
+              - _Requirements: 1_
+              - _Depends: 1_
+            - [ ] 3. Other
+            """
+        let spec = try #require(try load("tasks.md", text).get()).spec
+        #expect(spec.tasks[0].dependencies.isEmpty)
+        #expect(spec.tasks[0].metadata["requirements"] == ["2", "3.1"])
+        #expect(spec.tasks[1].dependencies == ["1"])
+        // Had requirements been read as dependencies, 1 -> 2 -> 1 would be a cycle.
+        #expect(spec.tasks[1].metadata["requirements"] == ["1"])
+    }
+
+    @Test func attributesAndCheckboxes() throws {
+        let text = """
+            # Plan
+            Intro paragraph.
+
+            - [x] 1. Done already
+            - [ ]* 2. Optional one
+              - first line of description
+              - _Dependencies: 1_
+              - _Skill: frontend_
+              - _Priority: -3_
+              - _Timeout: 1h30m_
+              - _Attempts: 5_
+              - _Gate: swift test --filter "Auth Tests"_
+              - _Leverage: src/auth_
+              second line without bullet
+            - [-] 3. In progress counts as not done
+            """
+        let spec = try #require(try load("tasks.md", text).get()).spec
+        #expect(spec.tasks.map(\.markedDone) == [true, false, false])
+        let two = spec.tasks[1]
+        #expect(two.optional)
+        #expect(two.dependencies == ["1"])
+        #expect(two.requiredSkill == "frontend")
+        #expect(two.priority == -3)
+        #expect(two.timeoutSeconds == 5400)
+        #expect(two.maxAttempts == 5)
+        #expect(two.gates == [["swift", "test", "--filter", "Auth Tests"]])
+        #expect(two.metadata["leverage"] == "src/auth")
+        #expect(two.description == "first line of description\nsecond line without bullet")
+    }
+
+    @Test func specNameComesFromTheFolder() {
+        #expect(SpecLoader.defaultName(forPath: "specs/chat-app/tasks.md") == "chat-app")
+        #expect(SpecLoader.defaultName(forPath: "/x/billing.yaml") == "billing")
+    }
+
+    @Test func eachErrorNamesItsLineAndAllComeOutTogether() throws {
+        let text = """
+            - [ ] 1. First
+              - _Depends: 9_
+            - [ ] 1. Again
+            - [ ] 2. Self
+              - _Depends: 2_
+            - [ ] 3. A
+              - _Depends: 4_
+            - [ ] 4. B
+              - _Depends: 3_
+              - _Priority: high_
+            - [ ] 5.
+            - [ ] Title without id
+              - _Timeout: later_
+            """
+        let found = try issues("tasks.md", text)
+        let byCode = Dictionary(grouping: found, by: \.code)
+        #expect(byCode[.unknownDependency]?.first?.location == SourceLocation(file: found[0].location.file, line: 2))
+        #expect(byCode[.duplicateID]?.first?.location.line == 3)
+        #expect(byCode[.duplicateID]?.first?.message.contains("first declared at line 1") == true)
+        #expect(byCode[.selfDependency]?.first?.location.line == 5)
+        #expect(byCode[.dependencyCycle]?.first?.message == "dependency cycle: 3 -> 4 -> 3")
+        #expect(byCode[.dependencyCycle]?.first?.location.line == 6)
+        #expect(byCode[.wrongType]?.first?.location.line == 10)
+        #expect(byCode[.missingField]?.first?.location.line == 11)
+        #expect(byCode[.invalidValue]?.map { $0.location.line } == [12])
+        #expect(found.count == 7, "\(found)")
+        #expect(found.map { $0.location.line ?? 0 } == found.map { $0.location.line ?? 0 }.sorted(), "in file order")
+    }
+
+    @Test func cycleIsPrintedAsAPath() throws {
+        let text = """
+            - [ ] 1.1 A
+            - [ ] 1.2 B
+              - _Depends: 2.1_
+            - [ ] 2.1 C
+              - _Depends: 1.2_
+            """
+        let found = try issues("tasks.md", text)
+        #expect(found.map(\.message) == ["dependency cycle: 1.2 -> 2.1 -> 1.2"])
+        #expect(found.first?.description.hasSuffix("tasks.md:2: error: dependency cycle: 1.2 -> 2.1 -> 1.2 [dependency-cycle]") == true)
+    }
+}
+
+@Suite struct StructuredFormatTests {
+    @Test func yamlTypeErrorsCarryFieldPathAndLine() throws {
+        let text = """
+            spec_name: bad
+            tasks:
+              - id: "1"
+                title: A
+                priority: high
+                dependencies: "2"
+              - id: "2"
+                titel: B
+              - id: "3"
+                title: C
+                dependencies: ["3", "99"]
+                resources: {cpu: fast}
+                optional: maybe
+            """
+        let found = try issues("bad.yaml", text)
+        func at(_ field: String) -> SpecIssue? { found.first { $0.location.field == field } }
+        #expect(at("tasks[0].priority")?.code == .wrongType)
+        #expect(at("tasks[0].priority")?.location.line == 5)
+        #expect(at("tasks[0].dependencies")?.message == "expected a list, found a string")
+        #expect(at("tasks[1].titel")?.code == .unknownField)
+        #expect(at("tasks[1].title")?.code == .missingField)
+        #expect(at("tasks[2].resources.cpu")?.code == .wrongType)
+        #expect(at("tasks[2].optional")?.location.line == 13)
+        #expect(at("tasks[2].dependencies[0]")?.code == .selfDependency)
+        #expect(at("tasks[2].dependencies[1]")?.code == .unknownDependency)
+        #expect(at("tasks[2].dependencies[1]")?.location.line == 11)
+        #expect(found.count == 8, "\(found)")
+    }
+
+    @Test func yamlDuplicatesAndCyclesAcrossSubtasks() throws {
+        let text = """
+            spec_name: cyc
+            tasks:
+              - id: "1"
+                title: Group
+                subtasks:
+                  - {id: "1.1", title: A, dependencies: ["2"]}
+                  - {id: "1.1", title: Again}
+              - {id: "2", title: B, dependencies: ["1"]}
+            """
+        let found = try issues("cyc.yaml", text)
+        #expect(found.contains { $0.code == .duplicateID && $0.location.field == "tasks[0].subtasks[1]" && $0.location.line == 7 })
+        #expect(found.contains { $0.code == .dependencyCycle && $0.message == "dependency cycle: 1 -> 1.1 -> 2 -> 1" })
+    }
+
+    @Test func malformedYamlGivesItsLine() throws {
+        let found = try issues("m.yaml", "spec_name: x\ntasks:\n  - id: \"1\"\n    title: [unclosed\n")
+        #expect(found.count == 1)
+        #expect(found.first?.code == .malformed)
+        #expect(found.first?.location.line == 5)
+    }
+
+    @Test func malformedJsonGivesItsLine() throws {
+        let found = try issues("m.json", "{\"spec_name\": \"x\",\n \"tasks\": [ {\"id\": , \"title\": \"a\"}]}")
+        #expect(found.count == 1)
+        #expect(found.first?.code == .malformed)
+        #expect(found.first?.location.line == 2)
+        #expect(found.first?.message.contains("column 20") == true)
+    }
+
+    @Test func jsonWrongTypesCarryFieldPaths() throws {
+        let text = #"{"spec_name": "j", "tasks": [{"id": 1.5, "title": "a"}, {"id": "2", "title": 3, "gates": [[]], "max_attempts": 0}], "extra": 1}"#
+        let found = try issues("j.json", text)
+        #expect(Set(found.compactMap(\.location.field)) == ["tasks[0].id", "tasks[1].title", "tasks[1].gates[0]", "tasks[1].max_attempts", "extra"])
+        #expect(found.first { $0.location.field == "tasks[0].id" }?.message.contains("quote ids") == true)
+    }
+
+    @Test func jsonAcceptsIntegerIds() throws {
+        let spec = try #require(try load("i.json", #"{"spec_name": "i", "tasks": [{"id": 1, "title": "a"}, {"id": 2, "title": "b", "dependencies": [1]}]}"#).get()).spec
+        #expect(spec.tasks.map(\.id) == ["1", "2"])
+        #expect(spec.tasks[1].dependencies == ["1"])
+    }
+
+    @Test func yamlKeepsUnquotedDottedIdsAsWritten() throws {
+        let spec = try #require(try load("d.yaml", "spec_name: d\ntasks:\n  - {id: 1.10, title: a}\n  - {id: 1.1, title: b, dependencies: [1.10]}\n").get()).spec
+        #expect(spec.tasks.map(\.id) == ["1.10", "1.1"])
+        #expect(spec.tasks[1].dependencies == ["1.10"])
+    }
+
+    @Test func unknownFormatAndMissingFileAreReported() throws {
+        let dir = try TemporaryDirectory()
+        #expect(throws: SpecValidationError.self) { try SpecLoader.load(path: dir.file("tasks.txt")) }
+        do {
+            _ = try SpecLoader.load(path: dir.file("missing.yaml"))
+            Issue.record("a missing file must not load")
+        } catch {
+            #expect(error.issues.first?.code == .unreadable)
+        }
+    }
+}
