@@ -1,0 +1,120 @@
+import Foundation
+import NecroCore
+import NecroRegistry
+import NecroTesting
+import Testing
+
+private let example = "\(repositoryRoot)/Examples/chat-app"
+
+/// Every row of the registry's tables, to show a failed command changed nothing.
+private func snapshot(_ registryPath: String) throws -> String {
+    let registry = try SQLiteRegistry(path: registryPath)
+    var lines: [String] = []
+    for set in try registry.taskSets() { lines.append("set \(set.name) v\(set.version) \(set.importedAt)") }
+    for set in try registry.taskSets() {
+        for task in try registry.tasks(spec: set.name) { lines.append("task \(task.key) \(task.state) \(task.task.title) \(task.updatedAt)") }
+    }
+    for event in try registry.events(EventQuery()) { lines.append("event \(event.id) \(event.taskID?.rawValue ?? "") \(event.seq) \(event.type)") }
+    return lines.joined(separator: "\n")
+}
+
+@Suite struct CLITests {
+    @Test func validateSummarisesTheExample() throws {
+        let result = try NecroBinary.run(["validate", "\(example)/tasks.md"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("chat-app: valid"))
+        #expect(result.stdout.contains("tasks:         14 in 3 groups (1 marked done, 2 optional)"))
+        #expect(result.stdout.contains("roots:         1 (1)"))
+        #expect(result.stdout.contains("skills:        backend 5, database 3, devops 3, frontend 3"))
+        #expect(result.stdout.contains("critical path: 10 tasks"))
+        let json = try NecroBinary.run(["validate", "\(example)/tasks.yaml", "--json"])
+        let summary = try JSONDecoder().decode([String: JSONValue].self, from: Data(json.stdout.utf8))
+        #expect(summary["criticalPathLength"] == 10 && summary["tasks"] == 14 && summary["format"] == "yaml")
+    }
+
+    @Test func invalidSpecExitsTwoWithEveryErrorLocated() throws {
+        let dir = try TemporaryDirectory()
+        let spec = try dir.write(
+            "bad/tasks.md",
+            """
+            - [ ] 1. First
+              - _Depends: 9_
+            - [ ] 1. Again
+            - [ ] 2. Loop
+              - _Depends: 3_
+            - [ ] 3. Loop back
+              - _Depends: 2_
+            """)
+        let result = try NecroBinary.run(["validate", spec])
+        #expect(result.status == 2)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.contains("\(spec):2: error: task 1 depends on 9, which is not a task of this spec [unknown-dependency]"))
+        #expect(result.stderr.contains("\(spec):3: error: duplicate task id 1"))
+        #expect(result.stderr.contains("\(spec):4: error: dependency cycle: 2 -> 3 -> 2"))
+        #expect(result.stderr.contains("3 errors"))
+    }
+
+    @Test func importCreatesTheRegistryAndReimportReportsChanges() throws {
+        let dir = try TemporaryDirectory()
+        let spec = try dir.write("chat-app/tasks.md", try String(contentsOfFile: "\(example)/tasks.md", encoding: .utf8))
+        let first = try NecroBinary.run(["import", spec], in: dir.path)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout == "chat-app v1: imported 17 tasks\n")
+        #expect(FileManager.default.fileExists(atPath: dir.file(".necro/registry.sqlite")), "default registry path")
+
+        let edited = try String(contentsOfFile: spec, encoding: .utf8).replacingOccurrences(of: "Login UI", with: "Sign-in UI")
+        try edited.write(toFile: spec, atomically: true, encoding: .utf8)
+        let second = try NecroBinary.run(["import", spec, "--registry", dir.file(".necro/registry.sqlite")])
+        #expect(second.status == 0)
+        #expect(second.stdout == "chat-app v2: 0 added, 1 changed (4.1), 0 removed, 16 unchanged\n")
+    }
+
+    @Test func failedImportLeavesTheRegistryAsItWas() throws {
+        let dir = try TemporaryDirectory()
+        let registry = dir.file("reg/registry.sqlite")
+        let spec = try dir.write("chat-app/tasks.yaml", try String(contentsOfFile: "\(example)/tasks.yaml", encoding: .utf8))
+        #expect(try NecroBinary.run(["import", spec, "--registry", registry]).status == 0)
+        let before = try snapshot(registry)
+
+        // A later version of the spec that adds a cycle and a type error.
+        let broken = try String(contentsOfFile: spec, encoding: .utf8)
+            .replacingOccurrences(of: "dependencies: [\"2.1\"]", with: "dependencies: [\"2.1\", \"3.3\"]")
+            .replacingOccurrences(of: "priority: 4", with: "priority: urgent")
+        try broken.write(toFile: spec, atomically: true, encoding: .utf8)
+        let result = try NecroBinary.run(["import", spec, "--registry", registry])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("error: expected an integer, found a string [wrong-type]"))
+        #expect(result.stderr.contains("dependency cycle: 2.2 -> 3.3 -> 3.1 -> 2.2"))
+        #expect(try snapshot(registry) == before)
+    }
+
+    @Test func failedFirstImportCreatesNoRegistry() throws {
+        let dir = try TemporaryDirectory()
+        let spec = try dir.write("s.json", #"{"spec_name": "s", "tasks": [{"id": "1", "title": "A", "dependencies": ["1"]}]}"#)
+        let result = try NecroBinary.run(["import", spec, "--registry", dir.file("r/registry.sqlite")])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("s.json: tasks[0].dependencies[0]: error: task 1 depends on itself [self-dependency]"))
+        #expect(!FileManager.default.fileExists(atPath: dir.file("r")))
+    }
+
+    @Test func graphDrawsGroupsAndEdgesInBothFormats() throws {
+        let mermaid = try NecroBinary.run(["graph", "\(example)/tasks.md"])
+        #expect(mermaid.status == 0)
+        let lines = mermaid.stdout.split(separator: "\n").map { $0.trimmingSpaces }
+        #expect(lines.first == "flowchart LR")
+        #expect(lines.contains("subgraph t1[\"2 Data layer\"]"))
+        #expect(lines.contains("t2[\"2.1 Define the database schema [database]\"]"))
+        #expect(lines.contains("t0 --> t2"), "1 -> 2.1")
+        #expect(lines.contains("t5 --> t14"), "the group 3 -> task 5")
+        #expect(lines.filter { $0.contains("-->") }.count == 17)
+
+        let dot = try NecroBinary.run(["graph", "\(example)/tasks.json", "--format", "dot"])
+        #expect(dot.status == 0)
+        #expect(dot.stdout.hasPrefix("digraph \"chat-app\" {"))
+        #expect(dot.stdout.contains("subgraph cluster_t1 {"))
+        #expect(dot.stdout.contains("t0 -> t2;"))
+        #expect(dot.stdout.contains("-> t14 [ltail=cluster_t5];"))
+        let bad = try NecroBinary.run(["graph", "\(example)/tasks.md", "--format", "png"])
+        #expect(bad.status != 0)
+    }
+}
