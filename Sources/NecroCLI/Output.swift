@@ -19,3 +19,11 @@ func jsonLine(_ value: some Encodable) -> String {
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self)
 }
+
+/// Values the command keeps until the process exits, so that they are never freed piecemeal.
+nonisolated(unsafe) private var keptUntilExit: [Any] = []
+
+/// Keeps a large value alive until the process exits. Only for commands about to end.
+func keepUntilExit(_ value: Any) {
+    keptUntilExit.append(value)
+}

@@ -238,7 +238,7 @@ private func drain(_ queue: inout ReadyQueue) -> [String] {
 
     @Test func jitterTakesOffAtMostItsShareAndFollowsTheRandomSource() {
         let policy = RetryPolicy(initialDelay: .seconds(10), base: 2, maxDelay: .seconds(1000), jitter: 0.5)
-        var random = SeededRandom(seed: 42)
+        var random = SplitMix64(seed: 42)
         var seen = Set<Double>()
         for _ in 0..<200 {
             let delay = policy.delay(afterAttempt: 3, using: &random).seconds  // 40 s before jitter
@@ -246,10 +246,10 @@ private func drain(_ queue: inout ReadyQueue) -> [String] {
             seen.insert(delay)
         }
         #expect(seen.count > 150, "jitter varies")
-        var again = SeededRandom(seed: 42)
-        var replay = SeededRandom(seed: 42)
+        var again = SplitMix64(seed: 42)
+        var replay = SplitMix64(seed: 42)
         #expect(policy.delay(afterAttempt: 2, using: &again) == policy.delay(afterAttempt: 2, using: &replay))
-        var unused = SeededRandom(seed: 1)
+        var unused = SplitMix64(seed: 1)
         #expect(RetryPolicy(initialDelay: .seconds(10)).delay(afterAttempt: 1, using: &unused) == .seconds(10))
     }
 }

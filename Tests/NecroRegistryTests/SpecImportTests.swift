@@ -62,7 +62,7 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
               - _Depends: 1_
             - [ ] 3. Other
             """
-        let spec = try #require(try load("tasks.md", text).get()).spec
+        let spec = try load("tasks.md", text).get().spec
         #expect(spec.tasks[0].dependencies.isEmpty)
         #expect(spec.tasks[0].metadata["requirements"] == ["2", "3.1"])
         #expect(spec.tasks[1].dependencies == ["1"])
@@ -88,7 +88,7 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
               second line without bullet
             - [-] 3. In progress counts as not done
             """
-        let spec = try #require(try load("tasks.md", text).get()).spec
+        let spec = try load("tasks.md", text).get().spec
         #expect(spec.tasks.map(\.markedDone) == [true, false, false])
         let two = spec.tasks[1]
         #expect(two.optional)
@@ -223,13 +223,13 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
     }
 
     @Test func jsonAcceptsIntegerIds() throws {
-        let spec = try #require(try load("i.json", #"{"spec_name": "i", "tasks": [{"id": 1, "title": "a"}, {"id": 2, "title": "b", "dependencies": [1]}]}"#).get()).spec
+        let spec = try load("i.json", #"{"spec_name": "i", "tasks": [{"id": 1, "title": "a"}, {"id": 2, "title": "b", "dependencies": [1]}]}"#).get().spec
         #expect(spec.tasks.map(\.id) == ["1", "2"])
         #expect(spec.tasks[1].dependencies == ["1"])
     }
 
     @Test func yamlKeepsUnquotedDottedIdsAsWritten() throws {
-        let spec = try #require(try load("d.yaml", "spec_name: d\ntasks:\n  - {id: 1.10, title: a}\n  - {id: 1.1, title: b, dependencies: [1.10]}\n").get()).spec
+        let spec = try load("d.yaml", "spec_name: d\ntasks:\n  - {id: 1.10, title: a}\n  - {id: 1.1, title: b, dependencies: [1.10]}\n").get().spec
         #expect(spec.tasks.map(\.id) == ["1.10", "1.1"])
         #expect(spec.tasks[1].dependencies == ["1.10"])
     }
@@ -242,6 +242,67 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
             Issue.record("a missing file must not load")
         } catch {
             #expect(error.issues.first?.code == .unreadable)
+        }
+    }
+}
+
+@Suite struct ParallelParseTests {
+    private let text = """
+        # Plan
+        - [ ] 1. One
+          - _Depends: 3_
+        - [ ] 2. Group
+          - [ ] 2.1 Nested
+            - _Priority: 3_
+        - [ ] 3. Three
+          - description of three
+        - [ ] 4. Flush group
+        - [ ] 5. Five
+          - _Priority: soon_
+        - [ ] 4.1 Flush subtask, far from its group
+          - _Depends: 5_
+        - [ ] 6. Six
+          - _Depends: 99_
+
+        """
+
+    private func parse(pieces: Int) -> (TaskSetSpec, SpecOrigins, [SpecIssue]) {
+        KiroTasksParser.parse(Array(text.utf8), name: "p", file: "tasks.md", pieces: pieces)
+    }
+
+    @Test func cuttingTheFileIntoPiecesChangesNothing() throws {
+        let (whole, wholeOrigins, wholeIssues) = parse(pieces: 1)
+        #expect(whole.tasks.count == 8)
+        #expect(whole.tasks.first { $0.id == "4.1" }?.parent == "4")
+        #expect(wholeIssues.map { $0.location.line } == [11])
+        for pieces in 2...6 {
+            let cuts = Array(text.utf8).withUnsafeBufferPointer { KiroTasksParser.chunkStarts($0, pieces: pieces) }
+            #expect(cuts.count == pieces, "the text really is cut into \(pieces) pieces")
+            let (split, origins, issues) = parse(pieces: pieces)
+            #expect(split == whole, "\(pieces) pieces")
+            #expect(issues == wholeIssues, "\(pieces) pieces")
+            #expect(origins.tasks.map(\.line) == wholeOrigins.tasks.map(\.line))
+            #expect(origins.location(ofDependency: 0, ofTask: 7) == SourceLocation(file: "tasks.md", line: 15))
+        }
+    }
+
+    @Test func aBigFileIsSplitAndStillValidatesTheSame() throws {
+        // Over 4 MB, so the loader cuts it into one piece per core.
+        var lines = ["# Big"]
+        for i in 1...60_000 {
+            lines.append("- [ ] \(i). Task number \(i) with a title long enough to weigh")
+            if i > 1 { lines.append("  - _Depends: \(i - 1)_") }
+            if i == 59_999 { lines.append("  - _Depends: 60000_") }  // closes a cycle near the end
+        }
+        let dir = try TemporaryDirectory()
+        let path = try dir.write("big/tasks.md", lines.joined(separator: "\n"))
+        #expect((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0) > 4 << 20)
+        do {
+            _ = try SpecLoader.load(path: path)
+            Issue.record("the cycle must be found")
+        } catch {
+            #expect(error.issues.map(\.message) == ["dependency cycle: 59999 -> 60000 -> 59999"])
+            #expect(error.issues.first?.location.line == lines.firstIndex(of: "- [ ] 59999. Task number 59999 with a title long enough to weigh")! + 1)
         }
     }
 }

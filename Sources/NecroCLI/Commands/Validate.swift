@@ -25,6 +25,9 @@ struct Validate: AsyncParsableCommand {
         }
         let summary = SpecSummary(loaded)
         print(json ? jsonLine(summary) : summary.text)
+        // The process ends here: let it hand the memory back at once rather than free a
+        // million tasks one by one (a tenth of the run time on big specs).
+        keepUntilExit(loaded)
     }
 }
 

@@ -110,7 +110,11 @@ extension TaskGraph {
     /// The number of runnable tasks on the longest dependency chain (groups count for nothing),
     /// or nil if the graph has a cycle.
     public func criticalPathLength() -> Int? {
-        guard let order = topologicalOrder() else { return nil }
+        topologicalOrder().map(criticalPathLength(order:))
+    }
+
+    /// The critical path length, given a topological order of this graph.
+    public func criticalPathLength(order: [Int]) -> Int {
         var length = [Int32](repeating: 0, count: count)
         var best: Int32 = 0
         for v in order {

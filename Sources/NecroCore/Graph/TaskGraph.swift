@@ -19,7 +19,7 @@ public struct TaskGraph: Sendable {
 
     public let ids: [TaskID]
     public let isGroup: [Bool]
-    let indexByID: [TaskID: Int32]
+    let table: TaskIDTable
     // Compressed sparse rows: the dependencies of node i are
     // dependencyTargets[dependencyOffsets[i] ..< dependencyOffsets[i + 1]]; likewise for dependents.
     let dependencyOffsets: [Int32]
@@ -31,71 +31,92 @@ public struct TaskGraph: Sendable {
     public var edgeCount: Int { dependencyTargets.count }
 
     /// Builds the graph, dropping and reporting every reference that cannot be an edge.
+    ///
+    /// O(V + E), in flat arrays: no allocation per task.
     public static func build(_ tasks: [TaskSpec]) -> (graph: TaskGraph, problems: [Problem]) {
+        let n = tasks.count
         var problems: [Problem] = []
-        var indexByID: [TaskID: Int32] = [:]
-        indexByID.reserveCapacity(tasks.count)
-        for (i, task) in tasks.enumerated() {
-            if let first = indexByID[task.id] {
-                problems.append(.duplicateID(index: i, first: Int(first)))
-            } else {
-                indexByID[task.id] = Int32(i)
+        var ids: [TaskID] = []
+        ids.reserveCapacity(n)
+        for i in 0..<n { ids.append(tasks[i].id) }
+        var table = TaskIDTable(capacity: n)
+        for i in 0..<n {
+            if let first = table.insert(Int32(i), in: ids) {
+                problems.append(.duplicateID(index: i, first: Int(first)))  // the first declaration keeps the id
             }
         }
 
-        // Resolve declared dependencies once; inherited ones are looked up through the parent.
-        var declared = [[Int32]](repeating: [], count: tasks.count)
-        var parentIndex = [Int32](repeating: -1, count: tasks.count)
-        var childCount = [Int32](repeating: 0, count: tasks.count)
-        for (i, task) in tasks.enumerated() {
-            var resolved: [Int32] = []
-            resolved.reserveCapacity(task.dependencies.count)
-            for (j, dep) in task.dependencies.enumerated() {
-                guard let target = indexByID[dep] else {
+        // Declared dependencies, resolved, in compressed rows; and each task's group.
+        var declaredOffsets = [Int32](repeating: 0, count: n + 1)
+        var declared: [Int32] = []
+        declared.reserveCapacity(tasks.reduce(0) { $0 + $1.dependencies.count })
+        var parentIndex = [Int32](repeating: -1, count: n)
+        var childCount = [Int32](repeating: 0, count: n + 1)
+        for i in 0..<n {
+            let dependencies = tasks[i].dependencies
+            for j in dependencies.indices {
+                guard let target = table.index(of: dependencies[j], in: ids) else {
                     problems.append(.unknownDependency(index: i, dependency: j))
                     continue
                 }
-                if target == Int32(i) || dep == task.id {
+                if target == Int32(i) || dependencies[j] == ids[i] {
                     problems.append(.selfDependency(index: i, dependency: j))
                     continue
                 }
-                resolved.append(target)
+                declared.append(target)
             }
-            declared[i] = resolved
-            if let parent = task.parent {
-                if let p = indexByID[parent], p != Int32(i) {
+            declaredOffsets[i + 1] = Int32(declared.count)
+            if let parent = tasks[i].parent {
+                if let p = table.index(of: parent, in: ids), p != Int32(i) {
                     parentIndex[i] = p
-                    childCount[Int(p)] += 1
+                    childCount[Int(p) + 1] += 1
                 } else {
                     problems.append(.unknownParent(index: i))
                 }
             }
         }
+        // Children in compressed rows, by counting sort.
+        for i in 0..<n { childCount[i + 1] += childCount[i] }
+        var childCursor = childCount
+        var children = [Int32](repeating: 0, count: Int(childCount[n]))
+        for i in 0..<n where parentIndex[i] >= 0 {
+            let p = Int(parentIndex[i])
+            children[Int(childCursor[p])] = Int32(i)
+            childCursor[p] += 1
+        }
 
-        var offsets = [Int32](repeating: 0, count: tasks.count + 1)
+        var offsets = [Int32](repeating: 0, count: n + 1)
         var targets: [Int32] = []
-        targets.reserveCapacity(declared.reduce(0) { $0 + $1.count } + tasks.count)
-        var children = [[Int32]](repeating: [], count: tasks.count)
-        for i in tasks.indices where parentIndex[i] >= 0 { children[Int(parentIndex[i])].append(Int32(i)) }
-        for i in tasks.indices {
+        targets.reserveCapacity(declared.count + children.count)
+        for i in 0..<n {
             let start = targets.count
-            targets.append(contentsOf: declared[i])
-            targets.append(contentsOf: children[i])
+            targets.append(contentsOf: declared[Int(declaredOffsets[i])..<Int(declaredOffsets[i + 1])])
+            targets.append(contentsOf: children[Int(childCount[i])..<Int(childCount[i + 1])])
             // Inherit the declared dependencies of every enclosing group.
             var ancestor = parentIndex[i]
             var hops = 0
-            while ancestor >= 0, hops < tasks.count {
-                for dep in declared[Int(ancestor)] where dep != Int32(i) { targets.append(dep) }
-                ancestor = parentIndex[Int(ancestor)]
+            while ancestor >= 0, hops < n {
+                let a = Int(ancestor)
+                for k in Int(declaredOffsets[a])..<Int(declaredOffsets[a + 1]) where declared[k] != Int32(i) {
+                    targets.append(declared[k])
+                }
+                ancestor = parentIndex[a]
                 hops += 1
             }
             if targets.count - start > 1 {
-                // Keep each edge once: a task may name a dependency its group also names.
-                var seen = Set<Int32>()
+                // Keep each edge once: a task may name a dependency twice, or one its group names.
+                // Few edges per task is the rule: a linear scan beats allocating a set.
+                let many = targets.count - start > 32
+                var seen = many ? Set<Int32>(minimumCapacity: targets.count - start) : []
                 var write = start
-                for k in start..<targets.count where seen.insert(targets[k]).inserted {
-                    targets[write] = targets[k]
-                    write += 1
+                for k in start..<targets.count {
+                    let target = targets[k]
+                    let duplicate =
+                        many ? !seen.insert(target).inserted : targets[start..<write].contains(target)
+                    if !duplicate {
+                        targets[write] = target
+                        write += 1
+                    }
                 }
                 targets.removeSubrange(write...)
             }
@@ -103,20 +124,19 @@ public struct TaskGraph: Sendable {
         }
 
         let graph = TaskGraph(
-            ids: tasks.map(\.id),
-            isGroup: tasks.indices.map { tasks[$0].isGroup || childCount[$0] > 0 },
-            indexByID: indexByID,
+            ids: ids,
+            isGroup: (0..<n).map { tasks[$0].isGroup || childCount[$0 + 1] > childCount[$0] },
+            table: table,
             dependencyOffsets: offsets,
             dependencyTargets: targets
         )
         return (graph, problems)
     }
 
-    init(ids: [TaskID], isGroup: [Bool], indexByID: [TaskID: Int32], dependencyOffsets: [Int32], dependencyTargets: [Int32])
-    {
+    init(ids: [TaskID], isGroup: [Bool], table: TaskIDTable, dependencyOffsets: [Int32], dependencyTargets: [Int32]) {
         self.ids = ids
         self.isGroup = isGroup
-        self.indexByID = indexByID
+        self.table = table
         self.dependencyOffsets = dependencyOffsets
         self.dependencyTargets = dependencyTargets
         // Reverse the edges by counting sort: O(V + E).
@@ -137,7 +157,7 @@ public struct TaskGraph: Sendable {
     }
 
     /// The index of a task, if the graph has it.
-    public func index(of id: TaskID) -> Int? { indexByID[id].map(Int.init) }
+    public func index(of id: TaskID) -> Int? { table.index(of: id, in: ids).map(Int.init) }
 
     /// What task `index` waits on, groups' implicit edges included.
     public func dependencies(of index: Int) -> ArraySlice<Int32> {

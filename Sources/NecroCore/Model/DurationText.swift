@@ -31,13 +31,19 @@ public enum DurationText {
 }
 
 extension StringProtocol {
-    /// The text without leading and trailing spaces and tabs.
+    /// The text without leading and trailing spaces, tabs and carriage returns (ASCII only, so it
+    /// works on UTF-8 bytes without decoding characters).
     public var trimmingSpaces: String {
-        var start = startIndex
-        var end = endIndex
-        while start < end, self[start] == " " || self[start] == "\t" { start = index(after: start) }
-        while end > start, self[index(before: end)] == " " || self[index(before: end)] == "\t" || self[index(before: end)] == "\r" {
-            end = index(before: end)
+        let bytes = utf8
+        var start = bytes.startIndex
+        while start < bytes.endIndex, bytes[start] == 32 || bytes[start] == 9 { start = bytes.index(after: start) }
+        // One forward pass: `end` follows the last byte that is not a space.
+        var end = start
+        var cursor = start
+        while cursor < bytes.endIndex {
+            let byte = bytes[cursor]
+            cursor = bytes.index(after: cursor)
+            if byte != 32 && byte != 9 && byte != 13 { end = cursor }
         }
         return String(self[start..<end])
     }

@@ -22,7 +22,14 @@ public struct TaskID: Hashable, Sendable, Comparable, Codable, CustomStringConve
 
     /// The id of the enclosing group by naming convention (`2.1` → `2`), if the id is dotted.
     public var dottedParent: TaskID? {
-        guard let dot = rawValue.lastIndex(of: "."), dot != rawValue.startIndex else { return nil }
+        let bytes = rawValue.utf8
+        var lastDot: String.Index?
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if bytes[index] == 46 { lastDot = index }
+            index = bytes.index(after: index)
+        }
+        guard let dot = lastDot, dot != rawValue.startIndex else { return nil }
         return TaskID(String(rawValue[..<dot]))
     }
 

@@ -136,6 +136,7 @@ public struct RegistryError: Error, Hashable, Sendable, CustomStringConvertible 
 public protocol Registry: Sendable {
     /// Imports a validated taskset, or updates it: changed tasks take their new definition, the
     /// state and events of unchanged ones are kept, and removed ones are cancelled.
+    @discardableResult
     func importTaskSet(_ spec: TaskSetSpec, source: String?) throws -> ImportReport
     func taskSets() throws -> [TaskSetRecord]
     func tasks(spec: String) throws -> [TaskRecord]

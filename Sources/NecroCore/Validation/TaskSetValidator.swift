@@ -42,7 +42,9 @@ public enum TaskSetValidator {
                         "task \(task.id) belongs to group \(task.parent?.rawValue ?? "?"), which is not a task of this spec"))
             }
         }
-        let cycles = graph.cycles()
+        // Kahn's sort is the cheap check; Tarjan's, which names the cycles, runs only when it fails.
+        let order = graph.topologicalOrder()
+        let cycles = order == nil ? graph.cycles() : []
         for cycle in cycles {
             let at = graph.index(of: cycle[0]) ?? 0
             issues.append(
@@ -50,9 +52,9 @@ public enum TaskSetValidator {
                     .dependencyCycle, at: origins.location(ofTask: at),
                     "dependency cycle: \(cycle.map(\.rawValue).joined(separator: " -> "))"))
         }
-        guard issues.isEmpty, let length = graph.criticalPathLength() else {
+        guard issues.isEmpty, let order else {
             return .failure(SpecValidationError(issues: issues))
         }
-        return .success(Validated(spec: spec, graph: graph, criticalPathLength: length))
+        return .success(Validated(spec: spec, graph: graph, criticalPathLength: graph.criticalPathLength(order: order)))
     }
 }

@@ -85,9 +85,7 @@ public enum SpecLoader {
     ) {
         switch format {
         case .kiroMarkdown:
-            var parser = KiroTasksParser(file: file)
-            let (spec, origins) = parser.parse([UInt8](data), name: defaultName)
-            return (spec, origins, parser.issues)
+            return KiroTasksParser.parse([UInt8](data), name: defaultName, file: file)
         default:
             let node: Result<SpecNode, SpecIssue>
             if format == .json {

@@ -9,6 +9,7 @@ extension SQLiteRegistry {
     /// takes the new one and keeps its state, attempts and events; a task marked done in the new spec
     /// becomes done. Tasks no longer in the spec are cancelled and hidden, their history kept.
     /// Then every waiting task's `blocked`/`ready` state is recomputed from its dependencies.
+    @discardableResult
     public func importTaskSet(_ spec: TaskSetSpec, source: String?) throws -> ImportReport {
         let at = now()
         let encoder = JSONEncoder()

@@ -1,5 +1,6 @@
-/// A deterministic random source (SplitMix64), for tests and generated benchmarks.
-public struct SeededRandom: RandomNumberGenerator, Sendable {
+/// A small deterministic random generator (SplitMix64): the injected random source of tests,
+/// and the generator of reproducible benchmark inputs.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
     public init(seed: UInt64) { state = seed }
