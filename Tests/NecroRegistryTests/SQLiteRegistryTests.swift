@@ -124,6 +124,20 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         #expect(try states(registry, "s") == ["g": .done, "g.1": .done, "after": .ready])
     }
 
+    @Test func theRegistryRefusesAnInvalidSpecEvenWithoutTheLoader() throws {
+        let dir = try TemporaryDirectory()
+        let registry = try openRegistry(dir)
+        let cyclic = simpleSpec([TaskSpec(id: "a", title: "A", dependencies: ["b"]), TaskSpec(id: "b", title: "B", dependencies: ["a"])])
+        do {
+            try registry.importTaskSet(cyclic, source: nil)
+            Issue.record("a cyclic spec must be refused")
+        } catch let error as RegistryError {
+            #expect(error.code == .invalidSpec)
+        }
+        #expect(try registry.taskSets().isEmpty)
+        #expect(try registry.events(EventQuery()).isEmpty)
+    }
+
     @Test func aTransitionBatchIsAllOrNothing() throws {
         let dir = try TemporaryDirectory()
         let registry = try openRegistry(dir)

@@ -36,6 +36,16 @@ struct Graph: AsyncParsableCommand {
 struct GraphRenderer {
     let spec: TaskSetSpec
     let graph: TaskGraph
+    /// Each group's tasks, and the top-level tasks under nil, in declaration order.
+    private let childrenByParent: [TaskID?: [Int]]
+
+    init(spec: TaskSetSpec, graph: TaskGraph) {
+        self.spec = spec
+        self.graph = graph
+        var children: [TaskID?: [Int]] = [:]
+        for (i, task) in spec.tasks.enumerated() { children[task.parent, default: []].append(i) }
+        childrenByParent = children
+    }
 
     private func node(_ index: Int) -> String { "t\(index)" }
 
@@ -47,8 +57,7 @@ struct GraphRenderer {
     }
 
     private func children(of index: Int?) -> [Int] {
-        let parent = index.map { spec.tasks[$0].id }
-        return spec.tasks.indices.filter { spec.tasks[$0].parent == parent && (index == nil || graph.index(of: spec.tasks[$0].id) == $0) }
+        childrenByParent[index.map { spec.tasks[$0].id }] ?? []
     }
 
     /// Declared edges (dependency → dependent) and parent-to-group nesting are drawn; the implicit

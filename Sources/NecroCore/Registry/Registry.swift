@@ -118,6 +118,7 @@ public struct RegistryError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let unknownTask = Code(rawValue: "unknown-task")
         public static let unknownSpec = Code(rawValue: "unknown-spec")
         public static let stateConflict = Code(rawValue: "state-conflict")
+        public static let invalidSpec = Code(rawValue: "invalid-spec")
         public static let storage = Code(rawValue: "storage")
     }
 

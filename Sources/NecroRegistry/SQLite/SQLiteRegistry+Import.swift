@@ -16,8 +16,8 @@ extension SQLiteRegistry {
         encoder.outputFormatting = [.sortedKeys]
         let decoder = JSONDecoder()
         let (graph, problems) = TaskGraph.build(spec.tasks)
-        guard problems.isEmpty, graph.cycles().isEmpty else {
-            throw RegistryError(.stateConflict, "spec \(spec.name) is not valid; validate it before importing")
+        guard problems.isEmpty, let order = graph.topologicalOrder() else {
+            throw RegistryError(.invalidSpec, "spec \(spec.name) is not valid; validate it before importing")
         }
         return try write { db in
             var recorder = EventAppender(db: db, at: at)
@@ -102,7 +102,6 @@ extension SQLiteRegistry {
             removed.sort()
 
             // Recompute the waiting states, dependencies first.
-            let order = graph.topologicalOrder() ?? Array(graph.ids.indices)
             for index in order where states[index] == .blocked || states[index] == .ready {
                 let dependencies = graph.dependencies(of: index)
                 let allDone = dependencies.allSatisfy { states[Int($0)] == .done }

@@ -29,7 +29,7 @@ public final class SQLiteRegistry: Registry, Sendable {
             try RegistrySchema.migrator.migrate(pool)
         } catch let error as DatabaseError {
             throw RegistryError(.storage, "cannot open registry \(path): \(error.message ?? "\(error)")")
-        } catch let error as CocoaError {
+        } catch {
             throw RegistryError(.storage, "cannot open registry \(path): \(error.localizedDescription)")
         }
     }
