@@ -3,11 +3,15 @@ import NecroCore
 /// Turns a YAML or JSON document into a taskset, collecting every type error with its field path.
 struct TaskSetDecoder {
     let file: String
-    private(set) var issues: [SpecIssue] = []
+    private var reader: SpecNodeReader
+    var issues: [SpecIssue] { reader.issues }
     private(set) var tasks: [TaskSpec] = []
     private(set) var origins: [SpecOrigins.Task] = []
 
-    init(file: String) { self.file = file }
+    init(file: String) {
+        self.file = file
+        reader = SpecNodeReader(file: file)
+    }
 
     static let taskSetKeys: Set<String> = ["spec_name", "weight", "description", "tasks"]
     static let taskKeys: Set<String> = [
@@ -19,38 +23,38 @@ struct TaskSetDecoder {
         var name = defaultName
         var weight = 1.0
         guard case .object(let fields) = root.value else {
-            fail(.wrongType, root, "", "expected a mapping with spec_name and tasks, found \(root.kindName)")
+            reader.fail(.wrongType, root, "", "expected a mapping with spec_name and tasks, found \(root.kindName)")
             return (TaskSetSpec(name: name, tasks: []), SpecOrigins(file: file))
         }
         var sawTasks = false
         for (key, node) in fields {
             switch key {
             case "spec_name":
-                if let text = string(node, key) { name = text }
+                if let text = reader.string(node, key) { name = text }
             case "weight":
-                if let w = number(node, key) {
-                    if w > 0 { weight = w } else { fail(.invalidValue, node, key, "weight must be positive") }
+                if let w = reader.number(node, key) {
+                    if w > 0 { weight = w } else { reader.fail(.invalidValue, node, key, "weight must be positive") }
                 }
             case "description":
-                _ = string(node, key)
+                _ = reader.string(node, key)
             case "tasks":
                 sawTasks = true
                 guard case .array(let items) = node.value else {
-                    fail(.wrongType, node, key, "expected a list of tasks, found \(node.kindName)")
+                    reader.fail(.wrongType, node, key, "expected a list of tasks, found \(node.kindName)")
                     continue
                 }
                 for (i, item) in items.enumerated() { decodeTask(item, path: "tasks[\(i)]", parent: nil) }
             default:
-                fail(.unknownField, node, key, "unknown field \(key) (expected one of \(Self.taskSetKeys.sorted().joined(separator: ", ")))")
+                reader.fail(.unknownField, node, key, "unknown field \(key) (expected one of \(Self.taskSetKeys.sorted().joined(separator: ", ")))")
             }
         }
-        if !sawTasks { fail(.missingField, root, "tasks", "the spec has no tasks list") }
+        if !sawTasks { reader.fail(.missingField, root, "tasks", "the spec has no tasks list") }
         return (TaskSetSpec(name: name, weight: weight, tasks: tasks), SpecOrigins(file: file, tasks: origins))
     }
 
     private mutating func decodeTask(_ node: SpecNode, path: String, parent: TaskID?) {
         guard case .object(let fields) = node.value else {
-            fail(.wrongType, node, path, "expected a task (a mapping), found \(node.kindName)")
+            reader.fail(.wrongType, node, path, "expected a task (a mapping), found \(node.kindName)")
             return
         }
         var task = TaskSpec(id: "", title: "", parent: parent)
@@ -63,35 +67,35 @@ struct TaskSetDecoder {
             switch key {
             case "id":
                 hasID = true
-                if let id = identifier(value, at) {
+                if let id = reader.identifier(value, at) {
                     if id.isEmpty || id.contains(where: { $0 == " " || $0 == "," || $0 == "\n" }) {
-                        fail(.invalidValue, value, at, "a task id must be non-empty, without spaces or commas")
+                        reader.fail(.invalidValue, value, at, "a task id must be non-empty, without spaces or commas")
                     } else {
                         task.id = TaskID(id)
                     }
                 }
             case "title":
-                if let title = string(value, at) {
+                if let title = reader.string(value, at) {
                     task.title = title
                     hasTitle = !title.isEmpty
                 }
             case "description":
-                task.description = string(value, at) ?? ""
+                task.description = reader.string(value, at) ?? ""
             case "dependencies":
-                for (j, item) in list(value, at).enumerated() {
-                    if let dep = identifier(item, "\(at)[\(j)]") {
+                for (j, item) in reader.list(value, at).enumerated() {
+                    if let dep = reader.identifier(item, "\(at)[\(j)]") {
                         task.dependencies.append(TaskID(dep))
                         dependencyLines.append(Int32(item.line ?? 0))
                     }
                 }
             case "required_skill":
-                task.requiredSkill = value.isNull ? nil : string(value, at)
+                task.requiredSkill = value.isNull ? nil : reader.string(value, at)
             case "priority":
-                task.priority = integer(value, at) ?? 0
+                task.priority = reader.integer(value, at) ?? 0
             case "optional":
-                task.optional = boolean(value, at) ?? false
+                task.optional = reader.boolean(value, at) ?? false
             case "done":
-                task.markedDone = boolean(value, at) ?? false
+                task.markedDone = reader.boolean(value, at) ?? false
             case "resources":
                 task.resources = resources(value, at)
             case "timeout_seconds":
@@ -99,20 +103,20 @@ struct TaskSetDecoder {
                     if let seconds = DurationText.seconds(text), seconds > 0 {
                         task.timeoutSeconds = seconds
                     } else {
-                        fail(.invalidValue, value, at, "expected seconds or a duration such as 30m, found \"\(text)\"")
+                        reader.fail(.invalidValue, value, at, "expected seconds or a duration such as 30m, found \"\(text)\"")
                     }
-                } else if let seconds = integer(value, at) {
-                    if seconds > 0 { task.timeoutSeconds = seconds } else { fail(.invalidValue, value, at, "must be positive") }
+                } else if let seconds = reader.integer(value, at) {
+                    if seconds > 0 { task.timeoutSeconds = seconds } else { reader.fail(.invalidValue, value, at, "must be positive") }
                 }
             case "max_attempts":
-                if let attempts = integer(value, at) {
-                    if attempts >= 1 { task.maxAttempts = attempts } else { fail(.invalidValue, value, at, "must be at least 1") }
+                if let attempts = reader.integer(value, at) {
+                    if attempts >= 1 { task.maxAttempts = attempts } else { reader.fail(.invalidValue, value, at, "must be at least 1") }
                 }
             case "gates":
-                for (j, gate) in list(value, at).enumerated() {
-                    let argv = list(gate, "\(at)[\(j)]").enumerated().compactMap { string($0.element, "\(at)[\(j)][\($0.offset)]") }
+                for (j, gate) in reader.list(value, at).enumerated() {
+                    let argv = reader.list(gate, "\(at)[\(j)]").enumerated().compactMap { reader.string($0.element, "\(at)[\(j)][\($0.offset)]") }
                     if argv.isEmpty {
-                        fail(.invalidValue, gate, "\(at)[\(j)]", "a gate is a non-empty argv list such as [swift, test]")
+                        reader.fail(.invalidValue, gate, "\(at)[\(j)]", "a gate is a non-empty argv list such as [swift, test]")
                     } else {
                         task.gates.append(argv)
                     }
@@ -121,109 +125,44 @@ struct TaskSetDecoder {
                 if case .object = value.value, case .object(let metadata) = value.json {
                     task.metadata = metadata
                 } else {
-                    fail(.wrongType, value, at, "expected a mapping, found \(value.kindName)")
+                    reader.fail(.wrongType, value, at, "expected a mapping, found \(value.kindName)")
                 }
             case "subtasks":
                 guard case .array(let items) = value.value else {
-                    fail(.wrongType, value, at, "expected a list of tasks, found \(value.kindName)")
+                    reader.fail(.wrongType, value, at, "expected a list of tasks, found \(value.kindName)")
                     continue
                 }
                 subtasks = items.enumerated().map { ($0.element, "\(at)[\($0.offset)]") }
             default:
-                fail(.unknownField, value, at, "unknown field \(key) (expected one of \(Self.taskKeys.sorted().joined(separator: ", ")))")
+                reader.fail(.unknownField, value, at, "unknown field \(key) (expected one of \(Self.taskKeys.sorted().joined(separator: ", ")))")
             }
         }
-        if !hasID { fail(.missingField, node, "\(path).id", "the task has no id") }
-        if !hasTitle { fail(.missingField, node, "\(path).title", "task \(task.id.rawValue.isEmpty ? path : task.id.rawValue) has no title") }
+        if !hasID { reader.fail(.missingField, node, "\(path).id", "the task has no id") }
+        if !hasTitle { reader.fail(.missingField, node, "\(path).title", "task \(task.id.rawValue.isEmpty ? path : task.id.rawValue) has no title") }
         task.isGroup = !subtasks.isEmpty
         tasks.append(task)
         origins.append(SpecOrigins.Task(line: Int32(node.line ?? 0), field: path, dependencyLines: dependencyLines))
         for (child, childPath) in subtasks { decodeTask(child, path: childPath, parent: task.id) }
     }
 
-    // MARK: Typed reads: each reports a wrong type and returns nil.
-
-    private mutating func fail(_ code: SpecIssue.Code, _ node: SpecNode, _ path: String, _ message: String) {
-        issues.append(SpecIssue(code, at: SourceLocation(file: file, line: node.line, field: path.isEmpty ? nil : path), message))
-    }
-
-    private mutating func string(_ node: SpecNode, _ path: String) -> String? {
-        switch node.value {
-        case .string(let s): return s
-        case .plain(let s) where !SpecNode.plainNull(s): return s
-        default:
-            fail(.wrongType, node, path, "expected a string, found \(node.kindName)")
-            return nil
-        }
-    }
-
-    /// A task id: a string, or an integer (which cannot be misread); `1.10` as a number would be
-    /// `1.1`, so other numbers must be quoted.
-    private mutating func identifier(_ node: SpecNode, _ path: String) -> String? {
-        switch node.value {
-        case .int(let i): return String(i)
-        case .double:
-            fail(.wrongType, node, path, "expected a task id as a string; quote ids such as \"1.10\" so they keep their digits")
-            return nil
-        default: return string(node, path)
-        }
-    }
-
-    private mutating func integer(_ node: SpecNode, _ path: String) -> Int? {
-        switch node.value {
-        case .int(let i): return i
-        case .plain(let s) where Int(s) != nil: return Int(s)
-        default:
-            fail(.wrongType, node, path, "expected an integer, found \(node.kindName)")
-            return nil
-        }
-    }
-
-    private mutating func number(_ node: SpecNode, _ path: String) -> Double? {
-        switch node.value {
-        case .int(let i): return Double(i)
-        case .double(let d): return d
-        case .plain(let s) where Double(s) != nil: return Double(s)
-        default:
-            fail(.wrongType, node, path, "expected a number, found \(node.kindName)")
-            return nil
-        }
-    }
-
-    private mutating func boolean(_ node: SpecNode, _ path: String) -> Bool? {
-        switch node.value {
-        case .bool(let b): return b
-        case .plain(let s) where SpecNode.plainBool(s) != nil: return SpecNode.plainBool(s)
-        default:
-            fail(.wrongType, node, path, "expected true or false, found \(node.kindName)")
-            return nil
-        }
-    }
-
-    private mutating func list(_ node: SpecNode, _ path: String) -> [SpecNode] {
-        if case .array(let items) = node.value { return items }
-        fail(.wrongType, node, path, "expected a list, found \(node.kindName)")
-        return []
-    }
-
     private mutating func resources(_ node: SpecNode, _ path: String) -> TaskResources {
         guard case .object(let fields) = node.value else {
-            fail(.wrongType, node, path, "expected a mapping with cpu and memory_mb, found \(node.kindName)")
+            reader.fail(.wrongType, node, path, "expected a mapping with cpu and memory_mb, found \(node.kindName)")
             return .unspecified
         }
         var resources = TaskResources()
         for (key, value) in fields {
             switch key {
             case "cpu":
-                if let cpu = number(value, "\(path).cpu") {
-                    if cpu > 0 { resources.cpu = cpu } else { fail(.invalidValue, value, "\(path).cpu", "must be positive") }
+                if let cpu = reader.number(value, "\(path).cpu") {
+                    if cpu > 0 { resources.cpu = cpu } else { reader.fail(.invalidValue, value, "\(path).cpu", "must be positive") }
                 }
             case "memory_mb":
-                if let memory = integer(value, "\(path).memory_mb") {
-                    if memory > 0 { resources.memoryMB = memory } else { fail(.invalidValue, value, "\(path).memory_mb", "must be positive") }
+                if let memory = reader.integer(value, "\(path).memory_mb") {
+                    if memory > 0 { resources.memoryMB = memory } else { reader.fail(.invalidValue, value, "\(path).memory_mb", "must be positive") }
                 }
             default:
-                fail(.unknownField, value, "\(path).\(key)", "unknown field \(key) (expected cpu, memory_mb)")
+                reader.fail(.unknownField, value, "\(path).\(key)", "unknown field \(key) (expected cpu, memory_mb)")
             }
         }
         return resources

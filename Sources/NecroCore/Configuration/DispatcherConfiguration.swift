@@ -1,0 +1,82 @@
+/// Where a pool runs its runners.
+public struct PoolType: Hashable, Sendable, CustomStringConvertible {
+    public let name: String
+    private init(_ name: String) { self.name = name }
+
+    public static let localProcess = PoolType("local-process")
+    public static let docker = PoolType("docker")
+    public static let kubernetes = PoolType("kubernetes")
+
+    public static let all: [PoolType] = [.localProcess, .docker, .kubernetes]
+    /// The types this build can launch.
+    public static let supported: [PoolType] = [.localProcess]
+
+    public init?(name: String) {
+        guard let type = Self.all.first(where: { $0.name == name }) else { return nil }
+        self = type
+    }
+
+    public var description: String { name }
+}
+
+/// One agent pool: its limits and how it starts a runner.
+public struct PoolConfiguration: Hashable, Sendable {
+    public var name: String
+    public var type: PoolType
+    public var limits: PoolLimits
+    /// The runner's argv; `{task.id}`-style placeholders are filled in per runner.
+    public var command: CommandTemplate
+    /// Extra environment for the runner.
+    public var environment: [String: String]
+
+    public init(
+        name: String, type: PoolType = .localProcess, limits: PoolLimits, command: CommandTemplate,
+        environment: [String: String] = [:]
+    ) {
+        self.name = name
+        self.type = type
+        self.limits = limits
+        self.command = command
+        self.environment = environment
+    }
+}
+
+/// Everything `necro run` and `necro serve` are configured with; every field has a default.
+public struct DispatcherConfiguration: Hashable, Sendable {
+    public var schedulingPolicy: SchedulingPolicy
+    /// Runners across all pools; nil for no limit beyond the pools' own.
+    public var maxGlobalConcurrency: Int?
+    /// A runner silent (no heartbeat, no output) this long is killed.
+    public var heartbeatTimeout: Duration
+    public var retry: RetryPolicy
+    /// How long a shutdown waits for running runners before stopping them.
+    public var gracefulShutdownTimeout: Duration
+    public var pools: [PoolConfiguration]
+    /// Skill → pool names, with `default` for the rest.
+    public var skillMapping: [String: [String]]
+
+    public init(
+        schedulingPolicy: SchedulingPolicy = .priority,
+        maxGlobalConcurrency: Int? = nil,
+        heartbeatTimeout: Duration = .seconds(60),
+        retry: RetryPolicy = RetryPolicy(),
+        gracefulShutdownTimeout: Duration = .seconds(300),
+        pools: [PoolConfiguration] = [],
+        skillMapping: [String: [String]] = [:]
+    ) {
+        self.schedulingPolicy = schedulingPolicy
+        self.maxGlobalConcurrency = maxGlobalConcurrency
+        self.heartbeatTimeout = heartbeatTimeout
+        self.retry = retry
+        self.gracefulShutdownTimeout = gracefulShutdownTimeout
+        self.pools = pools
+        self.skillMapping = skillMapping
+    }
+
+    /// Pool admission as configured.
+    public var admission: PoolAdmission {
+        PoolAdmission(pools: pools.map(\.limits), skillMapping: skillMapping, maxGlobalConcurrency: maxGlobalConcurrency)
+    }
+
+    public func pool(named name: String) -> PoolConfiguration? { pools.first { $0.name == name } }
+}

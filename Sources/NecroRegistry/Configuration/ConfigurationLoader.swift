@@ -1,0 +1,235 @@
+import Foundation
+public import NecroCore
+
+/// Reads a dispatcher configuration file (YAML, the format of the design documents).
+public enum ConfigurationLoader {
+    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping"]
+    static let dispatcherKeys = [
+        "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
+        "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
+    ]
+    static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
+    static let localConfigKeys = ["command", "env"]
+
+    /// Reads and checks a configuration file. Throws every problem at once, each with its line.
+    public static func load(path: String) throws(SpecValidationError) -> DispatcherConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SpecValidationError(issues: [
+                SpecIssue(.unreadable, at: SourceLocation(file: path), "cannot read the configuration file (missing, or not readable)")
+            ])
+        }
+        return try load(text: String(decoding: data, as: UTF8.self), file: path)
+    }
+
+    /// Reads and checks configuration text; `file` names it in errors.
+    public static func load(text: String, file: String) throws(SpecValidationError) -> DispatcherConfiguration {
+        let root: SpecNode
+        switch SpecNode.parseYAML(text, file: file) {
+        case .failure(let issue): throw SpecValidationError(issues: [issue])
+        case .success(let node): root = node
+        }
+        var decoder = ConfigurationDecoder(file: file)
+        let configuration = decoder.decode(root)
+        guard decoder.reader.issues.isEmpty else {
+            throw SpecValidationError(issues: SpecLoader.sortedByLine(decoder.reader.issues))
+        }
+        return configuration
+    }
+}
+
+private struct ConfigurationDecoder {
+    var reader: SpecNodeReader
+    var configuration = DispatcherConfiguration()
+
+    init(file: String) { reader = SpecNodeReader(file: file) }
+
+    mutating func decode(_ root: SpecNode) -> DispatcherConfiguration {
+        guard let fields = reader.mapping(root, "") else { return configuration }
+        var mappingNode: SpecNode?
+        for (key, node) in fields {
+            switch key {
+            case "dispatcher": decodeDispatcher(node)
+            case "agent_pools": decodePools(node)
+            case "skill_mapping": mappingNode = node
+            default: unknown(key, node, key, ConfigurationLoader.topKeys)
+            }
+        }
+        if let mappingNode { decodeSkillMapping(mappingNode) }  // after the pools it names
+        if configuration.pools.isEmpty {
+            reader.fail(.missingField, root, "agent_pools", "no agent pool is configured: add one under agent_pools")
+        }
+        return configuration
+    }
+
+    private mutating func unknown(_ key: String, _ node: SpecNode, _ path: String, _ known: [String]) {
+        reader.fail(.unknownField, node, path, "unknown key \(key) (expected one of \(known.joined(separator: ", ")))")
+    }
+
+    private mutating func positive(_ node: SpecNode, _ path: String) -> Int? {
+        guard let value = reader.integer(node, path) else { return nil }
+        guard value > 0 else {
+            reader.fail(.invalidValue, node, path, "\(path) must be a positive integer, found \(value)")
+            return nil
+        }
+        return value
+    }
+
+    private mutating func positiveNumber(_ node: SpecNode, _ path: String) -> Double? {
+        guard let value = reader.number(node, path) else { return nil }
+        guard value > 0 else {
+            reader.fail(.invalidValue, node, path, "\(path) must be positive, found \(value)")
+            return nil
+        }
+        return value
+    }
+
+    private mutating func decodeDispatcher(_ node: SpecNode) {
+        guard let fields = reader.mapping(node, "dispatcher") else { return }
+        for (key, value) in fields {
+            let path = "dispatcher.\(key)"
+            switch key {
+            case "poll_interval":
+                _ = reader.duration(value, path)  // accepted for old files: dispatch is event-driven, nothing polls
+            case "scheduling_policy":
+                guard let name = reader.string(value, path) else { continue }
+                if let policy = SchedulingPolicy(name: name) {
+                    configuration.schedulingPolicy = policy
+                } else {
+                    reader.fail(
+                        .invalidValue, value, path,
+                        "unknown scheduling policy \(name) (expected one of \(SchedulingPolicy.all.map(\.name).joined(separator: ", ")))")
+                }
+            case "max_global_concurrency":
+                configuration.maxGlobalConcurrency = positive(value, path)
+            case "heartbeat_timeout":
+                if let timeout = reader.duration(value, path) { configuration.heartbeatTimeout = timeout }
+            case "retry_max_attempts":
+                if let attempts = positive(value, path) { configuration.retry.maxAttempts = attempts }
+            case "retry_backoff_base":
+                if let base = reader.number(value, path) {
+                    if base >= 1 { configuration.retry.base = base } else { reader.fail(.invalidValue, value, path, "\(path) must be at least 1") }
+                }
+            case "retry_initial_delay":
+                if let delay = reader.duration(value, path) { configuration.retry.initialDelay = delay }
+            case "retry_max_delay":
+                if let delay = reader.duration(value, path) { configuration.retry.maxDelay = delay }
+            case "retry_jitter":
+                if let jitter = reader.number(value, path) {
+                    if (0...1).contains(jitter) { configuration.retry.jitter = jitter } else {
+                        reader.fail(.invalidValue, value, path, "\(path) must be between 0 and 1")
+                    }
+                }
+            case "graceful_shutdown_timeout":
+                if let timeout = reader.duration(value, path) { configuration.gracefulShutdownTimeout = timeout }
+            default:
+                unknown(key, value, path, ConfigurationLoader.dispatcherKeys)
+            }
+        }
+    }
+
+    private mutating func decodePools(_ node: SpecNode) {
+        guard let pools = reader.mapping(node, "agent_pools") else { return }
+        for (name, poolNode) in pools {
+            let path = "agent_pools.\(name)"
+            guard let fields = reader.mapping(poolNode, path) else { continue }
+            var type = PoolType.localProcess
+            var limits = PoolLimits(name: name, maxConcurrency: 1)
+            var command: [String]?
+            var environment: [String: String] = [:]
+            var configNode: SpecNode?
+            var sawConcurrency = false
+            for (key, value) in fields {
+                let keyPath = "\(path).\(key)"
+                switch key {
+                case "type":
+                    guard let typeName = reader.string(value, keyPath) else { continue }
+                    guard let known = PoolType(name: typeName) else {
+                        reader.fail(.invalidValue, value, keyPath, "unknown pool type \(typeName) (expected local-process, docker or kubernetes)")
+                        continue
+                    }
+                    guard PoolType.supported.contains(known) else {
+                        reader.fail(.invalidValue, value, keyPath, "pool type \(typeName) is not supported yet: only local-process pools can run in this version")
+                        continue
+                    }
+                    type = known
+                case "max_concurrency":
+                    sawConcurrency = true
+                    if let value = positive(value, keyPath) { limits.maxConcurrency = value }
+                case "cpu_quota":
+                    limits.cpuQuota = positiveNumber(value, keyPath)
+                case "memory_quota":
+                    limits.memoryQuotaMB = positive(value, keyPath)
+                case "enabled":
+                    limits.enabled = reader.boolean(value, keyPath) ?? true
+                case "default_resources":
+                    guard let resourceFields = reader.mapping(value, keyPath) else { continue }
+                    for (resource, amount) in resourceFields {
+                        switch resource {
+                        case "cpu": limits.defaultResources.cpu = positiveNumber(amount, "\(keyPath).cpu")
+                        case "memory_mb": limits.defaultResources.memoryMB = positive(amount, "\(keyPath).memory_mb")
+                        default: unknown(resource, amount, "\(keyPath).\(resource)", ["cpu", "memory_mb"])
+                        }
+                    }
+                case "config":
+                    configNode = value
+                default:
+                    unknown(key, value, keyPath, ConfigurationLoader.poolKeys)
+                }
+            }
+            if !sawConcurrency {
+                reader.fail(.missingField, poolNode, "\(path).max_concurrency", "pool \(name) needs max_concurrency")
+            }
+            if let configNode, let configFields = reader.mapping(configNode, "\(path).config") {
+                for (key, value) in configFields {
+                    let keyPath = "\(path).config.\(key)"
+                    switch key {
+                    case "command":
+                        let argv = reader.list(value, keyPath).enumerated().compactMap { reader.string($0.element, "\(keyPath)[\($0.offset)]") }
+                        if argv.isEmpty {
+                            reader.fail(.invalidValue, value, keyPath, "command must be a non-empty argv list, such as [claude, -p, \"{task.title}\"]")
+                        } else {
+                            command = argv
+                            for placeholder in CommandTemplate(argv).unknownPlaceholders {
+                                reader.fail(
+                                    .invalidValue, value, keyPath,
+                                    "unknown placeholder {\(placeholder)} (known: \(CommandTemplate.placeholders.sorted().map { "{\($0)}" }.joined(separator: ", ")))")
+                            }
+                        }
+                    case "env":
+                        guard let variables = reader.mapping(value, keyPath) else { continue }
+                        for (variable, text) in variables {
+                            if let text = reader.string(text, "\(keyPath).\(variable)") { environment[variable] = text }
+                        }
+                    default:
+                        unknown(key, value, keyPath, ConfigurationLoader.localConfigKeys)
+                    }
+                }
+            }
+            if command == nil && type == .localProcess {
+                reader.fail(.missingField, poolNode, "\(path).config.command", "pool \(name) needs config.command, the runner's argv")
+            }
+            configuration.pools.append(
+                PoolConfiguration(name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment))
+        }
+    }
+
+    private mutating func decodeSkillMapping(_ node: SpecNode) {
+        guard let skills = reader.mapping(node, "skill_mapping") else { return }
+        let known = Set(configuration.pools.map(\.name))
+        for (skill, poolsNode) in skills {
+            let path = "skill_mapping.\(skill)"
+            var names: [String] = []
+            for (i, element) in reader.list(poolsNode, path).enumerated() {
+                guard let name = reader.string(element, "\(path)[\(i)]") else { continue }
+                if known.contains(name) {
+                    names.append(name)
+                } else {
+                    reader.fail(
+                        .invalidValue, element, "\(path)[\(i)]",
+                        "skill \(skill) maps to pool \(name), which is not configured under agent_pools")
+                }
+            }
+            configuration.skillMapping[skill] = names
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import NecroCore
+import Testing
+
+@testable import NecroRegistry
+
+private func issues(_ text: String) -> [SpecIssue] {
+    do {
+        _ = try ConfigurationLoader.load(text: text, file: "necro.yaml")
+        return []
+    } catch {
+        return error.issues
+    }
+}
+
+@Suite struct ConfigurationTests {
+    @Test func readsTheDesignDocumentsFormat() throws {
+        let configuration = try ConfigurationLoader.load(
+            text: """
+                dispatcher:
+                  poll_interval: 5            # accepted, unused: nothing polls
+                  scheduling_policy: fair-share
+                  max_global_concurrency: 10
+                  heartbeat_timeout: 90
+                  retry_max_attempts: 4
+                  retry_backoff_base: 3.0
+                  retry_initial_delay: 2s
+                  retry_max_delay: 5m
+                  graceful_shutdown_timeout: 120
+                agent_pools:
+                  local:
+                    type: local-process
+                    max_concurrency: 2
+                    cpu_quota: 4
+                    memory_quota: 8192
+                    config:
+                      command: [claude, -p, "Do task {task.id}: {task.title}", --cwd, "{slot.path}"]
+                      env: {AGENT_MODE: batch}
+                  gpu:
+                    type: local-process
+                    max_concurrency: 1
+                    enabled: false
+                    default_resources: {cpu: 2, memory_mb: 4096}
+                    config: {command: [./train.sh]}
+                skill_mapping:
+                  ml: [gpu, local]
+                  default: [local]
+                """, file: "necro.yaml")
+        #expect(configuration.schedulingPolicy == .fairShare)
+        #expect(configuration.maxGlobalConcurrency == 10)
+        #expect(configuration.heartbeatTimeout == .seconds(90))
+        #expect(configuration.retry == RetryPolicy(maxAttempts: 4, initialDelay: .seconds(2), base: 3, maxDelay: .seconds(300)))
+        #expect(configuration.gracefulShutdownTimeout == .seconds(120))
+        #expect(configuration.pools.map(\.name) == ["local", "gpu"])
+        let local = try #require(configuration.pool(named: "local"))
+        #expect(local.limits == PoolLimits(name: "local", maxConcurrency: 2, cpuQuota: 4, memoryQuotaMB: 8192))
+        #expect(local.environment == ["AGENT_MODE": "batch"])
+        #expect(
+            local.command.render(["task.id": "1.2", "task.title": "x; rm -rf /", "slot.path": "/s/1"])
+                == ["claude", "-p", "Do task 1.2: x; rm -rf /", "--cwd", "/s/1"])
+        let gpu = try #require(configuration.pool(named: "gpu"))
+        #expect(!gpu.limits.enabled)
+        #expect(gpu.limits.defaultResources == TaskResources(cpu: 2, memoryMB: 4096))
+        #expect(configuration.skillMapping == ["ml": ["gpu", "local"], "default": ["local"]])
+    }
+
+    @Test func defaultsFillWhatIsLeftOut() throws {
+        let configuration = try ConfigurationLoader.load(
+            text: "agent_pools:\n  local:\n    max_concurrency: 3\n    config: {command: [/bin/true]}\n", file: "n.yaml")
+        #expect(configuration.schedulingPolicy == .priority)
+        #expect(configuration.heartbeatTimeout == .seconds(60))
+        #expect(configuration.gracefulShutdownTimeout == .seconds(300))
+        #expect(configuration.retry.maxAttempts == 3)
+        #expect(configuration.pools.first?.type == .localProcess)
+    }
+
+    @Test func eachMistakeIsNamedWithItsKeyAndLine() {
+        let found = issues(
+            """
+            dispatcher:
+              scheduling_policy: random
+              max_global_concurrency: 0
+              heartbeat_timout: 60
+              retry_max_attempts: three
+            agent_pools:
+              local:
+                type: local-process
+                max_concurrency: -1
+                config:
+                  command: [agent, "{task.name}"]
+              remote:
+                type: docker
+                max_concurrency: 2
+              k8s:
+                type: kubernetes
+                max_concurrency: 2
+            skill_mapping:
+              backend: [local, cloud]
+            """)
+        func at(_ field: String) -> SpecIssue? { found.first { $0.location.field == field } }
+        #expect(at("dispatcher.scheduling_policy")?.location.line == 2)
+        #expect(at("dispatcher.scheduling_policy")?.message.contains("unknown scheduling policy random") == true)
+        #expect(at("dispatcher.max_global_concurrency")?.message == "dispatcher.max_global_concurrency must be a positive integer, found 0")
+        #expect(at("dispatcher.heartbeat_timout")?.code == .unknownField)
+        #expect(at("dispatcher.heartbeat_timout")?.location.line == 4)
+        #expect(at("dispatcher.retry_max_attempts")?.code == .wrongType)
+        #expect(at("agent_pools.local.max_concurrency")?.location.line == 9)
+        #expect(at("agent_pools.local.config.command")?.message.hasPrefix("unknown placeholder {task.name}") == true)
+        #expect(at("agent_pools.remote.type")?.message == "pool type docker is not supported yet: only local-process pools can run in this version")
+        #expect(at("agent_pools.k8s.type")?.location.line == 16)
+        #expect(at("skill_mapping.backend[1]")?.message == "skill backend maps to pool cloud, which is not configured under agent_pools")
+        #expect(at("skill_mapping.backend[1]")?.location.line == 19)
+        #expect(found.map { $0.location.line ?? 0 } == found.map { $0.location.line ?? 0 }.sorted())
+    }
+
+    @Test func aPoolNeedsConcurrencyAndACommand() {
+        let found = issues("agent_pools:\n  local:\n    type: local-process\n")
+        #expect(Set(found.compactMap(\.location.field)) == ["agent_pools.local.max_concurrency", "agent_pools.local.config.command"])
+        #expect(issues("dispatcher: {}\n").map(\.message) == ["no agent pool is configured: add one under agent_pools"])
+        #expect(issues("agent_pools: [local]\n").first?.code == .wrongType)
+        #expect(issues("agent_pools:\n  local: {max_concurrency: 1, config: {command: []}}\n").first?.message.hasPrefix("command must be a non-empty argv list") == true)
+    }
+
+    @Test func malformedYamlIsOneErrorWithItsLine() {
+        let found = issues("dispatcher:\n  scheduling_policy: [fifo\n")
+        #expect(found.count == 1)
+        #expect(found.first?.code == .malformed)
+        #expect(found.first?.location.line != nil)
+    }
+}
