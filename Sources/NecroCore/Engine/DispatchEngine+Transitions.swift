@@ -1,0 +1,236 @@
+extension DispatchEngine {
+    // MARK: Recording
+
+    /// Appends events (and a state change, if any) to this turn's record.
+    mutating func record(_ spec: String, _ task: TaskID?, events: [NewEvent]) {
+        transitions.append(Transition(spec: spec, task: task, events: events))
+    }
+
+    /// Changes a task's state in memory and records it with its events.
+    mutating func change(
+        _ key: TaskKey, _ index: Int, to state: TaskState, attempts: Int? = nil, reason: String?? = nil,
+        events: [NewEvent]
+    ) {
+        sets[key.spec]!.states[index] = state
+        if let attempts { sets[key.spec]!.attempts[index] = attempts }
+        if let reason { sets[key.spec]!.reasons[index] = reason }
+        transitions.append(
+            Transition(spec: key.spec, task: key.id, to: state, attempts: attempts, reason: reason, events: events))
+    }
+
+    mutating func schedule(_ kind: DeadlineKind, at instant: Instant) {
+        deadlineOrder += 1
+        deadlines.insert(Deadline(at: instant, order: deadlineOrder, kind: kind))
+    }
+
+    func maxAttempts(_ task: TaskSpec) -> Int { task.maxAttempts ?? configuration.retry.maxAttempts }
+
+    func runnerPayload(_ id: RunnerID, _ runner: RunnerState) -> [String: JSONValue] {
+        ["runner_id": .string(id.rawValue), "pool_name": .string(runner.assignment.pool), "slot_id": .null]
+    }
+
+    // MARK: Tasks
+
+    /// A task whose dependencies are all done: ready, and queued unless no pool could ever take it.
+    mutating func makeReady(_ key: TaskKey, _ index: Int) {
+        let set = sets[key.spec]!
+        if set.states[index] != .ready {
+            change(key, index, to: .ready, reason: .some(nil), events: [NewEvent(.taskReady)])
+        }
+        if phase == .running { enqueue(key, index) }
+    }
+
+    mutating func enqueue(_ key: TaskKey, _ index: Int) {
+        let task = sets[key.spec]!.spec.tasks[index]
+        let queued = QueuedTask(key: key, skill: task.requiredSkill, priority: task.priority, resources: task.resources)
+        if let problem = scheduler.pools.placementProblem(for: queued) {
+            let reason: String
+            switch problem {
+            case .noPoolForSkill(let skill):
+                reason = "no pool serves skill \(skill ?? "(none)") and there is no default pool"
+            case .exceedsEveryPool(let resources):
+                reason = "needs cpu \(resources.cpu.map { "\($0)" } ?? "-"), memory \(resources.memoryMB.map { "\($0) MB" } ?? "-"): more than any pool it may run on allows"
+            }
+            change(key, index, to: .blocked, reason: .some(reason), events: [NewEvent(.taskBlocked, payload: ["reason": .string(reason)])])
+            return
+        }
+        scheduler.queue.push(queued)
+    }
+
+    /// Marks groups done, and whatever that readies.
+    mutating func finishGroups(_ groups: [Int], spec: String) {
+        var pending = groups
+        while let group = pending.popLast() {
+            let key = TaskKey(spec: spec, id: sets[spec]!.tracker.graph.ids[group])
+            if sets[spec]!.states[group] != .done {
+                change(key, group, to: .done, events: [NewEvent(.taskCompleted, payload: ["group": true])])
+            }
+            let completion = sets[spec]!.tracker.finish(group)
+            pending += completion.groupsFinished.filter { sets[spec]!.states[$0] != .done }
+            for ready in completion.ready { makeReady(TaskKey(spec: spec, id: sets[spec]!.tracker.graph.ids[ready]), ready) }
+            for finished in completion.groupsFinished where sets[spec]!.states[finished] != .done {
+                let finishedKey = TaskKey(spec: spec, id: sets[spec]!.tracker.graph.ids[finished])
+                change(finishedKey, finished, to: .done, events: [NewEvent(.taskCompleted, payload: ["group": true])])
+            }
+        }
+    }
+
+    /// Everything that waits on a failed or cancelled task is blocked, and says why.
+    mutating func blockDependents(of key: TaskKey, _ index: Int) {
+        let graph = sets[key.spec]!.tracker.graph
+        let why = sets[key.spec]!.states[index] == .cancelled ? "cancelled" : "failed"
+        let reason = "dependency \(key.id) \(why)"
+        for dependent in graph.transitiveDependents(of: index) {
+            let state = sets[key.spec]!.states[dependent]
+            guard !state.isTerminal, state != .running, sets[key.spec]!.reasons[dependent] != reason else { continue }
+            let dependentKey = TaskKey(spec: key.spec, id: graph.ids[dependent])
+            scheduler.queue.remove(dependentKey)
+            change(
+                dependentKey, dependent, to: .blocked, reason: .some(reason),
+                events: [NewEvent(.taskBlocked, payload: ["reason": .string(reason), "failed_dependency": .string(key.id.rawValue)])])
+        }
+    }
+
+    mutating func setPriority(_ key: TaskKey, _ priority: Int) {
+        guard let index = sets[key.spec]?.tracker.graph.index(of: key.id) else { return }
+        let previous = sets[key.spec]!.spec.tasks[index].priority
+        sets[key.spec]!.spec.tasks[index].priority = priority
+        scheduler.queue.setPriority(priority, for: key)
+        record(key.spec, key.id, events: [NewEvent(.taskPriorityChanged, payload: ["from": .int(previous), "to": .int(priority)])])
+    }
+
+    mutating func cancel(_ key: TaskKey) {
+        guard let index = sets[key.spec]?.tracker.graph.index(of: key.id) else { return }
+        let state = sets[key.spec]!.states[index]
+        guard !state.isTerminal else { return }
+        if state == .running, let (id, runner) = runners.first(where: { $0.value.key == key }) {
+            runners[id]!.cancelled = true
+            stop(id, reason: "cancelled", event: runner)
+            return
+        }
+        scheduler.queue.remove(key)
+        pendingRetries.remove(key)
+        change(key, index, to: .cancelled, reason: .some("cancelled"), events: [NewEvent(.taskCancelled)])
+        blockDependents(of: key, index)
+    }
+
+    mutating func retry(_ key: TaskKey) {
+        guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else { return }
+        guard set.states[index] == .failed || set.states[index] == .cancelled else { return }
+        let graph = set.tracker.graph
+        change(key, index, to: .blocked, attempts: 0, reason: .some(nil), events: [NewEvent(.taskRetryScheduled, payload: ["requested": true])])
+        // What it blocked now waits on it again, no longer on a failure.
+        let reason = "dependency \(key.id) "
+        for dependent in graph.transitiveDependents(of: index) where sets[key.spec]!.reasons[dependent]?.hasPrefix(reason) == true {
+            change(TaskKey(spec: key.spec, id: graph.ids[dependent]), dependent, to: .blocked, reason: .some(nil), events: [NewEvent(.taskBlocked, payload: ["waiting_on": .string(key.id.rawValue)])])
+        }
+        if sets[key.spec]!.tracker.isReady(index) { makeReady(key, index) }
+    }
+
+    // MARK: Runners
+
+    mutating func renewLease(_ id: RunnerID) {
+        guard runners[id] != nil else { return }
+        runners[id]!.leaseExpiresAt = now.advanced(by: configuration.heartbeatTimeout)
+        if runners[id]!.checkingLease {
+            runners[id]!.checkingLease = false
+            schedule(.lease(id), at: runners[id]!.leaseExpiresAt)
+        }
+    }
+
+    /// Asks a runner's process group to stop (SIGTERM), and to die (SIGKILL) after the grace period.
+    mutating func stop(_ id: RunnerID, reason: String, event runner: RunnerState) {
+        guard runners[id]?.stopReason == nil else { return }
+        runners[id]!.stopReason = reason
+        if !runner.interrupted && !runner.cancelled && reason != "cancelled" {
+            record(runner.key.spec, runner.key.id, events: [NewEvent(.runnerTimedOut, payload: runnerPayload(id, runner).merging(["reason": .string(reason)]) { a, _ in a })])
+        }
+        effects.append(.signal(id, .terminate))
+        schedule(.killGrace(id), at: now.advanced(by: options.killGrace))
+    }
+
+    /// Shutdown: every runner is stopped; its task will go back to ready.
+    mutating func stopAll() {
+        phase = .stopping
+        for id in runners.keys.sorted() {
+            runners[id]!.interrupted = true
+            stop(id, reason: "dispatcher shutdown", event: runners[id]!)
+        }
+    }
+
+    mutating func runnerExited(_ id: RunnerID, _ exit: RunnerExit) {
+        guard let runner = runners.removeValue(forKey: id) else { return }
+        scheduler.release(runner.assignment)
+        let key = runner.key
+        let index = runner.index
+        let elapsed = (runner.started.duration(to: now)).seconds
+        var finished = runnerPayload(id, runner)
+        finished["execution_time_seconds"] = .double((elapsed * 1000).rounded() / 1000)
+        switch exit {
+        case .exited(let code): finished["exit_code"] = .int(Int(code))
+        case .signalled(let signal): finished["signal"] = .int(Int(signal))
+        case .launchFailed: break
+        }
+        // Exit 0 is success, except from a runner stopped for a timeout: it was cut off, whatever it
+        // answered. A runner that exits 0 during a shutdown did finish its work.
+        let success = exit.succeeded && (runner.stopReason == nil || runner.interrupted)
+        finished["success"] = .bool(success)
+
+        if runner.interrupted && !exit.succeeded {
+            finished["interrupted"] = true
+            change(
+                key, index, to: .ready, attempts: runner.attempt - 1, reason: .some("interrupted by shutdown"),
+                events: [NewEvent(.runnerFinished, payload: finished), NewEvent(.taskReady, payload: ["reason": "interrupted by shutdown"])])
+            return
+        }
+        if runner.cancelled {
+            finished["failure_reason"] = "cancelled"
+            change(key, index, to: .cancelled, reason: .some("cancelled"), events: [NewEvent(.runnerFinished, payload: finished), NewEvent(.taskCancelled)])
+            blockDependents(of: key, index)
+            return
+        }
+        if success {
+            change(
+                key, index, to: .done, reason: .some(nil),
+                events: [
+                    NewEvent(.runnerFinished, payload: finished),
+                    NewEvent(.taskCompleted, payload: ["runner_id": .string(id.rawValue), "execution_time_seconds": finished["execution_time_seconds"]!]),
+                ])
+            let completion = sets[key.spec]!.tracker.finish(index)
+            finishGroups(completion.groupsFinished, spec: key.spec)
+            for ready in completion.ready { makeReady(TaskKey(spec: key.spec, id: sets[key.spec]!.tracker.graph.ids[ready]), ready) }
+            return
+        }
+
+        let reason = runner.stopReason ?? exit.reason
+        finished["failure_reason"] = .string(reason)
+        let task = sets[key.spec]!.spec.tasks[index]
+        if runner.attempt < maxAttempts(task) && phase == .running {
+            let delay = configuration.retry.delay(afterAttempt: runner.attempt, using: &random)
+            change(
+                key, index, to: .ready, reason: .some("attempt \(runner.attempt) failed: \(reason); retrying"),
+                events: [
+                    NewEvent(.runnerFinished, payload: finished),
+                    NewEvent(.taskRetryScheduled, payload: [
+                        "delay_seconds": .double((delay.seconds * 1000).rounded() / 1000), "attempt": .int(runner.attempt),
+                        "max_attempts": .int(maxAttempts(task)), "failure_reason": .string(reason),
+                    ]),
+                ])
+            pendingRetries.insert(key)
+            schedule(.retry(key), at: now.advanced(by: delay))
+        } else if phase != .running && runner.attempt < maxAttempts(task) {
+            // Shutting down: the failure is recorded, the retry is left for the next run.
+            change(key, index, to: .ready, reason: .some("attempt \(runner.attempt) failed: \(reason)"), events: [NewEvent(.runnerFinished, payload: finished)])
+        } else {
+            change(
+                key, index, to: .failed, reason: .some(reason),
+                events: [
+                    NewEvent(.runnerFinished, payload: finished),
+                    NewEvent(.taskFailed, payload: [
+                        "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt),
+                    ]),
+                ])
+            blockDependents(of: key, index)
+        }
+    }
+}

@@ -1,0 +1,349 @@
+import HeapModule
+
+/// The dispatcher's decisions, as a state machine: the driver feeds it what happened and the time,
+/// and it answers with what to record and what to do. No I/O, no clock of its own.
+///
+/// Event-driven: a runner's exit makes its dependents ready and dispatches them within the same
+/// `handle` call. Every deadline (retry backoff, leases, task timeouts, kill grace, shutdown) lives
+/// in one heap; the driver sleeps until `nextDeadline` and sends `.tick`.
+public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable where Instant.Duration == Duration {
+    public struct Options: Sendable {
+        /// Wait between SIGTERM and SIGKILL.
+        public var killGrace: Duration = .seconds(10)
+        /// End the run when nothing is left to do (`necro run`); keep waiting for work (`necro serve`).
+        public var finishWhenIdle = true
+        /// Seeds the jitter of retry delays.
+        public var randomSeed: UInt64 = 0x5eed
+
+        public init(killGrace: Duration = .seconds(10), finishWhenIdle: Bool = true, randomSeed: UInt64 = 0x5eed) {
+            self.killGrace = killGrace
+            self.finishWhenIdle = finishWhenIdle
+            self.randomSeed = randomSeed
+        }
+    }
+
+    struct TaskSetState: Sendable {
+        var spec: TaskSetSpec
+        var tracker: ReadyTracker
+        var states: [TaskState]
+        var attempts: [Int]
+        var reasons: [String?]
+    }
+
+    struct RunnerState: Sendable {
+        var key: TaskKey
+        var index: Int
+        var assignment: Scheduler.Assignment
+        var attempt: Int
+        var started: Instant
+        var leaseExpiresAt: Instant
+        var checkingLease = false
+        /// Why the dispatcher is stopping it, once it is.
+        var stopReason: String?
+        /// Stopped by a shutdown: its task goes back to ready without spending the attempt.
+        var interrupted = false
+        var cancelled = false
+    }
+
+    enum DeadlineKind: Hashable, Sendable {
+        case lease(RunnerID)
+        case taskTimeout(RunnerID)
+        case killGrace(RunnerID)
+        case retry(TaskKey)
+        case shutdown
+    }
+
+    struct Deadline: Comparable, Sendable {
+        var at: Instant
+        var order: UInt64
+        var kind: DeadlineKind
+        static func < (a: Deadline, b: Deadline) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
+        static func == (a: Deadline, b: Deadline) -> Bool { a.at == b.at && a.order == b.order }
+    }
+
+    enum Phase: Sendable {
+        case running, draining, stopping, finished
+    }
+
+    public let configuration: DispatcherConfiguration
+    public let options: Options
+    public internal(set) var scheduler: Scheduler
+    var sets: [String: TaskSetState] = [:]
+    var runners: [RunnerID: RunnerState] = [:]
+    var deadlines = Heap<Deadline>()
+    var deadlineOrder: UInt64 = 0
+    var pendingRetries: Set<TaskKey> = []
+    var random: SplitMix64
+    var phase = Phase.running
+    var now: Instant
+    // What one `handle` call produces.
+    var transitions: [Transition] = []
+    var effects: [EngineAction] = []
+
+    public init(configuration: DispatcherConfiguration, options: Options = Options(), now: Instant) {
+        self.configuration = configuration
+        self.options = options
+        self.now = now
+        self.random = SplitMix64(seed: options.randomSeed)
+        self.scheduler = Scheduler(policy: configuration.schedulingPolicy, pools: configuration.admission)
+    }
+
+    /// The earliest time something is due, for the driver to sleep until.
+    public var nextDeadline: Instant? { deadlines.min?.at }
+
+    /// Whether the run is over.
+    public var isFinished: Bool { phase == .finished }
+
+    /// The runners the engine believes are running.
+    public var runningRunners: [RunnerID] { runners.keys.sorted() }
+
+    /// The state of one task.
+    public func state(of key: TaskKey) -> TaskState? {
+        guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else { return nil }
+        return set.states[index]
+    }
+
+    /// Attempts started so far for a task.
+    public func attempts(of key: TaskKey) -> Int? {
+        guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else { return nil }
+        return set.attempts[index]
+    }
+
+    // MARK: Driving
+
+    /// Takes in a taskset with the states the registry holds, and starts what can start.
+    /// Tasks left `running` by a dispatcher that died are requeued (recovery).
+    public mutating func load(_ spec: TaskSetSpec, records: [TaskRecord], now: Instant) -> [EngineAction] {
+        self.now = now
+        let (graph, _) = TaskGraph.build(spec.tasks)
+        let byID = Dictionary(records.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
+        var states = spec.tasks.map { byID[$0.id]?.state ?? ($0.markedDone ? .done : .blocked) }
+        let attempts = spec.tasks.map { byID[$0.id]?.attempts ?? 0 }
+        let reasons = spec.tasks.map { byID[$0.id]?.reason }
+        let done = states.indices.filter { states[$0] == .done }
+        // A task still `running` has no runner now: it goes back to the queue.
+        let orphaned = states.indices.filter { states[$0] == .running }
+        for index in orphaned { states[index] = .blocked }
+        sets[spec.name] = TaskSetState(
+            spec: spec, tracker: ReadyTracker(graph: graph, finished: done), states: states, attempts: attempts,
+            reasons: reasons)
+        scheduler.queue.setWeight(spec.weight, forSpec: spec.name)
+        record(
+            spec.name, nil,
+            events: [
+                NewEvent(.dispatcherStarted, payload: [
+                    "scheduling_policy": .string(configuration.schedulingPolicy.name),
+                    "pools": .array(configuration.pools.map { .string($0.name) }),
+                    "tasks": .int(spec.tasks.count),
+                ])
+            ])
+        if !orphaned.isEmpty {
+            record(
+                spec.name, nil,
+                events: [
+                    NewEvent(
+                        .recoveryDetected, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery",
+                        payload: [
+                            "expired_count": .int(orphaned.count),
+                            "task_ids": .array(orphaned.map { .string(spec.tasks[$0].id.rawValue) }),
+                            "explanation": "tasks left running by a dispatcher that stopped without finishing them",
+                        ])
+                ])
+            for index in orphaned {
+                let key = TaskKey(spec: spec.name, id: spec.tasks[index].id)
+                // The attempt was cut short by the dispatcher, not by the task: it is given back.
+                let refunded = max(0, attempts[index] - 1)
+                sets[spec.name]!.attempts[index] = refunded
+                change(
+                    key, index, to: .blocked, attempts: refunded, reason: .some(nil),
+                    events: [
+                        NewEvent(
+                            .recoveryRequeued, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery",
+                            payload: [
+                                "task_id": .string(key.id.rawValue), "retry_count": .int(refunded),
+                                "max_retries": .int(maxAttempts(spec.tasks[index])),
+                                "explanation": "requeued after recovery; the interrupted attempt is not counted",
+                            ])
+                    ])
+            }
+        }
+        // Failures block what depends on them; groups whose tasks are all done are done.
+        for index in graph.ids.indices where states[index] == .failed || states[index] == .cancelled {
+            blockDependents(of: TaskKey(spec: spec.name, id: graph.ids[index]), index)
+        }
+        for index in sets[spec.name]!.tracker.groupsReadyToFinish {
+            finishGroups([index], spec: spec.name)
+        }
+        for index in graph.ids.indices where !graph.isGroup[index] {
+            let state = sets[spec.name]!.states[index]
+            guard state == .blocked || state == .ready, sets[spec.name]!.tracker.isReady(index) else { continue }
+            if state == .blocked, let reason = sets[spec.name]!.reasons[index], reason.hasPrefix("dependency ") { continue }
+            makeReady(TaskKey(spec: spec.name, id: graph.ids[index]), index)
+        }
+        return settle()
+    }
+
+    /// Handles one input at time `now`, with whatever deadlines are due by then.
+    public mutating func handle(_ input: EngineInput, now: Instant) -> [EngineAction] {
+        self.now = now
+        switch input {
+        case .runnerStarted(let id, let pid):
+            if let runner = runners[id] {
+                var payload = runnerPayload(id, runner)
+                if let pid { payload["pid"] = .int(Int(pid)) }
+                record(runner.key.spec, runner.key.id, events: [NewEvent(.runnerStarted, payload: payload)])
+            }
+        case .runnerExited(let id, let exit):
+            runnerExited(id, exit)
+        case .heartbeat(let id):
+            renewLease(id)
+        case .leaseLost(let id):
+            if let runner = runners[id] {
+                let silence = Int(configuration.heartbeatTimeout.seconds)
+                runners[id]!.checkingLease = false
+                stop(id, reason: "no heartbeat for \(silence) s", event: runner)
+            }
+        case .tick:
+            break
+        case .setPriority(let key, let priority):
+            setPriority(key, priority)
+        case .cancel(let key):
+            cancel(key)
+        case .retry(let key):
+            retry(key)
+        case .setPoolEnabled(let pool, let enabled):
+            scheduler.pools.setEnabled(enabled, pool: pool)
+        case .shutdown:
+            if phase == .running {
+                phase = .draining
+                schedule(.shutdown, at: now.advanced(by: configuration.gracefulShutdownTimeout))
+            }
+        case .shutdownNow:
+            if phase == .running || phase == .draining { stopAll() }
+        }
+        return settle()
+    }
+
+    // MARK: The turn
+
+    /// Handles due deadlines, dispatches what can run, ends the run if nothing is left, and hands
+    /// back the turn's actions: the record first, then the effects.
+    mutating func settle() -> [EngineAction] {
+        fireDueDeadlines()
+        if phase == .running { dispatch() }
+        finishIfDone()
+        var actions: [EngineAction] = []
+        if !transitions.isEmpty { actions.append(.record(transitions)) }
+        actions += effects
+        transitions = []
+        effects = []
+        return actions
+    }
+
+    mutating func fireDueDeadlines() {
+        while let first = deadlines.min, first.at <= now {
+            deadlines.removeMin()
+            switch first.kind {
+            case .lease(let id):
+                guard let runner = runners[id], runner.stopReason == nil else { continue }
+                if runner.leaseExpiresAt > now {
+                    schedule(.lease(id), at: runner.leaseExpiresAt)  // renewed since: look again then
+                } else if !runner.checkingLease {
+                    runners[id]!.checkingLease = true
+                    effects.append(.checkLease(id))
+                }
+            case .taskTimeout(let id):
+                guard let runner = runners[id] else { continue }
+                let limit = sets[runner.key.spec]?.spec.tasks[runner.index].timeoutSeconds ?? 0
+                stop(id, reason: "timed out after \(limit) s", event: runner)
+            case .killGrace(let id):
+                if runners[id] != nil { effects.append(.signal(id, .kill)) }
+            case .retry(let key):
+                guard pendingRetries.remove(key) != nil, let set = sets[key.spec],
+                    let index = set.tracker.graph.index(of: key.id), set.states[index] == .ready
+                else { continue }
+                if phase == .running { enqueue(key, index) }
+            case .shutdown:
+                stopAll()
+            }
+        }
+    }
+
+    mutating func dispatch() {
+        while let assignment = scheduler.nextAssignment() {
+            let key = assignment.task.key
+            guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else {
+                scheduler.release(assignment)
+                continue
+            }
+            let attempt = set.attempts[index] + 1
+            let id = RunnerID(task: key, attempt: attempt)
+            sets[key.spec]!.attempts[index] = attempt
+            let runner = RunnerState(
+                key: key, index: index, assignment: assignment, attempt: attempt, started: now,
+                leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
+            runners[id] = runner
+            change(
+                key, index, to: .running, attempts: attempt, reason: .some(nil),
+                events: [NewEvent(.taskAssigned, payload: runnerPayload(id, runner).merging(["attempt": .int(attempt)]) { a, _ in a })])
+            schedule(.lease(id), at: runner.leaseExpiresAt)
+            if let timeout = set.spec.tasks[index].timeoutSeconds {
+                schedule(.taskTimeout(id), at: now.advanced(by: .seconds(timeout)))
+            }
+            let graph = set.tracker.graph
+            effects.append(
+                .launch(
+                    LaunchRequest(
+                        runner: id, task: key, spec: set.spec.tasks[index], attempt: attempt, pool: assignment.pool,
+                        dependencies: graph.dependencies(of: index).map { graph.ids[Int($0)] })))
+        }
+    }
+
+    mutating func finishIfDone() {
+        guard phase != .finished else { return }
+        let stopping = phase == .draining || phase == .stopping
+        guard runners.isEmpty else { return }
+        if !stopping {
+            guard options.finishWhenIdle, pendingRetries.isEmpty, scheduler.queue.isEmpty else { return }
+        }
+        phase = .finished
+        var counts: [TaskState: Int] = [:]
+        var failed: [TaskKey] = []
+        var stuck: [StuckTask] = []
+        var succeeded = true
+        for name in sets.keys.sorted() {
+            let set = sets[name]!
+            let graph = set.tracker.graph
+            var setCounts: [TaskState: Int] = [:]
+            for index in graph.ids.indices where !graph.isGroup[index] {
+                let state = set.states[index]
+                setCounts[state, default: 0] += 1
+                let key = TaskKey(spec: name, id: graph.ids[index])
+                if state == .failed { failed.append(key) }
+                if state != .done && !set.spec.tasks[index].optional { succeeded = false }
+                if !state.isTerminal && !stopping {
+                    let waiting = set.tracker.waitingOn(index).map { graph.ids[$0] }
+                    let reason = set.reasons[index] ?? "waiting on \(waiting.map(\.rawValue).joined(separator: ", "))"
+                    stuck.append(StuckTask(task: key, waitingOn: waiting, reason: reason))
+                }
+            }
+            counts.merge(setCounts, uniquingKeysWith: +)
+            var summary: [String: JSONValue] = [:]
+            for (state, count) in setCounts { summary[state.rawValue] = .int(count) }
+            record(
+                name, nil,
+                events: [
+                    NewEvent(.dispatcherStopped, payload: [
+                        "interrupted": .bool(stopping), "tasks": .object(summary),
+                        "left": .array(
+                            graph.ids.indices.filter { !graph.isGroup[$0] && !set.states[$0].isTerminal }
+                                .map { .string(graph.ids[$0].rawValue) }),
+                    ])
+                ])
+        }
+        effects.append(
+            .finished(
+                RunOutcome(succeeded: succeeded && !stopping, interrupted: stopping, counts: counts, failed: failed, stuck: stuck)
+            ))
+    }
+}

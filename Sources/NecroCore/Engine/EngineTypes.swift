@@ -1,0 +1,96 @@
+/// One launch of a task: `spec.task.aN`, unique because attempt numbers are durable.
+public struct RunnerID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public init(task: TaskKey, attempt: Int) { rawValue = "\(task.spec).\(task.id).a\(attempt)" }
+    public var description: String { rawValue }
+    public static func < (a: RunnerID, b: RunnerID) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// How a runner ended.
+public enum RunnerExit: Hashable, Sendable {
+    case exited(code: Int32)
+    case signalled(Int32)
+    /// It never ran: command not found, not executable, bad working directory.
+    case launchFailed(String)
+
+    public var succeeded: Bool { self == .exited(code: 0) }
+
+    /// The failure reason as events and `necro status` show it.
+    public var reason: String {
+        switch self {
+        case .exited(let code): return "exit code \(code)"
+        case .signalled(let signal): return "killed by signal \(signal)"
+        case .launchFailed(let why): return "launch failed: \(why)"
+        }
+    }
+}
+
+/// Which signal to send to a runner's process group.
+public enum RunnerSignal: Hashable, Sendable {
+    /// SIGTERM: stop, cleanly.
+    case terminate
+    /// SIGKILL: stop now.
+    case kill
+}
+
+/// What the driver must start.
+public struct LaunchRequest: Hashable, Sendable {
+    public var runner: RunnerID
+    public var task: TaskKey
+    public var spec: TaskSpec
+    public var attempt: Int
+    public var pool: String
+    /// The task's direct dependencies, groups expanded.
+    public var dependencies: [TaskID]
+}
+
+/// Why a task waits forever: what `necro run` prints when it can go no further.
+public struct StuckTask: Hashable, Sendable {
+    public var task: TaskKey
+    public var waitingOn: [TaskID]
+    public var reason: String
+}
+
+/// How a run ended.
+public struct RunOutcome: Hashable, Sendable {
+    /// Every required task is done.
+    public var succeeded: Bool
+    /// The run stopped on request (a signal) before it could finish.
+    public var interrupted: Bool
+    public var counts: [TaskState: Int]
+    public var failed: [TaskKey]
+    public var stuck: [StuckTask]
+}
+
+/// Something the dispatcher must do, in order.
+public enum EngineAction: Hashable, Sendable {
+    /// Write these transitions, with their events, in one transaction.
+    case record([Transition])
+    case launch(LaunchRequest)
+    /// The runner's lease ran out: look for a heartbeat it left elsewhere (the registry, its log)
+    /// and answer `.heartbeat` or `.leaseLost`.
+    case checkLease(RunnerID)
+    case signal(RunnerID, RunnerSignal)
+    case finished(RunOutcome)
+}
+
+/// What happened, as the dispatcher tells the engine.
+public enum EngineInput: Hashable, Sendable {
+    case runnerStarted(RunnerID, pid: Int32?)
+    case runnerExited(RunnerID, RunnerExit)
+    /// A sign of life: a heartbeat call, or output.
+    case heartbeat(RunnerID)
+    case leaseLost(RunnerID)
+    /// Time has passed: handle what is due.
+    case tick
+    case setPriority(TaskKey, Int)
+    case cancel(TaskKey)
+    /// Puts a failed or cancelled task back, with fresh attempts.
+    case retry(TaskKey)
+    case setPoolEnabled(String, Bool)
+    /// Start nothing new; let running runners finish until the graceful timeout.
+    case shutdown
+    /// Stop running runners now.
+    case shutdownNow
+}

@@ -1,0 +1,358 @@
+import NecroCore
+import NecroTesting
+import Testing
+
+/// Drives the engine as the dispatcher would, keeping what it asked for.
+private struct Harness {
+    var engine: DispatchEngine<TestInstant>
+    var now = TestInstant()
+    var launched: [RunnerID] = []
+    var signals: [(RunnerID, RunnerSignal)] = []
+    var leaseChecks: [RunnerID] = []
+    var events: [(TaskID?, EventType, [String: JSONValue])] = []
+    var states: [TaskID: TaskState] = [:]
+    var outcome: RunOutcome?
+    var maxRunning = 0
+    var running: Set<RunnerID> = []
+
+    init(_ configuration: DispatcherConfiguration, killGrace: Duration = .seconds(10)) {
+        engine = DispatchEngine(configuration: configuration, options: .init(killGrace: killGrace), now: now)
+    }
+
+    /// The actions of the last call.
+    @discardableResult
+    mutating func take(_ actions: [EngineAction]) -> [EngineAction] {
+        for action in actions {
+            switch action {
+            case .record(let transitions):
+                for t in transitions {
+                    if let state = t.newState, let task = t.task { states[task] = state }
+                    for e in t.events { events.append((t.task, e.type, e.payload)) }
+                }
+            case .launch(let request):
+                launched.append(request.runner)
+                running.insert(request.runner)
+                maxRunning = max(maxRunning, running.count)
+            case .signal(let id, let signal): signals.append((id, signal))
+            case .checkLease(let id): leaseChecks.append(id)
+            case .finished(let outcome): self.outcome = outcome
+            }
+        }
+        return actions
+    }
+
+    mutating func load(_ spec: TaskSetSpec, records: [TaskRecord] = []) {
+        take(engine.load(spec, records: records, now: now))
+    }
+
+    @discardableResult
+    mutating func send(_ input: EngineInput) -> [EngineAction] {
+        if case .runnerExited(let id, _) = input { running.remove(id) }
+        return take(engine.handle(input, now: now))
+    }
+
+    mutating func exit(_ id: RunnerID, _ code: Int32 = 0) { send(.runnerExited(id, .exited(code: code))) }
+
+    mutating func advance(_ seconds: Double) {
+        now = now.advanced(by: .milliseconds(Int64(seconds * 1000)))
+        send(.tick)
+    }
+
+    func runner(_ id: TaskID, attempt: Int = 1, spec: String = "s") -> RunnerID {
+        RunnerID(task: TaskKey(spec: spec, id: id), attempt: attempt)
+    }
+
+    func eventTypes(_ task: TaskID?) -> [EventType] { events.filter { $0.0 == task }.map(\.1) }
+}
+
+private func pool(_ name: String = "local", _ concurrency: Int = 4) -> PoolConfiguration {
+    PoolConfiguration(name: name, limits: PoolLimits(name: name, maxConcurrency: concurrency), command: CommandTemplate(["/bin/true"]))
+}
+
+private func configuration(
+    concurrency: Int = 4, policy: SchedulingPolicy = .priority, attempts: Int = 3, global: Int? = nil
+) -> DispatcherConfiguration {
+    DispatcherConfiguration(
+        schedulingPolicy: policy, maxGlobalConcurrency: global, heartbeatTimeout: .seconds(60),
+        retry: RetryPolicy(maxAttempts: attempts, initialDelay: .seconds(1), base: 2, maxDelay: .seconds(30)),
+        gracefulShutdownTimeout: .seconds(300), pools: [pool("local", concurrency)])
+}
+
+private func spec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec { TaskSetSpec(name: name, tasks: tasks) }
+private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> TaskSpec {
+    TaskSpec(id: id, title: "Task \(id)", dependencies: deps, priority: priority)
+}
+
+@Suite struct DispatchEngineTests {
+    @Test func aDependentStartsInTheSameTurnItsDependencyFinishes() {
+        var h = Harness(configuration())
+        h.load(spec([task("a"), task("b", ["a"]), task("c", ["b"])]))
+        #expect(h.launched == [h.runner("a")])
+        let actions = h.send(.runnerExited(h.runner("a"), .exited(code: 0)))
+        // One turn: the record of a's completion and b's start, then b's launch.
+        guard case .record(let transitions) = actions.first, case .launch(let request) = actions.last else {
+            Issue.record("expected a record then a launch, got \(actions)")
+            return
+        }
+        #expect(request.runner == h.runner("b"))
+        #expect(request.dependencies == ["a"])
+        #expect(transitions.flatMap(\.events).map(\.type) == [.runnerFinished, .taskCompleted, .taskReady, .taskAssigned])
+        h.exit(h.runner("b"))
+        h.exit(h.runner("c"))
+        #expect(h.launched == [h.runner("a"), h.runner("b"), h.runner("c")])
+        #expect(h.outcome?.succeeded == true)
+        #expect(h.outcome?.counts[.done] == 3)
+        #expect(h.eventTypes(nil) == [.dispatcherStarted, .dispatcherStopped])
+    }
+
+    @Test func concurrencyReachesButNeverExceedsThePoolLimit() {
+        var h = Harness(configuration(concurrency: 3))
+        h.load(spec((0..<10).map { task(TaskID("t\($0)")) }))
+        #expect(h.launched.count == 3)
+        while let next = h.running.sorted().first { h.exit(next) }
+        #expect(h.launched.count == 10)
+        #expect(h.maxRunning == 3)
+        #expect(h.outcome?.succeeded == true)
+    }
+
+    @Test func theGlobalLimitCapsAllPools() {
+        var config = configuration(concurrency: 5, global: 2)
+        config.pools.append(pool("other", 5))
+        var h = Harness(config)
+        h.load(spec((0..<6).map { task(TaskID("t\($0)")) }))
+        #expect(h.launched.count == 2)
+        while let next = h.running.sorted().first { h.exit(next) }
+        #expect(h.maxRunning == 2 && h.launched.count == 6)
+    }
+
+    @Test func priorityOrdersStarts() {
+        var h = Harness(configuration(concurrency: 1))
+        h.load(spec([task("low", priority: 1), task("high", priority: 9), task("mid", priority: 5), task("mid2", priority: 5)]))
+        while let next = h.running.first { h.exit(next) }
+        #expect(h.launched.map { $0.rawValue } == ["s.high.a1", "s.mid.a1", "s.mid2.a1", "s.low.a1"])
+    }
+
+    @Test func aPriorityChangeWhileWaitingReordersStarts() {
+        var h = Harness(configuration(concurrency: 1))
+        h.load(spec([task("first", priority: 9), task("a", priority: 5), task("b", priority: 1)]))
+        h.send(.setPriority(TaskKey(spec: "s", id: "b"), 7))
+        while let next = h.running.first { h.exit(next) }
+        #expect(h.launched.map { $0.rawValue } == ["s.first.a1", "s.b.a1", "s.a.a1"])
+        #expect(h.eventTypes("b").contains(.taskPriorityChanged))
+    }
+
+    @Test func aTaskFailsTwiceThenSucceedsWithBackoff() {
+        var h = Harness(configuration())
+        h.load(spec([task("flaky"), task("after", ["flaky"])]))
+        h.exit(h.runner("flaky"), 1)
+        #expect(h.states["flaky"] == .ready)
+        let retry = h.events.last { $0.1 == .taskRetryScheduled }
+        #expect(retry?.2["delay_seconds"] == 1.0)
+        h.advance(0.9)
+        #expect(h.launched.count == 1, "still backing off")
+        h.advance(0.1)
+        #expect(h.launched.last == h.runner("flaky", attempt: 2))
+        h.exit(h.runner("flaky", attempt: 2), 3)
+        #expect(h.events.last { $0.1 == .taskRetryScheduled }?.2["delay_seconds"] == 2.0, "1 s, then 2 s")
+        h.advance(2)
+        h.exit(h.runner("flaky", attempt: 3), 0)
+        #expect(h.states["flaky"] == .done)
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "flaky")) == 3)
+        #expect(h.launched.last == h.runner("after"))
+        let finished = h.events.filter { $0.0 == "flaky" && $0.1 == .runnerFinished }.map { $0.2["failure_reason"] }
+        #expect(finished == ["exit code 1", "exit code 3", nil])
+    }
+
+    @Test func aTaskThatFailsForGoodBlocksItsDependentsAndFailsTheRun() {
+        var h = Harness(configuration(attempts: 2))
+        h.load(spec([task("1.2"), task("b", ["1.2"]), task("c", ["b"]), task("free")]))
+        h.exit(h.runner("free"))
+        h.exit(h.runner("1.2"), 1)
+        h.advance(1)
+        h.send(.runnerExited(h.runner("1.2", attempt: 2), .launchFailed("command not found: agent")))
+        #expect(h.states["1.2"] == .failed)
+        #expect(h.events.last { $0.1 == .taskFailed }?.2["retry_count"] == 2)
+        #expect(h.events.last { $0.1 == .taskFailed }?.2["failure_reason"] == "launch failed: command not found: agent")
+        #expect(h.states["b"] == .blocked && h.states["c"] == .blocked)
+        #expect(h.events.first { $0.0 == "c" && $0.1 == .taskBlocked }?.2["reason"] == "dependency 1.2 failed")
+        let outcome = h.outcome
+        #expect(outcome?.succeeded == false)
+        #expect(outcome?.failed == [TaskKey(spec: "s", id: "1.2")])
+        #expect(outcome?.stuck.map(\.reason) == ["dependency 1.2 failed", "dependency 1.2 failed"])
+        #expect(outcome?.stuck.map(\.waitingOn) == [["1.2"], ["b"]])
+    }
+
+    @Test func anOptionalFailureDoesNotFailTheRun() {
+        var h = Harness(configuration(attempts: 1))
+        var optional = task("extra")
+        optional.optional = true
+        h.load(spec([task("main"), optional]))
+        h.exit(h.runner("main"))
+        h.exit(h.runner("extra"), 1)
+        #expect(h.outcome?.succeeded == true)
+        #expect(h.outcome?.failed == [TaskKey(spec: "s", id: "extra")])
+    }
+
+    @Test func aSilentRunnerIsStoppedAfterTheHeartbeatTimeoutThenKilled() {
+        var h = Harness(configuration(attempts: 1))
+        h.load(spec([task("hung")]))
+        let id = h.runner("hung")
+        h.advance(50)
+        h.send(.heartbeat(id))  // renewed: now due at 110 s
+        h.advance(10)
+        #expect(h.leaseChecks.isEmpty)
+        h.advance(50)
+        #expect(h.leaseChecks == [id], "due: the driver looks for a heartbeat left elsewhere")
+        h.send(.leaseLost(id))
+        #expect(h.signals.map(\.1) == [.terminate])
+        #expect(h.events.last { $0.1 == .runnerTimedOut }?.2["reason"] == "no heartbeat for 60 s")
+        h.advance(10)
+        #expect(h.signals.map(\.1) == [.terminate, .kill], "it ignored SIGTERM")
+        h.send(.runnerExited(id, .signalled(9)))
+        #expect(h.states["hung"] == .failed)
+        #expect(h.events.last { $0.1 == .runnerFinished }?.2["failure_reason"] == "no heartbeat for 60 s")
+        #expect(h.events.last { $0.1 == .runnerFinished }?.2["signal"] == 9)
+    }
+
+    @Test func aLeaseFoundRenewedElsewhereKeepsTheRunnerAlive() {
+        var h = Harness(configuration())
+        h.load(spec([task("slow")]))
+        let id = h.runner("slow")
+        h.advance(60)
+        #expect(h.leaseChecks == [id])
+        h.send(.heartbeat(id))
+        h.advance(59)
+        #expect(h.leaseChecks == [id] && h.signals.isEmpty)
+        h.advance(1)
+        #expect(h.leaseChecks == [id, id])
+    }
+
+    @Test func aTaskPastItsTimeoutIsStopped() {
+        var h = Harness(configuration(attempts: 1))
+        var timed = task("timed")
+        timed.timeoutSeconds = 30
+        h.load(spec([timed]))
+        h.advance(29)
+        #expect(h.signals.isEmpty)
+        h.advance(1)
+        #expect(h.signals.map(\.1) == [.terminate])
+        h.send(.runnerExited(h.runner("timed"), .signalled(15)))
+        #expect(h.events.last { $0.1 == .taskFailed }?.2["failure_reason"] == "timed out after 30 s")
+        #expect(h.signals.count == 1, "it stopped within the grace period: no SIGKILL")
+        h.advance(10)
+        #expect(h.signals.count == 1)
+    }
+
+    @Test func gracefulShutdownWaitsThenStopsAndGivesBackTheAttempt() {
+        var h = Harness(configuration(concurrency: 2))
+        h.load(spec([task("a"), task("b"), task("c"), task("d", ["a"])]))
+        #expect(h.launched.count == 2)
+        h.send(.shutdown)
+        h.exit(h.runner("a"))
+        #expect(h.launched.count == 2, "nothing new starts, not even a's dependent")
+        #expect(h.states["a"] == .done && h.states["d"] == .ready)
+        h.advance(299)
+        #expect(h.signals.isEmpty)
+        h.advance(1)
+        #expect(h.signals.map(\.0) == [h.runner("b")])
+        h.send(.runnerExited(h.runner("b"), .signalled(15)))
+        #expect(h.states["b"] == .ready)
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "b")) == 0, "an interrupted attempt is not spent")
+        #expect(h.outcome?.interrupted == true && h.outcome?.succeeded == false)
+        #expect(h.events.last { $0.1 == .dispatcherStopped }?.2["left"] == ["b", "c", "d"])
+    }
+
+    @Test func shutdownNowStopsAtOnce() {
+        var h = Harness(configuration(concurrency: 2))
+        h.load(spec([task("a"), task("b")]))
+        h.send(.shutdown)
+        h.send(.shutdownNow)
+        #expect(Set(h.signals.map(\.0)) == [h.runner("a"), h.runner("b")])
+        h.send(.runnerExited(h.runner("a"), .signalled(15)))
+        h.send(.runnerExited(h.runner("b"), .exited(code: 0)))
+        #expect(h.states["a"] == .ready && h.states["b"] == .done, "b finished on its own before the signal landed")
+        #expect(h.outcome?.interrupted == true)
+    }
+
+    @Test func tasksLeftRunningByADeadDispatcherAreRequeued() {
+        var h = Harness(configuration())
+        let tasks = [task("done"), task("was-running", ["done"]), task("next", ["was-running"])]
+        let now = Timestamp(secondsSince1970: 0)
+        let records = [
+            TaskRecord(spec: "s", task: tasks[0], state: .done, attempts: 1, reason: nil, updatedAt: now),
+            TaskRecord(spec: "s", task: tasks[1], state: .running, attempts: 2, reason: nil, updatedAt: now),
+            TaskRecord(spec: "s", task: tasks[2], state: .blocked, attempts: 0, reason: nil, updatedAt: now),
+        ]
+        h.load(spec(tasks), records: records)
+        #expect(h.eventTypes(nil).contains(.recoveryDetected))
+        #expect(h.eventTypes("was-running") == [.recoveryRequeued, .taskReady, .taskAssigned])
+        #expect(h.launched == [h.runner("was-running", attempt: 2)], "attempt 2 again: the interrupted one is given back")
+    }
+
+    @Test func aGroupIsDoneWithItsLastTaskAndReleasesWhatWaitsOnIt() {
+        var h = Harness(configuration())
+        h.load(
+            spec([
+                TaskSpec(id: "1", title: "G", isGroup: true), TaskSpec(id: "1.1", title: "A", parent: "1"),
+                TaskSpec(id: "1.2", title: "B", dependencies: ["1.1"], parent: "1"), task("2", ["1"]),
+            ]))
+        h.exit(h.runner("1.1"))
+        #expect(h.states["1"] != .done)
+        h.exit(h.runner("1.2"))
+        #expect(h.states["1"] == .done)
+        #expect(h.launched.last == h.runner("2"))
+    }
+
+    @Test func aTaskNoPoolCanTakeIsReportedNotLeftWaiting() {
+        var config = configuration()
+        config.skillMapping = ["backend": ["local"]]
+        var h = Harness(config)
+        var ml = task("train")
+        ml.requiredSkill = "ml"
+        var huge = task("huge")
+        huge.resources = TaskResources(cpu: 64)
+        h.pools(cpuQuota: 8)
+        h.load(spec([ml, huge]))
+        #expect(h.launched.isEmpty)
+        #expect(h.outcome?.stuck.map(\.reason).first == "no pool serves skill ml and there is no default pool")
+        #expect(h.outcome?.stuck.count == 2)
+        #expect(h.outcome?.succeeded == false)
+    }
+
+    @Test func cancelAndRetry() {
+        var h = Harness(configuration(attempts: 1))
+        h.load(spec([task("a"), task("b", ["a"])]))
+        h.send(.cancel(TaskKey(spec: "s", id: "a")))
+        #expect(h.signals.map(\.1) == [.terminate])
+        h.send(.runnerExited(h.runner("a"), .signalled(15)))
+        #expect(h.states["a"] == .cancelled && h.states["b"] == .blocked)
+        #expect(h.outcome?.succeeded == false)
+    }
+
+    @Test func retryPutsAFailedTaskBackWithFreshAttempts() {
+        var config = configuration(attempts: 1)
+        config.pools = [pool("local", 1)]
+        var h = Harness(config)
+        h.engine = DispatchEngine(configuration: config, options: .init(finishWhenIdle: false), now: h.now)
+        h.load(spec([task("a"), task("b", ["a"])]))
+        h.exit(h.runner("a"), 1)
+        #expect(h.states["a"] == .failed && h.states["b"] == .blocked)
+        h.send(.retry(TaskKey(spec: "s", id: "a")))
+        #expect(h.launched.last == h.runner("a"), "attempts start again from 1")
+        h.exit(h.runner("a"))
+        #expect(h.launched.last == h.runner("b"))
+    }
+}
+
+extension Harness {
+    /// Rebuilds the engine with a CPU quota on the pool.
+    fileprivate mutating func pools(cpuQuota: Double) {
+        var config = engine.configuration
+        config.pools = config.pools.map {
+            var pool = $0
+            pool.limits.cpuQuota = cpuQuota
+            return pool
+        }
+        engine = DispatchEngine(configuration: config, options: engine.options, now: now)
+    }
+}
