@@ -37,6 +37,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(name: "CNecroSystem"),
+        .target(
+            name: "NecroRunners",
+            dependencies: ["NecroCore", "CNecroSystem"],
+            swiftSettings: strict
+        ),
         .target(
             name: "NecroCLI",
             dependencies: [
@@ -52,6 +58,11 @@ let package = Package(
         .testTarget(
             name: "NecroRegistryTests",
             dependencies: ["NecroRegistry", "NecroTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NecroRunnersTests",
+            dependencies: ["NecroRunners", "NecroTesting"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,24 @@
+// Linux calls Swift cannot reach directly: variadic syscall(), glibc's _np spawn extension, epoll.
+#ifndef C_NECRO_SYSTEM_H
+#define C_NECRO_SYSTEM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// Starts `argv` with `envp` in `cwd`, in a process group of its own, with default signal
+/// dispositions and an empty signal mask; stdin from /dev/null, stdout and stderr to `output_fd`.
+/// Returns 0 and sets *pid, or an errno value (ENOENT: command not found).
+int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
+                pid_t *pid);
+
+/// A file descriptor that becomes readable when the process exits, or -1 with errno.
+int necro_pidfd_open(pid_t pid);
+
+int necro_epoll_create(void);
+/// Watches `fd` for input (and hang-up); `token` comes back with its events.
+int necro_epoll_add(int epfd, int fd, uint64_t token);
+int necro_epoll_remove(int epfd, int fd);
+/// Waits up to `timeout_ms` (-1: forever); fills `tokens`, returns how many, or -1 with errno.
+int necro_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms);
+
+#endif

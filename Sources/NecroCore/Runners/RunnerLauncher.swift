@@ -1,0 +1,39 @@
+/// Everything needed to start one runner process.
+public struct RunnerLaunch: Hashable, Sendable {
+    public var runner: RunnerID
+    /// The program and its arguments; never passed through a shell.
+    public var argv: [String]
+    /// The whole environment of the runner.
+    public var environment: [String: String]
+    public var workingDirectory: String
+    /// Where its stdout and stderr go, capped in size.
+    public var logPath: String
+
+    public init(runner: RunnerID, argv: [String], environment: [String: String], workingDirectory: String, logPath: String) {
+        self.runner = runner
+        self.argv = argv
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.logPath = logPath
+    }
+}
+
+/// What a launcher reports about its runners.
+public enum RunnerEvent: Hashable, Sendable {
+    /// Running, with the pid and the process start time (to tell it from a later process with the
+    /// same pid).
+    case started(RunnerID, pid: Int32, startTime: UInt64?)
+    /// It wrote output (a sign of life); the last complete line, for progress displays.
+    case output(RunnerID, lastLine: String)
+    case exited(RunnerID, RunnerExit)
+}
+
+/// Starts and stops runners somewhere: local processes, containers, cluster jobs.
+public protocol RunnerLauncher: Sendable {
+    /// Every runner's start, output and exit, in order per runner.
+    var events: AsyncStream<RunnerEvent> { get }
+    /// Starts a runner; a start that fails comes back as `.exited(_, .launchFailed)`.
+    func launch(_ launch: RunnerLaunch)
+    /// Signals the runner and everything it started.
+    func signal(_ runner: RunnerID, _ signal: RunnerSignal)
+}

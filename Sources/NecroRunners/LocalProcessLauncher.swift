@@ -1,0 +1,260 @@
+import CNecroSystem
+import Foundation
+public import NecroCore
+import Synchronization
+
+/// Runs runners as local processes.
+///
+/// Each runner gets a process group of its own (so a stop reaches everything it started), its stdout
+/// and stderr through one pipe into a log file capped at `logLimitBytes`, and a pidfd. One thread
+/// waits on all pipes and pidfds with epoll: output and exits are reported as they happen, with no
+/// polling and no thread per runner.
+public final class LocalProcessLauncher: RunnerLauncher, Sendable {
+    public let events: AsyncStream<RunnerEvent>
+    private let continuation: AsyncStream<RunnerEvent>.Continuation
+    private let logLimitBytes: Int
+    /// Output is reported at most this often per runner (it renews a lease; more is noise).
+    private let outputInterval: Duration
+    private let epoll: Int32
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private let state = Mutex(State())
+
+    private struct Watched {
+        var runner: RunnerID
+        var pid: pid_t
+        var pidfd: Int32
+        var pipe: Int32
+        var log: Int32
+        var written = 0
+        var dropped = 0
+        var partialLine = [UInt8]()
+        var lastLine = ""
+        var lastReport: ContinuousClock.Instant?
+        var exited = false
+    }
+
+    private struct State {
+        var byToken: [UInt64: Watched] = [:]
+        var tokenByRunner: [RunnerID: UInt64] = [:]
+        var nextToken: UInt64 = 1
+        var stopping = false
+    }
+
+    /// - Parameters:
+    ///   - logLimitBytes: output kept per runner; the rest is counted and dropped.
+    ///   - outputInterval: how often, at most, output is reported per runner.
+    public init(logLimitBytes: Int = 8 << 20, outputInterval: Duration = .milliseconds(250)) {
+        (events, continuation) = AsyncStream.makeStream(of: RunnerEvent.self)
+        self.logLimitBytes = logLimitBytes
+        self.outputInterval = outputInterval
+        epoll = necro_epoll_create()
+        var fds: [Int32] = [0, 0]
+        pipe(&fds)
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        _ = necro_epoll_add(epoll, wakeRead, 0)
+        let thread = Thread { [self] in self.loop() }
+        thread.name = "necro-runners"
+        thread.start()
+    }
+
+    /// Stops watching; running processes are left alone.
+    public func shutdown() {
+        state.withLock { $0.stopping = true }
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+    }
+
+    deinit {
+        close(epoll)
+        close(wakeRead)
+        close(wakeWrite)
+    }
+
+    // MARK: RunnerLauncher
+
+    public func launch(_ launch: RunnerLaunch) {
+        guard let program = launch.argv.first, !program.isEmpty else {
+            continuation.yield(.exited(launch.runner, .launchFailed("empty command")))
+            return
+        }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            continuation.yield(.exited(launch.runner, .launchFailed("cannot create a pipe: \(errnoText())")))
+            return
+        }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(readEnd, F_SETFL, fcntl(readEnd, F_GETFL) | O_NONBLOCK)
+        try? FileManager.default.createDirectory(
+            atPath: (launch.logPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let log = open(launch.logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard log >= 0 else {
+            close(readEnd)
+            close(writeEnd)
+            continuation.yield(.exited(launch.runner, .launchFailed("cannot open log \(launch.logPath): \(errnoText())")))
+            return
+        }
+
+        var pid: pid_t = 0
+        let error = withCStrings(launch.argv) { argv in
+            withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
+                necro_spawn(program, argv, envp, launch.workingDirectory, writeEnd, &pid)
+            }
+        }
+        close(writeEnd)
+        guard error == 0 else {
+            close(readEnd)
+            close(log)
+            let why = error == ENOENT ? "command not found: \(program)" : "\(program): \(String(cString: strerror(error)))"
+            continuation.yield(.exited(launch.runner, .launchFailed(why)))
+            return
+        }
+        let pidfd = necro_pidfd_open(pid)
+        continuation.yield(.started(launch.runner, pid: pid, startTime: ProcessIdentity.startTime(of: pid)))
+        let token = state.withLock { state -> UInt64 in
+            let token = state.nextToken
+            state.nextToken += 1
+            state.byToken[token] = Watched(runner: launch.runner, pid: pid, pidfd: pidfd, pipe: readEnd, log: log)
+            state.tokenByRunner[launch.runner] = token
+            return token
+        }
+        _ = necro_epoll_add(epoll, readEnd, token << 1)
+        _ = necro_epoll_add(epoll, pidfd, token << 1 | 1)
+    }
+
+    public func signal(_ runner: RunnerID, _ signal: RunnerSignal) {
+        state.withLock { state in
+            // Only while the process is ours and unreaped: its group id cannot have been reused.
+            guard let token = state.tokenByRunner[runner], let watched = state.byToken[token], !watched.exited else { return }
+            _ = kill(-watched.pid, signal == .terminate ? SIGTERM : SIGKILL)
+        }
+    }
+
+    // MARK: The watching thread
+
+    private func loop() {
+        var tokens = [UInt64](repeating: 0, count: 64)
+        while true {
+            let count = tokens.withUnsafeMutableBufferPointer { necro_epoll_wait(epoll, $0.baseAddress, 64, -1) }
+            if state.withLock({ $0.stopping }) { return }
+            guard count > 0 else { continue }
+            for token in tokens[0..<Int(count)] where token != 0 {
+                if token & 1 == 0 { drain(token >> 1) } else { reap(token >> 1) }
+            }
+        }
+    }
+
+    /// Reads what the pipe holds into the log; returns false at end of file.
+    @discardableResult
+    private func drain(_ token: UInt64) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var open = true
+        var report: (RunnerID, String)?
+        state.withLock { state in
+            guard var watched = state.byToken[token] else { return }
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(watched.pipe, $0.baseAddress, $0.count) }
+                if count == 0 { open = false }
+                guard count > 0 else { break }
+                let chunk = buffer[0..<count]
+                let keep = min(count, max(0, logLimitBytes - watched.written))
+                if keep > 0 { _ = chunk.withUnsafeBytes { write(watched.log, $0.baseAddress, keep) } }
+                watched.written += keep
+                watched.dropped += count - keep
+                noteLastLine(chunk, &watched)
+            }
+            let now = ContinuousClock.now
+            if watched.lastReport.map({ now - $0 >= outputInterval }) ?? true {
+                watched.lastReport = now
+                report = (watched.runner, watched.lastLine)
+            }
+            state.byToken[token] = watched
+        }
+        if let (runner, line) = report { continuation.yield(.output(runner, lastLine: line)) }
+        if !open { stopWatchingPipe(token) }
+        return open
+    }
+
+    private func noteLastLine(_ chunk: ArraySlice<UInt8>, _ watched: inout Watched) {
+        var line = watched.partialLine
+        for byte in chunk {
+            if byte == 10 {
+                let text = String(decoding: line, as: UTF8.self).trimmingSpaces
+                if !text.isEmpty { watched.lastLine = String(text.prefix(200)) }
+                line.removeAll(keepingCapacity: true)
+            } else if line.count < 4096 {
+                line.append(byte)
+            }
+        }
+        watched.partialLine = line
+    }
+
+    private func stopWatchingPipe(_ token: UInt64) {
+        state.withLock { state in
+            guard let watched = state.byToken[token], watched.pipe >= 0 else { return }
+            _ = necro_epoll_remove(epoll, watched.pipe)
+            close(watched.pipe)
+            state.byToken[token]!.pipe = -1
+        }
+    }
+
+    private func reap(_ token: UInt64) {
+        guard let pid = state.withLock({ $0.byToken[token]?.pid }) else { return }
+        var status: Int32 = 0
+        let reaped = waitpid(pid, &status, WNOHANG)
+        guard reaped == pid else { return }
+        // What it wrote before exiting is in the pipe: take it (a background child may keep the
+        // pipe open, so read what is there, do not wait for the end).
+        if state.withLock({ ($0.byToken[token]?.pipe ?? -1) >= 0 }) {
+            drain(token)
+            stopWatchingPipe(token)
+        }
+        let exit: RunnerExit = (status & 0x7f) == 0 ? .exited(code: (status >> 8) & 0xff) : .signalled(status & 0x7f)
+        let finished: Watched? = state.withLock { state in
+            guard var watched = state.byToken.removeValue(forKey: token) else { return nil }
+            watched.exited = true
+            state.tokenByRunner[watched.runner] = nil
+            return watched
+        }
+        guard let watched = finished else { return }
+        _ = necro_epoll_remove(epoll, watched.pidfd)
+        close(watched.pidfd)
+        if watched.dropped > 0 {
+            let note = "\n[necro: \(watched.dropped) more bytes of output were not kept: the log is capped at \(logLimitBytes) bytes]\n"
+            _ = note.withCString { write(watched.log, $0, strlen($0)) }
+        }
+        close(watched.log)
+        continuation.yield(.exited(watched.runner, exit))
+    }
+}
+
+/// Calls `body` with a NULL-terminated C array of the strings.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+func errnoText() -> String { String(cString: strerror(errno)) }
+
+/// Tells a process from a later one with the same pid.
+public enum ProcessIdentity {
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return nil }
+        // Fields after the command name: state is field 3, start time field 22.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
+    }
+
+    /// Whether `pid` is still the process that started at `startTime`.
+    public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
+        kill(pid, 0) == 0 && self.startTime(of: pid) == startTime
+    }
+}

@@ -1,0 +1,162 @@
+import Foundation
+import NecroCore
+import NecroRunners
+import NecroTesting
+import Testing
+
+/// A launcher, its event iterator, and a folder for one test.
+private struct Fixture {
+    let launcher: LocalProcessLauncher
+    var events: AsyncStream<RunnerEvent>.Iterator
+    let dir: TemporaryDirectory
+
+    init(logLimit: Int = 1 << 20) throws {
+        launcher = LocalProcessLauncher(logLimitBytes: logLimit, outputInterval: .zero)
+        events = launcher.events.makeAsyncIterator()
+        dir = try TemporaryDirectory("runner")
+    }
+
+    func start(_ name: String, _ argv: [String], env: [String: String] = [:]) -> RunnerID {
+        let id = RunnerID(name)
+        launcher.launch(
+            RunnerLaunch(
+                runner: id, argv: argv, environment: ["PATH": "/usr/bin:/bin"].merging(env) { $1 },
+                workingDirectory: dir.path, logPath: dir.file("logs/\(name).log")))
+        return id
+    }
+
+    /// Events until the runner's exit, which is returned with the rest.
+    mutating func untilExit(_ id: RunnerID) async -> (exit: RunnerExit?, seen: [RunnerEvent]) {
+        var seen: [RunnerEvent] = []
+        while let event = await next(&events) {
+            seen.append(event)
+            if case .exited(id, let exit) = event { return (exit, seen) }
+        }
+        return (nil, seen)
+    }
+
+    mutating func startedPid(_ id: RunnerID) async -> Int32? {
+        while let event = await next(&events) {
+            if case .started(id, let pid, _) = event { return pid }
+        }
+        return nil
+    }
+
+    /// Ends the launcher's watching thread.
+    func finish() {
+        launcher.shutdown()
+        dir.remove()
+    }
+
+    func log(_ name: String) -> String { (try? String(contentsOfFile: dir.file("logs/\(name).log"), encoding: .utf8)) ?? "" }
+}
+
+@Suite struct LocalProcessLauncherTests {
+    @Test func runsTheCommandInItsFolderWithItsEnvironmentAndKeepsItsOutput() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("env", ["/bin/sh", "-c", "pwd; echo \"runner=$RUNNER_ID\"; echo oops >&2; exit 3"], env: ["RUNNER_ID": "r-1"])
+        let (exit, seen) = await f.untilExit(id)
+        #expect(exit == .exited(code: 3))
+        guard case .started(id, let pid, let startTime) = seen.first else {
+            Issue.record("first event must be started, got \(seen)")
+            return
+        }
+        #expect(pid > 0 && startTime != nil)
+        #expect(f.log("env") == "\(f.dir.path)\nrunner=r-1\noops\n")
+    }
+
+    @Test func aMissingCommandIsALaunchFailure() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("missing", ["no-such-agent-command", "--flag"])
+        let (exit, seen) = await f.untilExit(id)
+        #expect(exit == .launchFailed("command not found: no-such-agent-command"))
+        #expect(seen.count == 1)
+        #expect(exit?.succeeded == false)
+    }
+
+    @Test func outputIsReportedWithItsLastLine() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("talk", ["/bin/sh", "-c", "echo planning; echo 'writing file 2 of 3'"])
+        let (exit, seen) = await f.untilExit(id)
+        #expect(exit == .exited(code: 0))
+        let lines = seen.compactMap { event -> String? in
+            if case .output(_, let line) = event { return line }
+            return nil
+        }
+        #expect(lines.last == "writing file 2 of 3")
+    }
+
+    @Test func terminateStopsTheWholeProcessGroup() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("tree", ["/bin/sh", "-c", "sleep 300 & echo $! > child.pid; echo started; wait"])
+        #expect(await f.startedPid(id) != nil)
+        // Wait for its output: the child's pid is written by then.
+        while let event = await next(&f.events) { if case .output(id, _) = event { break } }
+        let child = try #require(
+            Int32(try String(contentsOfFile: f.dir.file("child.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(kill(child, 0) == 0, "the background child runs")
+        f.launcher.signal(id, .terminate)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .signalled(15))
+        // The child was in the runner's group: it got SIGTERM too. Reap-free check: it is gone or a zombie of init.
+        var gone = false
+        for _ in 0..<200 where !gone {
+            gone = kill(child, 0) != 0 || (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))?.contains(") Z") == true
+            if !gone { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(gone, "the runner's child process was stopped with it")
+    }
+
+    @Test func aRunnerThatIgnoresTerminateIsKilled() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("stubborn", ["/bin/sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; while true; do sleep 1; done"])
+        while let event = await next(&f.events) { if case .output(id, "ready") = event { break } }
+        f.launcher.signal(id, .terminate)
+        // It says it got SIGTERM and goes on: the signal arrived and did not stop it.
+        var answer: RunnerEvent?
+        while let event = await next(&f.events) {
+            if case .output(id, "ignoring TERM") = event { answer = event; break }
+            if case .exited(id, _) = event { answer = event; break }
+        }
+        #expect(answer == .output(id, lastLine: "ignoring TERM"))
+        f.launcher.signal(id, .kill)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .signalled(9))
+    }
+
+    @Test func theLogIsCapped() async throws {
+        var f = try Fixture(logLimit: 1000)
+        defer { f.finish() }
+        let id = f.start("loud", ["/bin/sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo 0123456789abcdef; i=$((i+1)); done"])
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .exited(code: 0))
+        let log = f.log("loud")
+        #expect(log.hasPrefix("0123456789abcdef\n"))
+        #expect(log.contains("[necro: 33000 more bytes of output were not kept: the log is capped at 1000 bytes]"))
+        #expect(log.utf8.count < 1200)
+    }
+
+    @Test func manyRunnersAtOnceAllReportTheirExit() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let ids = (0..<40).map { f.start("r\($0)", ["/bin/sh", "-c", "exit \($0 % 3)"]) }
+        var exits: [RunnerID: RunnerExit] = [:]
+        while exits.count < ids.count, let event = await next(&f.events) {
+            if case .exited(let id, let exit) = event { exits[id] = exit }
+        }
+        #expect(exits.count == 40)
+        for (i, id) in ids.enumerated() { #expect(exits[id] == .exited(code: Int32(i % 3))) }
+    }
+
+    @Test func processIdentityTellsAliveFromGone() async throws {
+        let pid = getpid()
+        let start = try #require(ProcessIdentity.startTime(of: pid))
+        #expect(ProcessIdentity.isAlive(pid: pid, startTime: start))
+        #expect(!ProcessIdentity.isAlive(pid: pid, startTime: start + 1))
+    }
+}
