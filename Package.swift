@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -44,11 +45,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "NecroDispatcher",
+            dependencies: ["NecroCore", "NecroRegistry", "NecroRunners", .product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "NecroCLI",
             dependencies: [
                 "NecroCore",
                 "NecroRegistry",
+                "NecroRunners",
+                "NecroDispatcher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -63,6 +72,11 @@ let package = Package(
         .testTarget(
             name: "NecroRunnersTests",
             dependencies: ["NecroRunners", "NecroTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NecroDispatcherTests",
+            dependencies: ["NecroDispatcher", "NecroTesting", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -133,6 +133,47 @@ public struct RegistryError: Error, Hashable, Sendable, CustomStringConvertible 
     public var description: String { message }
 }
 
+/// One launch of a task, as the registry keeps it.
+public struct RunnerRecord: Hashable, Sendable {
+    public enum State: String, Hashable, Sendable {
+        case running, exited
+    }
+
+    public var id: RunnerID
+    public var task: TaskKey
+    public var attempt: Int
+    public var pool: String
+    public var state: State
+    public var pid: Int32?
+    /// With the pid, identifies the process across pid reuse.
+    public var processStartTime: UInt64?
+    public var logPath: String?
+    public var startedAt: Timestamp
+    public var lastHeartbeat: Timestamp?
+    public var endedAt: Timestamp?
+    /// How it ended: "exit code 1", "killed by signal 9"…
+    public var exit: String?
+
+    public init(
+        id: RunnerID, task: TaskKey, attempt: Int, pool: String, state: State = .running, pid: Int32? = nil,
+        processStartTime: UInt64? = nil, logPath: String? = nil, startedAt: Timestamp, lastHeartbeat: Timestamp? = nil,
+        endedAt: Timestamp? = nil, exit: String? = nil
+    ) {
+        self.id = id
+        self.task = task
+        self.attempt = attempt
+        self.pool = pool
+        self.state = state
+        self.pid = pid
+        self.processStartTime = processStartTime
+        self.logPath = logPath
+        self.startedAt = startedAt
+        self.lastHeartbeat = lastHeartbeat
+        self.endedAt = endedAt
+        self.exit = exit
+    }
+}
+
 /// The durable truth about tasksets, tasks and events.
 public protocol Registry: Sendable {
     /// Imports a validated taskset, or updates it: changed tasks take their new definition, the
@@ -145,4 +186,16 @@ public protocol Registry: Sendable {
     @discardableResult
     func apply(_ transitions: [Transition]) throws -> [EventRecord]
     func events(_ query: EventQuery) throws -> [EventRecord]
+
+    /// Applies batches that were written to the fallback journal, in order, each at most once
+    /// ever: a batch whose id was applied before is skipped. One transaction for all.
+    @discardableResult
+    func applyOnce(_ batches: [(id: String, transitions: [Transition])]) throws -> [EventRecord]
+
+    /// Creates or replaces a runner's row.
+    func saveRunner(_ runner: RunnerRecord) throws
+    /// Runners, the running ones only if asked.
+    func runners(runningOnly: Bool) throws -> [RunnerRecord]
+    /// Records a sign of life from a running runner; false if no such runner is running.
+    func heartbeat(runner: RunnerID) throws -> Bool
 }

@@ -66,6 +66,13 @@ enum RegistrySchema {
                     );
                     """)
         }
+        migrator.registerMigration("v2: runner log path") { db in
+            try db.execute(sql: "ALTER TABLE runners ADD COLUMN log_path TEXT")
+            try db.execute(sql: "CREATE INDEX runners_by_state ON runners(state)")
+        }
+        migrator.registerMigration("v3: replayed fallback journal entries") { db in
+            try db.execute(sql: "CREATE TABLE journal_replays (id TEXT PRIMARY KEY NOT NULL, replayed_at REAL NOT NULL)")
+        }
         return migrator
     }
 }

@@ -9,8 +9,12 @@ public final class SQLiteRegistry: Registry, Sendable {
     let now: @Sendable () -> Timestamp
 
     /// Opens (creating if needed) the registry at `path` and brings its schema up to date.
-    /// - Parameter now: the clock that stamps events and updates.
-    public init(path: String, now: @escaping @Sendable () -> Timestamp = SQLiteRegistry.systemNow) throws {
+    /// - Parameters:
+    ///   - now: the clock that stamps events and updates.
+    ///   - busyTimeout: how long a write waits for another writer's lock before failing.
+    public init(
+        path: String, busyTimeout: Duration = .seconds(30), now: @escaping @Sendable () -> Timestamp = SQLiteRegistry.systemNow
+    ) throws {
         self.path = path
         self.now = now
         do {
@@ -19,11 +23,12 @@ public final class SQLiteRegistry: Registry, Sendable {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             }
             var configuration = Configuration()
-            configuration.busyMode = .timeout(30)
+            configuration.busyMode = .timeout(busyTimeout.seconds)
             configuration.foreignKeysEnabled = true
             configuration.prepareDatabase { db in
-                // WAL with NORMAL sync is durable across process crashes; FULL adds power-loss safety.
-                try db.execute(sql: "PRAGMA synchronous = FULL")
+                // WAL with NORMAL sync: every commit survives a crash of the process (kill -9); only a
+                // power loss may take the last commits back. FULL would fsync each commit.
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try RegistrySchema.migrator.migrate(pool)
@@ -164,6 +169,28 @@ public final class SQLiteRegistry: Registry, Sendable {
         }
         for event in transition.events {
             try recorder.append(event, spec: transition.spec, task: transition.task)
+        }
+    }
+
+    @discardableResult
+    public func applyOnce(_ batches: [(id: String, transitions: [Transition])]) throws -> [EventRecord] {
+        let at = now()
+        return try write { db in
+            var recorder = EventAppender(db: db, at: at)
+            for batch in batches {
+                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM journal_replays WHERE id = ?", arguments: [batch.id]) == nil
+                else { continue }
+                for transition in batch.transitions {
+                    do {
+                        try Self.apply(transition, db: db, at: at, recorder: &recorder)
+                    } catch let error as RegistryError where error.code == .unknownTask || error.code == .unknownSpec {
+                        continue  // its spec changed since: nothing left to record it on
+                    }
+                }
+                try db.execute(
+                    sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)", arguments: [batch.id, at.secondsSince1970])
+            }
+            return recorder.appended
         }
     }
 

@@ -1,0 +1,289 @@
+import Foundation
+public import NecroCore
+import Synchronization
+
+/// Runs tasksets: the engine's decisions carried out with a registry and a launcher.
+///
+/// One loop owns the engine. Inputs — runner events, commands, the timer of the next deadline —
+/// arrive in an inbox and are handled in batches: each batch is one turn, whose record is written
+/// in one transaction before its runners are launched or signalled.
+public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, C.Instant: Sendable {
+    /// Where runners work and write.
+    public struct Paths: Sendable {
+        /// Runner logs, `<logs>/<runner-id>.log`.
+        public var logs: String
+        /// Per-task working folders, `<work>/<spec>/<task-id>`, until tasks get git worktrees.
+        public var work: String
+        /// Given to runners as NECRO_REGISTRY, for `necro heartbeat`.
+        public var registry: String
+
+        public init(logs: String, work: String, registry: String) {
+            self.logs = logs
+            self.work = work
+            self.registry = registry
+        }
+    }
+
+    /// What observers see: each recorded event, and runners' output.
+    public enum Update: Sendable {
+        case event(EventRecord)
+        case output(RunnerID, lastLine: String)
+        case finished(RunOutcome)
+    }
+
+    enum Inbound: Sendable {
+        case input(EngineInput)
+        case runner(RunnerEvent)
+        case tick
+    }
+
+    public let configuration: DispatcherConfiguration
+    let registry: any Registry
+    let launcher: any RunnerLauncher
+    let clock: C
+    let paths: Paths
+    let options: DispatchEngine<C.Instant>.Options
+    let baseEnvironment: [String: String]
+    let inbox = Inbox<Inbound>()
+    let journal: EventJournal
+    public let updates: AsyncStream<Update>
+    let updatesContinuation: AsyncStream<Update>.Continuation
+
+    public init(
+        configuration: DispatcherConfiguration, registry: any Registry, launcher: any RunnerLauncher, clock: C,
+        paths: Paths, options: DispatchEngine<C.Instant>.Options = .init(),
+        environment: [String: String]? = nil
+    ) {
+        self.configuration = configuration
+        self.registry = registry
+        self.launcher = launcher
+        self.clock = clock
+        self.paths = paths
+        self.options = options
+        self.baseEnvironment = environment ?? ProcessInfo.processInfo.environment
+        self.journal = EventJournal(path: paths.registry + ".fallback.jsonl")
+        (updates, updatesContinuation) = AsyncStream.makeStream(of: Update.self, bufferingPolicy: .bufferingNewest(10_000))
+    }
+
+    // MARK: Commands, from any thread
+
+    /// Start nothing new; let runners finish until the graceful timeout.
+    public func shutdown() { inbox.post(.input(.shutdown)) }
+    /// Stop runners now.
+    public func shutdownNow() { inbox.post(.input(.shutdownNow)) }
+    public func send(_ input: EngineInput) { inbox.post(.input(input)) }
+
+    // MARK: The loop
+
+    /// Runs the tasksets until the engine finishes: every task done or stuck, or a shutdown.
+    public func run(_ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) async throws -> RunOutcome {
+        try journal.replay(into: registry)
+        var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
+        let forward = Task { [inbox, launcher] in
+            for await event in launcher.events { inbox.post(.runner(event)) }
+        }
+        defer { forward.cancel() }
+        var timer: (deadline: C.Instant, task: Task<Void, Never>)?
+        defer { timer?.task.cancel() }
+
+        var actions: [EngineAction] = []
+        for taskset in tasksets { actions += engine.load(taskset.spec, records: taskset.records, now: clock.now) }
+        var outcome = perform(actions)
+
+        while outcome == nil {
+            // Arm the timer for the next deadline, if it moved.
+            if let deadline = engine.nextDeadline {
+                if timer?.deadline != deadline {
+                    timer?.task.cancel()
+                    timer = (deadline, Task { [inbox, clock] in
+                        try? await clock.sleep(until: deadline, tolerance: nil)
+                        if !Task.isCancelled { inbox.post(.tick) }
+                    })
+                }
+            } else if let current = timer {
+                current.task.cancel()
+                timer = nil
+            }
+            let batch = await inbox.takeAll()
+            if batch.isEmpty && Task.isCancelled {
+                actions = engine.handle(.shutdownNow, now: clock.now)
+                outcome = perform(actions)
+                continue
+            }
+            actions = []
+            for inbound in batch { actions += handle(inbound, &engine) }
+            if case .some = timer, let deadline = timer?.deadline, deadline <= clock.now { timer = nil }
+            outcome = perform(actions)
+        }
+        updatesContinuation.yield(.finished(outcome!))
+        return outcome!
+    }
+
+    private func handle(_ inbound: Inbound, _ engine: inout DispatchEngine<C.Instant>) -> [EngineAction] {
+        let now = clock.now
+        switch inbound {
+        case .tick:
+            return engine.handle(.tick, now: now)
+        case .input(let input):
+            return engine.handle(input, now: now)
+        case .runner(.started(let id, let pid, let startTime)):
+            updateRunner(id) { $0.pid = pid; $0.processStartTime = startTime }
+            return engine.handle(.runnerStarted(id, pid: pid), now: now)
+        case .runner(.output(let id, let line)):
+            updatesContinuation.yield(.output(id, lastLine: line))
+            return engine.handle(.heartbeat(id), now: now)
+        case .runner(.exited(let id, let exit)):
+            updateRunner(id) {
+                $0.state = .exited
+                $0.endedAt = self.wallNow()
+                $0.exit = exit.reason
+            }
+            return engine.handle(.runnerExited(id, exit), now: now)
+        }
+    }
+
+    /// Carries out one turn: the record, in one transaction, then the effects.
+    private func perform(_ actions: [EngineAction]) -> RunOutcome? {
+        var transitions: [Transition] = []
+        for case .record(let batch) in actions { transitions += batch }
+        if !transitions.isEmpty { record(transitions) }
+        var outcome: RunOutcome?
+        for action in actions {
+            switch action {
+            case .record: break
+            case .launch(let request): launch(request)
+            case .signal(let id, let signal): launcher.signal(id, signal)
+            case .checkLease(let id): inbox.post(.input(leaseAnswer(id)))
+            case .finished(let result): outcome = result
+            }
+        }
+        return outcome
+    }
+
+    /// Writes transitions; if the registry cannot take them, they go to the fallback journal and
+    /// are replayed, in order, once it can.
+    private func record(_ transitions: [Transition]) {
+        do {
+            if journal.hasPending { try journal.replay(into: registry) }
+            for event in try registry.apply(transitions) { updatesContinuation.yield(.event(event)) }
+        } catch {
+            journal.append(transitions, because: error)
+            let stamp = wallNow()
+            for transition in transitions {
+                for event in transition.events {
+                    updatesContinuation.yield(
+                        .event(
+                            EventRecord(
+                                id: 0, spec: transition.spec, taskID: transition.task, seq: 0, type: event.type,
+                                actor: event.actor, spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase,
+                                payload: event.payload, timestamp: stamp)))
+                }
+            }
+        }
+    }
+
+    private func launch(_ request: LaunchRequest) {
+        let work = "\(paths.work)/\(request.task.spec)/\(request.task.id.rawValue)"
+        try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let pool = configuration.pool(named: request.pool)
+        let argv = (pool?.command ?? CommandTemplate([])).render([
+            "task.id": request.task.id.rawValue, "task.title": request.spec.title, "spec": request.task.spec,
+            "slot.path": work, "runner.id": request.runner.rawValue,
+        ])
+        var environment = baseEnvironment
+        environment.merge(pool?.environment ?? [:]) { $1 }
+        environment["RUNNER_ID"] = request.runner.rawValue
+        environment["POOL_NAME"] = request.pool
+        environment["NECRO_REGISTRY"] = paths.registry
+        environment["NECRO_TASK_ID"] = request.task.id.rawValue
+        environment["NECRO_SPEC"] = request.task.spec
+        environment["NECRO_ATTEMPT"] = String(request.attempt)
+        environment["TASK_CONTEXT"] = TaskContext(request, slotPath: work).json
+        let logPath = "\(paths.logs)/\(request.runner.rawValue).log"
+        saveRunner(
+            RunnerRecord(
+                id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, logPath: logPath,
+                startedAt: wallNow()))
+        launcher.launch(
+            RunnerLaunch(runner: request.runner, argv: argv, environment: environment, workingDirectory: work, logPath: logPath))
+    }
+
+    /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease
+    /// began keeps the runner; none means it is lost.
+    private func leaseAnswer(_ id: RunnerID) -> EngineInput {
+        let runner = try? registry.runners(runningOnly: true).first { $0.id == id }
+        if let heartbeat = runner?.lastHeartbeat,
+            wallNow().secondsSince1970 - heartbeat.secondsSince1970 < configuration.heartbeatTimeout.seconds
+        {
+            return .heartbeat(id)
+        }
+        return .leaseLost(id)
+    }
+
+    private let runnerRows = Mutex<[RunnerID: RunnerRecord]>([:])
+
+    private func saveRunner(_ runner: RunnerRecord) {
+        runnerRows.withLock { $0[runner.id] = runner }
+        try? registry.saveRunner(runner)
+    }
+
+    private func updateRunner(_ id: RunnerID, _ change: @Sendable (inout RunnerRecord) -> Void) {
+        let updated: RunnerRecord? = runnerRows.withLock { rows in
+            guard var row = rows[id] else { return nil }
+            change(&row)
+            if row.state == .exited { rows[id] = nil } else { rows[id] = row }
+            return row
+        }
+        if let updated { try? registry.saveRunner(updated) }
+    }
+
+    private func wallNow() -> Timestamp { Timestamp(secondsSince1970: Date().timeIntervalSince1970) }
+}
+
+/// The `TASK_CONTEXT` a runner gets: its task, dependencies, slot and metadata, as JSON.
+struct TaskContext: Encodable {
+    struct Task: Encodable {
+        var id: String
+        var title: String
+        var description: String
+        var required_skill: String?
+        var priority: Int
+        var optional: Bool
+        var timeout_seconds: Int?
+        var gates: [[String]]
+        var metadata: [String: JSONValue]
+    }
+
+    struct Slot: Encodable {
+        var id: String?
+        var path: String
+        var branch: String?
+    }
+
+    var spec: String
+    var runner_id: String
+    var attempt: Int
+    var pool: String
+    var task: Task
+    var dependencies: [String]
+    var slot: Slot
+
+    init(_ request: LaunchRequest, slotPath: String) {
+        let t = request.spec
+        spec = request.task.spec
+        runner_id = request.runner.rawValue
+        attempt = request.attempt
+        pool = request.pool
+        task = Task(
+            id: t.id.rawValue, title: t.title, description: t.description, required_skill: t.requiredSkill, priority: t.priority,
+            optional: t.optional, timeout_seconds: t.timeoutSeconds, gates: t.gates, metadata: t.metadata)
+        dependencies = request.dependencies.map(\.rawValue)
+        slot = Slot(id: nil, path: slotPath, branch: nil)
+    }
+
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import NecroCore
+import Synchronization
+
+/// The fallback for records the registry could not take (locked, read-only, disk full): one JSON
+/// line per turn, with an id, replayed into the registry in order, each at most once.
+final class EventJournal: Sendable {
+    let path: String
+    private let pending = Mutex<Bool?>(nil)
+
+    init(path: String) { self.path = path }
+
+    /// Whether the journal holds turns not yet replayed.
+    var hasPending: Bool {
+        pending.withLock { known in
+            if let known { return known }
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+            known = size > 0
+            return size > 0
+        }
+    }
+
+    func append(_ transitions: [Transition], because error: any Error) {
+        let entry = Entry(id: UUID().uuidString, reason: "\(error)", transitions: transitions.map(Entry.Record.init))
+        var line = (try? JSONEncoder().encode(entry)) ?? Data()
+        line.append(10)
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        _ = fsync(fd)
+        pending.withLock { $0 = true }
+    }
+
+    /// Replays every pending turn; the journal is emptied only once the registry has them.
+    func replay(into registry: any Registry) throws {
+        guard hasPending, let data = FileManager.default.contents(atPath: path) else { return }
+        let decoder = JSONDecoder()
+        let batches = data.split(separator: 10).compactMap { line -> (id: String, transitions: [Transition])? in
+            guard let entry = try? decoder.decode(Entry.self, from: Data(line)) else { return nil }  // a torn last line
+            return (entry.id, entry.transitions.map(\.transition))
+        }
+        try registry.applyOnce(batches)
+        try? FileManager.default.removeItem(atPath: path)
+        pending.withLock { $0 = false }
+    }
+
+    struct Entry: Codable {
+        struct Event: Codable {
+            var type: String
+            var actor: String
+            var span_id: String?
+            var parent_span_id: String?
+            var phase: String?
+            var payload: [String: JSONValue]
+        }
+
+        struct Record: Codable {
+            var spec: String
+            var task: String?
+            var expected: [String]?
+            var state: String?
+            var attempts: Int?
+            var sets_reason: Bool
+            var reason: String?
+            var events: [Event]
+
+            init(_ t: Transition) {
+                spec = t.spec
+                task = t.task?.rawValue
+                expected = t.expected?.map(\.rawValue).sorted()
+                state = t.newState?.rawValue
+                attempts = t.attempts
+                sets_reason = t.reason != nil
+                reason = t.reason ?? nil
+                events = t.events.map {
+                    Event(type: $0.type.rawValue, actor: $0.actor, span_id: $0.spanID, parent_span_id: $0.parentSpanID, phase: $0.phase, payload: $0.payload)
+                }
+            }
+
+            var transition: Transition {
+                Transition(
+                    spec: spec, task: task.map { TaskID($0) }, expected: expected.map { Set($0.compactMap(TaskState.init(rawValue:))) },
+                    to: state.flatMap(TaskState.init(rawValue:)), attempts: attempts, reason: sets_reason ? .some(reason) : nil,
+                    events: events.map {
+                        NewEvent(EventType($0.type), actor: $0.actor, spanID: $0.span_id, parentSpanID: $0.parent_span_id, phase: $0.phase, payload: $0.payload)
+                    })
+            }
+        }
+
+        var id: String
+        var reason: String
+        var transitions: [Record]
+    }
+}

@@ -1,0 +1,52 @@
+import GRDB
+public import NecroCore
+
+extension SQLiteRegistry {
+    public func saveRunner(_ runner: RunnerRecord) throws {
+        try write { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO runners (id, spec, task_id, attempt, pool, state, pid, process_start_time, log_path,
+                        started_at, last_heartbeat, ended_at, failure_reason)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    runner.id.rawValue, runner.task.spec, runner.task.id.rawValue, runner.attempt, runner.pool,
+                    runner.state.rawValue, runner.pid, runner.processStartTime.map(String.init), runner.logPath,
+                    runner.startedAt.secondsSince1970, runner.lastHeartbeat?.secondsSince1970,
+                    runner.endedAt?.secondsSince1970, runner.exit,
+                ])
+        }
+    }
+
+    public func runners(runningOnly: Bool) throws -> [RunnerRecord] {
+        try read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM runners \(runningOnly ? "WHERE state = 'running'" : "") ORDER BY started_at, id"
+            ).map { row in
+                let startTime: String? = row["process_start_time"]
+                let started: Double = row["started_at"] ?? 0
+                let heartbeat: Double? = row["last_heartbeat"]
+                let ended: Double? = row["ended_at"]
+                return RunnerRecord(
+                    id: RunnerID(row["id"]), task: TaskKey(spec: row["spec"], id: TaskID(row["task_id"])),
+                    attempt: row["attempt"], pool: row["pool"],
+                    state: RunnerRecord.State(rawValue: row["state"]) ?? .exited, pid: row["pid"],
+                    processStartTime: startTime.flatMap { UInt64($0) }, logPath: row["log_path"],
+                    startedAt: Timestamp(secondsSince1970: started),
+                    lastHeartbeat: heartbeat.map { Timestamp(secondsSince1970: $0) },
+                    endedAt: ended.map { Timestamp(secondsSince1970: $0) }, exit: row["failure_reason"])
+            }
+        }
+    }
+
+    public func heartbeat(runner: RunnerID) throws -> Bool {
+        let at = now()
+        return try write { db in
+            try db.execute(
+                sql: "UPDATE runners SET last_heartbeat = ? WHERE id = ? AND state = 'running'",
+                arguments: [at.secondsSince1970, runner.rawValue])
+            return db.changesCount > 0
+        }
+    }
+}
