@@ -6,7 +6,7 @@ public struct Necro: AsyncParsableCommand {
         commandName: "necro",
         abstract: "NecroCode Dispatcher: runs a graph of tasks (AI coding agents working through a spec).",
         version: "0.1.0",
-        subcommands: [Validate.self, Graph.self, Import.self, Bench.self]
+        subcommands: [Run.self, Validate.self, Graph.self, Import.self, Bench.self]
     )
 
     public init() {}

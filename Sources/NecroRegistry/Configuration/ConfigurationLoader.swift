@@ -18,7 +18,16 @@ public enum ConfigurationLoader {
                 SpecIssue(.unreadable, at: SourceLocation(file: path), "cannot read the configuration file (missing, or not readable)")
             ])
         }
-        return try load(text: String(decoding: data, as: UTF8.self), file: path)
+        var configuration = try load(text: String(decoding: data, as: UTF8.self), file: path)
+        // `./agent.sh` means the one beside the configuration file, wherever necro runs from.
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        for index in configuration.pools.indices {
+            guard let program = configuration.pools[index].command.argv.first, program.contains("/"), !program.hasPrefix("/")
+            else { continue }
+            configuration.pools[index].command.argv[0] = URL(fileURLWithPath: program, relativeTo: URL(fileURLWithPath: folder + "/"))
+                .standardizedFileURL.path
+        }
+        return configuration
     }
 
     /// Reads and checks configuration text; `file` names it in errors.

@@ -1,0 +1,198 @@
+import Foundation
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import Synchronization
+
+/// One event as a JSON line: what `necro run --json` and `necro events --json` print.
+struct EventLine: Encodable {
+    var id: Int64
+    var spec: String
+    var task_id: String?
+    var seq: Int64
+    var event_type: String
+    var actor: String
+    var span_id: String?
+    var parent_span_id: String?
+    var phase: String?
+    var timestamp: String
+    var payload: [String: JSONValue]
+
+    init(_ e: EventRecord) {
+        id = e.id
+        spec = e.spec
+        task_id = e.taskID?.rawValue
+        seq = e.seq
+        event_type = e.type.rawValue
+        actor = e.actor
+        span_id = e.spanID
+        parent_span_id = e.parentSpanID
+        phase = e.phase
+        timestamp = isoTime(e.timestamp)
+        payload = e.payload
+    }
+}
+
+/// "14:03:27", local time.
+func clockTime(_ date: Date) -> String {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "HH:mm:ss"
+    return formatter.string(from: date)
+}
+
+func isoTime(_ t: Timestamp) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.string(from: Date(timeIntervalSince1970: t.secondsSince1970))
+}
+
+/// A sentence for the events a person wants to see, nil for the rest.
+func describe(_ e: EventRecord) -> String? {
+    let p = e.payload
+    func text(_ key: String) -> String { p[key]?.stringValue ?? p[key].map { "\($0)" } ?? "?" }
+    func seconds(_ key: String) -> String { p[key]?.doubleValue.map { String(format: "%.1f s", $0) } ?? "?" }
+    switch e.type {
+    case .taskAssigned: return "started on \(text("pool_name")), attempt \(p["attempt"]?.intValue ?? 1)"
+    case .taskCompleted: return p["group"] == true ? "done (all its tasks are)" : "done in \(seconds("execution_time_seconds"))"
+    case .runnerFinished where p["success"] == false: return "attempt failed: \(text("failure_reason"))"
+    case .taskRetryScheduled where p["requested"] == nil: return "retrying in \(seconds("delay_seconds"))"
+    case .taskFailed: return "FAILED after \(p["retry_count"]?.intValue ?? 0) attempts: \(text("failure_reason"))"
+    case .taskBlocked: return p["reason"].map { "blocked: \($0.stringValue ?? "")" }
+    case .runnerTimedOut: return "stopping the runner: \(text("reason"))"
+    case .taskCancelled: return "cancelled"
+    case .recoveryRequeued: return "requeued after the previous dispatcher stopped"
+    case .recoveryDetected: return "recovery: \(p["expired_count"]?.intValue ?? 0) task(s) were left running"
+    case .dispatcherStarted: return "dispatcher started (\(text("scheduling_policy")), \(p["tasks"]?.intValue ?? 0) tasks)"
+    case .dispatcherStopped: return p["interrupted"] == true ? "dispatcher stopped before the end" : "dispatcher finished"
+    default: return nil
+    }
+}
+
+/// Shows a run as it goes.
+final class RunDisplay: Sendable {
+    enum Mode { case json, plain, terminal }
+
+    private struct Running {
+        var task: TaskID
+        var pool: String
+        var started: Date
+        var lastLine = ""
+    }
+
+    private struct State {
+        var counts: [TaskState: Int] = [:]
+        var running: [RunnerID: Running] = [:]
+        var drawnLines = 0
+        var lastDraw = Date.distantPast
+    }
+
+    private let mode: Mode
+    private let spec: TaskSetSpec
+    private let started = Date()
+    private let state = Mutex(State())
+
+    init(mode: Mode, spec: TaskSetSpec) {
+        self.mode = mode
+        self.spec = spec
+    }
+
+    func follow(_ updates: AsyncStream<Dispatcher<ContinuousClock>.Update>) async {
+        let ticker = mode == .terminal ? Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))  // redraws the elapsed times: a display clock, not a poll of state
+                draw(force: true)
+            }
+        } : nil
+        defer { ticker?.cancel() }
+        for await update in updates {
+            switch update {
+            case .event(let event): show(event)
+            case .output(let runner, let line): state.withLock { $0.running[runner]?.lastLine = line }
+            case .finished: 
+                clear()
+                return
+            }
+            draw(force: false)
+        }
+    }
+
+    private func show(_ event: EventRecord) {
+        switch mode {
+        case .json:
+            print(jsonLine(EventLine(event)))
+            fflush(nil)
+        case .plain, .terminal:
+            track(event)
+            guard let text = describe(event) else { return }
+            let time = clockTime(Date(timeIntervalSince1970: event.timestamp.secondsSince1970))
+            let line = "\(time)  \(event.taskID.map { "\($0.rawValue)  " } ?? "")\(text)"
+            if mode == .terminal { clear() }
+            print(line)
+            fflush(nil)
+        }
+    }
+
+    private func track(_ event: EventRecord) {
+        state.withLock { state in
+            if event.type == .taskAssigned, let id = event.payload["runner_id"]?.stringValue, let task = event.taskID {
+                state.running[RunnerID(id)] = Running(task: task, pool: event.payload["pool_name"]?.stringValue ?? "?", started: Date())
+            }
+            if event.type == .runnerFinished, let id = event.payload["runner_id"]?.stringValue {
+                state.running[RunnerID(id)] = nil
+            }
+            if event.type == .taskCompleted, event.payload["group"] == nil { state.counts[.done, default: 0] += 1 }
+            if event.type == .taskFailed { state.counts[.failed, default: 0] += 1 }
+        }
+    }
+
+    /// Erases the live block, so that log lines print above it.
+    private func clear() {
+        guard mode == .terminal else { return }
+        let lines = state.withLock { state -> Int in
+            defer { state.drawnLines = 0 }
+            return state.drawnLines
+        }
+        if lines > 0 { print("\u{1B}[\(lines)A\u{1B}[J", terminator: "") }
+    }
+
+    private func draw(force: Bool) {
+        guard mode == .terminal else { return }
+        let now = Date()
+        let snapshot = state.withLock { state -> State? in
+            guard force || now.timeIntervalSince(state.lastDraw) > 0.1 else { return nil }
+            state.lastDraw = now
+            return state
+        }
+        guard let snapshot else { return }
+        clear()
+        let total = spec.tasks.filter { !$0.isGroup }.count
+        var lines = [
+            "── \(spec.name): \(snapshot.counts[.done] ?? 0)/\(total) done, \(snapshot.running.count) running, "
+                + "\(snapshot.counts[.failed] ?? 0) failed · \(Int(now.timeIntervalSince(started))) s"
+        ]
+        for (_, runner) in snapshot.running.sorted(by: { $0.value.task < $1.value.task }).prefix(20) {
+            let elapsed = Int(now.timeIntervalSince(runner.started))
+            lines.append("   \(runner.task)  \(runner.pool)  \(elapsed) s  \(runner.lastLine.prefix(80))")
+        }
+        print(lines.joined(separator: "\n"))
+        fflush(nil)
+        state.withLock { $0.drawnLines = lines.count }
+    }
+
+    /// The end of a run: counts, failures and why, what could not run and what it waits on.
+    func summary(_ outcome: RunOutcome, registry: SQLiteRegistry) {
+        let counts = TaskState.allCases.compactMap { state in outcome.counts[state].map { "\($0) \(state.rawValue)" } }
+        var lines = ["\(spec.name): \(counts.joined(separator: ", ")) in \(Int(Date().timeIntervalSince(started))) s"]
+        let records = Dictionary(uniqueKeysWithValues: ((try? registry.tasks(spec: spec.name)) ?? []).map { ($0.task.id, $0) })
+        for key in outcome.failed {
+            lines.append("  failed   \(key.id): \(records[key.id]?.reason ?? "?")")
+        }
+        for stuck in outcome.stuck {
+            let waits = stuck.waitingOn.isEmpty ? "" : " (waits on \(stuck.waitingOn.map(\.rawValue).joined(separator: ", ")))"
+            lines.append("  not run  \(stuck.task.id): \(stuck.reason)\(waits)")
+        }
+        if outcome.interrupted { lines.append("  stopped by a signal: run `necro run` again to resume") }
+        let text = lines.joined(separator: "\n")
+        if mode == .json { printError(text) } else { print(text) }
+    }
+}
