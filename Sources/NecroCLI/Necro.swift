@@ -6,7 +6,10 @@ public struct Necro: AsyncParsableCommand {
         commandName: "necro",
         abstract: "NecroCode Dispatcher: runs a graph of tasks (AI coding agents working through a spec).",
         version: "0.1.0",
-        subcommands: [Run.self, Validate.self, Graph.self, Import.self, Bench.self]
+        subcommands: [
+            Run.self, Status.self, Events.self, Retry.self, Pool.self, Heartbeat.self, Validate.self, Graph.self, Import.self,
+            Bench.self,
+        ]
     )
 
     public init() {}

@@ -54,6 +54,7 @@ func describe(_ e: EventRecord) -> String? {
     switch e.type {
     case .taskAssigned: return "started on \(text("pool_name")), attempt \(p["attempt"]?.intValue ?? 1)"
     case .taskCompleted: return p["group"] == true ? "done (all its tasks are)" : "done in \(seconds("execution_time_seconds"))"
+    case .runnerFinished where p["interrupted"] == true: return "stopped by the shutdown; it will run again"
     case .runnerFinished where p["success"] == false: return "attempt failed: \(text("failure_reason"))"
     case .taskRetryScheduled where p["requested"] == nil: return "retrying in \(seconds("delay_seconds"))"
     case .taskFailed: return "FAILED after \(p["retry_count"]?.intValue ?? 0) attempts: \(text("failure_reason"))"

@@ -31,7 +31,7 @@ struct Run: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let configuration = try loadConfiguration()
+        var configuration = try loadConfiguration()
         let loaded: LoadedSpec
         do {
             loaded = try SpecLoader.load(path: spec)
@@ -50,6 +50,7 @@ struct Run: AsyncParsableCommand {
             printError("error: \(error.message)")
             throw ExitStatus.failure
         }
+        Self.applyPoolSettings(&configuration, registry)
         let base = (options.registry as NSString).deletingLastPathComponent
         let root = base.isEmpty ? "." : base
         let launcher = LocalProcessLauncher()
@@ -64,6 +65,22 @@ struct Run: AsyncParsableCommand {
             }
         }
         defer { signals.cancel() }
+        // `necro pool` and `necro retry` leave requests in the registry and send SIGUSR1.
+        let control = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sigusr1) {
+                for request in (try? registry.takeControlRequests()) ?? [] {
+                    switch request.kind {
+                    case .enablePool: dispatcher.send(.setPoolEnabled(request.target, true))
+                    case .disablePool: dispatcher.send(.setPoolEnabled(request.target, false))
+                    case .retry: dispatcher.send(.retry(TaskKey(spec: request.spec ?? loaded.spec.name, id: TaskID(request.target))))
+                    }
+                }
+            }
+        }
+        defer { control.cancel() }
+        _ = try? registry.takeControlRequests()  // requests left for a dispatcher that is gone are settled below
+        DispatcherProcess.write(options.registry)
+        defer { DispatcherProcess.remove(options.registry) }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec)
         let watcher = Task { await display.follow(dispatcher.updates) }
         let outcome = try await dispatcher.run([(loaded.spec, records)])
@@ -72,6 +89,14 @@ struct Run: AsyncParsableCommand {
         display.summary(outcome, registry: registry)
         if outcome.interrupted { throw ExitStatus.interrupted }
         if !outcome.succeeded { throw ExitStatus.failure }
+    }
+
+    /// The configuration with the pools enabled or disabled from the command line.
+    static func applyPoolSettings(_ configuration: inout DispatcherConfiguration, _ registry: SQLiteRegistry) {
+        let settings = (try? registry.poolSettings()) ?? [:]
+        for index in configuration.pools.indices {
+            if let enabled = settings[configuration.pools[index].name] { configuration.pools[index].limits.enabled = enabled }
+        }
     }
 
     private func absolute(_ path: String) -> String {

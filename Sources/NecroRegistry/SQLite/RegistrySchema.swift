@@ -73,6 +73,20 @@ enum RegistrySchema {
         migrator.registerMigration("v3: replayed fallback journal entries") { db in
             try db.execute(sql: "CREATE TABLE journal_replays (id TEXT PRIMARY KEY NOT NULL, replayed_at REAL NOT NULL)")
         }
+        migrator.registerMigration("v4: control requests and pool settings") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE control_requests (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        kind TEXT NOT NULL,
+                        spec TEXT,
+                        target TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        handled_at REAL
+                    );
+                    CREATE TABLE pool_settings (name TEXT PRIMARY KEY NOT NULL, enabled INTEGER NOT NULL);
+                    """)
+        }
         return migrator
     }
 }

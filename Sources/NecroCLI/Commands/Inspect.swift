@@ -1,0 +1,258 @@
+import ArgumentParser
+import Foundation
+import NecroCore
+import NecroRegistry
+import NecroRunners
+
+/// Opens an existing registry, or explains there is none.
+func openExisting(_ path: String) throws -> SQLiteRegistry {
+    guard FileManager.default.fileExists(atPath: path) else {
+        printError("error: no registry at \(path): run `necro run SPEC` or `necro import SPEC` first, or pass --registry")
+        throw ExitStatus.failure
+    }
+    do {
+        return try SQLiteRegistry(path: path)
+    } catch let error as RegistryError {
+        printError("error: \(error.message)")
+        throw ExitStatus.failure
+    }
+}
+
+/// `necro status`: where every taskset stands.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show tasksets, task counts per state, running runners and the last failures.")
+
+    @OptionGroup var options: RegistryOptions
+
+    @Flag(help: "Print the status as JSON.")
+    var json = false
+
+    struct Report: Encodable {
+        struct TaskSet: Encodable {
+            var name: String
+            var version: Int
+            var counts: [String: Int]
+        }
+
+        struct Runner: Encodable {
+            var runner_id: String
+            var spec: String
+            var task_id: String
+            var pool: String
+            var pid: Int32?
+            var elapsed_seconds: Int
+            var last_heartbeat: String?
+        }
+
+        struct Failure: Encodable {
+            var spec: String
+            var task_id: String
+            var state: String
+            var reason: String
+        }
+
+        var tasksets: [TaskSet]
+        var running: [Runner]
+        var failures: [Failure]
+    }
+
+    func run() async throws {
+        let registry = try openExisting(options.registry)
+        let now = Date().timeIntervalSince1970
+        var report = Report(tasksets: [], running: [], failures: [])
+        for set in try registry.taskSets() {
+            let tasks = try registry.tasks(spec: set.name).filter { !$0.task.isGroup }
+            var counts: [String: Int] = [:]
+            for task in tasks { counts[task.state.rawValue, default: 0] += 1 }
+            report.tasksets.append(.init(name: set.name, version: set.version, counts: counts))
+            for task in tasks.sorted(by: { $0.updatedAt > $1.updatedAt }) where task.state == .failed || (task.state == .blocked && task.reason != nil) {
+                report.failures.append(.init(spec: set.name, task_id: task.task.id.rawValue, state: task.state.rawValue, reason: task.reason ?? ""))
+            }
+        }
+        report.failures = Array(report.failures.prefix(10))
+        for runner in try registry.runners(runningOnly: true) {
+            report.running.append(
+                .init(
+                    runner_id: runner.id.rawValue, spec: runner.task.spec, task_id: runner.task.id.rawValue, pool: runner.pool,
+                    pid: runner.pid, elapsed_seconds: Int(now - runner.startedAt.secondsSince1970),
+                    last_heartbeat: runner.lastHeartbeat.map(isoTime)))
+        }
+        if json {
+            print(jsonLine(report))
+            return
+        }
+        if report.tasksets.isEmpty { print("no tasksets: run `necro run SPEC` or `necro import SPEC`") }
+        for set in report.tasksets {
+            let counts = TaskState.allCases.compactMap { state in set.counts[state.rawValue].map { "\($0) \(state.rawValue)" } }
+            print("\(set.name) v\(set.version): \(counts.joined(separator: ", "))")
+        }
+        if !report.running.isEmpty {
+            print("running:")
+            for r in report.running {
+                print("  \(r.spec)/\(r.task_id)  \(r.pool)  pid \(r.pid.map(String.init) ?? "-")  \(r.elapsed_seconds) s  heartbeat \(r.last_heartbeat ?? "none")")
+            }
+        }
+        if !report.failures.isEmpty {
+            print("last failures:")
+            for f in report.failures { print("  \(f.spec)/\(f.task_id)  \(f.state): \(f.reason)") }
+        }
+    }
+}
+
+/// `necro events`: the event log.
+struct Events: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the event log, optionally of one task, optionally following it.")
+
+    @OptionGroup var options: RegistryOptions
+
+    @Option(help: "Only this task's events.")
+    var task: String?
+
+    @Option(help: "Only this spec's events.")
+    var spec: String?
+
+    @Flag(help: "Keep printing new events as they are recorded.")
+    var follow = false
+
+    @Flag(help: "One JSON object per line.")
+    var json = false
+
+    func run() async throws {
+        let registry = try openExisting(options.registry)
+        var after: Int64 = 0
+        while true {
+            let events = try registry.events(EventQuery(after: after, spec: spec, task: task.map { TaskID($0) }, limit: 10_000))
+            for event in events { print(json ? jsonLine(EventLine(event)) : text(event)) }
+            after = events.last?.id ?? after
+            if events.count == 10_000 { continue }
+            guard follow else { return }
+            fflush(nil)
+            // A client-side tail: reading the registry's new rows a few times a second is cheap
+            // (an indexed range query); the dispatcher itself never polls.
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    private func text(_ e: EventRecord) -> String {
+        let payload = e.payload.isEmpty ? "" : " " + jsonLine(e.payload)
+        return "\(isoTime(e.timestamp))  #\(e.id)  \(e.spec)/\(e.taskID?.rawValue ?? "-")  seq \(e.seq)  \(e.type)\(payload)"
+    }
+}
+
+/// `necro heartbeat`: a runner says it is alive.
+struct Heartbeat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Renew the calling runner's lease (uses RUNNER_ID and NECRO_REGISTRY from its environment).")
+
+    @Option(help: "The runner (default: $RUNNER_ID).")
+    var runner: String?
+
+    @Option(help: "The registry (default: $NECRO_REGISTRY, else .necro/registry.sqlite).")
+    var registry: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let id = runner ?? environment["RUNNER_ID"] else {
+            printError("error: no runner: pass --runner or set RUNNER_ID")
+            throw ExitStatus.invalidInput
+        }
+        let store = try openExisting(registry ?? environment["NECRO_REGISTRY"] ?? ".necro/registry.sqlite")
+        guard try store.heartbeat(runner: RunnerID(id)) else {
+            printError("error: runner \(id) is not running")
+            throw ExitStatus.failure
+        }
+    }
+}
+
+/// The dispatcher running on a registry, if any: its pid is kept beside the registry.
+enum DispatcherProcess {
+    static func pidFile(_ registry: String) -> String { registry + ".dispatcher.pid" }
+
+    static func write(_ registry: String) {
+        let pid = getpid()
+        let start = ProcessIdentity.startTime(of: pid).map(String.init) ?? ""
+        try? "\(pid) \(start)\n".write(toFile: pidFile(registry), atomically: true, encoding: .utf8)
+    }
+
+    static func remove(_ registry: String) { try? FileManager.default.removeItem(atPath: pidFile(registry)) }
+
+    /// Tells the running dispatcher, if there is one, to read its control requests.
+    @discardableResult
+    static func notify(_ registry: String) -> Bool {
+        guard let text = try? String(contentsOfFile: pidFile(registry), encoding: .utf8) else { return false }
+        let parts = text.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard let pid = parts.first.flatMap({ Int32($0) }), let start = parts.dropFirst().first.flatMap({ UInt64($0) }),
+            ProcessIdentity.isAlive(pid: pid, startTime: start)
+        else { return false }
+        return kill(pid, SIGUSR1) == 0
+    }
+}
+
+/// `necro retry ID`: puts a failed task back.
+struct Retry: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put a failed or cancelled task back, with fresh attempts; the tasks it blocked wait on it again.")
+
+    @Argument(help: "The task id.")
+    var task: String
+
+    @Option(help: "The spec (needed when the registry holds several).")
+    var spec: String?
+
+    @OptionGroup var options: RegistryOptions
+
+    func run() async throws {
+        let registry = try openExisting(options.registry)
+        let sets = try registry.taskSets().map(\.name)
+        guard let name = spec ?? (sets.count == 1 ? sets.first : nil) else {
+            printError("error: the registry holds \(sets.count) specs (\(sets.joined(separator: ", "))): pass --spec")
+            throw ExitStatus.invalidInput
+        }
+        let key = TaskKey(spec: name, id: TaskID(task))
+        if FileManager.default.fileExists(atPath: DispatcherProcess.pidFile(options.registry)) {
+            try registry.addControlRequest(.retry, spec: name, target: task)
+            if DispatcherProcess.notify(options.registry) {
+                print("\(name)/\(task): retry requested from the running dispatcher")
+                return
+            }
+        }
+        do {
+            guard try registry.retryTask(key) else {
+                printError("error: \(name)/\(task) is neither failed nor cancelled")
+                throw ExitStatus.failure
+            }
+        } catch let error as RegistryError {
+            printError("error: \(error.message)")
+            throw ExitStatus.failure
+        }
+        print("\(name)/\(task): back in the queue; run `necro run` to carry on")
+    }
+}
+
+/// `necro pool enable|disable NAME`.
+struct Pool: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Enable or disable a pool, also while a dispatcher runs.", subcommands: [Enable.self, Disable.self])
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let a pool take tasks again.")
+        @Argument var name: String
+        @OptionGroup var options: RegistryOptions
+        func run() async throws { try Pool.set(name, enabled: true, options.registry) }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop giving a pool new tasks; running ones finish.")
+        @Argument var name: String
+        @OptionGroup var options: RegistryOptions
+        func run() async throws { try Pool.set(name, enabled: false, options.registry) }
+    }
+
+    static func set(_ name: String, enabled: Bool, _ path: String) throws {
+        let registry = try openExisting(path)
+        try registry.addControlRequest(enabled ? .enablePool : .disablePool, spec: nil, target: name)
+        let live = DispatcherProcess.notify(path)
+        print("pool \(name) \(enabled ? "enabled" : "disabled")\(live ? " (the running dispatcher was told)" : "")")
+    }
+}

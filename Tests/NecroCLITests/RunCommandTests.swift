@@ -1,0 +1,171 @@
+import Foundation
+import NecroCore
+import NecroRegistry
+import NecroTesting
+import Testing
+
+private let example = "\(repositoryRoot)/Examples/chat-app"
+
+/// Starts `necro` without waiting for it.
+private func start(_ arguments: [String], in directory: String) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: NecroBinary.path)
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
+/// Blocks until a runner writes a line into the FIFO: the event that it is running.
+private func awaitLine(fromFIFO path: String) -> String {
+    let handle = FileHandle(forReadingAtPath: path)!  // opening blocks until a writer opens it
+    defer { try? handle.close() }
+    return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+}
+
+private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency: Int = 2, extra: String = "") throws {
+    try dir.write(
+        "necro.yaml",
+        """
+        dispatcher:
+          graceful_shutdown_timeout: 1
+          retry_max_attempts: 2
+          retry_initial_delay: 0.05
+        \(extra)
+        agent_pools:
+          local:
+            max_concurrency: \(concurrency)
+            config:
+              command: [/bin/sh, -c, '\(script)']
+              env: {ROOT: "\(dir.path)"}
+        """)
+}
+
+@Suite(.serialized) struct RunCommandTests {
+    @Test func theBundledExampleRunsToTheEndAndASecondRunHasNothingToDo() throws {
+        let dir = try TemporaryDirectory("example")
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: dir.file("chat-app"), withIntermediateDirectories: true)
+        for file in ["tasks.md", "necro.yaml", "agent.sh"] {
+            try FileManager.default.copyItem(atPath: "\(example)/\(file)", toPath: dir.file("chat-app/\(file)"))
+        }
+        let result = try NecroBinary.run(["run", "chat-app/tasks.md"], in: dir.path)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("3.2  attempt failed: exit code 1"))
+        #expect(result.stdout.contains("3.2  started on local, attempt 2"))
+        #expect(result.stdout.contains("\nchat-app: 14 done in "), "\(result.stdout)")
+        let result32 = try String(contentsOfFile: dir.file(".necro/work/chat-app/3.2/RESULT-3.2.md"), encoding: .utf8)
+        #expect(result32.contains("Done by runner chat-app.3.2.a2"))
+        #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/1/RESULT-1.md")), "1 was marked done")
+
+        let again = try NecroBinary.run(["run", "chat-app/tasks.md", "--json"], in: dir.path)
+        #expect(again.status == 0)
+        let types = again.stdout.split(separator: "\n").compactMap {
+            (try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)))?["event_type"]?.stringValue
+        }
+        #expect(types == ["DispatcherStarted", "DispatcherStopped"], "resumed: nothing left to run")
+    }
+
+    @Test func aBadConfigurationExitsTwoAndLeavesTheRegistryAlone() throws {
+        let dir = try TemporaryDirectory("badconfig")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. One\n")
+        try writeConfig(dir, script: "true")
+        #expect(try NecroBinary.run(["run", "tasks.md"], in: dir.path).status == 0)
+        let registry = dir.file(".necro/registry.sqlite")
+        let before = try SQLiteRegistry(path: registry).events(EventQuery())
+        try dir.write("necro.yaml", "dispatcher:\n  max_global_concurrency: 0\nagent_pools:\n  local: {type: docker, max_concurrency: 1}\n")
+        try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n")
+        let result = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("necro.yaml:2 (dispatcher.max_global_concurrency): error: dispatcher.max_global_concurrency must be a positive integer, found 0"))
+        #expect(result.stderr.contains("necro.yaml:4 (agent_pools.local.type): error: pool type docker is not supported yet"))
+        #expect(try SQLiteRegistry(path: registry).events(EventQuery()) == before)
+        #expect(try SQLiteRegistry(path: registry).tasks(spec: dir.path.split(separator: "/").last.map(String.init) ?? "").count <= 1)
+
+        try writeConfig(dir, script: "true")
+        try dir.write("tasks.md", "- [ ] 1. One\n  - _Depends: 2_\n- [ ] 2. Two\n  - _Depends: 1_\n")
+        let cyclic = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(cyclic.status == 2)
+        #expect(cyclic.stderr.contains("dependency cycle: 1 -> 2 -> 1"))
+        #expect(try SQLiteRegistry(path: registry).events(EventQuery()) == before)
+
+        let none = try TemporaryDirectory("noconfig")
+        defer { none.remove() }
+        try none.write("tasks.md", "- [ ] 1. One\n")
+        let missing = try NecroBinary.run(["run", "tasks.md"], in: none.path)
+        #expect(missing.status == 2 && missing.stderr.contains("no configuration"))
+    }
+
+    @Test func sigtermStopsGracefullyAndGivesTheAttemptsBack() throws {
+        let dir = try TemporaryDirectory("sigterm")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready-1"), 0o644) == 0 && mkfifo(dir.file("ready-2"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Long one\n- [ ] 2. Long two\n- [ ] 3. After\n  - _Depends: 1_\n")
+        // Each says it runs, then works "forever"; SIGTERM ends it.
+        try writeConfig(dir, script: #"echo running > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600"#)
+        let run = try start(["run", "tasks.md"], in: dir.path)
+        #expect(awaitLine(fromFIFO: dir.file("ready-1")) == "running\n")
+        #expect(awaitLine(fromFIFO: dir.file("ready-2")) == "running\n")
+        kill(run.processIdentifier, SIGTERM)
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 130)
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        let records = Dictionary(uniqueKeysWithValues: try registry.tasks(spec: spec).map { ($0.task.id, $0) })
+        #expect(records["1"]?.state == .ready && records["1"]?.attempts == 0)
+        #expect(records["2"]?.state == .ready && records["2"]?.attempts == 0)
+        #expect(records["3"]?.state == .blocked)
+        let stopped = try registry.events(EventQuery(spec: spec)).last { $0.type == .dispatcherStopped }
+        #expect(stopped?.payload["interrupted"] == true)
+        #expect(stopped?.payload["left"] == ["1", "2", "3"])
+        #expect(try registry.runners(runningOnly: true).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/registry.sqlite.dispatcher.pid")))
+
+        let status = try NecroBinary.run(["status"], in: dir.path)
+        #expect(status.stdout.contains("\(spec) v1: 1 blocked, 2 ready"))
+        let events = try NecroBinary.run(["events", "--task", "1", "--json"], in: dir.path)
+        let seqs = events.stdout.split(separator: "\n").compactMap {
+            (try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)))?["seq"]?.intValue
+        }
+        #expect(seqs == Array(1...seqs.count) && seqs.count >= 5)
+    }
+
+    @Test func aPoolEnabledFromTheCommandLineReachesTheRunningDispatcher() throws {
+        let dir = try TemporaryDirectory("pool")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n")
+        try writeConfig(dir, script: "true")
+        try dir.write("seed.md", "- [ ] 1. Seed\n")
+        #expect(try NecroBinary.run(["import", "seed.md"], in: dir.path).status == 0)
+        #expect(try NecroBinary.run(["pool", "disable", "local"], in: dir.path).stdout == "pool local disabled\n")
+        let run = try start(["run", "tasks.md"], in: dir.path)
+        // The run waits: its only pool is disabled. Wait for it to be up (its pid file), then enable.
+        let pidFile = dir.file(".necro/registry.sqlite.dispatcher.pid")
+        for _ in 0..<500 where !FileManager.default.fileExists(atPath: pidFile) { usleep(10_000) }
+        #expect(run.isRunning)
+        let enable = try NecroBinary.run(["pool", "enable", "local"], in: dir.path)
+        #expect(enable.stdout == "pool local enabled (the running dispatcher was told)\n")
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
+    }
+
+    @Test func retryPutsAFailedTaskBackForTheNextRun() throws {
+        let dir = try TemporaryDirectory("retry")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Fails until fixed\n- [ ] 2. After\n  - _Depends: 1_\n")
+        try writeConfig(dir, script: #"[ -f "$ROOT/fixed" ]"#)
+        let first = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(first.status == 1)
+        #expect(first.stdout.contains("failed   1: exit code 1"))
+        #expect(first.stdout.contains("not run  2: dependency 1 failed (waits on 1)"))
+        try dir.write("fixed", "")
+        let retry = try NecroBinary.run(["retry", "1"], in: dir.path)
+        #expect(retry.status == 0, "\(retry.stderr)")
+        #expect(try NecroBinary.run(["retry", "2"], in: dir.path).status == 1, "2 never failed")
+        let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(second.status == 0, "\(second.stdout)")
+    }
+}
