@@ -33,6 +33,8 @@ int necro_spawn(const char *path, char *const argv[], char *const envp[], const 
     if (!error) error = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     if (!error) error = posix_spawn_file_actions_adddup2(&actions, output_fd, 1);
     if (!error) error = posix_spawn_file_actions_adddup2(&actions, output_fd, 2);
+    // Nothing else of ours leaks into the runner: no registry file, socket or pipe of the dispatcher.
+    if (!error) error = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     if (!error && cwd != NULL) error = posix_spawn_file_actions_addchdir_np(&actions, cwd);
     if (!error) error = posix_spawnp(pid, path, &actions, &attributes, argv, envp);
     posix_spawn_file_actions_destroy(&actions);

@@ -57,7 +57,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(result.stdout.contains("3.2  started on local, attempt 2"))
         #expect(result.stdout.contains("\nchat-app: 14 done in "), "\(result.stdout)")
         let result32 = try String(contentsOfFile: dir.file(".necro/work/chat-app/3.2/RESULT-3.2.md"), encoding: .utf8)
-        #expect(result32.contains("Done by runner chat-app.3.2.a2"))
+        #expect(result32.contains("Done by runner chat-app.3.2.a2-"))
         #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/1/RESULT-1.md")), "1 was marked done")
 
         let again = try NecroBinary.run(["run", "chat-app/tasks.md", "--json"], in: dir.path)
@@ -167,5 +167,48 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(try NecroBinary.run(["retry", "2"], in: dir.path).status == 1, "2 never failed")
         let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
         #expect(second.status == 0, "\(second.stdout)")
+    }
+}
+
+@Suite(.serialized) struct CrashRecoveryTests {
+    @Test func afterKill9TheNextRunStopsTheOrphansRequeuesTheirTasksAndFinishes() throws {
+        let dir = try TemporaryDirectory("kill9")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready-1"), 0o644) == 0 && mkfifo(dir.file("ready-2"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n- [ ] 3. Three\n  - _Depends: 1, 2_\n")
+        // First attempt: say so, then hang. Later ones (after recovery): finish at once.
+        try writeConfig(
+            dir,
+            script: #"if [ ! -e "$ROOT/recovered" ]; then echo $$ > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600; fi"#)
+        let first = try start(["run", "tasks.md"], in: dir.path)
+        let orphan1 = try #require(Int32(awaitLine(fromFIFO: dir.file("ready-1")).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let orphan2 = try #require(Int32(awaitLine(fromFIFO: dir.file("ready-2")).trimmingCharacters(in: .whitespacesAndNewlines)))
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        #expect(kill(orphan1, 0) == 0 && kill(orphan2, 0) == 0, "the runners outlive the dispatcher")
+
+        try dir.write("recovered", "")
+        let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
+        #expect(second.stdout.contains("recovery: 2 task(s) were left running"))
+        for orphan in [orphan1, orphan2] {
+            let state = try? String(contentsOfFile: "/proc/\(orphan)/stat", encoding: .utf8)
+            #expect(state == nil || state!.contains(") Z "), "orphan \(orphan) was stopped")
+        }
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        #expect(try registry.tasks(spec: spec).allSatisfy { $0.state == .done })
+        let events = try registry.events(EventQuery(spec: spec))
+        for task in ["1", "2", "3"] as [TaskID] {
+            let own = events.filter { $0.taskID == task }
+            #expect(own.map(\.seq) == Array(1...Int64(own.count)), "gapless seq for \(task)")
+            #expect(own.filter { $0.type == .taskCompleted }.count == 1, "\(task) completed once")
+        }
+        #expect(events.filter { $0.type == .recoveryRequeued }.compactMap(\.taskID).sorted() == ["1", "2"])
+        let runners = try registry.runners(runningOnly: false)
+        #expect(Set(runners.map(\.id)).count == runners.count, "runner ids stay unique across dispatcher starts")
+        let orphaned = runners.filter { $0.exit == "orphaned by a dispatcher that stopped; stopped on recovery" }
+        #expect(orphaned.map(\.task.id).sorted() == ["1", "2"])
+        #expect(runners.filter { $0.exit == "exit code 0" }.map(\.task.id).sorted() == ["1", "2", "3"])
     }
 }

@@ -66,6 +66,25 @@ private struct Fixture {
         #expect(f.log("env") == "\(f.dir.path)\nrunner=r-1\noops\n")
     }
 
+    @Test func aRunnerInheritsNoDescriptorButItsStandardOnes() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        // A descriptor of ours without close-on-exec, as libraries sometimes leave them, at a number
+        // ls would never pick for itself.
+        let opened = open("/dev/null", O_RDONLY)
+        let leak = dup2(opened, 213)
+        close(opened)
+        defer { close(leak) }
+        #expect(leak == 213)
+        let id = f.start("fds", ["/bin/sh", "-c", "ls /proc/self/fd"])
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .exited(code: 0))
+        // ls sees 0, 1, 2 and the one it opened to list the folder: nothing of ours.
+        let fds = f.log("fds").split(separator: "\n").compactMap { Int($0) }
+        #expect(fds.count == 4 && fds.prefix(3) == [0, 1, 2], "\(fds)")
+        #expect(!fds.contains(213))
+    }
+
     @Test func aMissingCommandIsALaunchFailure() async throws {
         var f = try Fixture()
         defer { f.finish() }

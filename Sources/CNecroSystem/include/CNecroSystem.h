@@ -6,7 +6,8 @@
 #include <sys/types.h>
 
 /// Starts `argv` with `envp` in `cwd`, in a process group of its own, with default signal
-/// dispositions and an empty signal mask; stdin from /dev/null, stdout and stderr to `output_fd`.
+/// dispositions and an empty signal mask; stdin from /dev/null, stdout and stderr to `output_fd`,
+/// and no other file descriptor of the caller.
 /// Returns 0 and sets *pid, or an errno value (ENOENT: command not found).
 int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                 pid_t *pid);

@@ -44,7 +44,7 @@ struct Run: AsyncParsableCommand {
         do {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
-            try Recovery.stopOrphans(of: loaded.spec.name, in: registry)
+            try Recovery.stopOrphans(of: loaded.spec.name, in: registry, runnersSee: absolute(options.registry))
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -56,7 +56,8 @@ struct Run: AsyncParsableCommand {
         let launcher = LocalProcessLauncher()
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
-            paths: .init(logs: "\(root)/logs", work: absolute("\(root)/work"), registry: absolute(options.registry)))
+            paths: .init(logs: "\(root)/logs", work: absolute("\(root)/work"), registry: absolute(options.registry)),
+            options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()))
         let signals = Task {
             var count = 0
             for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
@@ -91,6 +92,12 @@ struct Run: AsyncParsableCommand {
         if !outcome.succeeded { throw ExitStatus.failure }
     }
 
+    /// Four base-36 characters, new at each start.
+    static func startToken() -> String {
+        let digits = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        return String((0..<4).map { _ in digits.randomElement()! })
+    }
+
     /// The configuration with the pools enabled or disabled from the command line.
     static func applyPoolSettings(_ configuration: inout DispatcherConfiguration, _ registry: SQLiteRegistry) {
         let settings = (try? registry.poolSettings()) ?? [:]
@@ -122,24 +129,47 @@ struct Run: AsyncParsableCommand {
 
 /// What `necro run` does with runners a dead dispatcher left behind.
 enum Recovery {
-    /// Runners recorded as running: a process still alive (same pid and start time) is stopped,
-    /// SIGTERM then SIGKILL to its group; every such runner is marked ended. The engine then
+    /// Stops every runner process of this registry (`path`, as runners see it) that is still alive, SIGTERM then SIGKILL to its
+    /// process group, and marks every runner recorded as running as ended. The engine then
     /// requeues their tasks.
-    static func stopOrphans(of spec: String, in registry: SQLiteRegistry) throws {
-        for var runner in try registry.runners(runningOnly: true) where runner.task.spec == spec {
+    ///
+    /// Processes are found two ways: the pid and start time recorded at launch, and — because a
+    /// kill -9 can land before that record is written — the `NECRO_REGISTRY` every runner carries
+    /// in its environment.
+    static func stopOrphans(of spec: String, in registry: SQLiteRegistry, runnersSee path: String) throws {
+        var groups = Set(runnerProcesses(registry: path).map { getpgid($0) }.filter { $0 > 0 })
+        let recorded = try registry.runners(runningOnly: true).filter { $0.task.spec == spec }
+        for runner in recorded {
             if let pid = runner.pid, let start = runner.processStartTime, ProcessIdentity.isAlive(pid: pid, startTime: start) {
-                _ = kill(-pid, SIGTERM)
-                var waited = 0
-                while ProcessIdentity.isAlive(pid: pid, startTime: start), waited < 50 {
-                    usleep(100_000)  // up to 5 s for it to end; a recovery step, once, at start-up
-                    waited += 1
-                }
-                if ProcessIdentity.isAlive(pid: pid, startTime: start) { _ = kill(-pid, SIGKILL) }
+                groups.insert(pid)
             }
+        }
+        for group in groups { _ = kill(-group, SIGTERM) }
+        var waited = 0
+        while groups.contains(where: { kill(-$0, 0) == 0 }), waited < 50 {
+            usleep(100_000)  // up to 5 s for them to end: a recovery step, once, at start-up
+            waited += 1
+        }
+        for group in groups where kill(-group, 0) == 0 { _ = kill(-group, SIGKILL) }
+        for var runner in recorded {
             runner.state = .exited
             runner.exit = "orphaned by a dispatcher that stopped; stopped on recovery"
             runner.endedAt = Timestamp(secondsSince1970: Date().timeIntervalSince1970)
             try registry.saveRunner(runner)
+        }
+    }
+
+    /// Live processes whose environment names this registry: runners and what they started.
+    static func runnerProcesses(registry: String) -> [Int32] {
+        let marker = Array("NECRO_REGISTRY=\(registry)".utf8)
+        let me = getpid()
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { entry -> Int32? in
+            guard let pid = Int32(entry), pid != me,
+                let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
+            else { return nil }
+            let found = environment.split(separator: 0).contains { Array($0) == marker }
+            return found ? pid : nil
         }
     }
 }

@@ -14,11 +14,17 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         public var finishWhenIdle = true
         /// Seeds the jitter of retry delays.
         public var randomSeed: UInt64 = 0x5eed
+        /// Appended to runner ids: a token per dispatcher start keeps them unique across restarts.
+        public var runnerIDSuffix: String?
 
-        public init(killGrace: Duration = .seconds(10), finishWhenIdle: Bool = true, randomSeed: UInt64 = 0x5eed) {
+        public init(
+            killGrace: Duration = .seconds(10), finishWhenIdle: Bool = true, randomSeed: UInt64 = 0x5eed,
+            runnerIDSuffix: String? = nil
+        ) {
             self.killGrace = killGrace
             self.finishWhenIdle = finishWhenIdle
             self.randomSeed = randomSeed
+            self.runnerIDSuffix = runnerIDSuffix
         }
     }
 
@@ -277,7 +283,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 continue
             }
             let attempt = set.attempts[index] + 1
-            let id = RunnerID(task: key, attempt: attempt)
+            let id = RunnerID(task: key, attempt: attempt, suffix: options.runnerIDSuffix)
             sets[key.spec]!.attempts[index] = attempt
             let runner = RunnerState(
                 key: key, index: index, assignment: assignment, attempt: attempt, started: now,

@@ -1,8 +1,11 @@
-/// One launch of a task: `spec.task.aN`, unique because attempt numbers are durable.
+/// One launch of a task: `spec.task.aN`, with a suffix that tells dispatcher starts apart (an
+/// attempt cut short by a dispatcher's death is given back, so its number comes again).
 public struct RunnerID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let rawValue: String
     public init(_ rawValue: String) { self.rawValue = rawValue }
-    public init(task: TaskKey, attempt: Int) { rawValue = "\(task.spec).\(task.id).a\(attempt)" }
+    public init(task: TaskKey, attempt: Int, suffix: String? = nil) {
+        rawValue = "\(task.spec).\(task.id).a\(attempt)" + (suffix.map { "-\($0)" } ?? "")
+    }
     public var description: String { rawValue }
     public static func < (a: RunnerID, b: RunnerID) -> Bool { a.rawValue < b.rawValue }
 }
