@@ -73,6 +73,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     public func shutdownNow() { inbox.post(.input(.shutdownNow)) }
     public func send(_ input: EngineInput) { inbox.post(.input(input)) }
 
+    /// Whether records wait in the fallback journal for the registry to take them.
+    public var hasUnreplayedRecords: Bool { journal.hasPending }
+
     // MARK: The loop
 
     /// Runs the tasksets until the engine finishes: every task done or stuck, or a shutdown.
@@ -115,6 +118,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             if case .some = timer, let deadline = timer?.deadline, deadline <= clock.now { timer = nil }
             outcome = perform(actions)
         }
+        // What went to the fallback journal goes to the registry now if it can; otherwise at the
+        // next start.
+        try? journal.replay(into: registry)
         updatesContinuation.yield(.finished(outcome!))
         return outcome!
     }

@@ -255,9 +255,14 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let records = try bench.registry.tasks(spec: "locked")
         // Another writer holds the lock: the registry cannot be written.
         let lock = try WriteLock(path: bench.registry.path)
+        // t3 waits for the test: so some records come after the lock is gone.
+        #expect(mkfifo(bench.dir.file("gate"), 0o644) == 0)
+        let script = #"if [ "$NECRO_TASK_ID" = t3 ]; then read line < "$GATE"; fi; echo working"#
+        var configuration = bench.configuration(script)
+        configuration.pools[0].environment["GATE"] = bench.dir.file("gate")
         let dispatcher = Dispatcher(
-            configuration: bench.configuration("echo working"), registry: bench.registry, launcher: bench.launcher,
-            clock: ContinuousClock(), paths: bench.paths)
+            configuration: configuration, registry: bench.registry, launcher: bench.launcher, clock: ContinuousClock(),
+            paths: bench.paths)
         var updates = dispatcher.updates.makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, records)]) }
         // Wait until three tasks finished while locked, then let the registry be written again.
@@ -266,7 +271,11 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
             if case .event(let e) = update, e.type == .taskCompleted { completedWhileLocked += 1 }
         }
         #expect(FileManager.default.fileExists(atPath: bench.registry.path + ".fallback.jsonl"))
+        #expect(dispatcher.hasUnreplayedRecords)
         lock.release()
+        let gate = open(bench.dir.file("gate"), O_WRONLY)
+        _ = write(gate, "go\n", 3)
+        close(gate)
         let outcome = try await run.value
         #expect(outcome.succeeded)
         #expect(!FileManager.default.fileExists(atPath: bench.registry.path + ".fallback.jsonl"), "replayed, then emptied")
