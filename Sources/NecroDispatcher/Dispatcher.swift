@@ -33,9 +33,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     enum Inbound: Sendable {
         case input(EngineInput)
-        case runner(RunnerEvent)
+        case runner(RunnerEvent, received: ContinuousClock.Instant)
         case tick
     }
+
+    /// Exit-to-start latencies: from the moment a runner's exit reaches the dispatcher to the moment
+    /// the runners that turn starts are launched. For benchmarks.
+    public var startLatencies: [Duration] { latencies.withLock { $0 } }
+    private let latencies = Mutex<[Duration]>([])
 
     public let configuration: DispatcherConfiguration
     let registry: any Registry
@@ -83,7 +88,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         try journal.replay(into: registry)
         var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
         let forward = Task { [inbox, launcher] in
-            for await event in launcher.events { inbox.post(.runner(event)) }
+            for await event in launcher.events { inbox.post(.runner(event, received: .now)) }
         }
         defer { forward.cancel() }
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
@@ -117,10 +122,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             for inbound in batch { actions += handle(inbound, &engine) }
             if case .some = timer, let deadline = timer?.deadline, deadline <= clock.now { timer = nil }
             outcome = perform(actions)
+            noteLatency(of: batch, actions)
         }
         // What went to the fallback journal goes to the registry now if it can; otherwise at the
         // next start.
         try? journal.replay(into: registry)
+        if runnerRows.withLock({ !$0.dirty.isEmpty }) { record([]) }
         updatesContinuation.yield(.finished(outcome!))
         return outcome!
     }
@@ -132,13 +139,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return engine.handle(.tick, now: now)
         case .input(let input):
             return engine.handle(input, now: now)
-        case .runner(.started(let id, let pid, let startTime)):
+        case .runner(.started(let id, let pid, let startTime), _):
             updateRunner(id) { $0.pid = pid; $0.processStartTime = startTime }
             return engine.handle(.runnerStarted(id, pid: pid), now: now)
-        case .runner(.output(let id, let line)):
+        case .runner(.output(let id, let line), _):
             updatesContinuation.yield(.output(id, lastLine: line))
             return engine.handle(.heartbeat(id), now: now)
-        case .runner(.exited(let id, let exit)):
+        case .runner(.exited(let id, let exit), _):
             updateRunner(id) {
                 $0.state = .exited
                 $0.endedAt = self.wallNow()
@@ -148,31 +155,58 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
+    private func noteLatency(of batch: [Inbound], _ actions: [EngineAction]) {
+        let launches = actions.reduce(0) { count, action in
+            if case .launch = action { return count + 1 }
+            return count
+        }
+        guard launches > 0 else { return }
+        let exits = batch.compactMap { inbound -> ContinuousClock.Instant? in
+            if case .runner(.exited, let received) = inbound { return received }
+            return nil
+        }
+        guard let first = exits.min() else { return }
+        let latency = ContinuousClock.now - first
+        latencies.withLock { $0.append(contentsOf: repeatElement(latency, count: launches)) }
+    }
+
     /// Carries out one turn: the record, in one transaction, then the effects.
     private func perform(_ actions: [EngineAction]) -> RunOutcome? {
         var transitions: [Transition] = []
         for case .record(let batch) in actions { transitions += batch }
         if !transitions.isEmpty { record(transitions) }
         var outcome: RunOutcome?
+        var launched = false
         for action in actions {
             switch action {
             case .record: break
-            case .launch(let request): launch(request)
+            case .launch(let request):
+                launch(request)
+                launched = true
             case .signal(let id, let signal): launcher.signal(id, signal)
             case .checkLease(let id): inbox.post(.input(leaseAnswer(id)))
             case .finished(let result): outcome = result
             }
         }
+        // The rows of the runners just launched, in one transaction: recovery reads them.
+        if launched || (transitions.isEmpty && runnerRows.withLock({ !$0.dirty.isEmpty })) { record([]) }
         return outcome
     }
 
     /// Writes transitions; if the registry cannot take them, they go to the fallback journal and
     /// are replayed, in order, once it can.
     private func record(_ transitions: [Transition]) {
+        let rows = runnerRows.withLock { rows -> [RunnerRecord] in
+            defer { rows.dirty.removeAll() }
+            return rows.dirty.compactMap { rows.all[$0] ?? rows.ended[$0] }
+        }
         do {
             if journal.hasPending { try journal.replay(into: registry) }
-            for event in try registry.apply(transitions) { updatesContinuation.yield(.event(event)) }
+            for event in try registry.apply(transitions, saving: rows) { updatesContinuation.yield(.event(event)) }
+            runnerRows.withLock { $0.ended.removeAll() }
         } catch {
+            runnerRows.withLock { $0.dirty.formUnion(rows.map(\.id)) }  // saved with the next record
+            guard !transitions.isEmpty else { return }
             journal.append(transitions, because: error)
             let stamp = wallNow()
             for transition in transitions {
@@ -226,21 +260,34 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return .leaseLost(id)
     }
 
-    private let runnerRows = Mutex<[RunnerID: RunnerRecord]>([:])
+    /// Runner rows as known here; changed ones are saved with the turn's record, in its transaction.
+    private struct RunnerRows {
+        var all: [RunnerID: RunnerRecord] = [:]
+        var ended: [RunnerID: RunnerRecord] = [:]
+        var dirty: Set<RunnerID> = []
+    }
+
+    private let runnerRows = Mutex(RunnerRows())
 
     private func saveRunner(_ runner: RunnerRecord) {
-        runnerRows.withLock { $0[runner.id] = runner }
-        try? registry.saveRunner(runner)
+        runnerRows.withLock {
+            $0.all[runner.id] = runner
+            $0.dirty.insert(runner.id)
+        }
     }
 
     private func updateRunner(_ id: RunnerID, _ change: @Sendable (inout RunnerRecord) -> Void) {
-        let updated: RunnerRecord? = runnerRows.withLock { rows in
-            guard var row = rows[id] else { return nil }
+        runnerRows.withLock { rows in
+            guard var row = rows.all[id] else { return }
             change(&row)
-            if row.state == .exited { rows[id] = nil } else { rows[id] = row }
-            return row
+            if row.state == .exited {
+                rows.all[id] = nil
+                rows.ended[id] = row
+            } else {
+                rows.all[id] = row
+            }
+            rows.dirty.insert(id)
         }
-        if let updated { try? registry.saveRunner(updated) }
     }
 
     private func wallNow() -> Timestamp { Timestamp(secondsSince1970: Date().timeIntervalSince1970) }

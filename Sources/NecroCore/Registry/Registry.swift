@@ -174,7 +174,7 @@ public struct RunnerRecord: Hashable, Sendable {
     }
 }
 
-/// The durable truth about tasksets, tasks and events.
+/// The durable truth about tasksets, tasks, runners and events.
 public protocol Registry: Sendable {
     /// Imports a validated taskset, or updates it: changed tasks take their new definition, the
     /// state and events of unchanged ones are kept, and removed ones are cancelled.
@@ -182,9 +182,10 @@ public protocol Registry: Sendable {
     func importTaskSet(_ spec: TaskSetSpec, source: String?) throws -> ImportReport
     func taskSets() throws -> [TaskSetRecord]
     func tasks(spec: String) throws -> [TaskRecord]
-    /// Applies transitions in one transaction, appending their events; all or nothing.
+    /// Applies transitions in one transaction, appending their events, and saves runner rows in
+    /// the same transaction; all or nothing.
     @discardableResult
-    func apply(_ transitions: [Transition]) throws -> [EventRecord]
+    func apply(_ transitions: [Transition], saving runners: [RunnerRecord]) throws -> [EventRecord]
     func events(_ query: EventQuery) throws -> [EventRecord]
 
     /// Applies batches that were written to the fallback journal, in order, each at most once
@@ -198,4 +199,12 @@ public protocol Registry: Sendable {
     func runners(runningOnly: Bool) throws -> [RunnerRecord]
     /// Records a sign of life from a running runner; false if no such runner is running.
     func heartbeat(runner: RunnerID) throws -> Bool
+}
+
+extension Registry {
+    /// Applies transitions in one transaction, appending their events; all or nothing.
+    @discardableResult
+    public func apply(_ transitions: [Transition]) throws -> [EventRecord] {
+        try apply(transitions, saving: [])
+    }
 }

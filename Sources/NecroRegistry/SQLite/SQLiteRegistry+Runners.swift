@@ -3,20 +3,22 @@ public import NecroCore
 
 extension SQLiteRegistry {
     public func saveRunner(_ runner: RunnerRecord) throws {
-        try write { db in
-            try db.execute(
+        try write { db in try Self.save(runner, db: db) }
+    }
+
+    static func save(_ runner: RunnerRecord, db: Database) throws {
+        let statement = try db.cachedStatement(
                 sql: """
                     INSERT OR REPLACE INTO runners (id, spec, task_id, attempt, pool, state, pid, process_start_time, log_path,
                         started_at, last_heartbeat, ended_at, failure_reason)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    runner.id.rawValue, runner.task.spec, runner.task.id.rawValue, runner.attempt, runner.pool,
-                    runner.state.rawValue, runner.pid, runner.processStartTime.map(String.init), runner.logPath,
-                    runner.startedAt.secondsSince1970, runner.lastHeartbeat?.secondsSince1970,
-                    runner.endedAt?.secondsSince1970, runner.exit,
-                ])
-        }
+                    """)
+        try statement.execute(arguments: [
+            runner.id.rawValue, runner.task.spec, runner.task.id.rawValue, runner.attempt, runner.pool,
+            runner.state.rawValue, runner.pid, runner.processStartTime.map(String.init), runner.logPath,
+            runner.startedAt.secondsSince1970, runner.lastHeartbeat?.secondsSince1970,
+            runner.endedAt?.secondsSince1970, runner.exit,
+        ])
     }
 
     public func runners(runningOnly: Bool) throws -> [RunnerRecord] {

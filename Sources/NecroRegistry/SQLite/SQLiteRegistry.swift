@@ -121,13 +121,14 @@ public final class SQLiteRegistry: Registry, Sendable {
     // MARK: Writing
 
     @discardableResult
-    public func apply(_ transitions: [Transition]) throws -> [EventRecord] {
+    public func apply(_ transitions: [Transition], saving runners: [RunnerRecord]) throws -> [EventRecord] {
         let at = now()
         return try write { db in
             var recorder = EventAppender(db: db, at: at)
             for transition in transitions {
                 try Self.apply(transition, db: db, at: at, recorder: &recorder)
             }
+            for runner in runners { try Self.save(runner, db: db) }
             return recorder.appended
         }
     }

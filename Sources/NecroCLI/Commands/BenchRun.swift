@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import NecroRunners
+
+/// `necro bench run`: the dispatcher's throughput and latency against raw process spawning.
+struct BenchRun: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Dispatch no-op tasks (/bin/true) through the whole dispatcher and compare with raw spawning.",
+        discussion: """
+            1. Baseline: posix_spawn and reap of /bin/true, `--concurrency` at a time, no registry.
+            2. A layered DAG of `--tasks` no-op tasks (each depends on two of the layer before), one local \
+            pool of `--concurrency`, the registry durable on disk (SQLite WAL): throughput, exit-to-start \
+            latency (from a runner's exit reaching the dispatcher to the next launches), peak memory.
+            3. A chain of `--chain` sequential no-op tasks, end to end.
+            """
+    )
+
+    @Option(help: "Tasks in the DAG.")
+    var tasks = 10_000
+
+    @Option(help: "Tasks per layer of the DAG.")
+    var width = 200
+
+    @Option(help: "Runners at once.")
+    var concurrency = 64
+
+    @Option(help: "Length of the sequential chain.")
+    var chain = 40
+
+    func run() async throws {
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+        let baseline = try Self.rawSpawn(count: tasks, concurrency: concurrency)
+        print(String(format: "baseline: posix_spawn+reap of /bin/true ×%d at %d: %.2f s, %.0f tasks/s", tasks, concurrency, baseline, Double(tasks) / baseline))
+
+        let folder = NSTemporaryDirectory() + "necro-bench-run-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let dag = Self.layeredDAG(tasks: tasks, width: width)
+        let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag")
+        let sorted = latencies.sorted()
+        func percentile(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let throughput = Double(tasks) / dagTime
+        print(String(format: "dispatcher: %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
+        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d launches)", percentile(0.5), percentile(0.99), sorted.count))
+        print("peak memory (whole process): \(usage.ru_maxrss / 1024) MB")
+
+        let chainSpec = TaskSetSpec(
+            name: "chain", tasks: (0..<chain).map { TaskSpec(id: TaskID("c\($0)"), title: "c\($0)", dependencies: $0 == 0 ? [] : [TaskID("c\($0 - 1)")]) })
+        let (chainTime, _) = try await Self.dispatch(chainSpec, concurrency: concurrency, folder: folder + "/chain")
+        print(String(format: "chain of %d sequential no-op tasks: %.3f s end to end", chain, chainTime))
+    }
+
+    /// Every task of layer k depends on two tasks of layer k-1.
+    static func layeredDAG(tasks: Int, width: Int) -> TaskSetSpec {
+        var random = SplitMix64(seed: 7)
+        var specs: [TaskSpec] = []
+        specs.reserveCapacity(tasks)
+        for i in 0..<tasks {
+            let layer = i / width
+            var dependencies: [TaskID] = []
+            if layer > 0 {
+                let previous = (layer - 1) * width
+                let a = previous + Int(random.next() % UInt64(width))
+                var b = previous + Int(random.next() % UInt64(width))
+                if b == a { b = previous + (a - previous + 1) % width }
+                dependencies = [TaskID("t\(a)"), TaskID("t\(b)")]
+            }
+            specs.append(TaskSpec(id: TaskID("t\(i)"), title: "t\(i)", dependencies: dependencies))
+        }
+        return TaskSetSpec(name: "bench", tasks: specs)
+    }
+
+    /// Imports and runs a spec with /bin/true runners; the time from dispatcher start to its end.
+    static func dispatch(_ spec: TaskSetSpec, concurrency: Int, folder: String) async throws -> (Double, [Duration]) {
+        let registry = try SQLiteRegistry(path: folder + "/registry.sqlite")
+        try registry.importTaskSet(spec, source: nil)
+        let records = try registry.tasks(spec: spec.name)
+        let configuration = DispatcherConfiguration(
+            heartbeatTimeout: .seconds(600),
+            pools: [
+                PoolConfiguration(
+                    name: "local", limits: PoolLimits(name: "local", maxConcurrency: concurrency), command: CommandTemplate(["/bin/true"]))
+            ])
+        let launcher = LocalProcessLauncher()
+        defer { launcher.shutdown() }
+        let dispatcher = Dispatcher(
+            configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
+            paths: .init(logs: folder + "/logs", work: folder + "/work", registry: registry.path),
+            environment: ["PATH": "/usr/bin:/bin"])
+        let drain = Task { for await _ in dispatcher.updates {} }
+        let start = ContinuousClock.now
+        let outcome = try await dispatcher.run([(spec, records)])
+        let elapsed = (ContinuousClock.now - start).seconds
+        drain.cancel()
+        guard outcome.succeeded else { throw ValidationError("the benchmark run failed: \(outcome.counts)") }
+        return (elapsed, dispatcher.startLatencies)
+    }
+
+    /// posix_spawn and reap /bin/true `count` times, `concurrency` at a time.
+    static func rawSpawn(count: Int, concurrency: Int) throws -> Double {
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+        defer { free(argv[0]) }
+        let start = ContinuousClock.now
+        var started = 0
+        var running = 0
+        var finished = 0
+        while finished < count {
+            while running < concurrency && started < count {
+                var pid: pid_t = 0
+                guard posix_spawn(&pid, "/bin/true", nil, nil, argv, environ) == 0 else { throw ValidationError("posix_spawn failed") }
+                started += 1
+                running += 1
+            }
+            var status: Int32 = 0
+            if wait(&status) > 0 {
+                running -= 1
+                finished += 1
+            }
+        }
+        return (ContinuousClock.now - start).seconds
+    }
+}
