@@ -38,7 +38,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// Exit-to-start latencies: from the moment a runner's exit reaches the dispatcher to the moment
-    /// the runners that turn starts are launched. For benchmarks.
+    /// the processes of the runners it led to have started (their start reported back). For benchmarks.
     public var startLatencies: [Duration] { latencies.withLock { $0 } }
     private let latencies = Mutex<[Duration]>([])
 
@@ -139,7 +139,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return engine.handle(.tick, now: now)
         case .input(let input):
             return engine.handle(input, now: now)
-        case .runner(.started(let id, let pid, let startTime), _):
+        case .runner(.started(let id, let pid, let startTime), let received):
+            noteStarted(id, at: received)
             updateRunner(id) { $0.pid = pid; $0.processStartTime = startTime }
             return engine.handle(.runnerStarted(id, pid: pid), now: now)
         case .runner(.output(let id, let line), _):
@@ -155,20 +156,28 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
+    /// Remembers when the exits that led to this turn's launches arrived; each launch's latency is
+    /// taken when its process has started (`noteStarted`).
     private func noteLatency(of batch: [Inbound], _ actions: [EngineAction]) {
-        let launches = actions.reduce(0) { count, action in
-            if case .launch = action { return count + 1 }
-            return count
-        }
-        guard launches > 0 else { return }
         let exits = batch.compactMap { inbound -> ContinuousClock.Instant? in
             if case .runner(.exited, let received) = inbound { return received }
             return nil
         }
         guard let first = exits.min() else { return }
-        let latency = ContinuousClock.now - first
-        latencies.withLock { $0.append(contentsOf: repeatElement(latency, count: launches)) }
+        let launched = actions.compactMap { action -> RunnerID? in
+            if case .launch(let request) = action { return request.runner }
+            return nil
+        }
+        guard !launched.isEmpty else { return }
+        latencyStarts.withLock { starts in for id in launched { starts[id] = first } }
     }
+
+    private func noteStarted(_ id: RunnerID, at received: ContinuousClock.Instant) {
+        guard let start = latencyStarts.withLock({ $0.removeValue(forKey: id) }) else { return }
+        latencies.withLock { $0.append(received - start) }
+    }
+
+    private let latencyStarts = Mutex<[RunnerID: ContinuousClock.Instant]>([:])
 
     /// Carries out one turn: the record, in one transaction, then the effects.
     private func perform(_ actions: [EngineAction]) -> RunOutcome? {
@@ -223,8 +232,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private func launch(_ request: LaunchRequest) {
-        let work = "\(paths.work)/\(request.task.spec)/\(request.task.id.rawValue)"
-        try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let work = "\(paths.work)/\(request.task.spec)/\(request.task.id.rawValue)"  // the launcher creates it
         let pool = configuration.pool(named: request.pool)
         let argv = (pool?.command ?? CommandTemplate([])).render([
             "task.id": request.task.id.rawValue, "task.title": request.spec.title, "spec": request.task.spec,

@@ -14,7 +14,8 @@ struct BenchRun: AsyncParsableCommand {
             1. Baseline: posix_spawn and reap of /bin/true, `--concurrency` at a time, no registry.
             2. A layered DAG of `--tasks` no-op tasks (each depends on two of the layer before), one local \
             pool of `--concurrency`, the registry durable on disk (SQLite WAL): throughput, exit-to-start \
-            latency (from a runner's exit reaching the dispatcher to the next launches), peak memory.
+            latency (from a runner's exit reaching the dispatcher to the started processes of the runners \
+            it let start), peak memory.
             3. A chain of `--chain` sequential no-op tasks, end to end.
             """
     )
@@ -48,7 +49,7 @@ struct BenchRun: AsyncParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let throughput = Double(tasks) / dagTime
         print(String(format: "dispatcher: %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
-        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d launches)", percentile(0.5), percentile(0.99), sorted.count))
+        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", percentile(0.5), percentile(0.99), sorted.count))
         print("peak memory (whole process): \(usage.ru_maxrss / 1024) MB")
 
         let chainSpec = TaskSetSpec(
