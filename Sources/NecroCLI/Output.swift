@@ -1,9 +1,20 @@
 import Foundation
 import NecroCore
+import NecroRegistry
 
 /// Writes to standard error.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Reads and validates a spec, or prints every problem and exits 2.
+func loadSpecOrExit(_ path: String) throws -> LoadedSpec {
+    do {
+        return try SpecLoader.load(path: path)
+    } catch {
+        report(error)
+        throw ExitStatus.invalidInput
+    }
 }
 
 /// Prints every issue of a failed validation, one per line, compiler style.

@@ -120,7 +120,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             }
             actions = []
             for inbound in batch { actions += handle(inbound, &engine) }
-            if case .some = timer, let deadline = timer?.deadline, deadline <= clock.now { timer = nil }
+            if let current = timer, current.deadline <= clock.now { timer = nil }  // it fired: re-arm next turn
             outcome = perform(actions)
             noteLatency(of: batch, actions)
         }

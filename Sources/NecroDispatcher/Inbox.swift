@@ -2,14 +2,17 @@ import DequeModule
 import Synchronization
 
 /// A queue many producers fill and one loop empties in batches: everything pending is taken at
-/// once, so a burst of runner exits becomes one turn and one registry transaction.
+/// once, so a burst of runner exits becomes one turn and one registry transaction. One consumer.
 final class Inbox<Element: Sendable>: Sendable {
     private let items = Mutex(Deque<Element>())
-    private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
+    /// The one consumer's iterator: only `takeAll`, from the dispatcher's loop, touches it.
+    nonisolated(unsafe) private var wakeups: AsyncStream<Void>.Iterator
 
     init() {
-        (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (stream, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.wake = wake
+        wakeups = stream.makeAsyncIterator()
     }
 
     func post(_ element: Element) {
@@ -19,14 +22,13 @@ final class Inbox<Element: Sendable>: Sendable {
 
     /// Waits until something is posted, then takes all of it. Empty only if the task is cancelled.
     func takeAll() async -> [Element] {
-        var iterator = wakeups.makeAsyncIterator()
         while true {
             let batch = items.withLock { items -> [Element] in
                 defer { items.removeAll() }
                 return Array(items)
             }
             if !batch.isEmpty { return batch }
-            guard await iterator.next() != nil, !Task.isCancelled else { return [] }
+            guard await wakeups.next() != nil, !Task.isCancelled else { return [] }
         }
     }
 }

@@ -20,13 +20,7 @@ struct Graph: AsyncParsableCommand {
     var format: Format = .mermaid
 
     func run() async throws {
-        let loaded: LoadedSpec
-        do {
-            loaded = try SpecLoader.load(path: spec)
-        } catch {
-            report(error)
-            throw ExitStatus.invalidInput
-        }
+        let loaded = try loadSpecOrExit(spec)
         let renderer = GraphRenderer(spec: loaded.spec, graph: loaded.validated.graph)
         print(format == .mermaid ? renderer.mermaid() : renderer.dot())
     }

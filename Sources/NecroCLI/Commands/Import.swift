@@ -18,13 +18,7 @@ struct Import: AsyncParsableCommand {
     @OptionGroup var options: RegistryOptions
 
     func run() async throws {
-        let loaded: LoadedSpec
-        do {
-            loaded = try SpecLoader.load(path: spec)
-        } catch {
-            report(error)
-            throw ExitStatus.invalidInput
-        }
+        let loaded = try loadSpecOrExit(spec)
         do {
             let registry = try SQLiteRegistry(path: options.registry)
             let report = try registry.importTaskSet(loaded.spec, source: loaded.path)

@@ -32,13 +32,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = try loadConfiguration()
-        let loaded: LoadedSpec
-        do {
-            loaded = try SpecLoader.load(path: spec)
-        } catch {
-            report(error)
-            throw ExitStatus.invalidInput
-        }
+        let loaded = try loadSpecOrExit(spec)
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         do {

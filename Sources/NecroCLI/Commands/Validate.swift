@@ -16,13 +16,7 @@ struct Validate: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let loaded: LoadedSpec
-        do {
-            loaded = try SpecLoader.load(path: spec)
-        } catch {
-            report(error)
-            throw ExitStatus.invalidInput
-        }
+        let loaded = try loadSpecOrExit(spec)
         let summary = SpecSummary(loaded)
         print(json ? jsonLine(summary) : summary.text)
         // The process ends here: let it hand the memory back at once rather than free a
