@@ -85,6 +85,8 @@ final class RunDisplay: Sendable {
         var running: [RunnerID: Running] = [:]
         var drawnLines = 0
         var lastDraw = Date.distantPast
+        /// Set when the run ends: the live block is gone for good.
+        var finished = false
     }
 
     private let mode: Mode
@@ -92,9 +94,12 @@ final class RunDisplay: Sendable {
     private let started = Date()
     private let state = Mutex(State())
 
-    init(mode: Mode, spec: TaskSetSpec) {
+    /// - Parameter records: the tasks as the run starts, so that those already done count.
+    init(mode: Mode, spec: TaskSetSpec, records: [TaskRecord]) {
         self.mode = mode
         self.spec = spec
+        let done = records.filter { $0.state == .done && !$0.task.isGroup }.count
+        state.withLock { $0.counts[.done] = done }
     }
 
     func follow(_ updates: AsyncStream<Dispatcher<ContinuousClock>.Update>) async {
@@ -109,8 +114,9 @@ final class RunDisplay: Sendable {
             switch update {
             case .event(let event): show(event)
             case .output(let runner, let line): state.withLock { $0.running[runner]?.lastLine = line }
-            case .finished: 
+            case .finished:
                 clear()
+                state.withLock { $0.finished = true }
                 return
             }
             draw(force: false)
@@ -160,7 +166,7 @@ final class RunDisplay: Sendable {
         guard mode == .terminal else { return }
         let now = Date()
         let snapshot = state.withLock { state -> State? in
-            guard force || now.timeIntervalSince(state.lastDraw) > 0.1 else { return nil }
+            guard !state.finished, force || now.timeIntervalSince(state.lastDraw) > 0.1 else { return nil }
             state.lastDraw = now
             return state
         }

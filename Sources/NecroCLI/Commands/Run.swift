@@ -76,7 +76,7 @@ struct Run: AsyncParsableCommand {
         _ = try? registry.takeControlRequests()  // requests left for a dispatcher that is gone are settled below
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
-        let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec)
+        let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let watcher = Task { await display.follow(dispatcher.updates) }
         let outcome = try await dispatcher.run([(loaded.spec, records)])
         await watcher.value
