@@ -212,3 +212,26 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(runners.filter { $0.exit == "exit code 0" }.map(\.task.id).sorted() == ["1", "2", "3"])
     }
 }
+
+@Suite(.serialized) struct HeartbeatCommandTests {
+    @Test func aSilentRunnerThatCallsNecroHeartbeatKeepsItsLeaseAndOneThatDoesNotIsStopped() throws {
+        let dir = try TemporaryDirectory("heartbeat")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Beats\n- [ ] 2. Silent\n")
+        // Both stay quiet for 2.4 s, longer than the 1 s lease; task 1 renews it with `necro heartbeat`.
+        let script = #"for i in 1 2 3 4; do if [ "$NECRO_TASK_ID" = 1 ]; then "$NECRO" heartbeat; fi; sleep 0.6; done"#
+        try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
+        var config = try String(contentsOfFile: dir.file("necro.yaml"), encoding: .utf8)
+        config = config.replacingOccurrences(of: "env: {ROOT:", with: "env: {NECRO: \"\(NecroBinary.path)\", ROOT:")
+        try config.write(toFile: dir.file("necro.yaml"), atomically: true, encoding: .utf8)
+        let result = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        let records = Dictionary(uniqueKeysWithValues: try registry.tasks(spec: spec).map { ($0.task.id, $0) })
+        #expect(records["1"]?.state == .done)
+        #expect(records["2"]?.state == .failed && records["2"]?.reason == "no heartbeat for 1 s")
+        let beats = try registry.runners(runningOnly: false).first { $0.task.id == "1" }?.lastHeartbeat
+        #expect(beats != nil, "the heartbeats were recorded")
+    }
+}

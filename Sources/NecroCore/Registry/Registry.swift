@@ -193,7 +193,7 @@ public protocol Registry: Sendable {
     @discardableResult
     func applyOnce(_ batches: [(id: String, transitions: [Transition])]) throws -> [EventRecord]
 
-    /// Creates or replaces a runner's row.
+    /// Creates or updates a runner's row; a heartbeat already recorded is kept.
     func saveRunner(_ runner: RunnerRecord) throws
     /// Runners, the running ones only if asked.
     func runners(runningOnly: Bool) throws -> [RunnerRecord]

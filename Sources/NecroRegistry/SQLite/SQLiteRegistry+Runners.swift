@@ -9,9 +9,14 @@ extension SQLiteRegistry {
     static func save(_ runner: RunnerRecord, db: Database) throws {
         let statement = try db.cachedStatement(
                 sql: """
-                    INSERT OR REPLACE INTO runners (id, spec, task_id, attempt, pool, state, pid, process_start_time, log_path,
+                    INSERT INTO runners (id, spec, task_id, attempt, pool, state, pid, process_start_time, log_path,
                         started_at, last_heartbeat, ended_at, failure_reason)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET state = excluded.state, pid = excluded.pid,
+                        process_start_time = excluded.process_start_time, log_path = excluded.log_path,
+                        ended_at = excluded.ended_at, failure_reason = excluded.failure_reason,
+                        -- heartbeats come from `necro heartbeat`, not from the dispatcher's copy: keep them
+                        last_heartbeat = COALESCE(excluded.last_heartbeat, runners.last_heartbeat)
                     """)
         try statement.execute(arguments: [
             runner.id.rawValue, runner.task.spec, runner.task.id.rawValue, runner.attempt, runner.pool,
