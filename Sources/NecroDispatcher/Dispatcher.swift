@@ -16,11 +16,26 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         public var work: String
         /// Given to runners as NECRO_REGISTRY, for `necro heartbeat`.
         public var registry: String
+        /// Exit statuses written by each runner's supervisor, `<status>/<spec>/<task>.status`, so
+        /// that they outlive the dispatcher; nil runs runners unsupervised.
+        public var status: String?
 
-        public init(logs: String, work: String, registry: String) {
+        public init(logs: String, work: String, registry: String, status: String? = nil) {
             self.logs = logs
             self.work = work
             self.registry = registry
+            self.status = status
+        }
+
+        /// Where the supervisor of the task's current runner writes its exit status.
+        public func statusFile(for task: TaskKey) -> String? {
+            status.map { "\($0)/\(Self.fileName(task.spec))/\(Self.fileName(task.id.rawValue)).status" }
+        }
+
+        /// A name that stays one path component.
+        static func fileName(_ text: String) -> String {
+            let safe = text.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+            return safe.hasPrefix(".") ? "%2E" + safe.dropFirst() : safe
         }
     }
 
@@ -147,6 +162,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             updatesContinuation.yield(.output(id, lastLine: line))
             return engine.handle(.heartbeat(id), now: now)
         case .runner(.exited(let id, let exit), _):
+            // Once this turn is committed, the supervisor's copy of the status is not needed any
+            // more; until then it is what recovery would go by.
+            if let task = runnerRows.withLock({ $0.all[id]?.task }), let file = paths.statusFile(for: task) {
+                consumedStatusFiles.withLock { $0.append(file) }
+            }
             updateRunner(id) {
                 $0.state = .exited
                 $0.endedAt = self.wallNow()
@@ -213,6 +233,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             if journal.hasPending { try journal.replay(into: registry) }
             for event in try registry.apply(transitions, saving: rows) { updatesContinuation.yield(.event(event)) }
             runnerRows.withLock { $0.ended.removeAll() }
+            for file in consumedStatusFiles.withLock({ files in defer { files.removeAll() }; return files }) { unlink(file) }
         } catch {
             runnerRows.withLock { $0.dirty.formUnion(rows.map(\.id)) }  // saved with the next record
             guard !transitions.isEmpty else { return }
@@ -253,7 +274,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, logPath: logPath,
                 startedAt: wallNow()))
         launcher.launch(
-            RunnerLaunch(runner: request.runner, argv: argv, environment: environment, workingDirectory: work, logPath: logPath))
+            RunnerLaunch(
+                runner: request.runner, argv: argv, environment: environment, workingDirectory: work, logPath: logPath,
+                statusPath: paths.statusFile(for: request.task)))
     }
 
     /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease
@@ -276,6 +299,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private let runnerRows = Mutex(RunnerRows())
+    /// Status files whose exits are recorded in this turn: removed once it is committed.
+    private let consumedStatusFiles = Mutex<[String]>([])
+
+    /// Replays what a previous dispatcher left in the fallback journal of this registry: before
+    /// recovery looks at the registry, so that nothing is recorded twice.
+    public static func replayFallbackJournal(registryPath: String, into registry: any Registry) throws {
+        try EventJournal(path: registryPath + ".fallback.jsonl").replay(into: registry)
+    }
 
     private func saveRunner(_ runner: RunnerRecord) {
         runnerRows.withLock {

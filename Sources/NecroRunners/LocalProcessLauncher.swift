@@ -114,10 +114,30 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
     }
 
-    private func spawn(_ launch: RunnerLaunch) {
-        guard let program = launch.argv.first, !program.isEmpty else {
-            continuation.yield(.exited(launch.runner, .launchFailed("empty command")))
+    /// Runs the command in the foreground and writes its exit status to the file named by `$1`
+    /// before exiting with it. A trapped TERM (children get the default back) lets the script
+    /// outlive a stop of the group long enough to record how the command ended. The command and
+    /// its arguments arrive as "$@": no task text is ever part of the script.
+    static let supervisorScript = #"f=$1; shift; trap : TERM INT HUP; "$@"; s=$?; printf '%s\n' "$s" > "$f"; exit "$s""#
+
+    private func spawn(_ original: RunnerLaunch) {
+        guard let program = original.argv.first, !program.isEmpty else {
+            continuation.yield(.exited(original.runner, .launchFailed("empty command")))
             return
+        }
+        var launch = original
+        if let status = original.statusPath {
+            // The shell would only say "not found" and exit 127: tell it plainly, as without it.
+            guard Self.isExecutable(program, path: original.environment["PATH"]) else {
+                continuation.yield(.exited(original.runner, .launchFailed("command not found: \(program)")))
+                return
+            }
+            let folder = (status as NSString).deletingLastPathComponent
+            if createdFolders.withLock({ $0.insert(folder).inserted }) {
+                try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            }
+            unlink(status)
+            launch.argv = ["/bin/sh", "-c", Self.supervisorScript, "necro-supervisor", status] + original.argv
         }
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
@@ -139,13 +159,13 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var pid: pid_t = 0
         let error = withCStrings(launch.argv) { argv in
             withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
-                necro_spawn(program, argv, envp, launch.workingDirectory, writeEnd, &pid)
+                necro_spawn(launch.argv[0], argv, envp, launch.workingDirectory, writeEnd, &pid)
             }
         }
         close(writeEnd)
         guard error == 0 else {
             close(readEnd)
-            let why = error == ENOENT ? "command not found: \(program)" : "\(program): \(String(cString: strerror(error)))"
+            let why = error == ENOENT ? "command not found: \(program)" : "\(launch.argv[0]): \(String(cString: strerror(error)))"
             continuation.yield(.exited(launch.runner, .launchFailed(why)))
             return
         }
@@ -270,6 +290,14 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
         if watched.log >= 0 { close(watched.log) }
         continuation.yield(.exited(watched.runner, exit))
+    }
+}
+
+extension LocalProcessLauncher {
+    /// Whether `program` names an executable file, directly or through `path`.
+    static func isExecutable(_ program: String, path: String?) -> Bool {
+        if program.contains("/") { return access(program, X_OK) == 0 }
+        return (path ?? "/usr/bin:/bin").split(separator: ":").contains { access("\($0)/\(program)", X_OK) == 0 }
     }
 }
 

@@ -235,3 +235,55 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(beats != nil, "the heartbeats were recorded")
     }
 }
+
+@Suite(.serialized) struct ChaosTests {
+    @Test func twentyKill9sDuringA200TaskRunLeaveEveryTaskDoneExactlyOnce() throws {
+        let dir = try TemporaryDirectory("chaos")
+        defer { dir.remove() }
+        // 10 layers of 20; each task waits on two of the layer before.
+        var random = SplitMix64(seed: 20_26)
+        var lines: [String] = []
+        for i in 0..<200 {
+            lines.append("- [ ] \(i). Task \(i)")
+            if i >= 20 {
+                let base = (i / 20 - 1) * 20
+                let a = base + Int(random.next() % 20)
+                let b = base + (a - base + 1 + Int(random.next() % 19)) % 20
+                lines.append("  - _Depends: \(a), \(b)_")
+            }
+        }
+        try dir.write("tasks.md", lines.joined(separator: "\n") + "\n")
+        // The ledger line is the runner's last act: a task in it twice ran to completion twice.
+        try writeConfig(dir, script: #"sleep 0.05; echo "$NECRO_TASK_ID" >> "$ROOT/ledger""#, concurrency: 8)
+        for _ in 0..<20 {
+            let run = try start(["run", "tasks.md"], in: dir.path)
+            usleep(UInt32(100_000 + random.next() % 300_000))  // the kill's moment: chaos by design, not a wait
+            kill(run.processIdentifier, SIGKILL)
+            run.waitUntilExit()
+        }
+        let last = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(last.status == 0, "\(last.stdout.suffix(2000))\n\(last.stderr)")
+
+        let ledger = try String(contentsOfFile: dir.file("ledger"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let counts = Dictionary(grouping: ledger, by: { $0 }).mapValues(\.count)
+        #expect(counts.count == 200, "every task ran to completion")
+        #expect(counts.filter { $0.value > 1 }.isEmpty, "none twice: \(counts.filter { $0.value > 1 })")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        #expect(try registry.tasks(spec: spec).allSatisfy { $0.state == .done })
+        let events = try registry.events(EventQuery(spec: spec))
+        let byTask = Dictionary(grouping: events.filter { $0.taskID != nil }, by: { $0.taskID! })
+        #expect(byTask.count == 200)
+        for (task, own) in byTask {
+            #expect(own.map(\.seq) == Array(1...Int64(own.count)), "gapless seq for \(task)")
+            #expect(own.filter { $0.type == .taskCompleted }.count == 1, "\(task) completed once")
+        }
+        // The kills landed mid-run: each time, runners were left behind — requeued if they had not
+        // finished, taken as done by their supervisor's status if they had.
+        let requeued = events.filter { $0.type == .recoveryRequeued }.count
+        let finishedUnseen = events.filter { $0.type == .taskCompleted && $0.payload["recovered"] == true }.count
+        #expect(requeued + finishedUnseen >= 10, "requeued \(requeued), finished unseen \(finishedUnseen)")
+        let dispatcherEvents = events.filter { $0.taskID == nil }.map(\.seq)
+        #expect(dispatcherEvents == Array(1...Int64(dispatcherEvents.count)))
+    }
+}

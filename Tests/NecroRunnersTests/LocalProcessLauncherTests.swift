@@ -16,14 +16,17 @@ private struct Fixture {
         dir = try TemporaryDirectory("runner")
     }
 
-    func start(_ name: String, _ argv: [String], env: [String: String] = [:]) -> RunnerID {
+    func start(_ name: String, _ argv: [String], env: [String: String] = [:], supervised: Bool = false) -> RunnerID {
         let id = RunnerID(name)
         launcher.launch(
             RunnerLaunch(
                 runner: id, argv: argv, environment: ["PATH": "/usr/bin:/bin"].merging(env) { $1 },
-                workingDirectory: dir.path, logPath: dir.file("logs/\(name).log")))
+                workingDirectory: dir.path, logPath: dir.file("logs/\(name).log"),
+                statusPath: supervised ? dir.file("status/\(name).status") : nil))
         return id
     }
+
+    func status(_ name: String) -> String? { try? String(contentsOfFile: dir.file("status/\(name).status"), encoding: .utf8) }
 
     /// Events until the runner's exit, which is returned with the rest.
     mutating func untilExit(_ id: RunnerID) async -> (exit: RunnerExit?, seen: [RunnerEvent]) {
@@ -177,5 +180,50 @@ private struct Fixture {
         let start = try #require(ProcessIdentity.startTime(of: pid))
         #expect(ProcessIdentity.isAlive(pid: pid, startTime: start))
         #expect(!ProcessIdentity.isAlive(pid: pid, startTime: start + 1))
+    }
+
+    @Test func aSupervisedRunnerLeavesItsExitStatusBehind() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("sup", ["/bin/sh", "-c", "echo working; exit 3"], supervised: true)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .exited(code: 3))
+        #expect(f.status("sup") == "3\n")
+        #expect(f.log("sup") == "working\n", "the supervisor adds nothing to the output")
+    }
+
+    @Test func theStatusIsWrittenEvenWithNobodyWatching() async throws {
+        var f = try Fixture()
+        defer { f.dir.remove() }
+        #expect(mkfifo(f.dir.file("go"), 0o644) == 0)
+        let id = f.start("alone", ["/bin/sh", "-c", #"read line < "$0"; echo done"#, f.dir.file("go")], supervised: true)
+        let pid = try #require(await f.startedPid(id))
+        f.launcher.shutdown()  // as if the dispatcher were gone
+        let go = open(f.dir.file("go"), O_WRONLY)
+        _ = write(go, "x\n", 2)
+        close(go)
+        var status: Int32 = 0
+        #expect(waitpid(pid, &status, 0) == pid)  // the test process is the parent: it waits for it
+        #expect(f.status("alone") == "0\n")
+    }
+
+    @Test func aSupervisedRunnerStoppedByTerminateRecordsIt() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("stop", ["/bin/sh", "-c", "echo up; exec sleep 600"], supervised: true)
+        while let event = await next(&f.events) { if case .output(id, "up") = event { break } }
+        f.launcher.signal(id, .terminate)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .exited(code: 143), "the agent died of SIGTERM: 128 + 15, as the shell reports it")
+        #expect(f.status("stop") == "143\n")
+    }
+
+    @Test func aSupervisedMissingCommandIsStillALaunchFailure() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let id = f.start("nothing", ["no-such-agent-command"], supervised: true)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .launchFailed("command not found: no-such-agent-command"))
+        #expect(f.status("nothing") == nil)
     }
 }

@@ -33,24 +33,29 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         var configuration = try loadConfiguration()
         let loaded = try loadSpecOrExit(spec)
+        let base = (options.registry as NSString).deletingLastPathComponent
+        let root = base.isEmpty ? "." : base
+        let paths = Dispatcher<ContinuousClock>.Paths(
+            logs: "\(root)/logs", work: absolute("\(root)/work"), registry: absolute(options.registry),
+            status: absolute("\(root)/status"))
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         do {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
+            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: absolute(options.registry), into: registry)
             try Recovery.stopOrphans(of: loaded.spec.name, in: registry, runnersSee: absolute(options.registry))
+            try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
             throw ExitStatus.failure
         }
         Self.applyPoolSettings(&configuration, registry)
-        let base = (options.registry as NSString).deletingLastPathComponent
-        let root = base.isEmpty ? "." : base
         let launcher = LocalProcessLauncher()
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
-            paths: .init(logs: "\(root)/logs", work: absolute("\(root)/work"), registry: absolute(options.registry)),
+            paths: paths,
             options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()))
         let signals = Task {
             var count = 0
@@ -150,6 +155,29 @@ enum Recovery {
             runner.exit = "orphaned by a dispatcher that stopped; stopped on recovery"
             runner.endedAt = Timestamp(secondsSince1970: Date().timeIntervalSince1970)
             try registry.saveRunner(runner)
+        }
+    }
+
+    /// Tasks left `running` whose runner finished while no dispatcher was there: its supervisor
+    /// wrote the exit status. Exit 0 makes the task done — it is not run again; any other status,
+    /// or none, leaves it to be requeued. Runs after `stopOrphans`, so no runner is still going.
+    static func collectStatuses(of spec: String, in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths) throws {
+        for record in try registry.tasks(spec: spec) where record.state == .running {
+            guard let file = paths.statusFile(for: record.key),
+                let text = try? String(contentsOfFile: file, encoding: .utf8), text.hasSuffix("\n")
+            else { continue }
+            unlink(file)
+            guard Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) == 0 else { continue }
+            try registry.apply([
+                Transition(
+                    spec: spec, task: record.task.id, expected: [.running], to: .done, reason: .some(nil),
+                    events: [
+                        NewEvent(
+                            .recoveryDetected, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery",
+                            payload: ["explanation": "its runner finished while no dispatcher was running; its supervisor recorded exit 0"]),
+                        NewEvent(.taskCompleted, payload: ["recovered": true]),
+                    ])
+            ])
         }
     }
 

@@ -8,13 +8,20 @@ public struct RunnerLaunch: Hashable, Sendable {
     public var workingDirectory: String
     /// Where its stdout and stderr go, capped in size.
     public var logPath: String
+    /// Where its exit status is written when it ends, whether or not the dispatcher is still
+    /// there to see it; nil for none.
+    public var statusPath: String?
 
-    public init(runner: RunnerID, argv: [String], environment: [String: String], workingDirectory: String, logPath: String) {
+    public init(
+        runner: RunnerID, argv: [String], environment: [String: String], workingDirectory: String, logPath: String,
+        statusPath: String? = nil
+    ) {
         self.runner = runner
         self.argv = argv
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.logPath = logPath
+        self.statusPath = statusPath
     }
 }
 
