@@ -32,6 +32,9 @@ struct BenchRun: AsyncParsableCommand {
     @Option(help: "Length of the sequential chain.")
     var chain = 40
 
+    @Flag(help: "Start runners without their supervisor (no exit status that outlives the dispatcher).")
+    var unsupervised = false
+
     func run() async throws {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
         let baseline = try Self.rawSpawn(count: tasks, concurrency: concurrency)
@@ -40,7 +43,8 @@ struct BenchRun: AsyncParsableCommand {
         let folder = NSTemporaryDirectory() + "necro-bench-run-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let dag = Self.layeredDAG(tasks: tasks, width: width)
-        let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag")
+        // As `necro run` does: each runner under its supervisor, whose exit status outlives the dispatcher.
+        let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag", supervised: !unsupervised)
         let sorted = latencies.sorted()
         func percentile(_ p: Double) -> Double {
             sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000
@@ -48,13 +52,13 @@ struct BenchRun: AsyncParsableCommand {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let throughput = Double(tasks) / dagTime
-        print(String(format: "dispatcher: %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
+        print(String(format: "dispatcher (%@): %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", unsupervised ? "unsupervised" : "supervised", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
         print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", percentile(0.5), percentile(0.99), sorted.count))
         print("peak memory (whole process): \(usage.ru_maxrss / 1024) MB")
 
         let chainSpec = TaskSetSpec(
             name: "chain", tasks: (0..<chain).map { TaskSpec(id: TaskID("c\($0)"), title: "c\($0)", dependencies: $0 == 0 ? [] : [TaskID("c\($0 - 1)")]) })
-        let (chainTime, _) = try await Self.dispatch(chainSpec, concurrency: concurrency, folder: folder + "/chain")
+        let (chainTime, _) = try await Self.dispatch(chainSpec, concurrency: concurrency, folder: folder + "/chain", supervised: !unsupervised)
         print(String(format: "chain of %d sequential no-op tasks: %.3f s end to end", chain, chainTime))
     }
 
@@ -79,7 +83,7 @@ struct BenchRun: AsyncParsableCommand {
     }
 
     /// Imports and runs a spec with /bin/true runners; the time from dispatcher start to its end.
-    static func dispatch(_ spec: TaskSetSpec, concurrency: Int, folder: String) async throws -> (Double, [Duration]) {
+    static func dispatch(_ spec: TaskSetSpec, concurrency: Int, folder: String, supervised: Bool) async throws -> (Double, [Duration]) {
         let registry = try SQLiteRegistry(path: folder + "/registry.sqlite")
         try registry.importTaskSet(spec, source: nil)
         let records = try registry.tasks(spec: spec.name)
@@ -93,7 +97,7 @@ struct BenchRun: AsyncParsableCommand {
         defer { launcher.shutdown() }
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
-            paths: .init(logs: folder + "/logs", work: folder + "/work", registry: registry.path),
+            paths: .init(logs: folder + "/logs", work: folder + "/work", registry: registry.path, status: supervised ? folder + "/status" : nil),
             environment: ["PATH": "/usr/bin:/bin"])
         let drain = Task { for await _ in dispatcher.updates {} }
         let start = ContinuousClock.now
