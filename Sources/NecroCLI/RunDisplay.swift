@@ -61,6 +61,7 @@ func describe(_ e: EventRecord) -> String? {
     case .taskBlocked: return p["reason"].map { "blocked: \($0.stringValue ?? "")" }
     case .runnerTimedOut: return "stopping the runner: \(text("reason"))"
     case .taskCancelled: return "cancelled"
+    case .taskSkillUnmapped: return "warning: no pool serves skill \(text("skill")); it goes to the default pool"
     case .recoveryRequeued: return "requeued after the previous dispatcher stopped"
     case .recoveryDetected: return "recovery: \(p["expired_count"]?.intValue ?? 0) task(s) were left running"
     case .dispatcherStarted: return "dispatcher started (\(text("scheduling_policy")), \(p["tasks"]?.intValue ?? 0) tasks)"

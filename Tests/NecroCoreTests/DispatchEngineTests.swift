@@ -319,6 +319,24 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(h.outcome?.succeeded == false)
     }
 
+    @Test func aSkillNoPoolServesIsWarnedAndGoesToTheDefaultPool() {
+        var config = configuration(attempts: 1)
+        config.pools.append(pool("gpu", 1))
+        config.skillMapping = ["ml": ["gpu"], "default": ["local"]]
+        var h = Harness(config)
+        var design = task("design")
+        design.requiredSkill = "ux"
+        var train = task("train")
+        train.requiredSkill = "ml"
+        h.load(spec([design, train]))
+        #expect(h.eventTypes("design").contains(.taskSkillUnmapped))
+        #expect(h.events.first { $0.1 == .taskSkillUnmapped }?.2["pools"] == ["local"])
+        #expect(!h.eventTypes("train").contains(.taskSkillUnmapped), "ml has a pool")
+        #expect(h.launched.count == 2, "both run: design on the default pool")
+        #expect(h.events.first { $0.0 == "design" && $0.1 == .taskAssigned }?.2["pool_name"] == "local")
+        #expect(h.events.first { $0.0 == "train" && $0.1 == .taskAssigned }?.2["pool_name"] == "gpu")
+    }
+
     @Test func cancelAndRetry() {
         var h = Harness(configuration(attempts: 1))
         h.load(spec([task("a"), task("b", ["a"])]))

@@ -54,6 +54,17 @@ extension DispatchEngine {
             change(key, index, to: .blocked, reason: .some(reason), events: [NewEvent(.taskBlocked, payload: ["reason": .string(reason)])])
             return
         }
+        let mapping = scheduler.pools.skillMapping
+        if let skill = task.requiredSkill, !mapping.isEmpty, mapping[skill]?.isEmpty ?? true, warnedSkills.insert(key).inserted {
+            record(
+                key.spec, key.id,
+                events: [
+                    NewEvent(.taskSkillUnmapped, payload: [
+                        "skill": .string(skill), "pools": .array((mapping["default"] ?? []).map { .string($0) }),
+                        "explanation": "no pool is mapped to this skill: the task goes to the default pool",
+                    ])
+                ])
+        }
         scheduler.queue.push(queued)
     }
 

@@ -79,6 +79,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var deadlines = Heap<Deadline>()
     var deadlineOrder: UInt64 = 0
     var pendingRetries: Set<TaskKey> = []
+    /// Tasks already warned that no pool serves their skill.
+    var warnedSkills: Set<TaskKey> = []
     var random: SplitMix64
     var phase = Phase.running
     var now: Instant

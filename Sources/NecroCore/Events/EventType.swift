@@ -30,6 +30,8 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let taskBlocked = EventType("TaskBlocked")
     public static let taskCancelled = EventType("TaskCancelled")
     public static let taskPriorityChanged = EventType("TaskPriorityChanged")
+    /// A warning: no pool is mapped to the task's skill; it waits for the `default` pool.
+    public static let taskSkillUnmapped = EventType("TaskSkillUnmapped")
     public static let dispatcherStarted = EventType("DispatcherStarted")
     public static let dispatcherStopped = EventType("DispatcherStopped")
 
