@@ -179,7 +179,8 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         // First attempt: say so, then hang. Later ones (after recovery): finish at once.
         try writeConfig(
             dir,
-            script: #"if [ ! -e "$ROOT/recovered" ]; then echo $$ > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600; fi"#)
+            script: #"if [ ! -e "$ROOT/recovered" ]; then echo $$ > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600; fi"#,
+            extra: "  heartbeat_timeout: 1")
         let first = try start(["run", "tasks.md"], in: dir.path)
         let orphan1 = try #require(Int32(awaitLine(fromFIFO: dir.file("ready-1")).trimmingCharacters(in: .whitespacesAndNewlines)))
         let orphan2 = try #require(Int32(awaitLine(fromFIFO: dir.file("ready-2")).trimmingCharacters(in: .whitespacesAndNewlines)))

@@ -44,7 +44,9 @@ struct Run: AsyncParsableCommand {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: absolute(options.registry), into: registry)
-            try Recovery.stopOrphans(of: loaded.spec.name, in: registry, runnersSee: absolute(options.registry))
+            try Recovery.stopOrphans(
+                of: loaded.spec.name, in: registry, runnersSee: absolute(options.registry),
+                letFinishFor: configuration.heartbeatTimeout)
             try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
@@ -128,14 +130,17 @@ struct Run: AsyncParsableCommand {
 
 /// What `necro run` does with runners a dead dispatcher left behind.
 enum Recovery {
-    /// Stops every runner process of this registry (`path`, as runners see it) that is still alive, SIGTERM then SIGKILL to its
-    /// process group, and marks every runner recorded as running as ended. The engine then
-    /// requeues their tasks.
+    /// Waits up to `patience` for the runner processes of this registry (`path`, as runners see
+    /// it) to finish, stops those still alive (SIGTERM, then SIGKILL to their process group), and
+    /// marks every runner recorded as running as ended. `collectStatuses` then takes the results of
+    /// those that finished; the engine requeues the rest.
     ///
     /// Processes are found two ways: the pid and start time recorded at launch, and — because a
     /// kill -9 can land before that record is written — the `NECRO_REGISTRY` every runner carries
     /// in its environment.
-    static func stopOrphans(of spec: String, in registry: SQLiteRegistry, runnersSee path: String) throws {
+    static func stopOrphans(
+        of spec: String, in registry: SQLiteRegistry, runnersSee path: String, letFinishFor patience: Duration
+    ) throws {
         var groups = Set(runnerProcesses(registry: path).map { getpgid($0) }.filter { $0 > 0 })
         let recorded = try registry.runners(runningOnly: true).filter { $0.task.spec == spec }
         for runner in recorded {
@@ -143,13 +148,29 @@ enum Recovery {
                 groups.insert(pid)
             }
         }
-        for group in groups { _ = kill(-group, SIGTERM) }
+        // First let them finish on their own: a runner stopped at the instant its work is done, but
+        // before it exits, would be run again. Their supervisors record how they end. Only those
+        // still going after `patience` (the heartbeat timeout: a silent runner counts as hung) are
+        // stopped. A once-only step at start-up, so a plain bounded wait.
+        if !groups.isEmpty {
+            printError("recovery: waiting up to \(Int(patience.seconds)) s for \(groups.count) runner(s) left by the previous dispatcher")
+        }
+        let deadline = ContinuousClock.now + patience
+        while ContinuousClock.now < deadline {
+            // Look again each time: a runner whose spawn was under way when the dispatcher died shows
+            // the registry in its environment only once it has exec'd.
+            groups.formUnion(runnerProcesses(registry: path).map { getpgid($0) }.filter { $0 > 0 })
+            guard groups.contains(where: { kill(-$0, 0) == 0 }) else { break }
+            usleep(20_000)
+        }
+        let stubborn = groups.filter { kill(-$0, 0) == 0 }
+        for group in stubborn { _ = kill(-group, SIGTERM) }
         var waited = 0
-        while groups.contains(where: { kill(-$0, 0) == 0 }), waited < 50 {
-            usleep(100_000)  // up to 5 s for them to end: a recovery step, once, at start-up
+        while stubborn.contains(where: { kill(-$0, 0) == 0 }), waited < 50 {
+            usleep(100_000)  // up to 5 s for them to end after SIGTERM
             waited += 1
         }
-        for group in groups where kill(-group, 0) == 0 { _ = kill(-group, SIGKILL) }
+        for group in stubborn where kill(-group, 0) == 0 { _ = kill(-group, SIGKILL) }
         for var runner in recorded {
             runner.state = .exited
             runner.exit = "orphaned by a dispatcher that stopped; stopped on recovery"
