@@ -32,7 +32,15 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             status.map { "\($0)/\(Self.fileName(task.spec))/\(Self.fileName(task.id.rawValue)).status" }
         }
 
-        /// A name that stays one path component.
+        /// The task's working folder, inside `work` whatever its spec name and id.
+        public func workFolder(for task: TaskKey) -> String {
+            "\(work)/\(Self.fileName(task.spec))/\(Self.fileName(task.id.rawValue))"
+        }
+
+        /// The runner's log, inside `logs` whatever its id.
+        public func logFile(for runner: RunnerID) -> String { "\(logs)/\(Self.fileName(runner.rawValue)).log" }
+
+        /// A name that stays one path component: no `/`, and no leading `.` (so never `..`).
         static func fileName(_ text: String) -> String {
             let safe = text.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
             return safe.hasPrefix(".") ? "%2E" + safe.dropFirst() : safe
@@ -253,7 +261,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private func launch(_ request: LaunchRequest) {
-        let work = "\(paths.work)/\(request.task.spec)/\(request.task.id.rawValue)"  // the launcher creates it
+        let work = paths.workFolder(for: request.task)  // the launcher creates it
         let pool = configuration.pool(named: request.pool)
         let argv = (pool?.command ?? CommandTemplate([])).render([
             "task.id": request.task.id.rawValue, "task.title": request.spec.title, "spec": request.task.spec,
@@ -268,7 +276,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         environment["NECRO_SPEC"] = request.task.spec
         environment["NECRO_ATTEMPT"] = String(request.attempt)
         environment["TASK_CONTEXT"] = TaskContext(request, slotPath: work).json
-        let logPath = "\(paths.logs)/\(request.runner.rawValue).log"
+        let logPath = paths.logFile(for: request.runner)
         saveRunner(
             RunnerRecord(
                 id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, logPath: logPath,

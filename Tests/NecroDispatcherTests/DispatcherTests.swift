@@ -186,6 +186,26 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(context["slot"]?["path"]?.stringValue == bench.dir.file(".necro/work/ctx/1.1"))
     }
 
+    @Test func aTaskIdCannotLeadAPathOutOfItsFolders() async throws {
+        let bench = try Bench()
+        defer { bench.finish() }
+        // Ids come from the user's YAML or JSON: nothing stops `../..` or a slash in them.
+        let spec = TaskSetSpec(name: "../up", tasks: [task("../../escape"), task("a/b")])
+        let outcome = try await bench.run(spec, bench.configuration("pwd > where.txt; echo logged"))
+        #expect(outcome.succeeded)
+        let paths = bench.paths
+        for id in ["../../escape", "a/b"] as [TaskID] {
+            let folder = paths.workFolder(for: TaskKey(spec: "../up", id: id))
+            #expect(folder.hasPrefix(paths.work + "/") && !folder.dropFirst(paths.work.count).contains("/.."))
+            #expect(FileManager.default.fileExists(atPath: folder + "/where.txt"), "it worked in \(folder)")
+            let log = paths.logFile(for: RunnerID(task: TaskKey(spec: "../up", id: id), attempt: 1))
+            #expect(log.split(separator: "/").count == paths.logs.split(separator: "/").count + 1, "one file in logs: \(log)")
+            #expect(FileManager.default.fileExists(atPath: log))
+        }
+        #expect(!FileManager.default.fileExists(atPath: bench.dir.file("escape")))
+        #expect(!FileManager.default.fileExists(atPath: bench.dir.file(".necro/escape")))
+    }
+
     @Test func aSilentRunnerAndItsChildAreKilledAfterTheHeartbeatTimeout() async throws {
         let bench = try Bench()
         defer { bench.finish() }
