@@ -22,7 +22,6 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     private let spawnQueue = Mutex<[RunnerLaunch]>([])
     private let spawnWake = DispatchSemaphore(value: 0)
     private let createdFolders = Mutex<Set<String>>([])
-    private let spawners: Int
 
     private struct Watched {
         var runner: RunnerID
@@ -63,17 +62,14 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         wakeWrite = fds[1]
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         _ = necro_epoll_add(epoll, wakeRead, 0)
-        // One spawner: measured with one per core on this 2-core machine, no better (benchmark noise
-        // of ±5%), and it competes with the dispatcher's loop for the cores.
-        spawners = 1
         let thread = Thread { [self] in self.loop() }
         thread.name = "necro-runners"
         thread.start()
-        for index in 0..<spawners {
-            let spawner = Thread { [self] in self.spawnLoop() }
-            spawner.name = "necro-spawner-\(index)"
-            spawner.start()
-        }
+        // One spawner: one per core measured no better on this 2-core machine (within the
+        // benchmark's noise), and it competes with the dispatcher's loop for the cores.
+        let spawner = Thread { [self] in self.spawnLoop() }
+        spawner.name = "necro-spawner"
+        spawner.start()
     }
 
     /// Stops watching; running processes are left alone.
@@ -81,7 +77,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         state.withLock { $0.stopping = true }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
-        for _ in 0..<spawners { spawnWake.signal() }
+        spawnWake.signal()
     }
 
     deinit {
@@ -132,10 +128,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 continuation.yield(.exited(original.runner, .launchFailed("command not found: \(program)")))
                 return
             }
-            let folder = (status as NSString).deletingLastPathComponent
-            if createdFolders.withLock({ $0.insert(folder).inserted }) {
-                try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            }
+            ensureFolder(of: status)
             unlink(status)
             launch.argv = ["/bin/sh", "-c", Self.supervisorScript, "necro-supervisor", status] + original.argv
         }
@@ -148,10 +141,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(readEnd, F_SETFL, fcntl(readEnd, F_GETFL) | O_NONBLOCK)
-        let logFolder = (launch.logPath as NSString).deletingLastPathComponent
-        if createdFolders.withLock({ $0.insert(logFolder).inserted }) {
-            try? FileManager.default.createDirectory(atPath: logFolder, withIntermediateDirectories: true)
-        }
+        ensureFolder(of: launch.logPath)
         if mkdir(launch.workingDirectory, 0o755) != 0 && errno == ENOENT {
             try? FileManager.default.createDirectory(atPath: launch.workingDirectory, withIntermediateDirectories: true)
         }
@@ -180,6 +170,14 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
         _ = necro_epoll_add(epoll, readEnd, token << 1)
         _ = necro_epoll_add(epoll, pidfd, token << 1 | 1)
+    }
+
+    /// Creates the folder of `file` the first time it is seen (few such folders: logs, statuses).
+    private func ensureFolder(of file: String) {
+        let folder = (file as NSString).deletingLastPathComponent
+        if createdFolders.withLock({ $0.insert(folder).inserted }) {
+            try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
     }
 
     public func signal(_ runner: RunnerID, _ signal: RunnerSignal) {

@@ -23,9 +23,6 @@ public final class TestClock: Clock, Sendable {
     public var now: TestInstant { state.withLock { $0.now } }
     public var minimumResolution: Swift.Duration { .zero }
 
-    /// How many sleepers wait: lets a test know the code under test armed a timer.
-    public var sleeperCount: Int { state.withLock { $0.sleepers.count } }
-
     public func sleep(until deadline: TestInstant, tolerance: Swift.Duration?) async throws {
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1

@@ -102,15 +102,6 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     /// Whether the run is over.
     public var isFinished: Bool { phase == .finished }
 
-    /// The runners the engine believes are running.
-    public var runningRunners: [RunnerID] { runners.keys.sorted() }
-
-    /// The state of one task.
-    public func state(of key: TaskKey) -> TaskState? {
-        guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else { return nil }
-        return set.states[index]
-    }
-
     /// Attempts started so far for a task.
     public func attempts(of key: TaskKey) -> Int? {
         guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else { return nil }
@@ -161,7 +152,6 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 let key = TaskKey(spec: spec.name, id: spec.tasks[index].id)
                 // The attempt was cut short by the dispatcher, not by the task: it is given back.
                 let refunded = max(0, attempts[index] - 1)
-                sets[spec.name]!.attempts[index] = refunded
                 change(
                     key, index, to: .blocked, attempts: refunded, reason: .some(nil),
                     events: [

@@ -49,12 +49,7 @@ public struct ReadyQueue: Sendable {
     public var count: Int { live.count }
     public var isEmpty: Bool { live.isEmpty }
 
-    public func contains(_ key: TaskKey) -> Bool { live[key] != nil }
-
     public func task(_ key: TaskKey) -> QueuedTask? { live[key]?.task }
-
-    /// Every queued task, in no particular order.
-    public var tasks: [QueuedTask] { live.values.map(\.task) }
 
     public mutating func setWeight(_ weight: Double, forSpec spec: String) {
         weights[spec] = weight

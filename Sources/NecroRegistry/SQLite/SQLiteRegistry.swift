@@ -194,11 +194,6 @@ public final class SQLiteRegistry: Registry, Sendable {
             return recorder.appended
         }
     }
-
-    /// The last event id written, 0 if none.
-    public func lastEventID() throws -> Int64 {
-        try read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM events") ?? 0 }
-    }
 }
 
 /// Appends events inside a write transaction, numbering each task's events without gaps.
