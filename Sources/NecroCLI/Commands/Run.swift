@@ -43,10 +43,9 @@ struct Run: AsyncParsableCommand {
         do {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
-            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: absolute(options.registry), into: registry)
+            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
             try Recovery.stopOrphans(
-                of: loaded.spec.name, in: registry, runnersSee: absolute(options.registry),
-                letFinishFor: configuration.heartbeatTimeout)
+                of: loaded.spec.name, in: registry, runnersSee: paths.registry, letFinishFor: configuration.heartbeatTimeout)
             try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
@@ -141,7 +140,7 @@ enum Recovery {
     static func stopOrphans(
         of spec: String, in registry: SQLiteRegistry, runnersSee path: String, letFinishFor patience: Duration
     ) throws {
-        var groups = Set(runnerProcesses(registry: path).map { getpgid($0) }.filter { $0 > 0 })
+        var groups = runnerGroups(registry: path)
         let recorded = try registry.runners(runningOnly: true).filter { $0.task.spec == spec }
         for runner in recorded {
             if let pid = runner.pid, let start = runner.processStartTime, ProcessIdentity.isAlive(pid: pid, startTime: start) {
@@ -156,12 +155,11 @@ enum Recovery {
             printError("recovery: waiting up to \(Int(patience.seconds)) s for \(groups.count) runner(s) left by the previous dispatcher")
         }
         let deadline = ContinuousClock.now + patience
-        while ContinuousClock.now < deadline {
+        while groups.contains(where: { kill(-$0, 0) == 0 }), ContinuousClock.now < deadline {
+            usleep(20_000)
             // Look again each time: a runner whose spawn was under way when the dispatcher died shows
             // the registry in its environment only once it has exec'd.
-            groups.formUnion(runnerProcesses(registry: path).map { getpgid($0) }.filter { $0 > 0 })
-            guard groups.contains(where: { kill(-$0, 0) == 0 }) else { break }
-            usleep(20_000)
+            groups.formUnion(runnerGroups(registry: path))
         }
         let stubborn = groups.filter { kill(-$0, 0) == 0 }
         for group in stubborn { _ = kill(-group, SIGTERM) }
@@ -183,13 +181,15 @@ enum Recovery {
     /// wrote the exit status. Exit 0 makes the task done — it is not run again; any other status,
     /// or none, leaves it to be requeued. Runs after `stopOrphans`, so no runner is still going.
     static func collectStatuses(of spec: String, in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths) throws {
+        var finished: [Transition] = []
+        var read: [String] = []
         for record in try registry.tasks(spec: spec) where record.state == .running {
             guard let file = paths.statusFile(for: record.key),
                 let text = try? String(contentsOfFile: file, encoding: .utf8), text.hasSuffix("\n")
             else { continue }
-            unlink(file)
+            read.append(file)
             guard Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) == 0 else { continue }
-            try registry.apply([
+            finished.append(
                 Transition(
                     spec: spec, task: record.task.id, expected: [.running], to: .done, reason: .some(nil),
                     events: [
@@ -197,9 +197,16 @@ enum Recovery {
                             .recoveryDetected, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery",
                             payload: ["explanation": "its runner finished while no dispatcher was running; its supervisor recorded exit 0"]),
                         NewEvent(.taskCompleted, payload: ["recovered": true]),
-                    ])
-            ])
+                    ]))
         }
+        // One transaction for all; the statuses are removed once it is committed.
+        if !finished.isEmpty { try registry.apply(finished) }
+        for file in read { unlink(file) }
+    }
+
+    /// The process groups of the live processes whose environment names this registry.
+    static func runnerGroups(registry: String) -> Set<Int32> {
+        Set(runnerProcesses(registry: registry).map { getpgid($0) }.filter { $0 > 0 })
     }
 
     /// Live processes whose environment names this registry: runners and what they started.

@@ -59,7 +59,7 @@ extension SQLiteRegistry {
         guard let record = records.first(where: { $0.task.id == key.id }),
             record.state == .failed || record.state == .cancelled
         else {
-            if try tasks(spec: key.spec).isEmpty { throw RegistryError(.unknownSpec, "no spec \(key.spec) in the registry") }
+            if records.isEmpty { throw RegistryError(.unknownSpec, "no spec \(key.spec) in the registry") }
             if !records.contains(where: { $0.task.id == key.id }) { throw RegistryError(.unknownTask, "no task \(key.id) in spec \(key.spec)") }
             return false
         }

@@ -26,13 +26,14 @@ extension SQLiteRegistry {
                 var definition: TaskSpec
                 var state: TaskState
                 var removed: Bool
+                var position: Int
             }
             var stored: [String: Stored] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT id, definition, state, removed FROM tasks WHERE spec = ?", arguments: [spec.name]) {
+            for row in try Row.fetchAll(db, sql: "SELECT id, definition, state, removed, position FROM tasks WHERE spec = ?", arguments: [spec.name]) {
                 let text: String = row["definition"]
                 stored[row["id"]] = Stored(
                     definition: try decoder.decode(TaskSpec.self, from: Data(text.utf8)),
-                    state: TaskState(rawValue: row["state"]) ?? .blocked, removed: row["removed"])
+                    state: TaskState(rawValue: row["state"]) ?? .blocked, removed: row["removed"], position: row["position"])
             }
             if existingSet == nil {
                 try db.execute(
@@ -59,9 +60,11 @@ extension SQLiteRegistry {
                     state = previous.state
                     if previous.definition == task {
                         states.append(state)
-                        try db.execute(
-                            sql: "UPDATE tasks SET position = ? WHERE spec = ? AND id = ?",
-                            arguments: [position, spec.name, task.id.rawValue])
+                        if previous.position != position {
+                            try db.execute(
+                                sql: "UPDATE tasks SET position = ? WHERE spec = ? AND id = ?",
+                                arguments: [position, spec.name, task.id.rawValue])
+                        }
                         continue
                     }
                     changed.append(task.id)

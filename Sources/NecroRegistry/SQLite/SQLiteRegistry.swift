@@ -102,15 +102,16 @@ public final class SQLiteRegistry: Registry, Sendable {
         }
         sql += " ORDER BY id"
         if let limit = query.limit { sql += " LIMIT \(max(0, limit))" }
+        let decoder = JSONDecoder()
         return try read { db in
-            try Row.fetchAll(db, sql: sql, arguments: arguments).map(Self.event(from:))
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map { try Self.event(from: $0, decoder: decoder) }
         }
     }
 
-    static func event(from row: Row) throws -> EventRecord {
+    static func event(from row: Row, decoder: JSONDecoder) throws -> EventRecord {
         let taskID: String = row["task_id"]
         let payloadText: String = row["payload"]
-        let payload = try JSONDecoder().decode([String: JSONValue].self, from: Data(payloadText.utf8))
+        let payload = try decoder.decode([String: JSONValue].self, from: Data(payloadText.utf8))
         return EventRecord(
             id: row["id"], spec: row["spec"], taskID: taskID.isEmpty ? nil : TaskID(taskID), seq: row["seq"],
             type: EventType(row["event_type"]), actor: row["actor"], spanID: row["span_id"],
