@@ -89,7 +89,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         self.paths = paths
         self.options = options
         self.baseEnvironment = environment ?? ProcessInfo.processInfo.environment
-        self.journal = EventJournal(path: paths.registry + ".fallback.jsonl")
+        self.journal = EventJournal(registry: paths.registry)
         (updates, updatesContinuation) = AsyncStream.makeStream(of: Update.self, bufferingPolicy: .bufferingNewest(10_000))
     }
 
@@ -313,7 +313,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Replays what a previous dispatcher left in the fallback journal of this registry: before
     /// recovery looks at the registry, so that nothing is recorded twice.
     public static func replayFallbackJournal(registryPath: String, into registry: any Registry) throws {
-        try EventJournal(path: registryPath + ".fallback.jsonl").replay(into: registry)
+        try EventJournal(registry: registryPath).replay(into: registry)
     }
 
     private func saveRunner(_ runner: RunnerRecord) {

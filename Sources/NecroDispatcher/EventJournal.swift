@@ -10,6 +10,9 @@ final class EventJournal: Sendable {
 
     init(path: String) { self.path = path }
 
+    /// The journal that belongs to a registry file.
+    convenience init(registry: String) { self.init(path: registry + ".fallback.jsonl") }
+
     /// Whether the journal holds turns not yet replayed.
     var hasPending: Bool {
         pending.withLock { known in
