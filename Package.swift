@@ -45,6 +45,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "NecroWorkspaces",
+            dependencies: ["NecroCore", "NecroRunners"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "NecroDispatcher",
             dependencies: ["NecroCore", "NecroRegistry", "NecroRunners", .product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strict
@@ -56,6 +61,7 @@ let package = Package(
                 "NecroRegistry",
                 "NecroRunners",
                 "NecroDispatcher",
+                "NecroWorkspaces",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -75,8 +81,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "NecroWorkspacesTests",
+            dependencies: ["NecroWorkspaces", "NecroTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "NecroDispatcherTests",
-            dependencies: ["NecroDispatcher", "NecroTesting", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "NecroDispatcher", "NecroWorkspaces", "NecroTesting", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

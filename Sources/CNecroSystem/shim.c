@@ -11,6 +11,11 @@
 
 int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                 pid_t *pid) {
+    return necro_spawn_split(path, argv, envp, cwd, output_fd, output_fd, pid);
+}
+
+int necro_spawn_split(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
+                      int error_fd, pid_t *pid) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
     int error = posix_spawn_file_actions_init(&actions);
@@ -32,7 +37,7 @@ int necro_spawn(const char *path, char *const argv[], char *const envp[], const 
     if (!error) error = posix_spawnattr_setsigdefault(&attributes, &defaults);
     if (!error) error = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     if (!error) error = posix_spawn_file_actions_adddup2(&actions, output_fd, 1);
-    if (!error) error = posix_spawn_file_actions_adddup2(&actions, output_fd, 2);
+    if (!error) error = posix_spawn_file_actions_adddup2(&actions, error_fd, 2);
     // Nothing else of ours leaks into the runner: no registry file, socket or pipe of the dispatcher.
     if (!error) error = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     if (!error && cwd != NULL) error = posix_spawn_file_actions_addchdir_np(&actions, cwd);

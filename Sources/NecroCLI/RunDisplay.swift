@@ -1,5 +1,6 @@
 import Foundation
 import NecroCore
+import NecroWorkspaces
 import NecroDispatcher
 import NecroRegistry
 import Synchronization
@@ -200,6 +201,18 @@ final class RunDisplay: Sendable {
             lines.append("  not run  \(stuck.task.id): \(stuck.reason)\(waits)")
         }
         if outcome.interrupted { lines.append("  stopped by a signal: run `necro run` again to resume") }
+        let text = lines.joined(separator: "\n")
+        if mode == .json { printError(text) } else { print(text) }
+    }
+
+    /// The branches the run produced, one line per task.
+    func branches(_ branches: [RepoPool.TaskBranch], base: String) {
+        var lines = ["branches (\(branches.count), from \(base)):"]
+        let width = branches.map(\.branch.count).max() ?? 0
+        for branch in branches {
+            let ahead = branch.ahead.map { " +\($0)" } ?? ""
+            lines.append("  \(branch.branch.padding(toLength: width, withPad: " ", startingAt: 0))  \(branch.commit)\(ahead)  \(branch.subject)")
+        }
         let text = lines.joined(separator: "\n")
         if mode == .json { printError(text) } else { print(text) }
     }

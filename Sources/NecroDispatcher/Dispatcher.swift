@@ -72,6 +72,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     let paths: Paths
     let options: DispatchEngine<C.Instant>.Options
     let baseEnvironment: [String: String]
+    /// Git worktrees for runners, with a repo pool; its work runs on `workspaceQueue`, one call
+    /// at a time, off the loop.
+    let workspaces: (any Workspaces)?
+    let workspaceQueue = DispatchQueue(label: "necro.workspaces")
+    /// The slot each runner with one works in, until its exit is handed to the engine.
+    private let slotUsers = Mutex<[RunnerID: (slot: TaskSlot, user: SlotUser)]>([:])
     let inbox = Inbox<Inbound>()
     let journal: EventJournal
     public let updates: AsyncStream<Update>
@@ -80,8 +86,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     public init(
         configuration: DispatcherConfiguration, registry: any Registry, launcher: any RunnerLauncher, clock: C,
         paths: Paths, options: DispatchEngine<C.Instant>.Options = .init(),
-        environment: [String: String]? = nil
+        environment: [String: String]? = nil, workspaces: (any Workspaces)? = nil
     ) {
+        self.workspaces = workspaces
         self.configuration = configuration
         self.registry = registry
         self.launcher = launcher
@@ -111,7 +118,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         try journal.replay(into: registry)
         var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
         let forward = Task { [inbox, launcher] in
-            for await event in launcher.events { inbox.post(.runner(event, received: .now)) }
+            for await event in launcher.events {
+                if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { continue }
+                inbox.post(.runner(event, received: .now))
+            }
         }
         defer { forward.cancel() }
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
@@ -220,7 +230,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             case .launch(let request):
                 launch(request)
                 launched = true
-            case .signal(let id, let signal): launcher.signal(id, signal)
+            case .signal(let id, let signal): self.signal(id, signal)
             case .checkLease(let id): inbox.post(.input(leaseAnswer(id)))
             case .finished(let result): outcome = result
             }
@@ -261,7 +271,58 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private func launch(_ request: LaunchRequest) {
-        let work = paths.workFolder(for: request.task)  // the launcher creates it
+        let logPath = paths.logFile(for: request.runner)
+        saveRunner(
+            RunnerRecord(
+                id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, logPath: logPath,
+                startedAt: wallNow()))
+        guard let slot = request.slot, let workspaces else {
+            start(request, in: paths.workFolder(for: request.task))  // the launcher creates it
+            return
+        }
+        let user = SlotUser(runner: request.runner, task: request.task, attempt: request.attempt, title: request.spec.title)
+        slotUsers.withLock { $0[request.runner] = (slot, user) }
+        workspaceQueue.async { [self] in
+            switch workspaces.prepare(slot, for: user, merging: request.dependencyBranches) {
+            case .ready(let report):
+                inbox.post(.input(.slot(request.runner, report)))
+                start(request, in: slot.path)
+            case .conflict(let dependency, let files):
+                slotUsers.withLock { $0[request.runner] = nil }
+                inbox.post(.runner(.exited(request.runner, .mergeConflict(dependency: dependency, files: files)), received: .now))
+            case .failed(let reason):
+                slotUsers.withLock { $0[request.runner] = nil }
+                inbox.post(.input(.slot(request.runner, .allocationFailed(reason))))
+                inbox.post(.runner(.exited(request.runner, .launchFailed("slot allocation failed: \(reason)")), received: .now))
+            }
+        }
+    }
+
+    /// Hands a runner's exit to the repo pool first, if it had a slot: what it left is committed or
+    /// saved before the engine hears of the exit (and before dependents merge its branch).
+    private func releaseSlot(of id: RunnerID, succeeded: Bool, then event: RunnerEvent) -> Bool {
+        guard let workspaces, let (slot, user) = slotUsers.withLock({ $0.removeValue(forKey: id) }) else { return false }
+        workspaceQueue.async { [inbox] in
+            for report in workspaces.release(slot, of: user, succeeded: succeeded) { inbox.post(.input(.slot(id, report))) }
+            inbox.post(.runner(event, received: .now))
+        }
+        return true
+    }
+
+    /// Signals a runner; before a stop, its uncommitted work is saved under its attempt's ref.
+    /// A runner with a slot is signalled from the workspace queue, after its slot is prepared.
+    private func signal(_ id: RunnerID, _ signal: RunnerSignal) {
+        guard let workspaces, let (slot, user) = slotUsers.withLock({ $0[id] }) else {
+            launcher.signal(id, signal)
+            return
+        }
+        workspaceQueue.async { [inbox, launcher] in
+            if signal == .terminate, let saved = workspaces.saveAttempt(slot, of: user) { inbox.post(.input(.slot(id, saved))) }
+            launcher.signal(id, signal)
+        }
+    }
+
+    private func start(_ request: LaunchRequest, in work: String) {
         let pool = configuration.pool(named: request.pool)
         let argv = (pool?.command ?? CommandTemplate([])).render([
             "task.id": request.task.id.rawValue, "task.title": request.spec.title, "spec": request.task.spec,
@@ -275,12 +336,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         environment["NECRO_TASK_ID"] = request.task.id.rawValue
         environment["NECRO_SPEC"] = request.task.spec
         environment["NECRO_ATTEMPT"] = String(request.attempt)
+        if let slot = request.slot {
+            environment["NECRO_SLOT_ID"] = slot.id
+            environment["NECRO_BRANCH"] = slot.branch
+        }
         environment["TASK_CONTEXT"] = TaskContext(request, slotPath: work).json
         let logPath = paths.logFile(for: request.runner)
-        saveRunner(
-            RunnerRecord(
-                id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, logPath: logPath,
-                startedAt: wallNow()))
         launcher.launch(
             RunnerLaunch(
                 runner: request.runner, argv: argv, environment: environment, workingDirectory: work, logPath: logPath,
@@ -378,7 +439,7 @@ struct TaskContext: Encodable {
             id: t.id.rawValue, title: t.title, description: t.description, required_skill: t.requiredSkill, priority: t.priority,
             optional: t.optional, timeout_seconds: t.timeoutSeconds, gates: t.gates, metadata: t.metadata)
         dependencies = request.dependencies.map(\.rawValue)
-        slot = Slot(id: nil, path: slotPath, branch: nil)
+        slot = Slot(id: request.slot?.id, path: slotPath, branch: request.slot?.branch)
     }
 
     var json: String {

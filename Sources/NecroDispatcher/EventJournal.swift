@@ -66,6 +66,7 @@ final class EventJournal: Sendable {
             var attempts: Int?
             var sets_reason: Bool
             var reason: String?
+            var slot: TaskSlot?
             var events: [Event]
 
             init(_ t: Transition) {
@@ -76,6 +77,7 @@ final class EventJournal: Sendable {
                 attempts = t.attempts
                 sets_reason = t.reason != nil
                 reason = t.reason ?? nil
+                slot = t.slot
                 events = t.events.map {
                     Event(type: $0.type.rawValue, actor: $0.actor, span_id: $0.spanID, parent_span_id: $0.parentSpanID, phase: $0.phase, payload: $0.payload)
                 }
@@ -85,7 +87,7 @@ final class EventJournal: Sendable {
                 Transition(
                     spec: spec, task: task.map { TaskID($0) }, expected: expected.map { Set($0.compactMap(TaskState.init(rawValue:))) },
                     to: state.flatMap(TaskState.init(rawValue:)), attempts: attempts, reason: sets_reason ? .some(reason) : nil,
-                    events: events.map {
+                    slot: slot, events: events.map {
                         NewEvent(EventType($0.type), actor: $0.actor, spanID: $0.span_id, parentSpanID: $0.parent_span_id, phase: $0.phase, payload: $0.payload)
                     })
             }

@@ -12,6 +12,10 @@
 int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                 pid_t *pid);
 
+/// As necro_spawn, with stderr to `error_fd`.
+int necro_spawn_split(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
+                      int error_fd, pid_t *pid);
+
 /// A file descriptor that becomes readable when the process exits, or -1 with errno.
 int necro_pidfd_open(pid_t pid);
 

@@ -4,6 +4,7 @@ import NecroCore
 import NecroDispatcher
 import NecroRegistry
 import NecroRunners
+import NecroWorkspaces
 import UnixSignals
 
 /// `necro run SPEC`: runs every task of a spec to the end.
@@ -25,6 +26,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The configuration file.")
     var config: String?
 
+    @Option(help: "A git repository: each task runs in a worktree of it, on a branch of its own (short for repo_pool.repo).")
+    var workspace: String?
+
     @OptionGroup var options: RegistryOptions
 
     @Flag(help: "Print each event as one JSON line.")
@@ -38,6 +42,7 @@ struct Run: AsyncParsableCommand {
         let paths = Dispatcher<ContinuousClock>.Paths(
             logs: "\(root)/logs", work: absolute("\(root)/work"), registry: absolute(options.registry),
             status: absolute("\(root)/status"))
+        let workspaces = try openRepoPool(&configuration, spec: loaded.spec, registryFolder: root)
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         do {
@@ -47,6 +52,7 @@ struct Run: AsyncParsableCommand {
             try Recovery.stopOrphans(
                 of: loaded.spec.name, in: registry, runnersSee: paths.registry, letFinishFor: configuration.heartbeatTimeout)
             try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths)
+            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry) }
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -57,7 +63,8 @@ struct Run: AsyncParsableCommand {
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
             paths: paths,
-            options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()))
+            options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()),
+            workspaces: workspaces)
         let signals = Task {
             var count = 0
             for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
@@ -88,6 +95,7 @@ struct Run: AsyncParsableCommand {
         await watcher.value
         launcher.shutdown()
         display.summary(outcome, registry: registry)
+        if let workspaces { display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef) }
         if outcome.interrupted { throw ExitStatus.interrupted }
         if !outcome.succeeded { throw ExitStatus.failure }
     }
@@ -108,6 +116,34 @@ struct Run: AsyncParsableCommand {
 
     private func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
+    /// The repo pool, if `repo_pool:` or --workspace asks for one; every problem with it is exit 2,
+    /// found before the registry is touched.
+    private func openRepoPool(
+        _ configuration: inout DispatcherConfiguration, spec: TaskSetSpec, registryFolder: String
+    ) throws -> RepoPool? {
+        if let workspace {
+            var repoPool = configuration.repoPool ?? RepoPoolConfiguration(repository: workspace)
+            repoPool.repository = absolute(workspace)
+            configuration.repoPool = repoPool
+        }
+        guard var repoPool = configuration.repoPool, let slotCount = configuration.slotCount else { return nil }
+        let problems = repoPool.branchProblems(in: spec)
+        guard problems.isEmpty else {
+            printError("error: repo_pool.branch_template \(repoPool.branchTemplate):")
+            for problem in problems.prefix(20) { printError("  \(problem)") }
+            throw ExitStatus.invalidInput
+        }
+        do {
+            let pool = try RepoPool(repoPool, slotCount: slotCount, defaultSlotsDirectory: absolute("\(registryFolder)/slots"))
+            repoPool.slotsDirectory = pool.slotsDirectory  // the engine names slot paths from it
+            configuration.repoPool = repoPool
+            return pool
+        } catch {
+            printError("error: \(error.message)")
+            throw ExitStatus.invalidInput
+        }
     }
 
     /// --config, or necro.yaml beside the spec, or ./necro.yaml.
@@ -202,6 +238,42 @@ enum Recovery {
         // One transaction for all; the statuses are removed once it is committed.
         if !finished.isEmpty { try registry.apply(finished) }
         for file in read { unlink(file) }
+    }
+
+    /// Cleans the slots a dead dispatcher left busy: what a finished task's agent left is committed
+    /// on its branch, anything else saved under its attempt's ref. Runs after `collectStatuses`.
+    static func recoverSlots(_ pool: RepoPool, registry: SQLiteRegistry) throws {
+        var states: [String: [TaskID: TaskState]] = [:]
+        let recovered = pool.recover { key in
+            if states[key.spec] == nil {
+                states[key.spec] = Dictionary(((try? registry.tasks(spec: key.spec)) ?? []).map { ($0.task.id, $0.state) }) { a, _ in a }
+            }
+            return states[key.spec]?[key.id] == .done
+        }
+        var transitions: [Transition] = []
+        for slot in recovered {
+            printError("recovery: \(slot.slot): \(slot.note)")
+            guard let user = slot.user else { continue }
+            let events = slot.reports.compactMap { report -> NewEvent? in
+                var payload: [String: JSONValue] = ["slot_id": .string(slot.slot), "runner_id": .string(user.runner.rawValue)]
+                switch report {
+                case .workCommitted(let commit, let message):
+                    payload["commit"] = .string(commit)
+                    payload["message"] = .string(message)
+                    return NewEvent(.taskWorkCommitted, actor: "recovery_sweep", phase: "recovery", payload: payload)
+                case .attemptSaved(let ref, let commit):
+                    payload["ref"] = .string(ref)
+                    payload["commit"] = .string(commit)
+                    return NewEvent(.attemptSaved, actor: "recovery_sweep", phase: "recovery", payload: payload)
+                case .released:
+                    return NewEvent(.slotReleased, actor: "recovery_sweep", phase: "recovery", payload: payload)
+                case .prepared, .allocationFailed:
+                    return nil
+                }
+            }
+            if !events.isEmpty { transitions.append(Transition(spec: user.task.spec, task: user.task.id, events: events)) }
+        }
+        if !transitions.isEmpty { try registry.apply(transitions) }
     }
 
     /// The process groups of the live processes whose environment names this registry.

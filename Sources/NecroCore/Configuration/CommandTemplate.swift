@@ -11,8 +11,11 @@ public struct CommandTemplate: Hashable, Sendable {
 
     /// The placeholders used that are not known, in order of appearance.
     public var unknownPlaceholders: [String] {
-        argv.flatMap(Self.names(in:)).filter { !Self.placeholders.contains($0) }
+        placeholderNames.filter { !Self.placeholders.contains($0) }
     }
+
+    /// Every placeholder used, known or not, in order of appearance.
+    public var placeholderNames: [String] { argv.flatMap(Self.names(in:)) }
 
     /// The argv with every known placeholder replaced by its value.
     public func render(_ values: [String: String]) -> [String] {

@@ -54,6 +54,8 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     public var pools: [PoolConfiguration]
     /// Skill → pool names, with `default` for the rest.
     public var skillMapping: [String: [String]]
+    /// Git worktrees for tasks; nil runs each task in a plain working folder.
+    public var repoPool: RepoPoolConfiguration?
 
     public init(
         schedulingPolicy: SchedulingPolicy = .priority,
@@ -62,7 +64,8 @@ public struct DispatcherConfiguration: Hashable, Sendable {
         retry: RetryPolicy = RetryPolicy(),
         gracefulShutdownTimeout: Duration = .seconds(300),
         pools: [PoolConfiguration] = [],
-        skillMapping: [String: [String]] = [:]
+        skillMapping: [String: [String]] = [:],
+        repoPool: RepoPoolConfiguration? = nil
     ) {
         self.schedulingPolicy = schedulingPolicy
         self.maxGlobalConcurrency = maxGlobalConcurrency
@@ -71,11 +74,20 @@ public struct DispatcherConfiguration: Hashable, Sendable {
         self.gracefulShutdownTimeout = gracefulShutdownTimeout
         self.pools = pools
         self.skillMapping = skillMapping
+        self.repoPool = repoPool
     }
 
-    /// Pool admission as configured.
+    /// Pool admission as configured: with a repo pool, no more runners than slots.
     public var admission: PoolAdmission {
-        PoolAdmission(pools: pools.map(\.limits), skillMapping: skillMapping, maxGlobalConcurrency: maxGlobalConcurrency)
+        let limit = [maxGlobalConcurrency, slotCount].compactMap { $0 }.min()
+        return PoolAdmission(pools: pools.map(\.limits), skillMapping: skillMapping, maxGlobalConcurrency: limit)
+    }
+
+    /// How many worktrees the repo pool may hold: `max_slots`, else the global concurrency, else
+    /// what all pools together may run. Nil without a repo pool.
+    public var slotCount: Int? {
+        guard let repoPool else { return nil }
+        return repoPool.maxSlots ?? maxGlobalConcurrency ?? max(1, pools.reduce(0) { $0 + $1.limits.maxConcurrency })
     }
 
     public func pool(named name: String) -> PoolConfiguration? { pools.first { $0.name == name } }

@@ -9,13 +9,13 @@ extension DispatchEngine {
     /// Changes a task's state in memory and records it with its events.
     mutating func change(
         _ key: TaskKey, _ index: Int, to state: TaskState, attempts: Int? = nil, reason: String?? = nil,
-        events: [NewEvent]
+        slot: TaskSlot? = nil, events: [NewEvent]
     ) {
         sets[key.spec]!.states[index] = state
         if let attempts { sets[key.spec]!.attempts[index] = attempts }
         if let reason { sets[key.spec]!.reasons[index] = reason }
         transitions.append(
-            Transition(spec: key.spec, task: key.id, to: state, attempts: attempts, reason: reason, events: events))
+            Transition(spec: key.spec, task: key.id, to: state, attempts: attempts, reason: reason, slot: slot, events: events))
     }
 
     mutating func schedule(_ kind: DeadlineKind, at instant: Instant) {
@@ -26,7 +26,43 @@ extension DispatchEngine {
     func maxAttempts(_ task: TaskSpec) -> Int { task.maxAttempts ?? configuration.retry.maxAttempts }
 
     func runnerPayload(_ id: RunnerID, _ runner: RunnerState) -> [String: JSONValue] {
-        ["runner_id": .string(id.rawValue), "pool_name": .string(runner.assignment.pool), "slot_id": .null]
+        var payload: [String: JSONValue] = ["runner_id": .string(id.rawValue), "pool_name": .string(runner.assignment.pool), "slot_id": .null]
+        if let slot = runner.slot?.slot {
+            payload["slot_id"] = .string(slot.id)
+            payload["slot_path"] = .string(slot.path)
+            payload["branch"] = .string(slot.branch)
+        }
+        return payload
+    }
+
+    /// Records what the repo pool did with a runner's slot.
+    mutating func slotReported(_ id: RunnerID, _ report: SlotReport) {
+        guard let runner = runners[id] else { return }
+        var payload = runnerPayload(id, runner)
+        let type: EventType
+        switch report {
+        case .prepared(let created, let merged, let head):
+            type = .slotAllocated
+            payload["branch_created"] = .bool(created)
+            payload["merged"] = .array(merged.map { .string($0.rawValue) })
+            payload["head"] = .string(head)
+        case .workCommitted(let commit, let message):
+            type = .taskWorkCommitted
+            payload["commit"] = .string(commit)
+            payload["message"] = .string(message)
+            payload["explanation"] = "the agent left uncommitted changes: the dispatcher committed them on the task's branch"
+        case .attemptSaved(let ref, let commit):
+            type = .attemptSaved
+            payload["ref"] = .string(ref)
+            payload["commit"] = .string(commit)
+            payload["explanation"] = "uncommitted changes of this attempt, saved off the task's branch"
+        case .released:
+            type = .slotReleased
+        case .allocationFailed(let reason):
+            type = .slotAllocationFailed
+            payload["reason"] = .string(reason)
+        }
+        record(runner.key.spec, runner.key.id, events: [NewEvent(type, payload: payload)])
     }
 
     // MARK: Tasks
@@ -172,6 +208,7 @@ extension DispatchEngine {
     mutating func runnerExited(_ id: RunnerID, _ exit: RunnerExit) {
         guard let runner = runners.removeValue(forKey: id) else { return }
         scheduler.release(runner.assignment)
+        if let number = runner.slot?.number { freeSlots.insert(number) }
         let key = runner.key
         let index = runner.index
         let elapsed = (runner.started.duration(to: now)).seconds
@@ -180,7 +217,7 @@ extension DispatchEngine {
         switch exit {
         case .exited(let code): finished["exit_code"] = .int(Int(code))
         case .signalled(let signal): finished["signal"] = .int(Int(signal))
-        case .launchFailed: break
+        case .launchFailed, .mergeConflict: break
         }
         // Exit 0 is success, except from a runner stopped for a timeout: it was cut off, whatever it
         // answered. A runner that exits 0 during a shutdown did finish its work.
@@ -216,6 +253,23 @@ extension DispatchEngine {
         let reason = runner.stopReason ?? exit.reason
         finished["failure_reason"] = .string(reason)
         let task = sets[key.spec]!.spec.tasks[index]
+        if case .mergeConflict(let dependency, let files) = exit {
+            // Retrying would conflict again: the user must look at it.
+            var conflict = runnerPayload(id, runner)
+            conflict["dependency"] = .string(dependency.rawValue)
+            conflict["files"] = .array(files.map { .string($0) })
+            change(
+                key, index, to: .failed, reason: .some(reason),
+                events: [
+                    NewEvent(.runnerFinished, payload: finished), NewEvent(.slotMergeConflict, payload: conflict),
+                    NewEvent(.taskFailed, payload: [
+                        "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt),
+                        "retryable": false,
+                    ]),
+                ])
+            blockDependents(of: key, index)
+            return
+        }
         if runner.attempt < maxAttempts(task) && phase == .running {
             let delay = configuration.retry.delay(afterAttempt: runner.attempt, using: &random)
             change(

@@ -41,6 +41,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         var index: Int
         var assignment: Scheduler.Assignment
         var attempt: Int
+        /// Its worktree, with a repo pool.
+        var slot: (number: Int, slot: TaskSlot)?
         var started: Instant
         var leaseExpiresAt: Instant
         var checkingLease = false
@@ -79,6 +81,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var deadlines = Heap<Deadline>()
     var deadlineOrder: UInt64 = 0
     var pendingRetries: Set<TaskKey> = []
+    /// Slot numbers free for the next runner, with a repo pool.
+    var freeSlots = Heap<Int>()
     /// Tasks already warned that no pool serves their skill.
     var warnedSkills: Set<TaskKey> = []
     var random: SplitMix64
@@ -94,6 +98,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         self.now = now
         self.random = SplitMix64(seed: options.randomSeed)
         self.scheduler = Scheduler(policy: configuration.schedulingPolicy, pools: configuration.admission)
+        if let count = configuration.slotCount { freeSlots = Heap(1...count) }
     }
 
     /// The earliest time something is due, for the driver to sleep until.
@@ -195,6 +200,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             runnerExited(id, exit)
         case .heartbeat(let id):
             renewLease(id)
+        case .slot(let id, let report):
+            slotReported(id, report)
         case .leaseLost(let id):
             if let runner = runners[id] {
                 let silence = Int(configuration.heartbeatTimeout.seconds)
@@ -274,26 +281,44 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 scheduler.release(assignment)
                 continue
             }
+            var slot: (number: Int, slot: TaskSlot)?
+            if let repoPool = configuration.repoPool {
+                // Admission never lets more runners run than there are slots.
+                guard let number = freeSlots.popMin() else {
+                    scheduler.release(assignment)
+                    scheduler.queue.push(assignment.task)
+                    break
+                }
+                let folder = repoPool.slotsDirectory ?? "slots"
+                slot = (number, TaskSlot(
+                    id: TaskSlot.id(number), path: "\(folder)/\(TaskSlot.id(number))",
+                    branch: repoPool.branchTemplate.render(spec: key.spec, task: key.id)))
+            }
             let attempt = set.attempts[index] + 1
             let id = RunnerID(task: key, attempt: attempt, suffix: options.runnerIDSuffix)
             sets[key.spec]!.attempts[index] = attempt
             let runner = RunnerState(
-                key: key, index: index, assignment: assignment, attempt: attempt, started: now,
+                key: key, index: index, assignment: assignment, attempt: attempt, slot: slot, started: now,
                 leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
             runners[id] = runner
             change(
-                key, index, to: .running, attempts: attempt, reason: .some(nil),
+                key, index, to: .running, attempts: attempt, reason: .some(nil), slot: slot?.slot,
                 events: [NewEvent(.taskAssigned, payload: runnerPayload(id, runner).merging(["attempt": .int(attempt)]) { a, _ in a })])
             schedule(.lease(id), at: runner.leaseExpiresAt)
             if let timeout = set.spec.tasks[index].timeoutSeconds {
                 schedule(.taskTimeout(id), at: now.advanced(by: .seconds(timeout)))
             }
             let graph = set.tracker.graph
-            effects.append(
-                .launch(
-                    LaunchRequest(
-                        runner: id, task: key, spec: set.spec.tasks[index], attempt: attempt, pool: assignment.pool,
-                        dependencies: graph.dependencies(of: index).map { graph.ids[Int($0)] })))
+            let dependencies = graph.taskDependencies(of: index).map { graph.ids[$0] }
+            var request = LaunchRequest(
+                runner: id, task: key, spec: set.spec.tasks[index], attempt: attempt, pool: assignment.pool,
+                dependencies: dependencies, slot: slot?.slot)
+            if let template = configuration.repoPool?.branchTemplate {
+                request.dependencyBranches = dependencies.map {
+                    DependencyBranch(task: $0, branch: template.render(spec: key.spec, task: $0))
+                }
+            }
+            effects.append(.launch(request))
         }
     }
 

@@ -16,6 +16,9 @@ public enum RunnerExit: Hashable, Sendable {
     case signalled(Int32)
     /// It never ran: command not found, not executable, bad working directory.
     case launchFailed(String)
+    /// It never ran: merging a dependency's branch into the task's conflicted. Not retried: the
+    /// user must look at it.
+    case mergeConflict(dependency: TaskID, files: [String])
 
     public var succeeded: Bool { self == .exited(code: 0) }
 
@@ -25,6 +28,8 @@ public enum RunnerExit: Hashable, Sendable {
         case .exited(let code): return "exit code \(code)"
         case .signalled(let signal): return "killed by signal \(signal)"
         case .launchFailed(let why): return "launch failed: \(why)"
+        case .mergeConflict(let dependency, let files):
+            return "merge conflict with \(dependency) (files: \(files.joined(separator: ", ")))"
         }
     }
 }
@@ -46,6 +51,20 @@ public struct LaunchRequest: Hashable, Sendable {
     public var pool: String
     /// The task's direct dependencies, groups expanded.
     public var dependencies: [TaskID]
+    /// Its worktree, with a repo pool.
+    public var slot: TaskSlot?
+    /// The branches of its dependencies, in dependency order, to merge into its own.
+    public var dependencyBranches: [DependencyBranch] = []
+}
+
+/// A dependency's branch, to merge into a dependent's.
+public struct DependencyBranch: Hashable, Sendable {
+    public var task: TaskID
+    public var branch: String
+    public init(task: TaskID, branch: String) {
+        self.task = task
+        self.branch = branch
+    }
 }
 
 /// Why a task waits forever: what `necro run` prints when it can go no further.
@@ -85,6 +104,8 @@ public enum EngineInput: Hashable, Sendable {
     /// A sign of life: a heartbeat call, or output.
     case heartbeat(RunnerID)
     case leaseLost(RunnerID)
+    /// What the repo pool did with the runner's slot; before the runner's exit.
+    case slot(RunnerID, SlotReport)
     /// Time has passed: handle what is due.
     case tick
     case setPriority(TaskKey, Int)

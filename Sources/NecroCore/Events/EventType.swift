@@ -33,6 +33,15 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     /// A warning: no pool is mapped to the task's skill; it waits for the `default` pool.
     public static let taskSkillUnmapped = EventType("TaskSkillUnmapped")
     public static let dispatcherStarted = EventType("DispatcherStarted")
+    // Repo pool.
+    public static let slotAllocated = EventType("SlotAllocated")
+    public static let slotReleased = EventType("SlotReleased")
+    public static let slotAllocationFailed = EventType("SlotAllocationFailed")
+    public static let slotMergeConflict = EventType("SlotMergeConflict")
+    /// The dispatcher committed what a successful agent left uncommitted.
+    public static let taskWorkCommitted = EventType("TaskWorkCommitted")
+    /// An attempt's uncommitted work, saved under `refs/necro/attempts/…`.
+    public static let attemptSaved = EventType("AttemptSaved")
     public static let dispatcherStopped = EventType("DispatcherStopped")
 
     // Runner instrumentation.

@@ -164,6 +164,23 @@ public struct TaskGraph: Sendable {
         dependencyTargets[Int(dependencyOffsets[index])..<Int(dependencyOffsets[index + 1])]
     }
 
+    /// What task `index` waits on, each group replaced by the tasks in it (recursively), in the
+    /// order declared, each once.
+    public func taskDependencies(of index: Int) -> [Int] {
+        var seen = Set<Int32>([Int32(index)])
+        var result: [Int] = []
+        var stack = Array(dependencies(of: index).reversed())
+        while let node = stack.popLast() {
+            guard seen.insert(node).inserted else { continue }
+            if isGroup[Int(node)] {
+                stack += dependencies(of: Int(node)).reversed()
+            } else {
+                result.append(Int(node))
+            }
+        }
+        return result
+    }
+
     /// The tasks that wait on task `index`.
     public func dependents(of index: Int) -> ArraySlice<Int32> {
         dependentTargets[Int(dependentOffsets[index])..<Int(dependentOffsets[index + 1])]

@@ -8,6 +8,8 @@ public struct TaskRecord: Hashable, Sendable {
     /// Why the task last failed or is blocked.
     public var reason: String?
     public var updatedAt: Timestamp
+    /// The worktree of its last attempt, and its branch, with a repo pool.
+    public var slot: TaskSlot?
 
     public init(spec: String, task: TaskSpec, state: TaskState, attempts: Int, reason: String?, updatedAt: Timestamp) {
         self.spec = spec
@@ -73,6 +75,8 @@ public struct Transition: Hashable, Sendable {
     public var attempts: Int?
     /// Sets the reason; `.some(nil)` clears it.
     public var reason: String??
+    /// Records the task's worktree and branch, when set.
+    public var slot: TaskSlot?
     public var events: [NewEvent]
 
     public init(
@@ -82,6 +86,7 @@ public struct Transition: Hashable, Sendable {
         to newState: TaskState? = nil,
         attempts: Int? = nil,
         reason: String?? = nil,
+        slot: TaskSlot? = nil,
         events: [NewEvent] = []
     ) {
         self.spec = spec
@@ -90,6 +95,7 @@ public struct Transition: Hashable, Sendable {
         self.newState = newState
         self.attempts = attempts
         self.reason = reason
+        self.slot = slot
         self.events = events
     }
 }

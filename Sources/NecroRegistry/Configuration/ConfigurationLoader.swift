@@ -3,7 +3,8 @@ public import NecroCore
 
 /// Reads a dispatcher configuration file (YAML, the format of the design documents).
 public enum ConfigurationLoader {
-    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping"]
+    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping", "repo_pool"]
+    static let repoPoolKeys = ["repo", "base_ref", "slots_dir", "max_slots", "branch_template"]
     static let dispatcherKeys = [
         "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
         "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
@@ -26,6 +27,13 @@ public enum ConfigurationLoader {
             else { continue }
             configuration.pools[index].command.argv[0] = URL(fileURLWithPath: program, relativeTo: URL(fileURLWithPath: folder + "/"))
                 .standardizedFileURL.path
+        }
+        // So are the repository and the slots folder.
+        if var repoPool = configuration.repoPool {
+            let base = URL(fileURLWithPath: folder + "/")
+            repoPool.repository = URL(fileURLWithPath: repoPool.repository, relativeTo: base).standardizedFileURL.path
+            repoPool.slotsDirectory = repoPool.slotsDirectory.map { URL(fileURLWithPath: $0, relativeTo: base).standardizedFileURL.path }
+            configuration.repoPool = repoPool
         }
         return configuration
     }
@@ -60,6 +68,7 @@ private struct ConfigurationDecoder {
             case "dispatcher": decodeDispatcher(node)
             case "agent_pools": decodePools(node)
             case "skill_mapping": mappingNode = node
+            case "repo_pool": decodeRepoPool(node)
             default: unknown(key, node, key, ConfigurationLoader.topKeys)
             }
         }
@@ -220,6 +229,40 @@ private struct ConfigurationDecoder {
             configuration.pools.append(
                 PoolConfiguration(name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment))
         }
+    }
+
+    private mutating func decodeRepoPool(_ node: SpecNode) {
+        guard let fields = reader.mapping(node, "repo_pool") else { return }
+        var repoPool = RepoPoolConfiguration(repository: "")
+        var sawRepository = false
+        for (key, value) in fields {
+            let path = "repo_pool.\(key)"
+            switch key {
+            case "repo":
+                guard let text = reader.string(value, path) else { continue }
+                if text.isEmpty { reader.fail(.invalidValue, value, path, "repo_pool.repo must name a git repository") }
+                repoPool.repository = text
+                sawRepository = true
+            case "base_ref":
+                repoPool.baseRef = reader.string(value, path)
+            case "slots_dir":
+                repoPool.slotsDirectory = reader.string(value, path)
+            case "max_slots":
+                repoPool.maxSlots = positive(value, path)
+            case "branch_template":
+                guard let text = reader.string(value, path) else { continue }
+                switch BranchTemplate.parse(text) {
+                case .success(let template): repoPool.branchTemplate = template
+                case .failure(let error): reader.fail(.invalidValue, value, path, "branch_template \(text) \(error.message)")
+                }
+            default:
+                unknown(key, value, path, ConfigurationLoader.repoPoolKeys)
+            }
+        }
+        if !sawRepository {
+            reader.fail(.missingField, node, "repo_pool.repo", "repo_pool needs repo, the path of a local git repository")
+        }
+        configuration.repoPool = repoPool
     }
 
     private mutating func decodeSkillMapping(_ node: SpecNode) {

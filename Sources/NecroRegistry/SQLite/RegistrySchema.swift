@@ -87,6 +87,11 @@ enum RegistrySchema {
                     CREATE TABLE pool_settings (name TEXT PRIMARY KEY NOT NULL, enabled INTEGER NOT NULL);
                     """)
         }
+        migrator.registerMigration("v5: the task's slot and branch") { db in
+            try db.execute(sql: "ALTER TABLE tasks ADD COLUMN slot_id TEXT")
+            try db.execute(sql: "ALTER TABLE tasks ADD COLUMN slot_path TEXT")
+            try db.execute(sql: "ALTER TABLE tasks ADD COLUMN branch TEXT")
+        }
         return migrator
     }
 }

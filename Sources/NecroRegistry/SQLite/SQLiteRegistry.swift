@@ -82,10 +82,14 @@ public final class SQLiteRegistry: Registry, Sendable {
         ).map { row in
             let definition: String = row["definition"]
             let task = try decoder.decode(TaskSpec.self, from: Data(definition.utf8))
-            return TaskRecord(
+            var record = TaskRecord(
                 spec: spec, task: task, state: TaskState(rawValue: row["state"]) ?? .blocked,
                 attempts: row["attempts"], reason: row["reason"],
                 updatedAt: Timestamp(secondsSince1970: row["updated_at"]))
+            if let id: String = row["slot_id"], let path: String = row["slot_path"], let branch: String = row["branch"] {
+                record.slot = TaskSlot(id: id, path: path, branch: branch)
+            }
+            return record
         }
     }
 
@@ -162,6 +166,10 @@ public final class SQLiteRegistry: Registry, Sendable {
             if let reason = transition.reason {
                 sets.append("reason = ?")
                 arguments += [reason]
+            }
+            if let slot = transition.slot {
+                sets += ["slot_id = ?", "slot_path = ?", "branch = ?"]
+                arguments += [slot.id, slot.path, slot.branch]
             }
             arguments += [transition.spec, task.rawValue]
             try db.execute(sql: "UPDATE tasks SET \(sets.joined(separator: ", ")) WHERE spec = ? AND id = ?", arguments: arguments)

@@ -1,0 +1,105 @@
+import Foundation
+public import NecroCore
+
+extension RepoPool {
+    /// What startup found in a slot a crashed dispatcher left behind, and did with it.
+    public struct RecoveredSlot: Hashable, Sendable {
+        public var slot: String
+        /// The runner it served, if it was busy.
+        public var user: SlotUser?
+        public var reports: [SlotReport]
+        /// What was done, for people.
+        public var note: String
+    }
+
+    /// Puts the slots folder in order after a dispatcher that stopped without releasing its slots
+    /// (a crash, kill -9): run once no runner of the old dispatcher is left. A busy slot's leftovers
+    /// are committed on the task's branch if the task is done (it finished while no dispatcher
+    /// watched), else saved under the attempt's ref; then the worktree is cleaned and detached.
+    /// Half-created worktrees and slots beyond `slotCount` are removed.
+    public func recover(isDone: (TaskKey) -> Bool) -> [RecoveredSlot] {
+        _ = try? git.attempt(["worktree", "prune"])
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: slotsDirectory)) ?? []
+        var recovered: [RecoveredSlot] = []
+        for name in names.sorted() {
+            let path = "\(slotsDirectory)/\(name)"
+            if name.hasSuffix(".lease") {
+                let id = String(name.dropLast(6))
+                if TaskSlot.number(of: id) != nil && !FileManager.default.fileExists(atPath: "\(slotsDirectory)/\(id)") {
+                    try? FileManager.default.removeItem(atPath: path)
+                }
+                continue
+            }
+            guard let number = TaskSlot.number(of: name) else { continue }  // not ours: left alone
+            guard let tree = worktree(at: path) else {
+                try? FileManager.default.removeItem(atPath: path)
+                try? FileManager.default.removeItem(atPath: leasePath(name))
+                recovered.append(RecoveredSlot(slot: name, user: nil, reports: [], note: "removed a worktree that was never finished"))
+                continue
+            }
+            var reports: [SlotReport] = []
+            var user: SlotUser?
+            if let lease = readLease(name) {
+                user = lease.user
+                let slot = TaskSlot(id: name, path: path, branch: branchTemplate.render(spec: lease.spec, task: TaskID(lease.task)))
+                reports = release(slot, of: lease.user, succeeded: isDone(lease.user.task))
+            } else {
+                _ = try? tree.run(["reset", "-q", "--hard"])
+                _ = try? tree.run(["clean", "-q", "-ffdx"])
+                _ = try? tree.run(["checkout", "-q", "--detach"])
+            }
+            var note = user.map { "cleaned after runner \($0.runner)" } ?? "cleaned"
+            if number > slotCount {
+                _ = try? git.attempt(["worktree", "remove", "--force", path])
+                note = "removed: beyond max_slots (\(slotCount))"
+            }
+            if user != nil || number > slotCount {
+                recovered.append(RecoveredSlot(slot: name, user: user, reports: reports, note: note))
+            }
+        }
+        return recovered
+    }
+
+    /// The worktree at `path`, if it is one of this repository's.
+    func worktree(at path: String) -> Git? {
+        guard FileManager.default.fileExists(atPath: "\(path)/.git") else { return nil }
+        let tree = git.at(path)
+        guard let top = try? tree.run(["rev-parse", "--show-toplevel"]),
+            URL(fileURLWithPath: top).resolvingSymlinksInPath().path == URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        else { return nil }
+        return tree
+    }
+
+    /// A task's branch as the run left it.
+    public struct TaskBranch: Hashable, Sendable {
+        public var task: TaskID
+        public var branch: String
+        public var commit: String
+        public var subject: String
+        /// Commits on it that the base does not have.
+        public var ahead: Int?
+    }
+
+    /// The branches of these tasks that exist, in the tasks' order.
+    public func branches(spec: String, tasks: [TaskID]) -> [TaskBranch] {
+        let listing = (try? git.run(["for-each-ref", "--format=%(refname:short)%09%(objectname:short)%09%(subject)", "refs/heads/"])) ?? ""
+        var heads: [String: (String, String)] = [:]
+        for line in listing.split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3 else { continue }
+            heads[String(parts[0])] = (String(parts[1]), String(parts[2]))
+        }
+        let found = tasks.compactMap { task -> TaskBranch? in
+            let branch = branchTemplate.render(spec: spec, task: task)
+            guard let (commit, subject) = heads[branch] else { return nil }
+            return TaskBranch(task: task, branch: branch, commit: commit, subject: subject, ahead: nil)
+        }
+        // Counting is one git call per branch: only for summaries a person reads.
+        guard found.count <= 200 else { return found }
+        return found.map { branch in
+            var branch = branch
+            branch.ahead = (try? git.run(["rev-list", "--count", "\(baseRef)..\(branch.branch)"])).flatMap { Int($0) }
+            return branch
+        }
+    }
+}
