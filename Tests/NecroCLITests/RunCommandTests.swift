@@ -319,3 +319,78 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(dispatcherEvents == Array(1...Int64(dispatcherEvents.count)))
     }
 }
+
+@Suite(.serialized) struct WorktreeRunTests {
+    @Test func afterKill9TheNextRunSavesTheOrphansWorkCleansTheirSlotsAndFinishes() throws {
+        let dir = try TemporaryDirectory("kill9-worktrees")
+        defer { dir.remove() }
+        let repo = try GitRepository(at: dir.file("repo"))
+        #expect(mkfifo(dir.file("ready-1"), 0o644) == 0 && mkfifo(dir.file("ready-2"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n- [ ] 3. Three\n  - _Depends: 1, 2_\n")
+        // First attempt: write something, say so, hang. After recovery: commit a file and finish.
+        let script = #"if [ ! -e "$ROOT/recovered" ]; then echo half > "half-$NECRO_TASK_ID.txt"; echo $$ > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600; fi; echo "$NECRO_TASK_ID" > "done-$NECRO_TASK_ID.txt"; git add -A; git -c user.name=a -c user.email=a@x commit -qm "task $NECRO_TASK_ID""#
+        try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
+        let first = try start(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
+        for ready in ["ready-1", "ready-2"] { _ = awaitLine(fromFIFO: dir.file(ready)) }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        // A worktree the dead dispatcher was in the middle of creating.
+        try FileManager.default.createDirectory(atPath: dir.file(".necro/slots/slot-9"), withIntermediateDirectories: true)
+
+        try dir.write("recovered", "")
+        let second = try NecroBinary.run(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
+        #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
+        #expect(second.stderr.contains("recovery: slot-1: cleaned after runner"), "\(second.stderr)")
+        #expect(second.stderr.contains("recovery: slot-9: removed a worktree that was never finished"))
+        #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/slots/slot-9")))
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        #expect(try registry.tasks(spec: spec).allSatisfy { $0.state == .done })
+        for id in ["1", "2"] {
+            // The orphan's work is kept off the branch; the branch has the rerun's work.
+            let saved = try #require(try registry.events(EventQuery(task: TaskID(id))).first { $0.type == .attemptSaved && $0.actor == "recovery_sweep" })
+            let ref = try #require(saved.payload["ref"]?.stringValue)
+            #expect(repo.show(ref, "half-\(id).txt") == "half\n")
+            #expect(repo.show("necro/\(spec)/\(id)", "half-\(id).txt") == nil)
+            #expect(repo.show("necro/\(spec)/\(id)", "done-\(id).txt") == "\(id)\n")
+        }
+        #expect(repo.show("necro/\(spec)/3", "done-1.txt") != nil && repo.show("necro/\(spec)/3", "done-2.txt") != nil)
+        #expect(try repo.worktrees().count == 3, "the main worktree and the two slots, reused")
+        #expect(second.stdout.contains("branches (3, from main):"))
+    }
+
+    @Test func aMissingRepositoryADirtyOneAndABadBranchTemplateExitTwoAndLeaveTheRegistryAlone() throws {
+        let dir = try TemporaryDirectory("worktree-errors")
+        defer { dir.remove() }
+        let repo = try GitRepository(at: dir.file("repo"))
+        try dir.write("tasks.md", "- [ ] 1. One\n")
+        try writeConfig(dir, script: "true")
+        #expect(try NecroBinary.run(["run", "tasks.md", "--workspace", "repo"], in: dir.path).status == 0)
+        let registry = dir.file(".necro/registry.sqlite")
+        let before = try SQLiteRegistry(path: registry).events(EventQuery())
+        try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n")
+
+        let missing = try NecroBinary.run(["run", "tasks.md", "--workspace", "nowhere"], in: dir.path)
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("error: repo_pool.repo: \(dir.file("nowhere")) does not exist or is not a folder"), "\(missing.stderr)")
+
+        try "# Sample, edited\n".write(toFile: repo.path + "/README.md", atomically: true, encoding: .utf8)
+        let dirty = try NecroBinary.run(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
+        #expect(dirty.status == 2)
+        #expect(dirty.stderr.contains("has uncommitted changes on main (README.md): commit or stash them first"), "\(dirty.stderr)")
+        try repo.git("checkout", "--", "README.md")
+
+        try writeConfig(dir, script: "true", extra: "repo_pool:\n  repo: repo\n  branch_template: \"agents/{spec}\"")
+        let template = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(template.status == 2)
+        #expect(template.stderr.contains("repo_pool.branch_template"), "\(template.stderr)")
+        #expect(template.stderr.contains("must contain {task.id}"))
+        #expect(template.stderr.contains("necro.yaml:"), "the error names the file and line: \(template.stderr)")
+        try writeConfig(dir, script: "true", extra: "repo_pool:\n  repo: repo\n  branch_template: \"agents/{task.id}..{spec}\"")
+        let invalid = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(invalid.status == 2 && invalid.stderr.contains("which git refuses: it contains .."), "\(invalid.stderr)")
+
+        #expect(try SQLiteRegistry(path: registry).events(EventQuery()) == before, "nothing recorded")
+        #expect(try SQLiteRegistry(path: registry).tasks(spec: try SQLiteRegistry(path: registry).taskSets()[0].name).count == 1, "the new task was not imported")
+    }
+}

@@ -7,6 +7,7 @@ private struct Harness {
     var engine: DispatchEngine<TestInstant>
     var now = TestInstant()
     var launched: [RunnerID] = []
+    var requests: [RunnerID: LaunchRequest] = [:]
     var signals: [(RunnerID, RunnerSignal)] = []
     var leaseChecks: [RunnerID] = []
     var events: [(TaskID?, EventType, [String: JSONValue])] = []
@@ -31,6 +32,7 @@ private struct Harness {
                 }
             case .launch(let request):
                 launched.append(request.runner)
+                requests[request.runner] = request
                 running.insert(request.runner)
                 maxRunning = max(maxRunning, running.count)
             case .signal(let id, let signal): signals.append((id, signal))
@@ -372,5 +374,116 @@ extension Harness {
             return pool
         }
         engine = DispatchEngine(configuration: config, options: engine.options, now: now)
+    }
+}
+
+@Suite struct RepoPoolEngineTests {
+    private func withRepoPool(slots: Int?, concurrency: Int = 4, global: Int? = nil) -> DispatcherConfiguration {
+        var c = configuration(concurrency: concurrency, global: global)
+        c.repoPool = RepoPoolConfiguration(repository: "/repo", slotsDirectory: "/slots", maxSlots: slots)
+        return c
+    }
+
+    @Test func runnersNeverOutnumberTheSlotsAndEachRunningOneHasASlotOfItsOwn() {
+        var h = Harness(withRepoPool(slots: 2, concurrency: 4))
+        h.load(spec((0..<6).map { task(TaskID("t\($0)")) }))
+        #expect(h.launched.count == 2)
+        let slots = h.launched.compactMap { h.requests[$0]?.slot }
+        #expect(slots.map(\.id) == ["slot-1", "slot-2"])
+        #expect(slots.map(\.path) == ["/slots/slot-1", "/slots/slot-2"])
+        #expect(slots.map(\.branch) == ["necro/s/t0", "necro/s/t1"])
+        // A freed slot goes to the next task.
+        h.exit(h.runner("t0"))
+        #expect(h.requests[h.runner("t2")]?.slot?.id == "slot-1")
+        while let next = h.running.sorted().first { h.exit(next) }
+        #expect(h.maxRunning == 2 && h.outcome?.succeeded == true)
+        // TaskAssigned names the slot, its path and the branch.
+        let assigned = h.events.first { $0.0 == "t2" && $0.1 == .taskAssigned }?.2
+        #expect(assigned?["slot_id"] == "slot-1" && assigned?["slot_path"] == "/slots/slot-1" && assigned?["branch"] == "necro/s/t2")
+    }
+
+    @Test func withoutMaxSlotsTheGlobalConcurrencyOrThePoolsDecide() {
+        #expect(withRepoPool(slots: nil, concurrency: 4, global: 3).slotCount == 3)
+        #expect(withRepoPool(slots: nil, concurrency: 4).slotCount == 4)
+        #expect(withRepoPool(slots: 7, concurrency: 4, global: 3).slotCount == 7)
+        #expect(configuration().slotCount == nil)
+    }
+
+    @Test func aDependentIsToldTheBranchesToMergeWithGroupsExpandedToTheirTasks() {
+        var group = task("g")
+        group.isGroup = true
+        var g1 = task("g.1")
+        g1.parent = "g"
+        var g2 = task("g.2")
+        g2.parent = "g"
+        var h = Harness(withRepoPool(slots: 4))
+        h.load(spec([task("a"), group, g1, g2, task("z", ["a", "g"])]))
+        for id in ["a", "g.1", "g.2"] as [TaskID] { h.exit(h.runner(id)) }
+        let request = h.requests[h.runner("z")]
+        #expect(request?.dependencies == ["a", "g.1", "g.2"])
+        #expect(request?.dependencyBranches.map(\.branch) == ["necro/s/a", "necro/s/g.1", "necro/s/g.2"])
+    }
+
+    @Test func aMergeConflictFailsTheTaskAtOnceAndBlocksItsDependents() {
+        var h = Harness(withRepoPool(slots: 2))
+        h.load(spec([task("x"), task("y", ["x"]), task("after", ["y"])]))
+        h.exit(h.runner("x"))
+        h.send(.runnerExited(h.runner("y"), .mergeConflict(dependency: "x", files: ["a.txt", "b.txt"])))
+        #expect(h.states["y"] == .failed, "attempts were left, but a conflict is not retried")
+        #expect(h.states["after"] == .blocked)
+        let conflict = h.events.first { $0.1 == .slotMergeConflict }
+        #expect(conflict?.0 == "y" && conflict?.2["files"] == .array(["a.txt", "b.txt"]) && conflict?.2["dependency"] == "x")
+        let failed = h.events.first { $0.1 == .taskFailed }?.2
+        #expect(failed?["failure_reason"] == "merge conflict with x (files: a.txt, b.txt)")
+        #expect(h.launched.count == 2)
+        #expect(h.outcome?.succeeded == false)
+    }
+
+    @Test func whatTheRepoPoolDidIsRecordedOnTheRunnersTask() {
+        var h = Harness(withRepoPool(slots: 1))
+        h.load(spec([task("a")]))
+        let id = h.runner("a")
+        h.send(.slot(id, .prepared(created: true, merged: [], head: "abc")))
+        h.send(.slot(id, .workCommitted(commit: "def", message: "necro: task a Task a")))
+        h.send(.slot(id, .released))
+        h.exit(id)
+        #expect(h.eventTypes("a") == [.taskReady, .taskAssigned, .slotAllocated, .taskWorkCommitted, .slotReleased, .runnerFinished, .taskCompleted])
+        #expect(h.events.first { $0.1 == .taskWorkCommitted }?.2["commit"] == "def")
+    }
+}
+
+@Suite struct BranchTemplateTests {
+    @Test func aTemplateMustNameOneValidBranchPerTask() {
+        #expect((try? BranchTemplate.parse("necro/{spec}/{task.id}").get())?.render(spec: "app", task: "1.2") == "necro/app/1.2")
+        func problem(_ text: String) -> String? {
+            if case .failure(let error) = BranchTemplate.parse(text) { return error.message }
+            return nil
+        }
+        #expect(problem("necro/{spec}") == "must contain {task.id}, or every task would share one branch")
+        #expect(problem("necro/{task.title}/{task.id}") == "unknown placeholder {task.title} (known: {spec}, {task.id})")
+        #expect(problem("necro//{task.id}")?.hasSuffix("which git refuses: it contains //") == true)
+        #expect(problem("necro {task.id}")?.hasSuffix("it contains ' '") == true)
+        #expect(problem("-x/{task.id}")?.hasSuffix("it starts with -") == true)
+    }
+
+    @Test func refNamesFollowGitsRules() {
+        for good in ["necro/app/1.2", "a", "feature/x-y_z"] { #expect(RefName.problem(good) == nil, "\(good)") }
+        for bad in ["", "@", "a..b", "a/.hidden", "x.lock", "a/b.lock/c", "end.", "a@{b", "tab\tname", "q?", "star*", "br[", "back\\slash", "/lead", "trail/", "co:lon", "ti~lde", "car^et"] {
+            #expect(RefName.problem(bad) != nil, "\(bad)")
+        }
+        for text in ["a b", "..", ".x", "x.lock", "a/b", "-q", "", "ok"] {
+            #expect(RefName.problem("refs/x/\(RefName.component(text))/1") == nil, "\(text) -> \(RefName.component(text))")
+        }
+    }
+
+    @Test func aSpecWhoseTasksWouldGetBadOrClashingBranchesIsNamedTaskByTask() {
+        var repoPool = RepoPoolConfiguration(repository: "/r")
+        #expect(repoPool.branchProblems(in: spec([task("1"), task("1.1")])).isEmpty)
+        #expect(repoPool.branchProblems(in: spec([task("x.lock")])) == ["task x.lock would get branch necro/s/x.lock, which git refuses: a part ends with .lock"])
+        repoPool.branchTemplate = (try? BranchTemplate.parse("t-{task.id}").get())!
+        // Git keeps refs as files: t-a and t-a/b cannot both exist.
+        #expect(repoPool.branchProblems(in: spec([task("a/b"), task("a"), task("b")])) == [
+            "tasks a and a/b would get branches t-a and t-a/b, which git cannot hold together (one is a folder of the other)"
+        ])
     }
 }

@@ -1,4 +1,6 @@
+import Foundation
 import NecroCore
+import NecroTesting
 import Testing
 
 @testable import NecroRegistry
@@ -110,6 +112,47 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(at("skill_mapping.backend[1]")?.message == "skill backend maps to pool cloud, which is not configured under agent_pools")
         #expect(at("skill_mapping.backend[1]")?.location.line == 19)
         #expect(found.map { $0.location.line ?? 0 } == found.map { $0.location.line ?? 0 }.sorted())
+    }
+
+    @Test func theRepoPoolSectionIsReadWithItsPathsBesideTheFileAndItsMistakesNamed() throws {
+        let dir = try TemporaryDirectory("repo-pool-config")
+        defer { dir.remove() }
+        let file = try dir.write(
+            "conf/necro.yaml",
+            """
+            agent_pools:
+              local: {max_concurrency: 2, config: {command: [agent]}}
+            repo_pool:
+              repo: ../project
+              base_ref: develop
+              slots_dir: /var/slots
+              max_slots: 3
+              branch_template: "agents/{spec}/{task.id}"
+            """)
+        let repoPool = try #require(try ConfigurationLoader.load(path: file).repoPool)
+        #expect(repoPool.repository == dir.file("project"), "relative to the configuration file")
+        #expect(repoPool.baseRef == "develop" && repoPool.slotsDirectory == "/var/slots" && repoPool.maxSlots == 3)
+        #expect(repoPool.branchTemplate.render(spec: "app", task: "1.1") == "agents/app/1.1")
+        let defaults = try #require(try ConfigurationLoader.load(text: "agent_pools:\n  l: {max_concurrency: 1, config: {command: [a]}}\nrepo_pool: {repo: /r}\n", file: "n.yaml").repoPool)
+        #expect(defaults == RepoPoolConfiguration(repository: "/r"))
+        #expect(defaults.branchTemplate.text == "necro/{spec}/{task.id}")
+
+        let found = issues(
+            """
+            agent_pools:
+              local: {max_concurrency: 2, config: {command: [agent]}}
+            repo_pool:
+              base_ref: main
+              max_slots: 0
+              branch_template: "agents/{spec}"
+              worktrees: 4
+            """)
+        func at(_ field: String) -> SpecIssue? { found.first { $0.location.field == field } }
+        #expect(at("repo_pool.repo")?.message == "repo_pool needs repo, the path of a local git repository")
+        #expect(at("repo_pool.max_slots")?.location.line == 5)
+        #expect(at("repo_pool.branch_template")?.location.line == 6)
+        #expect(at("repo_pool.branch_template")?.message == "branch_template agents/{spec} must contain {task.id}, or every task would share one branch")
+        #expect(at("repo_pool.worktrees")?.code == .unknownField)
     }
 
     @Test func aPoolNeedsConcurrencyAndACommand() {

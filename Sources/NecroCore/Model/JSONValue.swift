@@ -13,6 +13,11 @@ public enum JSONValue: Hashable, Sendable {
         return nil
     }
 
+    public var arrayValue: [JSONValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
     public var intValue: Int? {
         switch self {
         case .int(let i): return i

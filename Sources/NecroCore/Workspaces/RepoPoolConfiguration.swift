@@ -23,14 +23,25 @@ public struct RepoPoolConfiguration: Hashable, Sendable {
 
     /// The tasks of `spec` whose branch git would refuse, each with why.
     public func branchProblems(in spec: TaskSetSpec) -> [String] {
-        var seen: [String: TaskID] = [:]
+        var owners: [String: TaskID] = [:]
         var problems: [String] = []
         for task in spec.tasks where !task.isGroup {
             let branch = branchTemplate.render(spec: spec.name, task: task.id)
             if let problem = RefName.problem(branch) {
                 problems.append("task \(task.id) would get branch \(branch), which git refuses: \(problem)")
-            } else if let other = seen.updateValue(task.id, forKey: branch) {
-                problems.append("tasks \(other) and \(task.id) would share branch \(branch)")
+            } else {
+                owners[branch] = task.id
+            }
+        }
+        // Refs are files: `x` and `x/y` cannot both be branches.
+        for (branch, task) in owners.sorted(by: { $0.key < $1.key }) {
+            var prefix = Substring(branch)
+            while let slash = prefix.lastIndex(of: "/") {
+                prefix = prefix[..<slash]
+                if let other = owners[String(prefix)] {
+                    problems.append(
+                        "tasks \(other) and \(task) would get branches \(prefix) and \(branch), which git cannot hold together (one is a folder of the other)")
+                }
             }
         }
         return problems
