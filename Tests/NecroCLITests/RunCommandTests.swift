@@ -332,6 +332,8 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
         let first = try start(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
         for ready in ["ready-1", "ready-2"] { _ = awaitLine(fromFIFO: dir.file(ready)) }
+        let status = try NecroBinary.run(["status"], in: dir.path)
+        #expect(status.stdout.contains("  slot-1 on necro/"), "status shows each runner's slot and branch: \(status.stdout)")
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         // A worktree the dead dispatcher was in the middle of creating.

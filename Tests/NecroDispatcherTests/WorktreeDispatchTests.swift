@@ -151,4 +151,23 @@ echo "end $NECRO_TASK_ID $(pwd)" >> "$LEDGER"
         let slot = try #require(try bench.registry.tasks(spec: "kill").first?.slot)
         #expect(try bench.repo.git("status", "--porcelain", in: slot.path).isEmpty, "the slot is clean for the next task")
     }
+
+    @Test func aSlotThatCannotBePreparedIsAFailedAttemptWithTheReasonLogged() async throws {
+        let bench = try WorktreeBench(slots: 1)
+        defer { bench.finish() }
+        // A stale lock on the task's branch (left by a crashed git, say): git cannot create it.
+        try FileManager.default.createDirectory(atPath: bench.repo.path + "/.git/refs/heads/necro/locked", withIntermediateDirectories: true)
+        try "".write(toFile: bench.repo.path + "/.git/refs/heads/necro/locked/a.lock", atomically: true, encoding: .utf8)
+        let spec = TaskSetSpec(name: "locked", tasks: [task("a"), task("b")])
+        let outcome = try await bench.run(spec, bench.configuration("true", attempts: 2))
+        #expect(!outcome.succeeded)
+        let records = Dictionary(uniqueKeysWithValues: try bench.registry.tasks(spec: "locked").map { ($0.task.id, $0) })
+        #expect(records["a"]?.state == .failed && records["a"]?.attempts == 2)
+        #expect(records["a"]?.reason?.hasPrefix("launch failed: slot allocation failed: ") == true, "\(records["a"]?.reason ?? "")")
+        let failures = try bench.registry.events(EventQuery(task: "a")).filter { $0.type == .slotAllocationFailed }
+        #expect(failures.count == 2, "each failed allocation is logged")
+        #expect(try bench.registry.count(of: .slotAllocationFailed) == 2, "and counted (necro status shows it)")
+        #expect(failures.first?.payload["reason"]?.stringValue?.contains("a.lock") == true)
+        #expect(records["b"]?.state == .done, "the slot is usable by the next task")
+    }
 }

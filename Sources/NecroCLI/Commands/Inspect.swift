@@ -43,6 +43,8 @@ struct Status: AsyncParsableCommand {
             var pid: Int32?
             var elapsed_seconds: Int
             var last_heartbeat: String?
+            var slot_id: String?
+            var branch: String?
         }
 
         struct Failure: Encodable {
@@ -55,14 +57,18 @@ struct Status: AsyncParsableCommand {
         var tasksets: [TaskSet]
         var running: [Runner]
         var failures: [Failure]
+        /// Slots that could not be prepared, over the registry's whole history.
+        var slot_allocation_failures: Int
     }
 
     func run() async throws {
         let registry = try openExisting(options.registry)
         let now = Date().timeIntervalSince1970
-        var report = Report(tasksets: [], running: [], failures: [])
+        var report = Report(tasksets: [], running: [], failures: [], slot_allocation_failures: try registry.count(of: .slotAllocationFailed))
+        var slots: [TaskKey: TaskSlot] = [:]
         for set in try registry.taskSets() {
             let tasks = try registry.tasks(spec: set.name).filter { !$0.task.isGroup }
+            for task in tasks { slots[task.key] = task.slot }
             var counts: [String: Int] = [:]
             for task in tasks { counts[task.state.rawValue, default: 0] += 1 }
             report.tasksets.append(.init(name: set.name, version: set.version, counts: counts))
@@ -76,7 +82,7 @@ struct Status: AsyncParsableCommand {
                 .init(
                     runner_id: runner.id.rawValue, spec: runner.task.spec, task_id: runner.task.id.rawValue, pool: runner.pool,
                     pid: runner.pid, elapsed_seconds: Int(now - runner.startedAt.secondsSince1970),
-                    last_heartbeat: runner.lastHeartbeat.map(isoTime)))
+                    last_heartbeat: runner.lastHeartbeat.map(isoTime), slot_id: slots[runner.task]?.id, branch: slots[runner.task]?.branch))
         }
         if json {
             print(jsonLine(report))
@@ -90,13 +96,15 @@ struct Status: AsyncParsableCommand {
         if !report.running.isEmpty {
             print("running:")
             for r in report.running {
-                print("  \(r.spec)/\(r.task_id)  \(r.pool)  pid \(r.pid.map(String.init) ?? "-")  \(r.elapsed_seconds) s  heartbeat \(r.last_heartbeat ?? "none")")
+                let slot = r.slot_id.map { "  \($0) on \(r.branch ?? "?")" } ?? ""
+                print("  \(r.spec)/\(r.task_id)  \(r.pool)  pid \(r.pid.map(String.init) ?? "-")  \(r.elapsed_seconds) s  heartbeat \(r.last_heartbeat ?? "none")\(slot)")
             }
         }
         if !report.failures.isEmpty {
             print("last failures:")
             for f in report.failures { print("  \(f.spec)/\(f.task_id)  \(f.state): \(f.reason)") }
         }
+        if report.slot_allocation_failures > 0 { print("slot allocation failures: \(report.slot_allocation_failures)") }
     }
 }
 

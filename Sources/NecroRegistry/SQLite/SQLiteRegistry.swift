@@ -93,6 +93,11 @@ public final class SQLiteRegistry: Registry, Sendable {
         }
     }
 
+    /// How many events of this type were recorded.
+    public func count(of type: EventType) throws -> Int {
+        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events WHERE event_type = ?", arguments: [type.rawValue]) ?? 0 }
+    }
+
     public func events(_ query: EventQuery) throws -> [EventRecord] {
         var sql = "SELECT * FROM events WHERE id > ?"
         var arguments: StatementArguments = [query.after]
