@@ -37,6 +37,11 @@ extension RepoPool {
                 recovered.append(RecoveredSlot(slot: name, user: nil, reports: [], note: "removed a worktree that was never finished"))
                 continue
             }
+            // A git command the dead dispatcher was running left its lock: no git works here until
+            // it is gone, and no process of that dispatcher is left to hold it.
+            if let lock = try? tree.run(["rev-parse", "--git-path", "index.lock"]) {
+                try? FileManager.default.removeItem(atPath: lock.hasPrefix("/") ? lock : "\(path)/\(lock)")
+            }
             var reports: [SlotReport] = []
             var user: SlotUser?
             if let lease = readLease(name) {

@@ -195,6 +195,8 @@ private struct Fixture {
         try f.write(done, "d.txt", "finished\n")
         let unfinished = try f.prepare(2, "u")
         try f.write(unfinished, "u.txt", "half\n")
+        // It died in the middle of a git command in that slot.
+        try "".write(toFile: f.repo.path + "/.git/worktrees/slot-2/index.lock", atomically: true, encoding: .utf8)
         // A worktree it was creating, and a slot beyond max_slots from an earlier configuration.
         try FileManager.default.createDirectory(atPath: f.dir.file("slots/slot-7"), withIntermediateDirectories: true)
         try f.repo.git("worktree", "add", "-q", "--detach", f.dir.file("slots/slot-3"), "main")
