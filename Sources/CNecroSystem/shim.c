@@ -5,8 +5,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
+#include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
@@ -46,6 +51,200 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
     posix_spawnattr_destroy(&attributes);
     return error;
 }
+
+// The supervisor: a process that shares the caller's memory (CLONE_VM, as posix_spawn's child
+// does) but lives on after the caller, on a stack of its own, and runs only the code below. It
+// calls no C library function after it starts (the library's errno and locks belong to the
+// caller's threads): only system calls, made directly. No exec of a shell or helper program, no
+// copy of the caller's memory: about the cost of the runner's own start.
+
+#if defined(__x86_64__) || defined(__aarch64__)
+#define NECRO_HAS_SUPERVISOR 1
+
+static long raw_syscall(long number, long a, long b, long c, long d, long e) {
+#if defined(__x86_64__)
+    long result;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "rcx", "r11", "memory");
+    return result;
+#else
+    register long x8 __asm__("x8") = number;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    __asm__ volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4) : "memory");
+    return x0;
+#endif
+}
+
+struct kernel_sigaction {  // the kernel's layout, not the C library's
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    unsigned long mask;
+};
+
+static void raw_signal(int signal, void (*handler)(int)) {
+    struct kernel_sigaction action = {handler, 0, 0, 0};
+    raw_syscall(SYS_rt_sigaction, signal, (long)&action, 0, sizeof action.mask, 0);
+}
+
+static void raw_write_all(int fd, const char *text, long length) {
+    while (length > 0) {
+        long written = raw_syscall(SYS_write, fd, (long)text, length, 0, 0);
+        if (written == -EINTR) continue;
+        if (written <= 0) return;
+        text += written;
+        length -= written;
+    }
+}
+
+static _Noreturn void raw_exit(int code) {
+    for (;;) raw_syscall(SYS_exit_group, code, 0, 0, 0, 0);
+}
+
+struct supervision {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+    int input_fd, output_fd, report_fd;
+    char *runner_stack_top;
+    char status_path[4096];
+};
+
+static int run_runner(void *context) {  // in the runner's process, until execve
+    struct supervision *s = context;
+    raw_signal(SIGTERM, SIG_DFL);
+    raw_signal(SIGINT, SIG_DFL);
+    raw_signal(SIGHUP, SIG_DFL);
+    long error = raw_syscall(SYS_execve, (long)s->path, (long)s->argv, (long)s->envp, 0, 0);
+    int failure = (int)-error;
+    raw_write_all(s->report_fd, (const char *)&failure, sizeof failure);
+    raw_exit(127);
+}
+
+static int supervise(void *context) {
+    struct supervision *s = context;
+    raw_syscall(SYS_setpgid, 0, 0, 0, 0, 0);
+    // Default dispositions, an empty mask; stops of the group are for the runner: the supervisor
+    // outlives them to record how it ended.
+    for (int signal = 1; signal < 65; signal++) {
+        if (signal != SIGKILL && signal != SIGSTOP) raw_signal(signal, SIG_DFL);
+    }
+    raw_signal(SIGTERM, SIG_IGN);
+    raw_signal(SIGINT, SIG_IGN);
+    raw_signal(SIGHUP, SIG_IGN);
+    unsigned long none = 0;
+    raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0);
+    raw_syscall(SYS_dup3, s->input_fd, 0, 0, 0, 0);
+    raw_syscall(SYS_dup3, s->output_fd, 1, 0, 0, 0);
+    raw_syscall(SYS_dup3, s->output_fd, 2, 0, 0, 0);
+    // Nothing else of the caller: no registry file, socket or pipe (the report pipe closes on exec).
+    if (s->report_fd > 3) raw_syscall(SYS_close_range, 3, s->report_fd - 1, 0, 0, 0);
+    raw_syscall(SYS_close_range, s->report_fd + 1, ~0U, 0, 0, 0);
+    int error = 0;
+    if (s->cwd != NULL) error = (int)-raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
+    long runner = -1;
+    if (error == 0) {
+        // As vfork: the supervisor waits until the runner has exec'd (or failed to).
+        runner = clone(run_runner, s->runner_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+        if (runner < 0) error = EAGAIN;
+    }
+    if (error != 0) {
+        raw_write_all(s->report_fd, (const char *)&error, sizeof error);
+        raw_exit(127);
+    }
+    // From here on the caller may be gone: only the status path (in this block) is used.
+    raw_syscall(SYS_close, s->report_fd, 0, 0, 0, 0);
+    for (int fd = 0; fd < 3; fd++) raw_syscall(SYS_close, fd, 0, 0, 0, 0);
+    int status = 0;
+    while (raw_syscall(SYS_wait4, runner, (long)&status, 0, 0, 0) == -EINTR) {}
+    int signalled = (status & 0x7f) != 0;
+    int code = signalled ? 128 + (status & 0x7f) : (status >> 8) & 0xff;
+    char text[8];
+    int length = 0;
+    if (code >= 100) text[length++] = (char)('0' + code / 100);
+    if (code >= 10) text[length++] = (char)('0' + code / 10 % 10);
+    text[length++] = (char)('0' + code % 10);
+    text[length++] = '\n';
+    long file = raw_syscall(SYS_openat, AT_FDCWD, (long)s->status_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, 0);
+    if (file >= 0) {
+        raw_write_all((int)file, text, length);
+        raw_syscall(SYS_close, file, 0, 0, 0, 0);
+    }
+    if (signalled) {
+        // End the same way, so that the caller sees the signal itself; never dump core for it.
+        struct rlimit no_core = {0, 0};
+        raw_syscall(SYS_prlimit64, 0, RLIMIT_CORE, (long)&no_core, 0, 0);
+        raw_signal(status & 0x7f, SIG_DFL);
+        raw_syscall(SYS_kill, raw_syscall(SYS_getpid, 0, 0, 0, 0, 0), status & 0x7f, 0, 0, 0);
+    }
+    raw_exit(code);
+}
+
+enum { SUPERVISOR_STACK = 64 << 10, RUNNER_STACK = 32 << 10 };
+const size_t necro_supervisor_block_size = SUPERVISOR_STACK + RUNNER_STACK + sizeof(struct supervision);
+
+int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
+                           const char *status_path, pid_t *pid, void **block) {
+    if (strlen(status_path) >= sizeof(((struct supervision *)0)->status_path)) return ENAMETOOLONG;
+    char *memory = mmap(NULL, necro_supervisor_block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (memory == MAP_FAILED) return errno;
+    struct supervision *s = (struct supervision *)(memory + SUPERVISOR_STACK + RUNNER_STACK);
+    int input = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int report[2] = {-1, -1};
+    if (input < 0 || pipe2(report, O_CLOEXEC) != 0) {
+        int error = errno;
+        if (input >= 0) close(input);
+        munmap(memory, necro_supervisor_block_size);
+        return error;
+    }
+    *s = (struct supervision){path, argv, envp, cwd, input, output_fd, report[1], memory + SUPERVISOR_STACK + RUNNER_STACK};
+    strcpy(s->status_path, status_path);
+    // Not CLONE_VFORK: the supervisor lives on; CLONE_VM: nothing of this process is copied.
+    pid_t child = clone(supervise, memory + SUPERVISOR_STACK, CLONE_VM | SIGCHLD, s);
+    int error = child < 0 ? errno : 0;
+    close(report[1]);
+    close(input);
+    if (child > 0) {
+        setpgid(child, child);  // also here: a signal to the group right after this call must reach it
+        int failure = 0;
+        ssize_t got;
+        while ((got = read(report[0], &failure, sizeof failure)) < 0 && errno == EINTR) {}
+        if (got == (ssize_t)sizeof failure) {
+            error = failure;
+            while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+        } else {
+            *pid = child;
+        }
+    }
+    close(report[0]);
+    if (error != 0) {
+        munmap(memory, necro_supervisor_block_size);
+        return error;
+    }
+    *block = memory;
+    return 0;
+}
+
+void necro_supervisor_release(void *block) {
+    if (block != NULL) munmap(block, necro_supervisor_block_size);
+}
+
+#else
+int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
+                           const char *status_path, pid_t *pid, void **block) {
+    return ENOSYS;
+}
+void necro_supervisor_release(void *block) {}
+#endif
 
 int necro_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 

@@ -37,6 +37,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var lastLine = ""
         var lastReport: ContinuousClock.Instant?
         var exited = false
+        /// The supervisor's memory (its stacks), released once it is reaped.
+        var supervisorBlock: UInt = 0  // its address
     }
 
     private struct State {
@@ -110,27 +112,27 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
     }
 
-    /// Runs the command in the foreground and writes its exit status to the file named by `$1`
-    /// before exiting with it. A trapped TERM (children get the default back) lets the script
-    /// outlive a stop of the group long enough to record how the command ended. The command and
-    /// its arguments arrive as "$@": no task text is ever part of the script.
+    /// Where the built-in supervisor is missing (a processor it has no code for): runs the command
+    /// and writes its exit status to the file named by `$1` before exiting with it. A trapped TERM
+    /// lets the script outlive a stop of the group long enough to record how the command ended.
+    /// The command arrives as "$@": no task text is ever part of the script.
     static let supervisorScript = #"f=$1; shift; trap : TERM INT HUP; "$@"; s=$?; printf '%s\n' "$s" > "$f"; exit "$s""#
 
-    private func spawn(_ original: RunnerLaunch) {
-        guard let program = original.argv.first, !program.isEmpty else {
-            continuation.yield(.exited(original.runner, .launchFailed("empty command")))
+    private func spawn(_ launch: RunnerLaunch) {
+        guard let program = launch.argv.first, !program.isEmpty else {
+            continuation.yield(.exited(launch.runner, .launchFailed("empty command")))
             return
         }
-        var launch = original
-        if let status = original.statusPath {
-            // The shell would only say "not found" and exit 127: tell it plainly, as without it.
-            guard Self.isExecutable(program, path: original.environment["PATH"]) else {
-                continuation.yield(.exited(original.runner, .launchFailed("command not found: \(program)")))
+        // The supervisor runs a path, not a name: find it here, and say plainly when it is not there.
+        var executable = program
+        if let status = launch.statusPath {
+            guard let found = Self.executablePath(program, path: launch.environment["PATH"]) else {
+                continuation.yield(.exited(launch.runner, .launchFailed("command not found: \(program)")))
                 return
             }
+            executable = found
             ensureFolder(of: status)
             unlink(status)
-            launch.argv = ["/bin/sh", "-c", Self.supervisorScript, "necro-supervisor", status] + original.argv
         }
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else {
@@ -147,9 +149,18 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
 
         var pid: pid_t = 0
+        var block: UnsafeMutableRawPointer?
         let error = withCStrings(launch.argv) { argv in
             withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
-                necro_spawn(launch.argv[0], argv, envp, launch.workingDirectory, writeEnd, &pid)
+                guard let status = launch.statusPath else {
+                    return necro_spawn(program, argv, envp, launch.workingDirectory, writeEnd, &pid)
+                }
+                let error = necro_spawn_supervised(executable, argv, envp, launch.workingDirectory, writeEnd, status, &pid, &block)
+                guard error == ENOSYS else { return error }
+                // No built-in supervisor for this processor: a shell plays its part.
+                return withCStrings(["/bin/sh", "-c", Self.supervisorScript, "necro-supervisor", status] + launch.argv) { shellArgv in
+                    necro_spawn("/bin/sh", shellArgv, envp, launch.workingDirectory, writeEnd, &pid)
+                }
             }
         }
         close(writeEnd)
@@ -164,7 +175,9 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         let token = state.withLock { state -> UInt64 in
             let token = state.nextToken
             state.nextToken += 1
-            state.byToken[token] = Watched(runner: launch.runner, pid: pid, pidfd: pidfd, pipe: readEnd, logPath: launch.logPath)
+            state.byToken[token] = Watched(
+                runner: launch.runner, pid: pid, pidfd: pidfd, pipe: readEnd, logPath: launch.logPath,
+                supervisorBlock: UInt(bitPattern: block))
             state.tokenByRunner[launch.runner] = token
             return token
         }
@@ -280,6 +293,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             return watched
         }
         guard let watched = finished else { return }
+        necro_supervisor_release(UnsafeMutableRawPointer(bitPattern: watched.supervisorBlock))
         _ = necro_epoll_remove(epoll, watched.pidfd)
         close(watched.pidfd)
         if watched.dropped > 0 {
@@ -292,10 +306,10 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 }
 
 extension LocalProcessLauncher {
-    /// Whether `program` names an executable file, directly or through `path`.
-    static func isExecutable(_ program: String, path: String?) -> Bool {
-        if program.contains("/") { return access(program, X_OK) == 0 }
-        return (path ?? "/usr/bin:/bin").split(separator: ":").contains { access("\($0)/\(program)", X_OK) == 0 }
+    /// The executable file `program` names, directly or through `path`, or nil.
+    static func executablePath(_ program: String, path: String?) -> String? {
+        if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
+        return (path ?? "/usr/bin:/bin").split(separator: ":").lazy.map { "\($0)/\(program)" }.first { access($0, X_OK) == 0 }
     }
 }
 

@@ -69,7 +69,8 @@ private struct Fixture {
         #expect(f.log("env") == "\(f.dir.path)\nrunner=r-1\noops\n")
     }
 
-    @Test func aRunnerInheritsNoDescriptorButItsStandardOnes() async throws {
+    @Test(arguments: [false, true])
+    func aRunnerInheritsNoDescriptorButItsStandardOnes(supervised: Bool) async throws {
         var f = try Fixture()
         defer { f.finish() }
         // A descriptor of ours without close-on-exec, as libraries sometimes leave them, at a number
@@ -79,7 +80,7 @@ private struct Fixture {
         close(opened)
         defer { close(leak) }
         #expect(leak == 213)
-        let id = f.start("fds", ["/bin/sh", "-c", "ls /proc/self/fd"])
+        let id = f.start("fds", ["/bin/sh", "-c", "ls /proc/self/fd"], supervised: supervised)
         let (exit, _) = await f.untilExit(id)
         #expect(exit == .exited(code: 0))
         // ls sees 0, 1, 2 and the one it opened to list the folder: nothing of ours.
@@ -211,11 +212,14 @@ private struct Fixture {
         var f = try Fixture()
         defer { f.finish() }
         let id = f.start("stop", ["/bin/sh", "-c", "echo up; exec sleep 600"], supervised: true)
+        let pid = try #require(await f.startedPid(id))
         while let event = await next(&f.events) { if case .output(id, "up") = event { break } }
         f.launcher.signal(id, .terminate)
         let (exit, _) = await f.untilExit(id)
-        #expect(exit == .exited(code: 143), "the agent died of SIGTERM: 128 + 15, as the shell reports it")
-        #expect(f.status("stop") == "143\n")
+        #expect(exit == .signalled(SIGTERM), "the supervisor ends as the agent did: the dispatcher sees the signal")
+        #expect(f.status("stop") == "143\n", "the status file says 128 + 15, as a shell would")
+        // Its group had the supervisor as leader, and nothing of it is left.
+        #expect(kill(-pid, 0) != 0)
     }
 
     @Test func aSupervisedMissingCommandIsStillALaunchFailure() async throws {
