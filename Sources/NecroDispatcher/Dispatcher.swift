@@ -42,6 +42,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
         /// A name that stays one path component: no `/`, and no leading `.` (so never `..`).
         static func fileName(_ text: String) -> String {
+            if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "/") }) && text.utf8.first != UInt8(ascii: ".") {
+                return text  // the usual case, on the loop for every runner: nothing to change
+            }
             let safe = text.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
             return safe.hasPrefix(".") ? "%2E" + safe.dropFirst() : safe
         }
@@ -340,7 +343,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             environment["NECRO_SLOT_ID"] = slot.id
             environment["NECRO_BRANCH"] = slot.branch
         }
-        environment["TASK_CONTEXT"] = TaskContext(request, slotPath: work).json
+        environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work)
         let logPath = paths.logFile(for: request.runner)
         launcher.launch(
             RunnerLaunch(
@@ -402,49 +405,24 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 }
 
 /// The `TASK_CONTEXT` a runner gets: its task, dependencies, slot and metadata, as JSON.
-struct TaskContext: Encodable {
-    struct Task: Encodable {
-        var id: String
-        var title: String
-        var description: String
-        var required_skill: String?
-        var priority: Int
-        var optional: Bool
-        var timeout_seconds: Int?
-        var gates: [[String]]
-        var metadata: [String: JSONValue]
-    }
-
-    struct Slot: Encodable {
-        var id: String?
-        var path: String
-        var branch: String?
-    }
-
-    var spec: String
-    var runner_id: String
-    var attempt: Int
-    var pool: String
-    var task: Task
-    var dependencies: [String]
-    var slot: Slot
-
-    init(_ request: LaunchRequest, slotPath: String) {
+enum TaskContext {
+    static func json(_ request: LaunchRequest, slotPath: String) -> String {
         let t = request.spec
-        spec = request.task.spec
-        runner_id = request.runner.rawValue
-        attempt = request.attempt
-        pool = request.pool
-        task = Task(
-            id: t.id.rawValue, title: t.title, description: t.description, required_skill: t.requiredSkill, priority: t.priority,
-            optional: t.optional, timeout_seconds: t.timeoutSeconds, gates: t.gates, metadata: t.metadata)
-        dependencies = request.dependencies.map(\.rawValue)
-        slot = Slot(id: request.slot?.id, path: slotPath, branch: request.slot?.branch)
-    }
-
-    var json: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+        let task: [String: JSONValue] = [
+            "id": .string(t.id.rawValue), "title": .string(t.title), "description": .string(t.description),
+            "required_skill": t.requiredSkill.map(JSONValue.string) ?? .null, "priority": .int(t.priority),
+            "optional": .bool(t.optional), "timeout_seconds": t.timeoutSeconds.map(JSONValue.int) ?? .null,
+            "gates": .array(t.gates.map { .array($0.map(JSONValue.string)) }), "metadata": .object(t.metadata),
+        ]
+        let slot: [String: JSONValue] = [
+            "id": request.slot.map { .string($0.id) } ?? .null, "path": .string(slotPath),
+            "branch": request.slot.map { .string($0.branch) } ?? .null,
+        ]
+        let context: JSONValue = .object([
+            "spec": .string(request.task.spec), "runner_id": .string(request.runner.rawValue), "attempt": .int(request.attempt),
+            "pool": .string(request.pool), "task": .object(task), "dependencies": .array(request.dependencies.map { .string($0.rawValue) }),
+            "slot": .object(slot),
+        ])
+        return context.jsonText
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import NecroCore
 import NecroTesting
 import Testing
@@ -136,5 +137,21 @@ private func ids(_ graph: TaskGraph, _ indexes: [Int]) -> [TaskID] { indexes.map
         #expect(sorted.map(\.rawValue) == ["1", "1.2", "1.2.1", "1.10", "2", "10", "a"])
         #expect(TaskID("2.1").dottedParent == "2")
         #expect(TaskID("2").dottedParent == nil)
+    }
+}
+
+@Suite struct JSONTextTests {
+    @Test func jsonTextIsWhatFoundationsEncoderWritesAndReadsBackTheSame() throws {
+        let value: JSONValue = [
+            "z": 1, "a": "slash / quote \" back \\ newline \n tab \t bell \u{07} é ✓", "n": .null, "t": true,
+            "d": 0.886, "whole": .double(3), "neg": -12, "big": .double(1e300), "list": [1, "x", [:], []],
+            "nested": ["b": [1.5, false], "a": .object([:])],
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let foundation = String(decoding: try encoder.encode(value), as: UTF8.self)
+        #expect(value.jsonText == foundation)
+        let decoded = try JSONDecoder().decode(JSONValue.self, from: Data(value.jsonText.utf8))
+        #expect(decoded == (try JSONDecoder().decode(JSONValue.self, from: Data(foundation.utf8))))
     }
 }

@@ -86,3 +86,78 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
         self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
     }
 }
+
+extension JSONValue {
+    /// Compact JSON text with keys sorted, "/" unescaped: what `JSONEncoder` with `.sortedKeys` and
+    /// `.withoutEscapingSlashes` writes, without its machinery (an event's payload is written per
+    /// event on the dispatcher's loop). Whole doubles are written without a fraction, as it does.
+    public var jsonText: String {
+        var text = ""
+        write(to: &text)
+        return text
+    }
+
+    public func write(to text: inout String) {
+        switch self {
+        case .null: text += "null"
+        case .bool(let b): text += b ? "true" : "false"
+        case .int(let i): text += String(i)
+        case .double(let d):
+            if d.isFinite && d == d.rounded() && abs(d) < 1e15 {
+                text += String(Int64(d))
+            } else if d.isFinite {
+                text += String(d)
+            } else {
+                text += "null"  // JSON has no NaN or infinity
+            }
+        case .string(let s): Self.writeString(s, to: &text)
+        case .array(let elements):
+            text += "["
+            for (index, element) in elements.enumerated() {
+                if index > 0 { text += "," }
+                element.write(to: &text)
+            }
+            text += "]"
+        case .object(let members):
+            text += "{"
+            for (index, key) in members.keys.sorted().enumerated() {
+                if index > 0 { text += "," }
+                Self.writeString(key, to: &text)
+                text += ":"
+                members[key]!.write(to: &text)
+            }
+            text += "}"
+        }
+    }
+
+    static func writeString(_ string: String, to text: inout String) {
+        text += "\""
+        var plainStart = string.utf8.startIndex
+        let utf8 = string.utf8
+        var index = utf8.startIndex
+        while index != utf8.endIndex {
+            let byte = utf8[index]
+            if byte == 0x22 || byte == 0x5C || byte < 0x20 {
+                text += Substring(string.utf8[plainStart..<index])
+                switch byte {
+                case 0x22: text += "\\\""
+                case 0x5C: text += "\\\\"
+                case 0x0A: text += "\\n"
+                case 0x0D: text += "\\r"
+                case 0x09: text += "\\t"
+                case 0x08: text += "\\b"
+                case 0x0C: text += "\\f"
+                default:
+                    let hex = Array("0123456789abcdef")
+                    text += "\\u00"
+                    text.append(hex[Int(byte >> 4)])
+                    text.append(hex[Int(byte & 0xF)])
+                }
+                plainStart = utf8.index(after: index)
+            }
+            index = utf8.index(after: index)
+        }
+        text += Substring(string.utf8[plainStart..<utf8.endIndex])
+        text += "\""
+    }
+}

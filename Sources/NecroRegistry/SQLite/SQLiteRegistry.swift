@@ -145,13 +145,12 @@ public final class SQLiteRegistry: Registry, Sendable {
 
     static func apply(_ transition: Transition, db: Database, at: Timestamp, recorder: inout EventAppender) throws {
         if let task = transition.task {
-            let row = try Row.fetchOne(
-                db, sql: "SELECT state FROM tasks WHERE spec = ? AND id = ? AND removed = 0",
-                arguments: [transition.spec, task.rawValue])
-            guard let row else {
+            // Cached statements: this runs for every state change of every task, on the dispatcher's loop.
+            let select = try db.cachedStatement(sql: "SELECT state FROM tasks WHERE spec = ? AND id = ? AND removed = 0")
+            guard let state = try String.fetchOne(select, arguments: [transition.spec, task.rawValue]) else {
                 throw RegistryError(.unknownTask, "no task \(task) in spec \(transition.spec)")
             }
-            let current = TaskState(rawValue: row["state"]) ?? .blocked
+            let current = TaskState(rawValue: state) ?? .blocked
             if let expected = transition.expected, !expected.contains(current) {
                 throw RegistryError(
                     .stateConflict,
@@ -177,7 +176,9 @@ public final class SQLiteRegistry: Registry, Sendable {
                 arguments += [slot.id, slot.path, slot.branch]
             }
             arguments += [transition.spec, task.rawValue]
-            try db.execute(sql: "UPDATE tasks SET \(sets.joined(separator: ", ")) WHERE spec = ? AND id = ?", arguments: arguments)
+            // A few shapes only (which fields change), each cached.
+            try db.cachedStatement(sql: "UPDATE tasks SET \(sets.joined(separator: ", ")) WHERE spec = ? AND id = ?")
+                .execute(arguments: arguments)
         } else {
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM tasksets WHERE name = ?", arguments: [transition.spec]) != nil
             else { throw RegistryError(.unknownSpec, "no spec \(transition.spec) in the registry") }
@@ -216,11 +217,6 @@ struct EventAppender {
     let at: Timestamp
     private(set) var appended: [EventRecord] = []
     private var nextSeq: [TaskKeyOrSpec: Int64] = [:]
-    private let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
 
     private struct TaskKeyOrSpec: Hashable {
         var spec: String
@@ -240,12 +236,11 @@ struct EventAppender {
         } else {
             // The seq is read inside the write transaction, which SQLite serialises, so no other
             // writer can take the same number; UNIQUE(spec, task_id, seq) guards it as well.
-            seq = (try Int64.fetchOne(
-                db, sql: "SELECT MAX(seq) FROM events WHERE spec = ? AND task_id = ?", arguments: [key.spec, key.task])
-                ?? 0) + 1
+            let select = try db.cachedStatement(sql: "SELECT MAX(seq) FROM events WHERE spec = ? AND task_id = ?")
+            seq = (try Int64.fetchOne(select, arguments: [key.spec, key.task]) ?? 0) + 1
         }
         nextSeq[key] = seq + 1
-        let payload = String(decoding: try encoder.encode(event.payload), as: UTF8.self)
+        let payload = JSONValue.object(event.payload).jsonText
         let statement = try db.cachedStatement(
             sql: """
                 INSERT INTO events (spec, task_id, seq, event_type, actor, span_id, parent_span_id, phase, payload, timestamp)
