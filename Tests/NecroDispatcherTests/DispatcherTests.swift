@@ -236,7 +236,11 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let events = try bench.registry.events(EventQuery(task: "h"))
         #expect(events.first { $0.type == .runnerTimedOut }?.payload["reason"] == "no heartbeat for 60 s")
         #expect(events.first { $0.type == .runnerFinished }?.payload["signal"] == 9, "SIGTERM was ignored: SIGKILL ended it")
-        #expect(kill(child, 0) != 0 || (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))?.contains(") Z") == true)
+        // SIGKILL reached the child too; the kernel may take a moment to finish it off.
+        func gone() -> Bool { kill(child, 0) != 0 || (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))?.contains(") Z") == true }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !gone() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(gone())
     }
 
     @Test func aHeartbeatInTheRegistryKeepsARunnerAlive() async throws {
