@@ -17,6 +17,8 @@ struct BenchRun: AsyncParsableCommand {
             latency (from a runner's exit reaching the dispatcher to the started processes of the runners \
             it let start), peak memory.
             3. A chain of `--chain` sequential no-op tasks, end to end.
+            4. The exit-to-start latency along a chain of `--latency-chain` tasks: one runner at a time, \
+            the machine not saturated.
             """
     )
 
@@ -32,6 +34,9 @@ struct BenchRun: AsyncParsableCommand {
     @Option(help: "Length of the sequential chain.")
     var chain = 40
 
+    @Option(help: "Length of the chain the unsaturated latency is measured along.")
+    var latencyChain = 500
+
     @Flag(help: "Start runners without their supervisor (no exit status that outlives the dispatcher).")
     var unsupervised = false
 
@@ -45,21 +50,27 @@ struct BenchRun: AsyncParsableCommand {
         let dag = Self.layeredDAG(tasks: tasks, width: width)
         // As `necro run` does: each runner under its supervisor, whose exit status outlives the dispatcher.
         let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag", supervised: !unsupervised)
-        let sorted = latencies.sorted()
-        func percentile(_ p: Double) -> Double {
-            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000
+        func percentile(_ p: Double, of latencies: [Duration]) -> Double {
+            let sorted = latencies.sorted()
+            return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let throughput = Double(tasks) / dagTime
         print(String(format: "dispatcher (%@): %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", unsupervised ? "unsupervised" : "supervised", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
-        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", percentile(0.5), percentile(0.99), sorted.count))
+        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", percentile(0.5, of: latencies), percentile(0.99, of: latencies), latencies.count))
         print("peak memory (whole process): \(usage.ru_maxrss / 1024) MB")
 
-        let chainSpec = TaskSetSpec(
-            name: "chain", tasks: (0..<chain).map { TaskSpec(id: TaskID("c\($0)"), title: "c\($0)", dependencies: $0 == 0 ? [] : [TaskID("c\($0 - 1)")]) })
-        let (chainTime, _) = try await Self.dispatch(chainSpec, concurrency: concurrency, folder: folder + "/chain", supervised: !unsupervised)
+        let (chainTime, _) = try await Self.dispatch(Self.chain(chain), concurrency: concurrency, folder: folder + "/chain", supervised: !unsupervised)
         print(String(format: "chain of %d sequential no-op tasks: %.3f s end to end", chain, chainTime))
+        // The same latency with the machine not saturated: one runner at a time, along a longer chain.
+        let (_, chainLatencies) = try await Self.dispatch(Self.chain(latencyChain), concurrency: concurrency, folder: folder + "/latency", supervised: !unsupervised)
+        print(String(format: "exit-to-start latency along a chain of %d (not saturated): p50 %.2f ms, p99 %.2f ms", latencyChain, percentile(0.5, of: chainLatencies), percentile(0.99, of: chainLatencies)))
+    }
+
+    /// Task i depends on task i-1.
+    static func chain(_ length: Int) -> TaskSetSpec {
+        TaskSetSpec(name: "chain", tasks: (0..<length).map { TaskSpec(id: TaskID("c\($0)"), title: "c\($0)", dependencies: $0 == 0 ? [] : [TaskID("c\($0 - 1)")]) })
     }
 
     /// Every task of layer k depends on two tasks of layer k-1.
