@@ -49,9 +49,7 @@ extension RepoPool {
                 let slot = TaskSlot(id: name, path: path, branch: branchTemplate.render(spec: lease.spec, task: TaskID(lease.task)))
                 reports = release(slot, of: lease.user, succeeded: isDone(lease.user.task))
             } else {
-                _ = try? tree.run(["reset", "-q", "--hard"])
-                _ = try? tree.run(["clean", "-q", "-ffdx"])
-                _ = try? tree.run(["checkout", "-q", "--detach"])
+                try? clean(tree)  // free, but a release may have been cut short
             }
             var note = user.map { "cleaned after runner \($0.runner)" } ?? "cleaned"
             if number > slotCount {

@@ -139,12 +139,11 @@ public final class RepoPool: Workspaces, Sendable {
 
     /// Creates the slot's worktree if it does not exist yet (or is not a worktree any more).
     private func ensureWorktree(_ path: String) throws {
-        if (worktree(at: path)) != nil { return }
+        if worktree(at: path) != nil { return }
         if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
         _ = try? git.attempt(["worktree", "prune"])
         try git.run(["worktree", "add", "-q", "--detach", path, baseRef])
     }
-
 
     /// Commits everything the agent left on the task's branch.
     private func commitLeftovers(_ tree: Git, _ user: SlotUser) throws -> SlotReport? {
@@ -187,7 +186,9 @@ public final class RepoPool: Workspaces, Sendable {
         let stem = "refs/necro/attempts/\(RefName.component(user.task.spec))/\(RefName.component(user.task.id.rawValue))/\(user.attempt)"
         var candidate = stem
         var number = 1
-        while let message = try? git.run(["log", "-1", "--format=%B", candidate]), !message.contains(marker) {
+        while let message = try? git.run(["log", "-1", "--format=%B", candidate]),
+            !message.split(separator: "\n").contains(Substring(marker))
+        {
             number += 1
             candidate = "\(stem)-\(number)"
         }
@@ -195,7 +196,7 @@ public final class RepoPool: Workspaces, Sendable {
     }
 
     /// Back to a clean, detached worktree: nothing of the last task left.
-    private func clean(_ tree: Git) throws {
+    func clean(_ tree: Git) throws {
         try tree.run(["reset", "-q", "--hard"])
         try tree.run(["clean", "-q", "-ffdx"])
         try tree.run(["checkout", "-q", "--detach"])

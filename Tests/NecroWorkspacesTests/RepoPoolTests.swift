@@ -160,6 +160,19 @@ private struct Fixture {
         #expect(f.repo.show(ref, "late.txt") != nil, "the first one is kept")
     }
 
+    @Test func anAttemptRefBelongsToItsOwnRunnerEvenWhenOneIdStartsWithTheOther() throws {
+        let f = try Fixture()
+        defer { f.dir.remove() }
+        var refs: [String] = []
+        for runner in ["app.1.a1-ab", "app.1.a1"] {
+            let slot = try f.prepare(1, "1")
+            try f.write(slot, "\(runner).txt", "x\n")
+            if case .attemptSaved(let ref, _) = f.pool.release(slot, of: f.user("1", runner: runner), succeeded: false).first { refs.append(ref) }
+        }
+        #expect(refs == ["refs/necro/attempts/app/1/1", "refs/necro/attempts/app/1/1-2"])
+        #expect(f.repo.show(refs[0], "app.1.a1-ab.txt") == "x\n", "the first runner's work is kept")
+    }
+
     @Test func openingRefusesWhatCannotWorkWithAClearMessage() throws {
         let dir = try TemporaryDirectory("repopool-open")
         defer { dir.remove() }
