@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -114,10 +115,46 @@ struct supervision {
     char *const *argv;
     char *const *envp;
     const char *cwd;
-    int input_fd, output_fd, report_fd;
+    int input_fd, output_fd, report_fd, pipe_read_fd;
+    pid_t caller;
+    long log_limit;
     char *runner_stack_top;
     char status_path[4096];
+    char log_path[4096];
 };
+
+// Once the caller is gone, nobody reads the runner's pipe: the supervisor does, into the log, so
+// that the runner neither dies of SIGPIPE nor blocks on a full pipe, and its output is kept.
+struct log_writer {
+    int fd;
+    long size, limit, dropped;
+};
+
+static void keep_output(struct supervision *s, struct log_writer *log, int drain_all) {
+    char buffer[16384];
+    for (;;) {
+        long got = raw_syscall(SYS_read, s->pipe_read_fd, (long)buffer, sizeof buffer, 0, 0);
+        if (got == -EINTR) continue;
+        if (got <= 0) {  // end of file, or nothing more for now (the pipe does not block)
+            if (got == 0) {
+                raw_syscall(SYS_close, s->pipe_read_fd, 0, 0, 0, 0);
+                s->pipe_read_fd = -1;
+            }
+            return;
+        }
+        if (log->fd < 0) {
+            log->fd = (int)raw_syscall(SYS_openat, AT_FDCWD, (long)s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644, 0);
+            log->size = log->fd >= 0 ? raw_syscall(SYS_lseek, log->fd, 0, SEEK_END, 0, 0) : 0;
+        }
+        long keep = log->limit - log->size;
+        if (keep > got) keep = got;
+        if (keep < 0) keep = 0;
+        if (log->fd >= 0 && keep > 0) raw_write_all(log->fd, buffer, keep);
+        log->size += keep;
+        log->dropped += got - keep;
+        if (!drain_all) return;
+    }
+}
 
 static int run_runner(void *context) {  // in the runner's process, until execve
     struct supervision *s = context;
@@ -146,9 +183,13 @@ static int supervise(void *context) {
     raw_syscall(SYS_dup3, s->input_fd, 0, 0, 0, 0);
     raw_syscall(SYS_dup3, s->output_fd, 1, 0, 0, 0);
     raw_syscall(SYS_dup3, s->output_fd, 2, 0, 0, 0);
-    // Nothing else of the caller: no registry file, socket or pipe (the report pipe closes on exec).
-    if (s->report_fd > 3) raw_syscall(SYS_close_range, 3, s->report_fd - 1, 0, 0, 0);
-    raw_syscall(SYS_close_range, s->report_fd + 1, ~0U, 0, 0, 0);
+    // Nothing else of the caller: no registry file, socket or pipe. Kept: the report pipe and the
+    // read end of the output pipe (both close on the runner's exec).
+    int low = s->report_fd < s->pipe_read_fd ? s->report_fd : s->pipe_read_fd;
+    int high = s->report_fd < s->pipe_read_fd ? s->pipe_read_fd : s->report_fd;
+    if (low > 3) raw_syscall(SYS_close_range, 3, low - 1, 0, 0, 0);
+    if (high > low + 1) raw_syscall(SYS_close_range, low + 1, high - 1, 0, 0, 0);
+    raw_syscall(SYS_close_range, high + 1, ~0U, 0, 0, 0);
     int error = 0;
     if (s->cwd != NULL) error = (int)-raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
     long runner = -1;
@@ -161,9 +202,32 @@ static int supervise(void *context) {
         raw_write_all(s->report_fd, (const char *)&error, sizeof error);
         raw_exit(127);
     }
-    // From here on the caller may be gone: only the status path (in this block) is used.
+    // From here on the caller may be gone: only this block's own fields are used.
     raw_syscall(SYS_close, s->report_fd, 0, 0, 0, 0);
     for (int fd = 0; fd < 3; fd++) raw_syscall(SYS_close, fd, 0, 0, 0, 0);
+    // Wait for the runner; should the caller go first, keep the runner's output from then on.
+    // (Its parent is the caller until the caller ends; then it is adopted by another process.)
+    int keeping = raw_syscall(SYS_getppid, 0, 0, 0, 0, 0) != s->caller;
+    long caller = keeping ? -1 : raw_syscall(SYS_pidfd_open, s->caller, 0, 0, 0, 0);
+    long ended = raw_syscall(SYS_pidfd_open, runner, 0, 0, 0, 0);
+    struct log_writer log = {-1, 0, s->log_limit, 0};
+    while (ended >= 0) {
+        int first = keeping ? s->pipe_read_fd : (caller >= 0 ? (int)caller : -1);  // -1: not watched
+        struct pollfd watch[2] = {{first, POLLIN, 0}, {(int)ended, POLLIN, 0}};
+        long ready = raw_syscall(SYS_ppoll, (long)watch, 2, 0, 0, 8);
+        if (ready == -EINTR) continue;
+        if (ready < 0 || watch[1].revents != 0) break;
+        if (!keeping && watch[0].revents != 0) {
+            keeping = 1;
+        } else if (keeping && watch[0].revents != 0) {
+            keep_output(s, &log, 0);
+        }
+    }
+    if (keeping && s->pipe_read_fd >= 0) keep_output(s, &log, 1);
+    if (log.fd >= 0 && log.dropped > 0) {
+        static const char note[] = "\n[necro: output after the dispatcher stopped was cut: the log is capped]\n";
+        raw_write_all(log.fd, note, sizeof note - 1);
+    }
     int status = 0;
     while (raw_syscall(SYS_wait4, runner, (long)&status, 0, 0, 0) == -EINTR) {}
     int signalled = (status & 0x7f) != 0;
@@ -193,8 +257,10 @@ enum { SUPERVISOR_STACK = 64 << 10, RUNNER_STACK = 32 << 10 };
 const size_t necro_supervisor_block_size = SUPERVISOR_STACK + RUNNER_STACK + sizeof(struct supervision);
 
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
-                           const char *status_path, pid_t *pid, void **block) {
+                           int output_read_fd, const char *status_path, const char *log_path, long log_limit, pid_t *pid,
+                           void **block) {
     if (strlen(status_path) >= sizeof(((struct supervision *)0)->status_path)) return ENAMETOOLONG;
+    if (strlen(log_path) >= sizeof(((struct supervision *)0)->log_path)) return ENAMETOOLONG;
     char *memory = mmap(NULL, necro_supervisor_block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (memory == MAP_FAILED) return errno;
     struct supervision *s = (struct supervision *)(memory + SUPERVISOR_STACK + RUNNER_STACK);
@@ -206,8 +272,10 @@ int necro_spawn_supervised(const char *path, char *const argv[], char *const env
         munmap(memory, necro_supervisor_block_size);
         return error;
     }
-    *s = (struct supervision){path, argv, envp, cwd, input, output_fd, report[1], memory + SUPERVISOR_STACK + RUNNER_STACK};
+    *s = (struct supervision){path, argv, envp, cwd, input, output_fd, report[1], output_read_fd, getpid(), log_limit,
+                              memory + SUPERVISOR_STACK + RUNNER_STACK};
     strcpy(s->status_path, status_path);
+    strcpy(s->log_path, log_path);
     // Not CLONE_VFORK: the supervisor lives on; CLONE_VM: nothing of this process is copied.
     pid_t child = clone(supervise, memory + SUPERVISOR_STACK, CLONE_VM | SIGCHLD, s);
     int error = child < 0 ? errno : 0;
@@ -240,7 +308,8 @@ void necro_supervisor_release(void *block) {
 
 #else
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
-                           const char *status_path, pid_t *pid, void **block) {
+                           int output_read_fd, const char *status_path, const char *log_path, long log_limit, pid_t *pid,
+                           void **block) {
     return ENOSYS;
 }
 void necro_supervisor_release(void *block) {}

@@ -159,7 +159,10 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 guard let status = launch.statusPath else {
                     return necro_spawn(program, argv, envp, launch.workingDirectory, writeEnd, &pid)
                 }
-                let error = necro_spawn_supervised(executable, argv, envp, launch.workingDirectory, writeEnd, status, &pid, &block)
+                // The supervisor works in the runner's folder: its paths must not depend on ours.
+                let error = necro_spawn_supervised(
+                    executable, argv, envp, launch.workingDirectory, writeEnd, readEnd, Self.absolute(status),
+                    Self.absolute(launch.logPath), logLimitBytes, &pid, &block)
                 guard error == ENOSYS else { return error }
                 // No built-in supervisor for this processor: a shell plays its part.
                 return withCStrings(["/bin/sh", "-c", Self.supervisorScript, "necro-supervisor", status] + launch.argv) { shellArgv in
@@ -310,6 +313,10 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 }
 
 extension LocalProcessLauncher {
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
     /// The executable file `program` names, directly or through `path`, or nil.
     static func executablePath(_ program: String, path: String?) -> String? {
         if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }

@@ -245,6 +245,35 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
     }
 }
 
+extension CrashRecoveryTests {
+    @Test func aRunnerThatKeepsPrintingOutlivesTheDispatcherAndIsTakenAtItsStatusNotRunAgain() throws {
+        let dir = try TemporaryDirectory("kill9-chatty")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Chatty\n")
+        // It prints about 150 KB, more than a pipe holds, mostly after the dispatcher is gone.
+        let script = #"if [ -e "$ROOT/ran" ]; then echo rerun >> "$ROOT/ledger"; exit 0; fi; touch "$ROOT/ran"; echo $$ > "$ROOT/ready"; pad=$(printf "%0900d" 0); i=0; while [ $i -lt 150 ]; do printf "line %03d %s\n" $i "$pad"; i=$((i+1)); sleep 0.01; done; echo end >> "$ROOT/ledger""#
+        try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 20")
+        let first = try start(["run", "tasks.md"], in: dir.path)
+        _ = awaitLine(fromFIFO: dir.file("ready"))
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
+        let ledger = try String(contentsOfFile: dir.file("ledger"), encoding: .utf8)
+        #expect(ledger == "end\n", "it printed on to its end, was not killed by a closed pipe, and did not run again")
+        let logs = try FileManager.default.contentsOfDirectory(atPath: dir.file(".necro/logs"))
+        let log = try logs.map { try String(contentsOfFile: dir.file(".necro/logs/\($0)"), encoding: .utf8) }.joined()
+        #expect(log.contains("line 000 ") && log.contains("line 149 "), "its output after the dispatcher's death is in its log: \(logs) \(log.prefix(300))")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        let events = try registry.events(EventQuery(spec: spec, task: "1"))
+        #expect(events.filter { $0.type == .taskCompleted }.count == 1)
+        #expect(events.contains { $0.type == .recoveryDetected && $0.payload["explanation"]?.stringValue?.contains("recorded exit 0") == true })
+    }
+}
+
 @Suite(.serialized) struct HeartbeatCommandTests {
     @Test func aSilentRunnerThatCallsNecroHeartbeatKeepsItsLeaseAndOneThatDoesNotIsStopped() throws {
         let dir = try TemporaryDirectory("heartbeat")

@@ -20,12 +20,15 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
 /// runs `path` (an absolute path: no PATH search), waits for it, writes its exit status (the code,
 /// or 128 + the signal, and a newline) to `status_path`, and ends the same way. It ignores
 /// SIGTERM, SIGINT and SIGHUP, so a stop of the group ends the runner and lets the supervisor
-/// record it; it outlives the caller. It shares the caller's memory and runs on `*block`, which
-/// the caller releases with necro_supervisor_release once it has reaped the supervisor (*pid).
-/// Errors (chdir, exec) come back as their errno, as with posix_spawn; ENOSYS where there is no
-/// supervisor for this processor.
+/// record it; it outlives the caller. Should the caller end first, the supervisor reads the
+/// runner's output from `output_read_fd` (the read end of the pipe `output_fd` writes to) into
+/// `log_path`, up to `log_limit` bytes in all, so that the runner neither dies of SIGPIPE nor
+/// blocks. It shares the caller's memory and runs on `*block`, which the caller releases with
+/// necro_supervisor_release once it has reaped the supervisor (*pid). Errors (chdir, exec) come
+/// back as their errno, as with posix_spawn; ENOSYS where there is no supervisor for this processor.
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
-                           const char *status_path, pid_t *pid, void **block);
+                           int output_read_fd, const char *status_path, const char *log_path, long log_limit, pid_t *pid,
+                           void **block);
 void necro_supervisor_release(void *block);
 
 /// A file descriptor that becomes readable when the process exits, or -1 with errno.
