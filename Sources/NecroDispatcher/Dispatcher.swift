@@ -117,7 +117,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     // MARK: The loop
 
     /// Runs the tasksets until the engine finishes: every task done or stuck, or a shutdown.
-    public func run(_ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) async throws -> RunOutcome {
+    /// Runners a previous dispatcher left running (`adopting`, with their pid and start time) are
+    /// watched as if started here, their tasks left running.
+    public func run(
+        _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], adopting adopted: [RunnerRecord] = []
+    ) async throws -> RunOutcome {
         try journal.replay(into: registry)
         var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
         let forward = Task { [inbox, launcher] in
@@ -130,8 +134,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
         defer { timer?.task.cancel() }
 
+        for runner in adopted { adopt(runner, tasksets) }
         var actions: [EngineAction] = []
-        for taskset in tasksets { actions += engine.load(taskset.spec, records: taskset.records, now: clock.now) }
+        for taskset in tasksets {
+            actions += engine.load(taskset.spec, records: taskset.records, adopted: adopted, now: clock.now)
+        }
         var outcome = perform(actions)
 
         while outcome == nil {
@@ -299,6 +306,23 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 inbox.post(.runner(.exited(request.runner, .launchFailed("slot allocation failed: \(reason)")), received: .now))
             }
         }
+    }
+
+    /// Watches a runner an earlier dispatcher started; with a repo pool, its slot is released when
+    /// it ends, as for runners started here.
+    private func adopt(_ runner: RunnerRecord, _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) {
+        guard let pid = runner.pid, let startTime = runner.processStartTime, let status = paths.statusFile(for: runner.task)
+        else { return }
+        saveRunner(runner)
+        let record = tasksets.lazy.flatMap(\.records).first { $0.key == runner.task }
+        if workspaces != nil, let slot = record?.slot {
+            let user = SlotUser(runner: runner.id, task: runner.task, attempt: runner.attempt, title: record?.task.title ?? "")
+            slotUsers.withLock { $0[runner.id] = (slot, user) }
+        }
+        launcher.adopt(
+            RunnerAdoption(
+                runner: runner.id, pid: pid, startTime: startTime, logPath: runner.logPath ?? paths.logFile(for: runner.id),
+                statusPath: status))
     }
 
     /// Hands a runner's exit to the repo pool first, if it had a slot: what it left is committed or

@@ -22,6 +22,9 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     private let spawnQueue = Mutex<[RunnerLaunch]>([])
     private let spawnWake = DispatchSemaphore(value: 0)
     private let createdFolders = Mutex<Set<String>>([])
+    /// Tells when adopted runners' logs grow.
+    private let inotify: Int32
+    private static let inotifyToken: UInt64 = 1 << 1
     /// Threads that start runners.
     static let spawners = 2
 
@@ -41,12 +44,17 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var exited = false
         /// The supervisor's memory (its stacks), released once it is reaped.
         var supervisorBlock: UInt = 0  // its address
+        /// Started by an earlier dispatcher: not our child; its output is read from its log (an
+        /// inotify watch), its exit status from its status file.
+        var adopted: (statusPath: String, watch: Int32, logOffset: Int)?
     }
 
     private struct State {
         var byToken: [UInt64: Watched] = [:]
         var tokenByRunner: [RunnerID: UInt64] = [:]
-        var nextToken: UInt64 = 1
+        /// Adopted runners by their log's inotify watch.
+        var tokenByWatch: [Int32: UInt64] = [:]
+        var nextToken: UInt64 = 2  // 1 is the inotify descriptor's
         var stopping = false
         /// Runners signalled while still queued: they never start.
         var stoppedBeforeStart: Set<RunnerID> = []
@@ -66,6 +74,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         wakeWrite = fds[1]
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         _ = necro_epoll_add(epoll, wakeRead, 0)
+        inotify = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+        _ = necro_epoll_add(epoll, inotify, Self.inotifyToken)
         let thread = Thread { [self] in self.loop() }
         thread.name = "necro-runners"
         thread.start()
@@ -87,6 +97,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     }
 
     deinit {
+        close(inotify)
         close(epoll)
         close(wakeRead)
         close(wakeWrite)
@@ -221,7 +232,13 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             if state.withLock({ $0.stopping }) { return }
             guard count > 0 else { continue }
             for token in tokens[0..<Int(count)] where token != 0 {
-                if token & 1 == 0 { drain(token >> 1) } else { reap(token >> 1) }
+                if token == Self.inotifyToken {
+                    logsGrew()
+                } else if token & 1 == 0 {
+                    drain(token >> 1)
+                } else {
+                    reap(token >> 1)
+                }
             }
         }
     }
@@ -282,6 +299,10 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     }
 
     private func reap(_ token: UInt64) {
+        if let adopted = state.withLock({ $0.byToken[token]?.adopted }) {
+            finishAdopted(token, statusPath: adopted.statusPath)
+            return
+        }
         guard let pid = state.withLock({ $0.byToken[token]?.pid }) else { return }
         var status: Int32 = 0
         let reaped = waitpid(pid, &status, WNOHANG)
@@ -309,6 +330,102 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
         if watched.log >= 0 { close(watched.log) }
         continuation.yield(.exited(watched.runner, exit))
+    }
+
+    // MARK: Adoption
+
+    public func adopt(_ adoption: RunnerAdoption) {
+        let pidfd = necro_pidfd_open(adoption.pid)
+        // The pidfd names the process only if it is still the one recorded (pids are reused).
+        guard pidfd >= 0, ProcessIdentity.startTime(of: adoption.pid) == adoption.startTime else {
+            if pidfd >= 0 { close(pidfd) }
+            continuation.yield(.exited(adoption.runner, Self.recordedExit(adoption.statusPath)))
+            return
+        }
+        // Its supervisor appends to the log from now on; start from its current end.
+        ensureFolder(of: adoption.logPath)
+        let log = open(adoption.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let offset = log >= 0 ? Int(lseek(log, 0, SEEK_END)) : 0
+        if log >= 0 { close(log) }
+        let watch = inotify_add_watch(inotify, adoption.logPath, UInt32(IN_MODIFY))
+        let token = state.withLock { state -> UInt64 in
+            let token = state.nextToken
+            state.nextToken += 1
+            state.byToken[token] = Watched(
+                runner: adoption.runner, pid: adoption.pid, pidfd: pidfd, pipe: -1, logPath: adoption.logPath,
+                adopted: (adoption.statusPath, watch, offset))
+            state.tokenByRunner[adoption.runner] = token
+            if watch >= 0 { state.tokenByWatch[watch] = token }
+            return token
+        }
+        _ = necro_epoll_add(epoll, pidfd, token << 1 | 1)
+    }
+
+    /// Adopted runners wrote to their logs: a sign of life, and their last line.
+    private func logsGrew() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var grown: Set<UInt64> = []
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(inotify, $0.baseAddress, $0.count) }
+            guard count > 0 else { break }
+            var offset = 0
+            while offset + MemoryLayout<inotify_event>.size <= count {
+                let event = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: inotify_event.self) }
+                if let token = state.withLock({ $0.tokenByWatch[event.wd] }) { grown.insert(token) }
+                offset += MemoryLayout<inotify_event>.size + Int(event.len)
+            }
+        }
+        for token in grown {
+            let report: (RunnerID, String)? = state.withLock { state in
+                guard var watched = state.byToken[token], let adopted = watched.adopted else { return nil }
+                let file = open(watched.logPath, O_RDONLY | O_CLOEXEC)
+                guard file >= 0 else { return nil }
+                defer { close(file) }
+                var chunk = [UInt8](repeating: 0, count: 65_536)
+                var position = adopted.logOffset
+                while true {
+                    let got = chunk.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, off_t(position)) }
+                    guard got > 0 else { break }
+                    noteLastLine(chunk[0..<got], &watched)
+                    position += got
+                }
+                watched.adopted!.logOffset = position
+                let now = ContinuousClock.now
+                guard watched.lastReport.map({ now - $0 >= outputInterval }) ?? true else {
+                    state.byToken[token] = watched
+                    return nil
+                }
+                watched.lastReport = now
+                state.byToken[token] = watched
+                return (watched.runner, watched.lastLine)
+            }
+            if let (runner, line) = report { continuation.yield(.output(runner, lastLine: line)) }
+        }
+    }
+
+    /// An adopted runner ended: its supervisor wrote how (it is not our child to wait for).
+    private func finishAdopted(_ token: UInt64, statusPath: String) {
+        let finished: Watched? = state.withLock { state in
+            guard var watched = state.byToken.removeValue(forKey: token) else { return nil }
+            watched.exited = true
+            state.tokenByRunner[watched.runner] = nil
+            if let watch = watched.adopted?.watch, watch >= 0 { state.tokenByWatch[watch] = nil }
+            return watched
+        }
+        guard let watched = finished else { return }
+        if let watch = watched.adopted?.watch, watch >= 0 { _ = inotify_rm_watch(inotify, watch) }
+        _ = necro_epoll_remove(epoll, watched.pidfd)
+        close(watched.pidfd)
+        continuation.yield(.exited(watched.runner, Self.recordedExit(statusPath)))
+    }
+
+    /// How a runner ended, as its supervisor recorded it: exit code, or 128 + signal. None: its
+    /// supervisor was killed before it could write (SIGKILL to the group).
+    static func recordedExit(_ statusPath: String) -> RunnerExit {
+        guard let text = try? String(contentsOfFile: statusPath, encoding: .utf8), text.hasSuffix("\n"),
+            let code = Int32(text.dropLast())
+        else { return .signalled(SIGKILL) }
+        return code > 128 && code <= 128 + 64 ? .signalled(code - 128) : .exited(code: code)
     }
 }
 

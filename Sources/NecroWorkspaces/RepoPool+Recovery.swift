@@ -16,8 +16,9 @@ extension RepoPool {
     /// (a crash, kill -9): run once no runner of the old dispatcher is left. A busy slot's leftovers
     /// are committed on the task's branch if the task is done (it finished while no dispatcher
     /// watched), else saved under the attempt's ref; then the worktree is cleaned and detached.
-    /// Half-created worktrees and slots beyond `slotCount` are removed.
-    public func recover(isDone: (TaskKey) -> Bool) -> [RecoveredSlot] {
+    /// Half-created worktrees and slots beyond `slotCount` are removed. The slots of runners in
+    /// `keeping` (adopted: still running) are left as they are.
+    public func recover(keeping: Set<RunnerID> = [], isDone: (TaskKey) -> Bool) -> [RecoveredSlot] {
         _ = try? git.attempt(["worktree", "prune"])
         let names = (try? FileManager.default.contentsOfDirectory(atPath: slotsDirectory)) ?? []
         var recovered: [RecoveredSlot] = []
@@ -31,6 +32,7 @@ extension RepoPool {
                 continue
             }
             guard let number = TaskSlot.number(of: name) else { continue }  // not ours: left alone
+            if let lease = readLease(name), keeping.contains(lease.user.runner) { continue }
             guard let tree = worktree(at: path) else {
                 try? FileManager.default.removeItem(atPath: path)
                 try? FileManager.default.removeItem(atPath: leasePath(name))

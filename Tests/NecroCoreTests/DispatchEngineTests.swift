@@ -452,6 +452,41 @@ extension Harness {
     }
 }
 
+@Suite struct AdoptionTests {
+    private func record(_ id: TaskID, _ state: TaskState, attempts: Int = 0) -> TaskRecord {
+        TaskRecord(spec: "s", task: task(id), state: state, attempts: attempts, reason: nil, updatedAt: Timestamp(secondsSince1970: 0))
+    }
+
+    @Test func anAdoptedRunnerKeepsItsTaskRunningHoldsItsPoolAndItsExitCountsAsIfStartedHere() {
+        var h = Harness(configuration(concurrency: 1))
+        let adopted = RunnerRecord(
+            id: RunnerID("s.a.a1-old1"), task: TaskKey(spec: "s", id: "a"), attempt: 1, pool: "local", pid: 4242, processStartTime: 7,
+            startedAt: Timestamp(secondsSince1970: 0))
+        h.take(h.engine.load(
+            spec([task("a"), task("b"), task("c", ["a"])]), records: [record("a", .running, attempts: 1), record("b", .ready), record("c", .blocked)],
+            adopted: [adopted], now: h.now))
+        #expect(h.launched.isEmpty, "a is not run again, and it holds the pool's only place: b waits")
+        #expect(h.eventTypes("a") == [.runnerAdopted])
+        #expect(!h.eventTypes("a").contains(.recoveryRequeued))
+        h.send(.runnerExited(adopted.id, .exited(code: 0)))
+        #expect(h.states["a"] == .done)
+        #expect(h.launched == [h.runner("b")], "its place goes to b; c is ready too and waits for a place")
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "a")) == 1)
+    }
+
+    @Test func anAdoptedRunnerThatFallsSilentIsStoppedAfterItsLease() {
+        var h = Harness(configuration())
+        let adopted = RunnerRecord(
+            id: RunnerID("s.a.a1-old1"), task: TaskKey(spec: "s", id: "a"), attempt: 1, pool: "local", pid: 4242, processStartTime: 7,
+            startedAt: Timestamp(secondsSince1970: 0))
+        h.take(h.engine.load(spec([task("a")]), records: [record("a", .running, attempts: 1)], adopted: [adopted], now: h.now))
+        h.advance(60)
+        #expect(h.leaseChecks == [adopted.id])
+        h.send(.leaseLost(adopted.id))
+        #expect(h.signals.map(\.0) == [adopted.id])
+    }
+}
+
 @Suite struct BranchTemplateTests {
     @Test func aTemplateMustNameOneValidBranchPerTask() {
         #expect((try? BranchTemplate.parse("necro/{spec}/{task.id}").get())?.render(spec: "app", task: "1.2") == "necro/app/1.2")

@@ -40,19 +40,20 @@ struct Run: AsyncParsableCommand {
         let base = (options.registry as NSString).deletingLastPathComponent
         let root = base.isEmpty ? "." : base
         let paths = Dispatcher<ContinuousClock>.Paths(
-            logs: "\(root)/logs", work: absolute("\(root)/work"), registry: absolute(options.registry),
+            logs: absolute("\(root)/logs"), work: absolute("\(root)/work"), registry: absolute(options.registry),
             status: absolute("\(root)/status"))
         let workspaces = try openRepoPool(&configuration, spec: loaded.spec, registryFolder: root)
         let registry: SQLiteRegistry
         let records: [TaskRecord]
+        let adopted: [RunnerRecord]
         do {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
-            try Recovery.stopOrphans(
+            adopted = try Recovery.adoptOrStopOrphans(
                 of: loaded.spec.name, in: registry, runnersSee: paths.registry, letFinishFor: configuration.heartbeatTimeout)
-            try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths)
-            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry) }
+            try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths, except: adopted)
+            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry, except: adopted) }
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -91,7 +92,7 @@ struct Run: AsyncParsableCommand {
         defer { DispatcherProcess.remove(options.registry) }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let watcher = Task { await display.follow(dispatcher.updates) }
-        let outcome = try await dispatcher.run([(loaded.spec, records)])
+        let outcome = try await dispatcher.run([(loaded.spec, records)], adopting: adopted)
         await watcher.value
         launcher.shutdown()
         display.summary(outcome, registry: registry)
@@ -165,37 +166,37 @@ struct Run: AsyncParsableCommand {
 
 /// What `necro run` does with runners a dead dispatcher left behind.
 enum Recovery {
-    /// Waits up to `patience` for the runner processes of this registry (`path`, as runners see
-    /// it) to finish, stops those still alive (SIGTERM, then SIGKILL to their process group), and
-    /// marks every runner recorded as running as ended. `collectStatuses` then takes the results of
-    /// those that finished; the engine requeues the rest.
-    ///
-    /// Processes are found two ways: the pid and start time recorded at launch, and — because a
-    /// kill -9 can land before that record is written — the `NECRO_REGISTRY` every runner carries
-    /// in its environment.
-    static func stopOrphans(
+    /// Sorts out the runners a dead dispatcher left: those recorded with their pid and start time
+    /// and still alive are adopted (returned: the new dispatcher watches them to their end). The
+    /// others — found by the `NECRO_REGISTRY` in their environment, because a kill -9 can land
+    /// between a spawn and its record — are given up to `patience` to finish, and then stopped
+    /// (SIGTERM, then SIGKILL to their process group). Every recorded runner not adopted is marked
+    /// ended; `collectStatuses` then takes the results of those that finished.
+    static func adoptOrStopOrphans(
         of spec: String, in registry: SQLiteRegistry, runnersSee path: String, letFinishFor patience: Duration
-    ) throws {
-        var groups = runnerGroups(registry: path)
+    ) throws -> [RunnerRecord] {
         let recorded = try registry.runners(runningOnly: true).filter { $0.task.spec == spec }
-        for runner in recorded {
-            if let pid = runner.pid, let start = runner.processStartTime, ProcessIdentity.isAlive(pid: pid, startTime: start) {
-                groups.insert(pid)
-            }
+        let adopted = recorded.filter { runner in
+            guard let pid = runner.pid, let start = runner.processStartTime else { return false }
+            return ProcessIdentity.isAlive(pid: pid, startTime: start)
         }
-        // First let them finish on their own: a runner stopped at the instant its work is done, but
-        // before it exits, would be run again. Their supervisors record how they end. Only those
-        // still going after `patience` (the heartbeat timeout: a silent runner counts as hung) are
-        // stopped. A once-only step at start-up, so a plain bounded wait.
+        let adoptedGroups = Set(adopted.compactMap(\.pid))
+        var groups = runnerGroups(registry: path).subtracting(adoptedGroups)
+        if !adopted.isEmpty {
+            printError("recovery: adopting \(adopted.count) runner(s) still running from the previous dispatcher")
+        }
+        // Let them finish on their own first: a runner stopped at the instant its work is done, but
+        // before it exits, would be run again. Their supervisors record how they end. A once-only
+        // step at start-up, so a plain bounded wait.
         if !groups.isEmpty {
-            printError("recovery: waiting up to \(Int(patience.seconds)) s for \(groups.count) runner(s) left by the previous dispatcher")
+            printError("recovery: waiting up to \(Int(patience.seconds)) s for \(groups.count) unrecorded runner(s) left by the previous dispatcher")
         }
         let deadline = ContinuousClock.now + patience
         while groups.contains(where: { kill(-$0, 0) == 0 }), ContinuousClock.now < deadline {
             usleep(20_000)
             // Look again each time: a runner whose spawn was under way when the dispatcher died shows
             // the registry in its environment only once it has exec'd.
-            groups.formUnion(runnerGroups(registry: path))
+            groups.formUnion(runnerGroups(registry: path).subtracting(adoptedGroups))
         }
         let stubborn = groups.filter { kill(-$0, 0) == 0 }
         for group in stubborn { _ = kill(-group, SIGTERM) }
@@ -205,21 +206,26 @@ enum Recovery {
             waited += 1
         }
         for group in stubborn where kill(-group, 0) == 0 { _ = kill(-group, SIGKILL) }
-        for var runner in recorded {
+        let adoptedIDs = Set(adopted.map(\.id))
+        for var runner in recorded where !adoptedIDs.contains(runner.id) {
             runner.state = .exited
             runner.exit = "orphaned by a dispatcher that stopped; stopped on recovery"
             runner.endedAt = Timestamp(secondsSince1970: Date().timeIntervalSince1970)
             try registry.saveRunner(runner)
         }
+        return adopted
     }
 
     /// Tasks left `running` whose runner finished while no dispatcher was there: its supervisor
     /// wrote the exit status. Exit 0 makes the task done — it is not run again; any other status,
     /// or none, leaves it to be requeued. Runs after `stopOrphans`, so no runner is still going.
-    static func collectStatuses(of spec: String, in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths) throws {
+    static func collectStatuses(
+        of spec: String, in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, except adopted: [RunnerRecord]
+    ) throws {
         var finished: [Transition] = []
         var read: [String] = []
-        for record in try registry.tasks(spec: spec) where record.state == .running {
+        let watched = Set(adopted.map(\.task))
+        for record in try registry.tasks(spec: spec) where record.state == .running && !watched.contains(record.key) {
             guard let file = paths.statusFile(for: record.key),
                 let text = try? String(contentsOfFile: file, encoding: .utf8), text.hasSuffix("\n")
             else { continue }
@@ -242,9 +248,9 @@ enum Recovery {
 
     /// Cleans the slots a dead dispatcher left busy: what a finished task's agent left is committed
     /// on its branch, anything else saved under its attempt's ref. Runs after `collectStatuses`.
-    static func recoverSlots(_ pool: RepoPool, registry: SQLiteRegistry) throws {
+    static func recoverSlots(_ pool: RepoPool, registry: SQLiteRegistry, except adopted: [RunnerRecord]) throws {
         var states: [String: [TaskID: TaskState]] = [:]
-        let recovered = pool.recover { key in
+        let recovered = pool.recover(keeping: Set(adopted.map(\.id))) { key in
             if states[key.spec] == nil {
                 states[key.spec] = Dictionary(((try? registry.tasks(spec: key.spec)) ?? []).map { ($0.task.id, $0.state) }) { a, _ in a }
             }

@@ -176,6 +176,31 @@ extension DispatchEngine {
 
     // MARK: Runners
 
+    /// Watches a runner a previous dispatcher started as if started here: it holds its pool's
+    /// capacity and its slot, and gets a fresh lease (and task timeout) from now.
+    mutating func adopt(_ adopted: RunnerRecord, _ index: Int, _ spec: TaskSetSpec, slot: TaskSlot?) {
+        let key = adopted.task
+        let task = spec.tasks[index]
+        let queued = QueuedTask(key: key, skill: task.requiredSkill, priority: task.priority, resources: task.resources)
+        scheduler.pools.admit(task.resources, to: adopted.pool)
+        var held: (number: Int, slot: TaskSlot)?
+        if configuration.repoPool != nil, let slot, let number = TaskSlot.number(of: slot.id) {
+            held = (number, slot)
+            freeSlots = .init(freeSlots.unordered.filter { $0 != number })
+        }
+        let runner = RunnerState(
+            key: key, index: index, assignment: Scheduler.Assignment(task: queued, pool: adopted.pool), attempt: adopted.attempt,
+            slot: held, started: now, leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
+        runners[adopted.id] = runner
+        schedule(.lease(adopted.id), at: runner.leaseExpiresAt)
+        if let timeout = task.timeoutSeconds { schedule(.taskTimeout(adopted.id), at: now.advanced(by: .seconds(timeout))) }
+        var payload = runnerPayload(adopted.id, runner)
+        payload["pid"] = adopted.pid.map { .int(Int($0)) } ?? .null
+        payload["attempt"] = .int(adopted.attempt)
+        payload["explanation"] = "still running from a dispatcher that stopped: watched from now on, not run again"
+        record(key.spec, key.id, events: [NewEvent(.runnerAdopted, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery", payload: payload)])
+    }
+
     mutating func renewLease(_ id: RunnerID) {
         guard runners[id] != nil else { return }
         runners[id]!.leaseExpiresAt = now.advanced(by: configuration.heartbeatTimeout)

@@ -117,7 +117,9 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
 
     /// Takes in a taskset with the states the registry holds, and starts what can start.
     /// Tasks left `running` by a dispatcher that died are requeued (recovery).
-    public mutating func load(_ spec: TaskSetSpec, records: [TaskRecord], now: Instant) -> [EngineAction] {
+    /// Runners a previous dispatcher started that still run (`adopted`) are watched as if started
+    /// here: their tasks stay running.
+    public mutating func load(_ spec: TaskSetSpec, records: [TaskRecord], adopted: [RunnerRecord] = [], now: Instant) -> [EngineAction] {
         self.now = now
         let (graph, _) = TaskGraph.build(spec.tasks)
         let byID = Dictionary(records.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
@@ -125,8 +127,10 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         let attempts = spec.tasks.map { byID[$0.id]?.attempts ?? 0 }
         let reasons = spec.tasks.map { byID[$0.id]?.reason }
         let done = states.indices.filter { states[$0] == .done }
-        // A task still `running` has no runner now: it goes back to the queue.
-        let orphaned = states.indices.filter { states[$0] == .running }
+        let adoptedByTask = Dictionary(
+            adopted.filter { $0.task.spec == spec.name }.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
+        // A task still `running` without a runner goes back to the queue.
+        let orphaned = states.indices.filter { states[$0] == .running && adoptedByTask[spec.tasks[$0].id] == nil }
         for index in orphaned { states[index] = .blocked }
         sets[spec.name] = TaskSetState(
             spec: spec, tracker: ReadyTracker(graph: graph, finished: done), states: states, attempts: attempts,
@@ -169,6 +173,9 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                             ])
                     ])
             }
+        }
+        for index in states.indices where states[index] == .running {
+            if let runner = adoptedByTask[spec.tasks[index].id] { adopt(runner, index, spec, slot: byID[spec.tasks[index].id]?.slot) }
         }
         // Failures block what depends on them; groups whose tasks are all done are done.
         for index in graph.ids.indices where states[index] == .failed || states[index] == .cancelled {

@@ -33,6 +33,8 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     /// A warning: no pool is mapped to the task's skill; it waits for the `default` pool.
     public static let taskSkillUnmapped = EventType("TaskSkillUnmapped")
     public static let dispatcherStarted = EventType("DispatcherStarted")
+    /// A runner a previous dispatcher left running, watched by this one.
+    public static let runnerAdopted = EventType("RunnerAdopted")
     // Repo pool.
     public static let slotAllocated = EventType("SlotAllocated")
     public static let slotReleased = EventType("SlotReleased")

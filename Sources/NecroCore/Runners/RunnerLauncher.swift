@@ -35,6 +35,25 @@ public enum RunnerEvent: Hashable, Sendable {
     case exited(RunnerID, RunnerExit)
 }
 
+/// A runner a previous dispatcher started and left running: watched from now on as if started here.
+public struct RunnerAdoption: Hashable, Sendable {
+    public var runner: RunnerID
+    /// Its supervisor (the leader of its process group), with its start time.
+    public var pid: Int32
+    public var startTime: UInt64
+    /// Where its supervisor writes its output, and its exit status.
+    public var logPath: String
+    public var statusPath: String
+
+    public init(runner: RunnerID, pid: Int32, startTime: UInt64, logPath: String, statusPath: String) {
+        self.runner = runner
+        self.pid = pid
+        self.startTime = startTime
+        self.logPath = logPath
+        self.statusPath = statusPath
+    }
+}
+
 /// Starts and stops runners somewhere: local processes, containers, cluster jobs.
 public protocol RunnerLauncher: Sendable {
     /// Every runner's start, output and exit, in order per runner.
@@ -43,4 +62,7 @@ public protocol RunnerLauncher: Sendable {
     func launch(_ launch: RunnerLaunch)
     /// Signals the runner and everything it started.
     func signal(_ runner: RunnerID, _ signal: RunnerSignal)
+    /// Watches a runner a previous dispatcher started: its output (as it reaches its log) and its
+    /// exit (as its supervisor recorded it). One that has already ended is reported as ended.
+    func adopt(_ adoption: RunnerAdoption)
 }
