@@ -18,6 +18,52 @@ private func start(_ arguments: [String], in directory: String) throws -> Proces
     return process
 }
 
+/// `necro run --json`, started without waiting for it; its events are read as it prints them.
+private final class WatchedRun {
+    let process: Process
+    private let output: FileHandle
+    private var pending = Data()
+
+    init(_ arguments: [String], in directory: String) throws {
+        let pipe = Pipe()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        process.arguments = arguments + ["--json"]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        output = pipe.fileHandleForReading
+    }
+
+    /// Blocks until the run has printed an event of `type` for each of `tasks` (it prints an
+    /// event once it is committed), or it ends; returns the tasks seen.
+    @discardableResult
+    func awaitEvents(_ type: EventType, for tasks: Set<TaskID>) -> Set<TaskID> {
+        var seen: Set<TaskID> = []
+        while !tasks.isSubset(of: seen) {
+            guard let newline = pending.firstIndex(of: 10) else {
+                let more = output.availableData  // blocks until there is output, empty at its end
+                if more.isEmpty { break }
+                pending.append(more)
+                continue
+            }
+            let line = pending[pending.startIndex..<newline]
+            pending.removeSubrange(pending.startIndex...newline)
+            guard let event = try? JSONDecoder().decode([String: JSONValue].self, from: Data(line)),
+                event["event_type"]?.stringValue == type.rawValue, let task = event["task_id"]?.stringValue
+            else { continue }
+            seen.insert(TaskID(task))
+        }
+        return seen
+    }
+
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
 /// Blocks until a runner writes a line into the FIFO: the event that it is running.
 private func awaitLine(fromFIFO path: String) -> String {
     let handle = FileHandle(forReadingAtPath: path)!  // opening blocks until a writer opens it
@@ -212,11 +258,12 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
             dir,
             script: #"if [ ! -e "$ROOT/recovered" ]; then echo $$ > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600; fi"#,
             extra: "  heartbeat_timeout: 1")
-        let first = try start(["run", "tasks.md"], in: dir.path)
+        let first = try WatchedRun(["run", "tasks.md"], in: dir.path)
+        // Recorded with their pids (what adoption goes by), then running.
+        #expect(first.awaitEvents(.runnerStarted, for: ["1", "2"]) == ["1", "2"])
         let orphan1 = try #require(Int32(awaitLine(fromFIFO: dir.file("ready-1")).trimmingCharacters(in: .whitespacesAndNewlines)))
         let orphan2 = try #require(Int32(awaitLine(fromFIFO: dir.file("ready-2")).trimmingCharacters(in: .whitespacesAndNewlines)))
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.kill9()
         #expect(kill(orphan1, 0) == 0 && kill(orphan2, 0) == 0, "the runners outlive the dispatcher")
 
         try dir.write("recovered", "")
@@ -258,10 +305,10 @@ extension CrashRecoveryTests {
         // gone; the lease is 1 s, so only its output (read from its log) keeps it alive.
         let script = #"if [ -e "$ROOT/ran" ]; then echo rerun >> "$ROOT/ledger"; exit 0; fi; touch "$ROOT/ran"; echo $$ > "$ROOT/ready"; pad=$(printf "%0900d" 0); i=0; while [ $i -lt 150 ]; do printf "line %03d %s\n" $i "$pad"; i=$((i+1)); sleep 0.02; done; echo end >> "$ROOT/ledger""#
         try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
-        let first = try start(["run", "tasks.md"], in: dir.path)
+        let first = try WatchedRun(["run", "tasks.md"], in: dir.path)
+        #expect(first.awaitEvents(.runnerStarted, for: ["1"]) == ["1"])
         _ = awaitLine(fromFIFO: dir.file("ready"))
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.kill9()
 
         let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
         #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
@@ -367,12 +414,12 @@ extension CrashRecoveryTests {
         // First attempt: write something, say so, hang. After recovery: commit a file and finish.
         let script = #"if [ ! -e "$ROOT/recovered" ]; then echo half > "half-$NECRO_TASK_ID.txt"; echo $$ > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600; fi; echo "$NECRO_TASK_ID" > "done-$NECRO_TASK_ID.txt"; git add -A; git -c user.name=a -c user.email=a@x commit -qm "task $NECRO_TASK_ID""#
         try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
-        let first = try start(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
+        let first = try WatchedRun(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
+        #expect(first.awaitEvents(.runnerStarted, for: ["1", "2"]) == ["1", "2"])
         for ready in ["ready-1", "ready-2"] { _ = awaitLine(fromFIFO: dir.file(ready)) }
         let status = try NecroBinary.run(["status"], in: dir.path)
         #expect(status.stdout.contains("  slot-1 on necro/"), "status shows each runner's slot and branch: \(status.stdout)")
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.kill9()
         // A worktree the dead dispatcher was in the middle of creating.
         try FileManager.default.createDirectory(atPath: dir.file(".necro/slots/slot-9"), withIntermediateDirectories: true)
 
