@@ -69,8 +69,7 @@ extension DispatchEngine {
 
     /// A task whose dependencies are all done: ready, and queued unless no pool could ever take it.
     mutating func makeReady(_ key: TaskKey, _ index: Int) {
-        let set = sets[key.spec]!
-        if set.states[index] != .ready {
+        if sets[key.spec]!.states[index] != .ready {
             change(key, index, to: .ready, reason: .some(nil), events: [NewEvent(.taskReady)])
         }
         if phase == .running { enqueue(key, index) }
@@ -162,9 +161,9 @@ extension DispatchEngine {
     }
 
     mutating func retry(_ key: TaskKey) {
-        guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else { return }
-        guard set.states[index] == .failed || set.states[index] == .cancelled else { return }
-        let graph = set.tracker.graph
+        guard let index = sets[key.spec]?.tracker.graph.index(of: key.id) else { return }
+        guard sets[key.spec]!.states[index] == .failed || sets[key.spec]!.states[index] == .cancelled else { return }
+        let graph = sets[key.spec]!.tracker.graph
         change(key, index, to: .blocked, attempts: 0, reason: .some(nil), events: [NewEvent(.taskRetryScheduled, payload: ["requested": true])])
         // What it blocked now waits on it again, no longer on a failure.
         let reason = "dependency \(key.id) "

@@ -271,8 +271,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             case .killGrace(let id):
                 if runners[id] != nil { effects.append(.signal(id, .kill)) }
             case .retry(let key):
-                guard pendingRetries.remove(key) != nil, let set = sets[key.spec],
-                    let index = set.tracker.graph.index(of: key.id), set.states[index] == .ready
+                guard pendingRetries.remove(key) != nil, let index = sets[key.spec]?.tracker.graph.index(of: key.id),
+                    sets[key.spec]!.states[index] == .ready
                 else { continue }
                 if phase == .running { enqueue(key, index) }
             case .shutdown:
@@ -284,7 +284,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     mutating func dispatch() {
         while let assignment = scheduler.nextAssignment() {
             let key = assignment.task.key
-            guard let set = sets[key.spec], let index = set.tracker.graph.index(of: key.id) else {
+            // No copy of the taskset's state is held while its arrays change: each would be copied.
+            guard let index = sets[key.spec]?.tracker.graph.index(of: key.id) else {
                 scheduler.release(assignment)
                 continue
             }
@@ -301,9 +302,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                     id: TaskSlot.id(number), path: "\(folder)/\(TaskSlot.id(number))",
                     branch: repoPool.branchTemplate.render(spec: key.spec, task: key.id)))
             }
-            let attempt = set.attempts[index] + 1
+            let attempt = sets[key.spec]!.attempts[index] + 1
             let id = RunnerID(task: key, attempt: attempt, suffix: options.runnerIDSuffix)
-            sets[key.spec]!.attempts[index] = attempt
             let runner = RunnerState(
                 key: key, index: index, assignment: assignment, attempt: attempt, slot: slot, started: now,
                 leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
@@ -312,13 +312,14 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 key, index, to: .running, attempts: attempt, reason: .some(nil), slot: slot?.slot,
                 events: [NewEvent(.taskAssigned, payload: runnerPayload(id, runner).merging(["attempt": .int(attempt)]) { a, _ in a })])
             schedule(.lease(id), at: runner.leaseExpiresAt)
-            if let timeout = set.spec.tasks[index].timeoutSeconds {
+            let task = sets[key.spec]!.spec.tasks[index]
+            if let timeout = task.timeoutSeconds {
                 schedule(.taskTimeout(id), at: now.advanced(by: .seconds(timeout)))
             }
-            let graph = set.tracker.graph
+            let graph = sets[key.spec]!.tracker.graph
             let dependencies = graph.taskDependencies(of: index).map { graph.ids[$0] }
             var request = LaunchRequest(
-                runner: id, task: key, spec: set.spec.tasks[index], attempt: attempt, pool: assignment.pool,
+                runner: id, task: key, spec: task, attempt: attempt, pool: assignment.pool,
                 dependencies: dependencies, slot: slot?.slot)
             if let template = configuration.repoPool?.branchTemplate {
                 request.dependencyBranches = dependencies.map {
