@@ -94,7 +94,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NecroCLITests",
-            dependencies: ["NecroCLI", "necro", "NecroTesting"],
+            dependencies: ["NecroCLI", "NecroRegistry", "NecroRunners", "necro", "NecroTesting"],
             swiftSettings: strict
         ),
     ]

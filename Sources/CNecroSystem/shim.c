@@ -115,12 +115,15 @@ struct supervision {
     char *const *argv;
     char *const *envp;
     const char *cwd;
-    int input_fd, output_fd, report_fd, pipe_read_fd;
+    const char *status_path;
+    const char *log_path;
+    int input_fd, output_fd, pipe_read_fd;
     pid_t caller;
+    long status_offset;
     long log_limit;
     char *runner_stack_top;
-    char status_path[4096];
-    char log_path[4096];
+    /// Set by the runner's process if its exec fails (they share memory until it execs).
+    int exec_error;
 };
 
 // Once the caller is gone, nobody reads the runner's pipe: the supervisor does, into the log, so
@@ -156,14 +159,34 @@ static void keep_output(struct supervision *s, struct log_writer *log, int drain
     }
 }
 
+/// Writes the runner's status into its record of the status table: `prefix` (0 for none), the
+/// number, a newline, zeros to NECRO_STATUS_SIZE bytes, in one write at the record's offset.
+static void record_status(struct supervision *s, char prefix, int number) {
+    char text[NECRO_STATUS_SIZE] = {0};
+    int length = 0;
+    if (prefix) text[length++] = prefix;
+    char digits[12];
+    int count = 0;
+    unsigned value = number < 0 ? 0 : (unsigned)number;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value > 0 && count < 10);
+    while (count > 0 && length < NECRO_STATUS_SIZE - 1) text[length++] = digits[--count];
+    text[length] = '\n';
+    long file = raw_syscall(SYS_openat, AT_FDCWD, (long)s->status_path, O_WRONLY | O_CLOEXEC, 0, 0);
+    if (file < 0) return;
+    while (raw_syscall(SYS_pwrite64, file, (long)text, NECRO_STATUS_SIZE, s->status_offset, 0) == -EINTR) {}
+    raw_syscall(SYS_close, file, 0, 0, 0, 0);
+}
+
 static int run_runner(void *context) {  // in the runner's process, until execve
     struct supervision *s = context;
     raw_signal(SIGTERM, SIG_DFL);
     raw_signal(SIGINT, SIG_DFL);
     raw_signal(SIGHUP, SIG_DFL);
     long error = raw_syscall(SYS_execve, (long)s->path, (long)s->argv, (long)s->envp, 0, 0);
-    int failure = (int)-error;
-    raw_write_all(s->report_fd, (const char *)&failure, sizeof failure);
+    s->exec_error = (int)-error;  // seen by the supervisor, which waits for this process to exec or end
     raw_exit(127);
 }
 
@@ -180,30 +203,32 @@ static int supervise(void *context) {
     raw_signal(SIGHUP, SIG_IGN);
     unsigned long none = 0;
     raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0);
-    raw_syscall(SYS_dup3, s->input_fd, 0, 0, 0, 0);
-    raw_syscall(SYS_dup3, s->output_fd, 1, 0, 0, 0);
-    raw_syscall(SYS_dup3, s->output_fd, 2, 0, 0, 0);
-    // Nothing else of the caller: no registry file, socket or pipe. Kept: the report pipe and the
-    // read end of the output pipe (both close on the runner's exec).
-    int low = s->report_fd < s->pipe_read_fd ? s->report_fd : s->pipe_read_fd;
-    int high = s->report_fd < s->pipe_read_fd ? s->pipe_read_fd : s->report_fd;
-    if (low > 3) raw_syscall(SYS_close_range, 3, low - 1, 0, 0, 0);
-    if (high > low + 1) raw_syscall(SYS_close_range, low + 1, high - 1, 0, 0, 0);
-    raw_syscall(SYS_close_range, high + 1, ~0U, 0, 0, 0);
-    int error = 0;
-    if (s->cwd != NULL) error = (int)-raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
-    long runner = -1;
-    if (error == 0) {
-        // As vfork: the supervisor waits until the runner has exec'd (or failed to).
-        runner = clone(run_runner, s->runner_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
-        if (runner < 0) error = EAGAIN;
+    // The read end of the output pipe stays (above the standard three, closed on the runner's exec);
+    // nothing else of the caller: no registry file, socket or pipe.
+    // (Each is first moved above 2, should the caller have run without a standard descriptor.)
+    int keep = (int)raw_syscall(SYS_fcntl, s->pipe_read_fd, F_DUPFD_CLOEXEC, 3, 0, 0);
+    int input = (int)raw_syscall(SYS_fcntl, s->input_fd, F_DUPFD_CLOEXEC, 3, 0, 0);
+    int output = (int)raw_syscall(SYS_fcntl, s->output_fd, F_DUPFD_CLOEXEC, 3, 0, 0);
+    raw_syscall(SYS_dup3, input, 0, 0, 0, 0);
+    raw_syscall(SYS_dup3, output, 1, 0, 0, 0);
+    raw_syscall(SYS_dup3, output, 2, 0, 0, 0);
+    if (keep > 3) raw_syscall(SYS_close_range, 3, keep - 1, 0, 0, 0);
+    raw_syscall(SYS_close_range, keep + 1, ~0U, 0, 0, 0);
+    s->pipe_read_fd = keep;
+    if (s->cwd != NULL) {
+        long error = raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
+        if (error != 0) {
+            record_status(s, 'C', (int)-error);
+            raw_exit(127);
+        }
     }
-    if (error != 0) {
-        raw_write_all(s->report_fd, (const char *)&error, sizeof error);
+    // As vfork: the supervisor waits until the runner has exec'd (or failed to).
+    long runner = clone(run_runner, s->runner_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, s);
+    if (runner < 0 || s->exec_error != 0) {
+        if (runner > 0) while (raw_syscall(SYS_wait4, runner, 0, 0, 0, 0) == -EINTR) {}
+        record_status(s, 'E', runner < 0 ? EAGAIN : s->exec_error);
         raw_exit(127);
     }
-    // From here on the caller may be gone: only this block's own fields are used.
-    raw_syscall(SYS_close, s->report_fd, 0, 0, 0, 0);
     for (int fd = 0; fd < 3; fd++) raw_syscall(SYS_close, fd, 0, 0, 0, 0);
     // Wait for the runner; should the caller go first, keep the runner's output from then on.
     // (Its parent is the caller until the caller ends; then it is adopted by another process.)
@@ -232,17 +257,7 @@ static int supervise(void *context) {
     while (raw_syscall(SYS_wait4, runner, (long)&status, 0, 0, 0) == -EINTR) {}
     int signalled = (status & 0x7f) != 0;
     int code = signalled ? 128 + (status & 0x7f) : (status >> 8) & 0xff;
-    char text[8];
-    int length = 0;
-    if (code >= 100) text[length++] = (char)('0' + code / 100);
-    if (code >= 10) text[length++] = (char)('0' + code / 10 % 10);
-    text[length++] = (char)('0' + code % 10);
-    text[length++] = '\n';
-    long file = raw_syscall(SYS_openat, AT_FDCWD, (long)s->status_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644, 0);
-    if (file >= 0) {
-        raw_write_all((int)file, text, length);
-        raw_syscall(SYS_close, file, 0, 0, 0, 0);
-    }
+    record_status(s, 0, code);
     if (signalled) {
         // End the same way, so that the caller sees the signal itself; never dump core for it.
         struct rlimit no_core = {0, 0};
@@ -254,66 +269,90 @@ static int supervise(void *context) {
 }
 
 enum { SUPERVISOR_STACK = 64 << 10, RUNNER_STACK = 32 << 10 };
-const size_t necro_supervisor_block_size = SUPERVISOR_STACK + RUNNER_STACK + sizeof(struct supervision);
 
-int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
-                           int output_read_fd, const char *status_path, const char *log_path, long log_limit, pid_t *pid,
+/// Copies `text` to `*cursor` and moves the cursor past it.
+static char *place(char **cursor, const char *text) {
+    size_t length = strlen(text) + 1;
+    char *copy = *cursor;
+    memcpy(copy, text, length);
+    *cursor += length;
+    return copy;
+}
+
+static size_t strings_size(char *const list[], size_t *count) {
+    size_t size = 0, n = 0;
+    for (; list[n] != NULL; n++) size += strlen(list[n]) + 1;
+    *count = n;
+    return size;
+}
+
+int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
+                           int output_fd, int output_read_fd, const char *status_path, long status_offset,
+                           const char *log_path, long log_limit, pid_t *pid, int *pidfd, size_t *block_size,
                            void **block) {
-    if (strlen(status_path) >= sizeof(((struct supervision *)0)->status_path)) return ENAMETOOLONG;
-    if (strlen(log_path) >= sizeof(((struct supervision *)0)->log_path)) return ENAMETOOLONG;
-    char *memory = mmap(NULL, necro_supervisor_block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    // The block holds the supervisor's stacks and everything it reads: the caller need not wait
+    // for it, and may free its own copies at once.
+    size_t argc = 0, envc = 0;
+    size_t strings = strings_size(argv, &argc) + strings_size(envp, &envc) + strlen(path) + strlen(status_path) +
+                     strlen(log_path) + (cwd ? strlen(cwd) : 0) + 4;
+    size_t size = SUPERVISOR_STACK + RUNNER_STACK + sizeof(struct supervision) + (argc + envc + 2) * sizeof(char *) + strings;
+    size = (size + 4095) & ~(size_t)4095;
+    char *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (memory == MAP_FAILED) return errno;
     struct supervision *s = (struct supervision *)(memory + SUPERVISOR_STACK + RUNNER_STACK);
-    int input = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    int report[2] = {-1, -1};
-    if (input < 0 || pipe2(report, O_CLOEXEC) != 0) {
-        int error = errno;
-        if (input >= 0) close(input);
-        munmap(memory, necro_supervisor_block_size);
-        return error;
-    }
-    *s = (struct supervision){path, argv, envp, cwd, input, output_fd, report[1], output_read_fd, getpid(), log_limit,
-                              memory + SUPERVISOR_STACK + RUNNER_STACK};
-    strcpy(s->status_path, status_path);
-    strcpy(s->log_path, log_path);
+    char **argv_copy = (char **)(s + 1);
+    char **envp_copy = argv_copy + argc + 1;
+    char *cursor = (char *)(envp_copy + envc + 1);
+    for (size_t i = 0; i < argc; i++) argv_copy[i] = place(&cursor, argv[i]);
+    argv_copy[argc] = NULL;
+    for (size_t i = 0; i < envc; i++) envp_copy[i] = place(&cursor, envp[i]);
+    envp_copy[envc] = NULL;
+    *s = (struct supervision){
+        .path = place(&cursor, path),
+        .argv = argv_copy,
+        .envp = envp_copy,
+        .cwd = cwd ? place(&cursor, cwd) : NULL,
+        .status_path = place(&cursor, status_path),
+        .log_path = place(&cursor, log_path),
+        .input_fd = input_fd,
+        .output_fd = output_fd,
+        .pipe_read_fd = output_read_fd,
+        .caller = getpid(),
+        .status_offset = status_offset,
+        .log_limit = log_limit,
+        .runner_stack_top = memory + SUPERVISOR_STACK + RUNNER_STACK,
+    };
     // Not CLONE_VFORK: the supervisor lives on; CLONE_VM: nothing of this process is copied.
-    pid_t child = clone(supervise, memory + SUPERVISOR_STACK, CLONE_VM | SIGCHLD, s);
-    int error = child < 0 ? errno : 0;
-    close(report[1]);
-    close(input);
-    if (child > 0) {
-        setpgid(child, child);  // also here: a signal to the group right after this call must reach it
-        int failure = 0;
-        ssize_t got;
-        while ((got = read(report[0], &failure, sizeof failure)) < 0 && errno == EINTR) {}
-        if (got == (ssize_t)sizeof failure) {
-            error = failure;
-            while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
-        } else {
-            *pid = child;
-        }
-    }
-    close(report[0]);
-    if (error != 0) {
-        munmap(memory, necro_supervisor_block_size);
+    int descriptor = -1;
+    pid_t child = clone(supervise, memory + SUPERVISOR_STACK, CLONE_VM | CLONE_PIDFD | SIGCHLD, s, &descriptor);
+    if (child < 0) {
+        int error = errno;
+        munmap(memory, size);
         return error;
     }
+    setpgid(child, child);  // also here: a signal to the group right after this call must reach it
+    *pid = child;
+    *pidfd = descriptor;
+    *block_size = size;
     *block = memory;
     return 0;
 }
 
-void necro_supervisor_release(void *block) {
-    if (block != NULL) munmap(block, necro_supervisor_block_size);
+void necro_supervisor_release(void *block, size_t size) {
+    if (block != NULL) munmap(block, size);
 }
 
 #else
-int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
-                           int output_read_fd, const char *status_path, const char *log_path, long log_limit, pid_t *pid,
+int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
+                           int output_fd, int output_read_fd, const char *status_path, long status_offset,
+                           const char *log_path, long log_limit, pid_t *pid, int *pidfd, size_t *block_size,
                            void **block) {
     return ENOSYS;
 }
-void necro_supervisor_release(void *block) {}
+void necro_supervisor_release(void *block, size_t size) {}
 #endif
+
+int necro_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int necro_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 

@@ -1,5 +1,6 @@
 import Foundation
 public import NecroCore
+import NecroRunners
 import Synchronization
 
 /// Runs tasksets: the engine's decisions carried out with a registry and a launcher.
@@ -16,8 +17,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         public var work: String
         /// Given to runners as NECRO_REGISTRY, for `necro heartbeat`.
         public var registry: String
-        /// Exit statuses written by each runner's supervisor, `<status>/<spec>/<task>.status`, so
-        /// that they outlive the dispatcher; nil runs runners unsupervised.
+        /// Where runners' supervisors record how they ended, so that it outlives the dispatcher: a
+        /// table per dispatcher start (`RunnerStatusTable`); nil runs runners unsupervised.
         public var status: String?
 
         public init(logs: String, work: String, registry: String, status: String? = nil) {
@@ -25,11 +26,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             self.work = work
             self.registry = registry
             self.status = status
-        }
-
-        /// Where the supervisor of the task's current runner writes its exit status.
-        public func statusFile(for task: TaskKey) -> String? {
-            status.map { "\($0)/\(Self.fileName(task.spec))/\(Self.fileName(task.id.rawValue)).status" }
         }
 
         /// The task's working folder, inside `work` whatever its spec name and id.
@@ -117,12 +113,18 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     // MARK: The loop
 
     /// Runs the tasksets until the engine finishes: every task done or stuck, or a shutdown.
-    /// Runners a previous dispatcher left running (`adopting`, with their pid and start time) are
-    /// watched as if started here, their tasks left running.
+    /// Runners a previous dispatcher left (`recovered`) are taken over: those still running are
+    /// watched as if started here, their tasks left running; those that ended meanwhile count by
+    /// how they ended.
     public func run(
-        _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], adopting adopted: [RunnerRecord] = []
+        _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners = RecoveredRunners()
     ) async throws -> RunOutcome {
         try journal.replay(into: registry)
+        if let folder = paths.status {
+            statusTable.withLock { $0 = nil }
+            let table = try RunnerStatusTable(folder: folder, name: options.runnerIDSuffix.map { "runners-\($0)" } ?? "runners")
+            statusTable.withLock { $0 = table }
+        }
         var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
         let forward = Task { [inbox, launcher] in
             for await event in launcher.events {
@@ -134,10 +136,17 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
         defer { timer?.task.cancel() }
 
-        for runner in adopted { adopt(runner, tasksets) }
+        for runner in recovered.adopted { adopt(runner, tasksets) }
+        for ended in recovered.ended {
+            var row = ended.runner
+            row.state = .exited
+            row.endedAt = wallNow()
+            row.exit = ended.exit?.reason ?? "ended while no dispatcher was running, without a recorded status"
+            saveRunner(row)
+        }
         var actions: [EngineAction] = []
         for taskset in tasksets {
-            actions += engine.load(taskset.spec, records: taskset.records, adopted: adopted, now: clock.now)
+            actions += engine.load(taskset.spec, records: taskset.records, recovered: recovered, now: clock.now)
         }
         var outcome = perform(actions)
 
@@ -171,6 +180,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // next start.
         try? journal.replay(into: registry)
         if runnerRows.withLock({ !$0.dirty.isEmpty }) { record([]) }
+        // Every runner's exit is recorded: nothing needs the table any more.
+        statusTable.withLock { $0 }?.removeIfUnused()
         updatesContinuation.yield(.finished(outcome!))
         return outcome!
     }
@@ -190,10 +201,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             updatesContinuation.yield(.output(id, lastLine: line))
             return engine.handle(.heartbeat(id), now: now)
         case .runner(.exited(let id, let exit), _):
-            // Once this turn is committed, the supervisor's copy of the status is not needed any
+            // Once this turn is committed, the supervisor's record of the status is not needed any
             // more; until then it is what recovery would go by.
-            if let task = runnerRows.withLock({ $0.all[id]?.task }), let file = paths.statusFile(for: task) {
-                consumedStatusFiles.withLock { $0.append(file) }
+            if let record = runnerRows.withLock({ $0.all[id]?.status }) {
+                consumedStatusRecords.withLock { $0.append(record) }
             }
             updateRunner(id) {
                 $0.state = .exited
@@ -230,23 +241,26 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Carries out one turn: the record, in one transaction, then the effects.
     private func perform(_ actions: [EngineAction]) -> RunOutcome? {
         var transitions: [Transition] = []
-        for case .record(let batch) in actions { transitions += batch }
-        if !transitions.isEmpty { record(transitions) }
+        for action in actions {
+            switch action {
+            case .record(let batch): transitions += batch
+            // Its row, with the record its supervisor will write its status to, is saved with its
+            // assignment: recovery finds every runner that may have started.
+            case .launch(let request): saveRunner(runnerRow(request))
+            default: break
+            }
+        }
+        if !transitions.isEmpty || runnerRows.withLock({ !$0.dirty.isEmpty }) { record(transitions) }
         var outcome: RunOutcome?
-        var launched = false
         for action in actions {
             switch action {
             case .record: break
-            case .launch(let request):
-                launch(request)
-                launched = true
+            case .launch(let request): launch(request)
             case .signal(let id, let signal): self.signal(id, signal)
             case .checkLease(let id): inbox.post(.input(leaseAnswer(id)))
             case .finished(let result): outcome = result
             }
         }
-        // The rows of the runners just launched, in one transaction: recovery reads them.
-        if launched || (transitions.isEmpty && runnerRows.withLock({ !$0.dirty.isEmpty })) { record([]) }
         return outcome
     }
 
@@ -261,7 +275,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             if journal.hasPending { try journal.replay(into: registry) }
             for event in try registry.apply(transitions, saving: rows) { updatesContinuation.yield(.event(event)) }
             runnerRows.withLock { $0.ended.removeAll() }
-            for file in consumedStatusFiles.withLock({ files in defer { files.removeAll() }; return files }) { unlink(file) }
+            let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
+            if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
         } catch {
             runnerRows.withLock { $0.dirty.formUnion(rows.map(\.id)) }  // saved with the next record
             guard !transitions.isEmpty else { return }
@@ -280,12 +295,15 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
+    /// A new runner's row: where it logs, and where its supervisor will record how it ended.
+    private func runnerRow(_ request: LaunchRequest) -> RunnerRecord {
+        RunnerRecord(
+            id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool,
+            logPath: paths.logFile(for: request.runner), status: statusTable.withLock { $0 }?.claim(request.runner),
+            startedAt: wallNow())
+    }
+
     private func launch(_ request: LaunchRequest) {
-        let logPath = paths.logFile(for: request.runner)
-        saveRunner(
-            RunnerRecord(
-                id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, logPath: logPath,
-                startedAt: wallNow()))
         guard let slot = request.slot, let workspaces else {
             start(request, in: paths.workFolder(for: request.task))  // the launcher creates it
             return
@@ -311,8 +329,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Watches a runner an earlier dispatcher started; with a repo pool, its slot is released when
     /// it ends, as for runners started here.
     private func adopt(_ runner: RunnerRecord, _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) {
-        guard let pid = runner.pid, let startTime = runner.processStartTime, let status = paths.statusFile(for: runner.task)
-        else { return }
+        guard let pid = runner.pid, let startTime = runner.processStartTime, let status = runner.status else { return }
         saveRunner(runner)
         let record = tasksets.lazy.flatMap(\.records).first { $0.key == runner.task }
         if workspaces != nil, let slot = record?.slot {
@@ -322,7 +339,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         launcher.adopt(
             RunnerAdoption(
                 runner: runner.id, pid: pid, startTime: startTime, logPath: runner.logPath ?? paths.logFile(for: runner.id),
-                statusPath: status))
+                status: status))
     }
 
     /// Hands a runner's exit to the repo pool first, if it had a slot: what it left is committed or
@@ -368,11 +385,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             environment["NECRO_BRANCH"] = slot.branch
         }
         environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work)
-        let logPath = paths.logFile(for: request.runner)
+        let row = runnerRows.withLock { $0.all[request.runner] }
         launcher.launch(
             RunnerLaunch(
-                runner: request.runner, argv: argv, environment: environment, workingDirectory: work, logPath: logPath,
-                statusPath: paths.statusFile(for: request.task)))
+                runner: request.runner, argv: argv, environment: environment, workingDirectory: work,
+                logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status))
     }
 
     /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease
@@ -395,8 +412,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private let runnerRows = Mutex(RunnerRows())
-    /// Status files whose exits are recorded in this turn: removed once it is committed.
-    private let consumedStatusFiles = Mutex<[String]>([])
+    /// This dispatcher's runner status table, with runners supervised.
+    private let statusTable = Mutex<RunnerStatusTable?>(nil)
+    /// Status records whose exits are recorded in this turn: free once it is committed.
+    private let consumedStatusRecords = Mutex<[StatusRecord]>([])
 
     /// Replays what a previous dispatcher left in the fallback journal of this registry: before
     /// recovery looks at the registry, so that nothing is recorded twice.
@@ -406,7 +425,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     private func saveRunner(_ runner: RunnerRecord) {
         runnerRows.withLock {
-            $0.all[runner.id] = runner
+            if runner.state == .exited { $0.ended[runner.id] = runner } else { $0.all[runner.id] = runner }
             $0.dirty.insert(runner.id)
         }
     }

@@ -16,6 +16,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     /// Output is reported at most this often per runner (it renews a lease; more is noise).
     private let outputInterval: Duration
     private let epoll: Int32
+    /// Runners' standard input.
+    private let devNull: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
     private let state = Mutex(State())
@@ -25,8 +27,9 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     /// Tells when adopted runners' logs grow.
     private let inotify: Int32
     private static let inotifyToken: UInt64 = 1 << 1
-    /// Threads that start runners.
-    static let spawners = 2
+    /// Threads that start runners: a supervised start does not wait for the runner's exec, so one
+    /// keeps up with many exits a second.
+    static let spawners = 1
 
     private struct Watched {
         var runner: RunnerID
@@ -42,11 +45,13 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var lastLine = ""
         var lastReport: ContinuousClock.Instant?
         var exited = false
-        /// The supervisor's memory (its stacks), released once it is reaped.
-        var supervisorBlock: UInt = 0  // its address
+        /// The supervisor's memory (its stacks and what it reads), released once it is reaped.
+        var supervisorBlock: (address: UInt, size: Int)?
+        /// Where its supervisor records how it ended.
+        var status: StatusRecord?
         /// Started by an earlier dispatcher: not our child; its output is read from its log (an
-        /// inotify watch), its exit status from its status file.
-        var adopted: (statusPath: String, watch: Int32, logOffset: Int)?
+        /// inotify watch), its exit status from its status record.
+        var adopted: (watch: Int32, logOffset: Int)?
     }
 
     private struct State {
@@ -68,6 +73,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         self.logLimitBytes = logLimitBytes
         self.outputInterval = outputInterval
         epoll = necro_epoll_create()
+        devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         var fds: [Int32] = [0, 0]
         pipe(&fds)
         wakeRead = fds[0]
@@ -79,8 +85,6 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         let thread = Thread { [self] in self.loop() }
         thread.name = "necro-runners"
         thread.start()
-        // Each spawn waits for its child's exec: two spawners keep both cores of the benchmark
-        // machine busy (about +15% tasks/s and -20% latency there; four measured no better).
         for _ in 0..<Self.spawners {
             let spawner = Thread { [self] in self.spawnLoop() }
             spawner.name = "necro-spawner"
@@ -99,6 +103,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     deinit {
         close(inotify)
         close(epoll)
+        close(devNull)
         close(wakeRead)
         close(wakeWrite)
     }
@@ -127,36 +132,22 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
     }
 
-    /// Where the built-in supervisor is missing (a processor it has no code for): runs the command
-    /// and writes its exit status to the file named by `$1` before exiting with it. A trapped TERM
-    /// lets the script outlive a stop of the group long enough to record how the command ended.
-    /// The command arrives as "$@": no task text is ever part of the script.
-    static let supervisorScript = #"f=$1; shift; trap : TERM INT HUP; "$@"; s=$?; printf '%s\n' "$s" > "$f"; exit "$s""#
-
     private func spawn(_ launch: RunnerLaunch) {
         guard let program = launch.argv.first, !program.isEmpty else {
             continuation.yield(.exited(launch.runner, .launchFailed("empty command")))
             return
         }
         // The supervisor runs a path, not a name: find it here, and say plainly when it is not there.
-        var executable = program
-        if let status = launch.statusPath {
-            guard let found = Self.executablePath(program, path: launch.environment["PATH"]) else {
-                continuation.yield(.exited(launch.runner, .launchFailed("command not found: \(program)")))
-                return
-            }
-            executable = found
-            ensureFolder(of: status)
-            unlink(status)
+        guard let executable = Self.executablePath(program, path: launch.environment["PATH"]) else {
+            continuation.yield(.exited(launch.runner, .launchFailed("command not found: \(program)")))
+            return
         }
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
+        guard necro_pipe(&fds) == 0 else {
             continuation.yield(.exited(launch.runner, .launchFailed("cannot create a pipe: \(errnoText())")))
             return
         }
         let (readEnd, writeEnd) = (fds[0], fds[1])
-        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(readEnd, F_SETFL, fcntl(readEnd, F_GETFL) | O_NONBLOCK)
         ensureFolder(of: launch.logPath)
         if mkdir(launch.workingDirectory, 0o755) != 0 && errno == ENOENT {
@@ -164,38 +155,41 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
 
         var pid: pid_t = 0
-        var block: UnsafeMutableRawPointer?
+        var pidfd: Int32 = -1
+        var block: (address: UInt, size: Int)?
         let error = withCStrings(launch.argv) { argv in
-            withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }.sorted()) { envp in
-                guard let status = launch.statusPath else {
-                    return necro_spawn(program, argv, envp, launch.workingDirectory, writeEnd, &pid)
+            withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }) { envp in
+                if let status = launch.status {
+                    // The supervisor works in the runner's folder: its paths must not depend on ours.
+                    var memory: UnsafeMutableRawPointer?
+                    var size = 0
+                    let error = necro_spawn_supervised(
+                        executable, argv, envp, launch.workingDirectory, devNull, writeEnd, readEnd,
+                        Self.absolute(status.path), status.offset, Self.absolute(launch.logPath), logLimitBytes, &pid, &pidfd,
+                        &size, &memory)
+                    if error == 0 { block = (UInt(bitPattern: memory), size) }
+                    guard error == ENOSYS else { return error }
+                    // No supervisor for this processor: the runner's status will not outlive us.
                 }
-                // The supervisor works in the runner's folder: its paths must not depend on ours.
-                let error = necro_spawn_supervised(
-                    executable, argv, envp, launch.workingDirectory, writeEnd, readEnd, Self.absolute(status),
-                    Self.absolute(launch.logPath), logLimitBytes, &pid, &block)
-                guard error == ENOSYS else { return error }
-                // No built-in supervisor for this processor: a shell plays its part.
-                return withCStrings(["/bin/sh", "-c", Self.supervisorScript, "necro-supervisor", status] + launch.argv) { shellArgv in
-                    necro_spawn("/bin/sh", shellArgv, envp, launch.workingDirectory, writeEnd, &pid)
-                }
+                let error = necro_spawn(executable, argv, envp, launch.workingDirectory, writeEnd, &pid)
+                if error == 0 { pidfd = necro_pidfd_open(pid) }
+                return error
             }
         }
         close(writeEnd)
         guard error == 0 else {
             close(readEnd)
-            let why = error == ENOENT ? "command not found: \(program)" : "\(launch.argv[0]): \(String(cString: strerror(error)))"
+            let why = error == ENOENT ? "command not found: \(program)" : "\(program): \(String(cString: strerror(error)))"
             continuation.yield(.exited(launch.runner, .launchFailed(why)))
             return
         }
-        let pidfd = necro_pidfd_open(pid)
         continuation.yield(.started(launch.runner, pid: pid, startTime: ProcessIdentity.startTime(of: pid)))
         let token = state.withLock { state -> UInt64 in
             let token = state.nextToken
             state.nextToken += 1
             state.byToken[token] = Watched(
                 runner: launch.runner, pid: pid, pidfd: pidfd, pipe: readEnd, logPath: launch.logPath,
-                supervisorBlock: UInt(bitPattern: block))
+                supervisorBlock: block, status: block == nil ? nil : launch.status)
             state.tokenByRunner[launch.runner] = token
             return token
         }
@@ -299,8 +293,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     }
 
     private func reap(_ token: UInt64) {
-        if let adopted = state.withLock({ $0.byToken[token]?.adopted }) {
-            finishAdopted(token, statusPath: adopted.statusPath)
+        if state.withLock({ $0.byToken[token]?.adopted }) != nil {
+            finishAdopted(token)
             return
         }
         guard let pid = state.withLock({ $0.byToken[token]?.pid }) else { return }
@@ -313,7 +307,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             drain(token)
             stopWatchingPipe(token)
         }
-        let exit: RunnerExit = (status & 0x7f) == 0 ? .exited(code: (status >> 8) & 0xff) : .signalled(status & 0x7f)
+        var exit: RunnerExit = (status & 0x7f) == 0 ? .exited(code: (status >> 8) & 0xff) : .signalled(status & 0x7f)
         let finished: Watched? = state.withLock { state in
             guard var watched = state.byToken.removeValue(forKey: token) else { return nil }
             watched.exited = true
@@ -321,7 +315,13 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             return watched
         }
         guard let watched = finished else { return }
-        necro_supervisor_release(UnsafeMutableRawPointer(bitPattern: watched.supervisorBlock))
+        if let block = watched.supervisorBlock { necro_supervisor_release(UnsafeMutableRawPointer(bitPattern: block.address), block.size) }
+        // A supervisor ends with 127 also when its runner could not start; its record says why.
+        if exit == .exited(code: 127), let record = watched.status,
+            case .launchFailed(let why)? = RunnerStatusTable.exit(of: watched.runner, in: record)
+        {
+            exit = .launchFailed(why)
+        }
         _ = necro_epoll_remove(epoll, watched.pidfd)
         close(watched.pidfd)
         if watched.dropped > 0 {
@@ -339,7 +339,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         // The pidfd names the process only if it is still the one recorded (pids are reused).
         guard pidfd >= 0, ProcessIdentity.startTime(of: adoption.pid) == adoption.startTime else {
             if pidfd >= 0 { close(pidfd) }
-            continuation.yield(.exited(adoption.runner, Self.recordedExit(adoption.statusPath)))
+            continuation.yield(.exited(adoption.runner, Self.recordedExit(of: adoption.runner, in: adoption.status)))
             return
         }
         // Its supervisor appends to the log from now on; start from its current end.
@@ -353,7 +353,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             state.nextToken += 1
             state.byToken[token] = Watched(
                 runner: adoption.runner, pid: adoption.pid, pidfd: pidfd, pipe: -1, logPath: adoption.logPath,
-                adopted: (adoption.statusPath, watch, offset))
+                status: adoption.status, adopted: (watch, offset))
             state.tokenByRunner[adoption.runner] = token
             if watch >= 0 { state.tokenByWatch[watch] = token }
             return token
@@ -404,7 +404,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     }
 
     /// An adopted runner ended: its supervisor wrote how (it is not our child to wait for).
-    private func finishAdopted(_ token: UInt64, statusPath: String) {
+    private func finishAdopted(_ token: UInt64) {
         let finished: Watched? = state.withLock { state in
             guard var watched = state.byToken.removeValue(forKey: token) else { return nil }
             watched.exited = true
@@ -416,16 +416,13 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         if let watch = watched.adopted?.watch, watch >= 0 { _ = inotify_rm_watch(inotify, watch) }
         _ = necro_epoll_remove(epoll, watched.pidfd)
         close(watched.pidfd)
-        continuation.yield(.exited(watched.runner, Self.recordedExit(statusPath)))
+        continuation.yield(.exited(watched.runner, watched.status.map { Self.recordedExit(of: watched.runner, in: $0) } ?? .signalled(SIGKILL)))
     }
 
-    /// How a runner ended, as its supervisor recorded it: exit code, or 128 + signal. None: its
-    /// supervisor was killed before it could write (SIGKILL to the group).
-    static func recordedExit(_ statusPath: String) -> RunnerExit {
-        guard let text = try? String(contentsOfFile: statusPath, encoding: .utf8), text.hasSuffix("\n"),
-            let code = Int32(text.dropLast())
-        else { return .signalled(SIGKILL) }
-        return code > 128 && code <= 128 + 64 ? .signalled(code - 128) : .exited(code: code)
+    /// How a runner ended, as its supervisor recorded it. None: its supervisor was killed before
+    /// it could write (SIGKILL to the group).
+    static func recordedExit(of runner: RunnerID, in record: StatusRecord) -> RunnerExit {
+        RunnerStatusTable.exit(of: runner, in: record) ?? .signalled(SIGKILL)
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import NecroCore
 import NecroRegistry
+import NecroRunners
 import NecroTesting
 import Testing
 
@@ -292,6 +293,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         // The adopted runners died of the SIGTERM that stopped them, as their supervisors recorded.
         #expect(runners.filter { $0.exit == "killed by signal 15" }.map(\.task.id).sorted() == ["1", "2"])
         #expect(runners.filter { $0.exit == "exit code 0" }.map(\.task.id).sorted() == ["1", "2", "3"])
+        #expect(RunnerStatusTable.tables(in: dir.file(".necro/status")).isEmpty, "every runner accounted for: no status table is kept")
     }
 }
 

@@ -464,7 +464,7 @@ extension Harness {
             startedAt: Timestamp(secondsSince1970: 0))
         h.take(h.engine.load(
             spec([task("a"), task("b"), task("c", ["a"])]), records: [record("a", .running, attempts: 1), record("b", .ready), record("c", .blocked)],
-            adopted: [adopted], now: h.now))
+            recovered: RecoveredRunners(adopted: [adopted]), now: h.now))
         #expect(h.launched.isEmpty, "a is not run again, and it holds the pool's only place: b waits")
         #expect(h.eventTypes("a") == [.runnerAdopted])
         #expect(!h.eventTypes("a").contains(.recoveryRequeued))
@@ -479,11 +479,47 @@ extension Harness {
         let adopted = RunnerRecord(
             id: RunnerID("s.a.a1-old1"), task: TaskKey(spec: "s", id: "a"), attempt: 1, pool: "local", pid: 4242, processStartTime: 7,
             startedAt: Timestamp(secondsSince1970: 0))
-        h.take(h.engine.load(spec([task("a")]), records: [record("a", .running, attempts: 1)], adopted: [adopted], now: h.now))
+        h.take(h.engine.load(spec([task("a")]), records: [record("a", .running, attempts: 1)], recovered: RecoveredRunners(adopted: [adopted]), now: h.now))
         h.advance(60)
         #expect(h.leaseChecks == [adopted.id])
         h.send(.leaseLost(adopted.id))
         #expect(h.signals.map(\.0) == [adopted.id])
+    }
+
+    private func previous(_ id: TaskID, attempt: Int = 1) -> RunnerRecord {
+        RunnerRecord(
+            id: RunnerID("s.\(id).a\(attempt)-old1"), task: TaskKey(spec: "s", id: id), attempt: attempt, pool: "local",
+            startedAt: Timestamp(secondsSince1970: 0))
+    }
+
+    @Test func runnersThatEndedWhileNoDispatcherRanCountByTheStatusTheirSupervisorsRecorded() {
+        var h = Harness(configuration(concurrency: 4, attempts: 2))
+        let tasks = [task("ok"), task("failed"), task("last"), task("unknown"), task("after", ["ok"])]
+        let records = [
+            record("ok", .running, attempts: 1), record("failed", .running, attempts: 1), record("last", .running, attempts: 2),
+            record("unknown", .running, attempts: 1), record("after", .blocked),
+        ]
+        let ended = [
+            EndedRunner(runner: previous("ok"), exit: .exited(code: 0)),
+            EndedRunner(runner: previous("failed"), exit: .exited(code: 3)),
+            EndedRunner(runner: previous("last", attempt: 2), exit: .signalled(9)),
+            EndedRunner(runner: previous("unknown"), exit: nil),
+        ]
+        h.take(h.engine.load(spec(tasks), records: records, recovered: RecoveredRunners(ended: ended), now: h.now))
+        // Done, and not run again; its dependent starts.
+        #expect(h.states["ok"] == .done)
+        #expect(h.eventTypes("ok") == [.runnerFinished, .taskCompleted])
+        #expect(h.events.first { $0.0 == "ok" && $0.1 == .taskCompleted }?.2["recovered"] == true)
+        #expect(h.launched.contains(h.runner("after")))
+        // A failed attempt counts as one: retried after its backoff, as if seen here.
+        #expect(h.eventTypes("failed") == [.runnerFinished, .taskRetryScheduled])
+        #expect(h.events.first { $0.0 == "failed" && $0.1 == .runnerFinished }?.2["failure_reason"] == "exit code 3")
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "failed")) == 1)
+        // Its last attempt: failed for good.
+        #expect(h.states["last"] == .failed)
+        // Nothing recorded: requeued, the attempt given back.
+        #expect(h.eventTypes("unknown") == [.recoveryRequeued, .taskReady, .taskAssigned])
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "unknown")) == 1)
     }
 }
 

@@ -9,24 +9,33 @@ private struct Fixture {
     let launcher: LocalProcessLauncher
     var events: AsyncStream<RunnerEvent>.Iterator
     let dir: TemporaryDirectory
+    let table: RunnerStatusTable
+    var records: [RunnerID: StatusRecord] = [:]
 
     init(logLimit: Int = 1 << 20) throws {
         launcher = LocalProcessLauncher(logLimitBytes: logLimit, outputInterval: .zero)
         events = launcher.events.makeAsyncIterator()
         dir = try TemporaryDirectory("runner")
+        table = try RunnerStatusTable(folder: dir.file("status"), name: "test")
     }
 
-    func start(_ name: String, _ argv: [String], env: [String: String] = [:], supervised: Bool = false) -> RunnerID {
+    mutating func start(
+        _ name: String, _ argv: [String], env: [String: String] = [:], supervised: Bool = false, in folder: String? = nil
+    ) -> RunnerID {
         let id = RunnerID(name)
+        let record = supervised ? table.claim(id) : nil
+        records[id] = record
         launcher.launch(
             RunnerLaunch(
                 runner: id, argv: argv, environment: ["PATH": "/usr/bin:/bin"].merging(env) { $1 },
-                workingDirectory: dir.path, logPath: dir.file("logs/\(name).log"),
-                statusPath: supervised ? dir.file("status/\(name).status") : nil))
+                workingDirectory: folder ?? dir.path, logPath: dir.file("logs/\(name).log"), status: record))
         return id
     }
 
-    func status(_ name: String) -> String? { try? String(contentsOfFile: dir.file("status/\(name).status"), encoding: .utf8) }
+    /// How the supervisor recorded the runner's end, nil if it did not.
+    func status(_ name: String) -> RunnerExit? {
+        records[RunnerID(name)].flatMap { RunnerStatusTable.exit(of: RunnerID(name), in: $0) }
+    }
 
     /// Events until the runner's exit, which is returned with the rest.
     mutating func untilExit(_ id: RunnerID) async -> (exit: RunnerExit?, seen: [RunnerEvent]) {
@@ -190,7 +199,7 @@ private struct Fixture {
         let id = f.start("sup", ["/bin/sh", "-c", "echo working; exit 3"], supervised: true)
         let (exit, _) = await f.untilExit(id)
         #expect(exit == .exited(code: 3))
-        #expect(f.status("sup") == "3\n")
+        #expect(f.status("sup") == .exited(code: 3))
         #expect(f.log("sup") == "working\n", "the supervisor adds nothing to the output")
     }
 
@@ -206,7 +215,7 @@ private struct Fixture {
         close(go)
         var status: Int32 = 0
         #expect(waitpid(pid, &status, 0) == pid)  // the test process is the parent: it waits for it
-        #expect(f.status("alone") == "0\n")
+        #expect(f.status("alone") == .exited(code: 0))
     }
 
     @Test func aSupervisedRunnerStoppedByTerminateRecordsIt() async throws {
@@ -218,7 +227,7 @@ private struct Fixture {
         f.launcher.signal(id, .terminate)
         let (exit, _) = await f.untilExit(id)
         #expect(exit == .signalled(SIGTERM), "the supervisor ends as the agent did: the dispatcher sees the signal")
-        #expect(f.status("stop") == "143\n", "the status file says 128 + 15, as a shell would")
+        #expect(f.status("stop") == .signalled(SIGTERM), "the record says 128 + 15, as a shell would")
         // Its group had the supervisor as leader, and nothing of it is left.
         #expect(kill(-pid, 0) != 0)
     }
@@ -230,5 +239,52 @@ private struct Fixture {
         let (exit, _) = await f.untilExit(id)
         #expect(exit == .launchFailed("command not found: no-such-agent-command"))
         #expect(f.status("nothing") == nil)
+    }
+
+    @Test func aSupervisedRunnerThatCannotStartIsALaunchFailureWithTheReason() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        // Found and executable, but not a program the kernel can run: the exec fails in the
+        // supervisor, after the start was reported; the record says why.
+        try f.dir.write("not-a-program", "\u{7f}ELF garbage")
+        chmod(f.dir.file("not-a-program"), 0o755)
+        let id = f.start("garbage", [f.dir.file("not-a-program")], supervised: true)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .launchFailed("cannot start the command: Exec format error"))
+        // A working folder that cannot be entered.
+        try f.dir.write("a-file", "")
+        let elsewhere = f.start("nowhere", ["/bin/true"], supervised: true, in: f.dir.file("a-file"))
+        let (failed, _) = await f.untilExit(elsewhere)
+        #expect(failed == .launchFailed("cannot enter the working directory: Not a directory"))
+    }
+
+    @Test func aStatusRecordIsOnlyReadForItsOwnRunnerAndServesTheNextOnceReleased() throws {
+        let dir = try TemporaryDirectory("table")
+        defer { dir.remove() }
+        let table = try RunnerStatusTable(folder: dir.file("status"), name: "t")
+        let first = table.claim(RunnerID("spec.1.a1"))
+        let second = table.claim(RunnerID("spec.1.a1-long"))
+        #expect(first.offset != second.offset && first.path == table.path)
+        // A supervisor writes 8 bytes at the record's offset.
+        let file = open(table.path, O_WRONLY)
+        _ = pwrite(file, "0\n\0\0\0\0\0\0", 8, off_t(first.offset))
+        close(file)
+        #expect(RunnerStatusTable.exit(of: RunnerID("spec.1.a1"), in: first) == .exited(code: 0))
+        #expect(RunnerStatusTable.exit(of: RunnerID("spec.1.a1-long"), in: first) == nil, "another runner's record")
+        #expect(RunnerStatusTable.exit(of: RunnerID("spec.1.a1-long"), in: second) == nil, "nothing recorded yet")
+        #expect(!table.removeIfUnused(), "records are in use")
+        table.release(first)
+        let third = table.claim(RunnerID("spec.2.a1"))
+        #expect(third.offset == first.offset, "a released record is reused")
+        #expect(RunnerStatusTable.exit(of: RunnerID("spec.2.a1"), in: third) == nil, "with its old status cleared")
+        // A long id is kept as a hash: still told apart.
+        let long = RunnerID(String(repeating: "x", count: 400))
+        let hashed = table.claim(long)
+        #expect(RunnerStatusTable.exit(of: RunnerID(String(repeating: "x", count: 399)), in: hashed) == nil)
+        // The table of a live dispatcher (this one: it holds its lock) is not removed.
+        RunnerStatusTable.removeUnused(in: dir.file("status"), referenced: [])
+        #expect(FileManager.default.fileExists(atPath: table.path))
+        [second, third, hashed].forEach(table.release)
+        #expect(table.removeIfUnused() && !FileManager.default.fileExists(atPath: table.path))
     }
 }

@@ -3,6 +3,7 @@
 #define C_NECRO_SYSTEM_H
 
 #include <stdint.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 /// Starts `argv` with `envp` in `cwd`, in a process group of its own, with default signal
@@ -16,20 +17,34 @@ int necro_spawn(const char *path, char *const argv[], char *const envp[], const 
 int necro_spawn_split(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                       int error_fd, pid_t *pid);
 
+/// The runner status table: one record of NECRO_STATUS_RECORD_SIZE bytes per runner; its first
+/// NECRO_STATUS_SIZE bytes are the status the supervisor writes (below), the rest the runner's
+/// identity, written by the caller before the start.
+#define NECRO_STATUS_RECORD_SIZE 256
+#define NECRO_STATUS_SIZE 8
+
 /// As necro_spawn, under a supervisor: a process of its own, leader of the new process group, that
-/// runs `path` (an absolute path: no PATH search), waits for it, writes its exit status (the code,
-/// or 128 + the signal, and a newline) to `status_path`, and ends the same way. It ignores
-/// SIGTERM, SIGINT and SIGHUP, so a stop of the group ends the runner and lets the supervisor
-/// record it; it outlives the caller. Should the caller end first, the supervisor reads the
-/// runner's output from `output_read_fd` (the read end of the pipe `output_fd` writes to) into
-/// `log_path`, up to `log_limit` bytes in all, so that the runner neither dies of SIGPIPE nor
-/// blocks. It shares the caller's memory and runs on `*block`, which the caller releases with
-/// necro_supervisor_release once it has reaped the supervisor (*pid). Errors (chdir, exec) come
-/// back as their errno, as with posix_spawn; ENOSYS where there is no supervisor for this processor.
-int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
-                           int output_read_fd, const char *status_path, const char *log_path, long log_limit, pid_t *pid,
+/// runs `path` (an absolute path: no PATH search) with stdin from `input_fd`, waits for it, writes
+/// how it ended into its record of the status table `status_path` at `status_offset` (the exit
+/// code, or 128 + the signal; `E` and the errno if the exec failed, `C` and the errno if `cwd`
+/// could not be entered; then a newline), and ends the same way (127 for a failed start). It
+/// ignores SIGTERM, SIGINT and SIGHUP, so a stop of the group ends the runner and lets the
+/// supervisor record it; it outlives the caller. Should the caller end first, the supervisor
+/// reads the runner's output from `output_read_fd` (the read end of the pipe `output_fd` writes
+/// to) into `log_path`, up to `log_limit` bytes in all, so that the runner neither dies of SIGPIPE
+/// nor blocks. It shares the caller's memory and runs on a block of its own, where everything it
+/// reads is copied: the call does not wait for the runner's exec. The caller releases the block
+/// (`*block`, `*block_size`) with necro_supervisor_release once it has reaped the supervisor
+/// (`*pid`, watched through `*pidfd`). Returns 0, or an errno value if no supervisor could be
+/// started; ENOSYS where there is no supervisor for this processor.
+int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
+                           int output_fd, int output_read_fd, const char *status_path, long status_offset,
+                           const char *log_path, long log_limit, pid_t *pid, int *pidfd, size_t *block_size,
                            void **block);
-void necro_supervisor_release(void *block);
+void necro_supervisor_release(void *block, size_t size);
+
+/// A pipe whose ends close on exec, made in one call (no window for a concurrent spawn to inherit them).
+int necro_pipe(int fds[2]);
 
 /// A file descriptor that becomes readable when the process exits, or -1 with errno.
 int necro_pidfd_open(pid_t pid);

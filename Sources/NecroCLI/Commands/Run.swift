@@ -45,15 +45,13 @@ struct Run: AsyncParsableCommand {
         let workspaces = try openRepoPool(&configuration, spec: loaded.spec, registryFolder: root)
         let registry: SQLiteRegistry
         let records: [TaskRecord]
-        let adopted: [RunnerRecord]
+        let recovered: RecoveredRunners
         do {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
-            adopted = try Recovery.adoptOrStopOrphans(
-                of: loaded.spec.name, in: registry, runnersSee: paths.registry, letFinishFor: configuration.heartbeatTimeout)
-            try Recovery.collectStatuses(of: loaded.spec.name, in: registry, paths: paths, except: adopted)
-            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry, except: adopted) }
+            recovered = try Recovery.sortOut(of: loaded.spec.name, in: registry, runnersSee: paths.registry)
+            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry, recovered: recovered) }
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -92,9 +90,14 @@ struct Run: AsyncParsableCommand {
         defer { DispatcherProcess.remove(options.registry) }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let watcher = Task { await display.follow(dispatcher.updates) }
-        let outcome = try await dispatcher.run([(loaded.spec, records)], adopting: adopted)
+        let outcome = try await dispatcher.run([(loaded.spec, records)], recovered: recovered)
         await watcher.value
         launcher.shutdown()
+        // Status tables of earlier dispatchers whose runners are all accounted for.
+        if let folder = paths.status {
+            let referenced = Set(((try? registry.runners(runningOnly: true)) ?? []).compactMap(\.status?.path))
+            RunnerStatusTable.removeUnused(in: folder, referenced: referenced)
+        }
         display.summary(outcome, registry: registry)
         if let workspaces { display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef) }
         if outcome.interrupted { throw ExitStatus.interrupted }
@@ -164,100 +167,56 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// What `necro run` does with runners a dead dispatcher left behind.
+/// What `necro run` does with the runners a dispatcher that stopped left behind.
 enum Recovery {
-    /// Sorts out the runners a dead dispatcher left: those recorded with their pid and start time
-    /// and still alive are adopted (returned: the new dispatcher watches them to their end). The
-    /// others — found by the `NECRO_REGISTRY` in their environment, because a kill -9 can land
-    /// between a spawn and its record — are given up to `patience` to finish, and then stopped
-    /// (SIGTERM, then SIGKILL to their process group). Every recorded runner not adopted is marked
-    /// ended; `collectStatuses` then takes the results of those that finished.
-    static func adoptOrStopOrphans(
-        of spec: String, in registry: SQLiteRegistry, runnersSee path: String, letFinishFor patience: Duration
-    ) throws -> [RunnerRecord] {
-        let recorded = try registry.runners(runningOnly: true).filter { $0.task.spec == spec }
-        let adopted = recorded.filter { runner in
-            guard let pid = runner.pid, let start = runner.processStartTime else { return false }
-            return ProcessIdentity.isAlive(pid: pid, startTime: start)
+    /// Sorts out the runners of `spec` that a dispatcher that stopped left `running` in the
+    /// registry (a runner's row is saved before it starts). Those still alive are adopted: found by
+    /// the pid and start time recorded at their start or, should the dispatcher have stopped
+    /// before recording them, by the `RUNNER_ID` in their environment. The others ended meanwhile
+    /// (or never started), and their supervisors recorded how, if they did.
+    static func sortOut(of spec: String, in registry: SQLiteRegistry, runnersSee path: String) throws -> RecoveredRunners {
+        var recovered = RecoveredRunners()
+        var byEnvironment: [String: Int32]?
+        for var runner in try registry.runners(runningOnly: true) where runner.task.spec == spec {
+            // Without a status record (started unsupervised) its end could not be known: not adopted.
+            if let pid = runner.pid, let start = runner.processStartTime {
+                if runner.status != nil && ProcessIdentity.isAlive(pid: pid, startTime: start) {
+                    recovered.adopted.append(runner)
+                    continue
+                }
+            } else if runner.status != nil {
+                byEnvironment = byEnvironment ?? runnerGroups(registry: path)
+                if let group = byEnvironment?[runner.id.rawValue], let start = ProcessIdentity.startTime(of: group) {
+                    runner.pid = group
+                    runner.processStartTime = start
+                    recovered.adopted.append(runner)
+                    continue
+                }
+            }
+            let exit = runner.status.flatMap { RunnerStatusTable.exit(of: runner.id, in: $0) }
+            recovered.ended.append(EndedRunner(runner: runner, exit: exit))
         }
-        let adoptedGroups = Set(adopted.compactMap(\.pid))
-        var groups = runnerGroups(registry: path).subtracting(adoptedGroups)
-        if !adopted.isEmpty {
-            printError("recovery: adopting \(adopted.count) runner(s) still running from the previous dispatcher")
+        if !recovered.adopted.isEmpty {
+            printError("recovery: adopting \(recovered.adopted.count) runner(s) still running from the previous dispatcher")
         }
-        // Let them finish on their own first: a runner stopped at the instant its work is done, but
-        // before it exits, would be run again. Their supervisors record how they end. A once-only
-        // step at start-up, so a plain bounded wait.
-        if !groups.isEmpty {
-            printError("recovery: waiting up to \(Int(patience.seconds)) s for \(groups.count) unrecorded runner(s) left by the previous dispatcher")
-        }
-        let deadline = ContinuousClock.now + patience
-        while groups.contains(where: { kill(-$0, 0) == 0 }), ContinuousClock.now < deadline {
-            usleep(20_000)
-            // Look again each time: a runner whose spawn was under way when the dispatcher died shows
-            // the registry in its environment only once it has exec'd.
-            groups.formUnion(runnerGroups(registry: path).subtracting(adoptedGroups))
-        }
-        let stubborn = groups.filter { kill(-$0, 0) == 0 }
-        for group in stubborn { _ = kill(-group, SIGTERM) }
-        var waited = 0
-        while stubborn.contains(where: { kill(-$0, 0) == 0 }), waited < 50 {
-            usleep(100_000)  // up to 5 s for them to end after SIGTERM
-            waited += 1
-        }
-        for group in stubborn where kill(-group, 0) == 0 { _ = kill(-group, SIGKILL) }
-        let adoptedIDs = Set(adopted.map(\.id))
-        for var runner in recorded where !adoptedIDs.contains(runner.id) {
-            runner.state = .exited
-            runner.exit = "orphaned by a dispatcher that stopped; stopped on recovery"
-            runner.endedAt = Timestamp(secondsSince1970: Date().timeIntervalSince1970)
-            try registry.saveRunner(runner)
-        }
-        return adopted
-    }
-
-    /// Tasks left `running` whose runner finished while no dispatcher was there: its supervisor
-    /// wrote the exit status. Exit 0 makes the task done — it is not run again; any other status,
-    /// or none, leaves it to be requeued. Runs after `stopOrphans`, so no runner is still going.
-    static func collectStatuses(
-        of spec: String, in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, except adopted: [RunnerRecord]
-    ) throws {
-        var finished: [Transition] = []
-        var read: [String] = []
-        let watched = Set(adopted.map(\.task))
-        for record in try registry.tasks(spec: spec) where record.state == .running && !watched.contains(record.key) {
-            guard let file = paths.statusFile(for: record.key),
-                let text = try? String(contentsOfFile: file, encoding: .utf8), text.hasSuffix("\n")
-            else { continue }
-            read.append(file)
-            guard Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) == 0 else { continue }
-            finished.append(
-                Transition(
-                    spec: spec, task: record.task.id, expected: [.running], to: .done, reason: .some(nil),
-                    events: [
-                        NewEvent(
-                            .recoveryDetected, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery",
-                            payload: ["explanation": "its runner finished while no dispatcher was running; its supervisor recorded exit 0"]),
-                        NewEvent(.taskCompleted, payload: ["recovered": true]),
-                    ]))
-        }
-        // One transaction for all; the statuses are removed once it is committed.
-        if !finished.isEmpty { try registry.apply(finished) }
-        for file in read { unlink(file) }
+        return recovered
     }
 
     /// Cleans the slots a dead dispatcher left busy: what a finished task's agent left is committed
-    /// on its branch, anything else saved under its attempt's ref. Runs after `collectStatuses`.
-    static func recoverSlots(_ pool: RepoPool, registry: SQLiteRegistry, except adopted: [RunnerRecord]) throws {
+    /// on its branch, anything else saved under its attempt's ref. Adopted runners' slots are left
+    /// to them.
+    static func recoverSlots(_ pool: RepoPool, registry: SQLiteRegistry, recovered: RecoveredRunners) throws {
         var states: [String: [TaskID: TaskState]] = [:]
-        let recovered = pool.recover(keeping: Set(adopted.map(\.id))) { key in
+        let succeeded = Set(recovered.ended.filter { $0.exit?.succeeded == true }.map(\.runner.task))
+        let slots = pool.recover(keeping: Set(recovered.adopted.map(\.id))) { key in
+            if succeeded.contains(key) { return true }
             if states[key.spec] == nil {
                 states[key.spec] = Dictionary(((try? registry.tasks(spec: key.spec)) ?? []).map { ($0.task.id, $0.state) }) { a, _ in a }
             }
             return states[key.spec]?[key.id] == .done
         }
         var transitions: [Transition] = []
-        for slot in recovered {
+        for slot in slots {
             printError("recovery: \(slot.slot): \(slot.note)")
             guard let user = slot.user else { continue }
             let events = slot.reports.compactMap { report -> NewEvent? in
@@ -282,22 +241,25 @@ enum Recovery {
         if !transitions.isEmpty { try registry.apply(transitions) }
     }
 
-    /// The process groups of the live processes whose environment names this registry.
-    static func runnerGroups(registry: String) -> Set<Int32> {
-        Set(runnerProcesses(registry: registry).map { getpgid($0) }.filter { $0 > 0 })
-    }
-
-    /// Live processes whose environment names this registry: runners and what they started.
-    static func runnerProcesses(registry: String) -> [Int32] {
+    /// The process groups of the live runners whose environment names this registry, by their
+    /// `RUNNER_ID`: a runner's group is led by its supervisor.
+    static func runnerGroups(registry: String) -> [String: Int32] {
         let marker = Array("NECRO_REGISTRY=\(registry)".utf8)
+        let runnerPrefix = Array("RUNNER_ID=".utf8)
         let me = getpid()
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-        return entries.compactMap { entry -> Int32? in
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }
+        var groups: [String: Int32] = [:]
+        for entry in entries {
             guard let pid = Int32(entry), pid != me,
                 let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
-            else { return nil }
-            let found = environment.split(separator: 0).contains { Array($0) == marker }
-            return found ? pid : nil
+            else { continue }
+            let variables = environment.split(separator: 0)
+            guard variables.contains(where: { Array($0) == marker }),
+                let runner = variables.first(where: { $0.starts(with: runnerPrefix) })
+            else { continue }
+            let group = getpgid(pid)
+            if group > 0 { groups[String(decoding: runner.dropFirst(runnerPrefix.count), as: UTF8.self)] = group }
         }
+        return groups
     }
 }

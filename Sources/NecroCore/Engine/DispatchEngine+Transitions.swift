@@ -178,26 +178,35 @@ extension DispatchEngine {
     /// Watches a runner a previous dispatcher started as if started here: it holds its pool's
     /// capacity and its slot, and gets a fresh lease (and task timeout) from now.
     mutating func adopt(_ adopted: RunnerRecord, _ index: Int, _ spec: TaskSetSpec, slot: TaskSlot?) {
-        let key = adopted.task
+        let runner = takeOver(adopted, index, spec, slot: slot)
         let task = spec.tasks[index]
-        let queued = QueuedTask(key: key, skill: task.requiredSkill, priority: task.priority, resources: task.resources)
-        scheduler.pools.admit(task.resources, to: adopted.pool)
-        var held: (number: Int, slot: TaskSlot)?
-        if configuration.repoPool != nil, let slot, let number = TaskSlot.number(of: slot.id) {
-            held = (number, slot)
-            freeSlots = .init(freeSlots.unordered.filter { $0 != number })
-        }
-        let runner = RunnerState(
-            key: key, index: index, assignment: Scheduler.Assignment(task: queued, pool: adopted.pool), attempt: adopted.attempt,
-            slot: held, started: now, leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
-        runners[adopted.id] = runner
         schedule(.lease(adopted.id), at: runner.leaseExpiresAt)
         if let timeout = task.timeoutSeconds { schedule(.taskTimeout(adopted.id), at: now.advanced(by: .seconds(timeout))) }
         var payload = runnerPayload(adopted.id, runner)
         payload["pid"] = adopted.pid.map { .int(Int($0)) } ?? .null
         payload["attempt"] = .int(adopted.attempt)
         payload["explanation"] = "still running from a dispatcher that stopped: watched from now on, not run again"
-        record(key.spec, key.id, events: [NewEvent(.runnerAdopted, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery", payload: payload)])
+        record(adopted.task.spec, adopted.task.id, events: [NewEvent(.runnerAdopted, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery", payload: payload)])
+    }
+
+    /// Makes a runner a previous dispatcher started one of this engine's: it holds its pool's
+    /// capacity and its slot.
+    @discardableResult
+    mutating func takeOver(_ previous: RunnerRecord, _ index: Int, _ spec: TaskSetSpec, slot: TaskSlot?) -> RunnerState {
+        let task = spec.tasks[index]
+        let queued = QueuedTask(key: previous.task, skill: task.requiredSkill, priority: task.priority, resources: task.resources)
+        scheduler.pools.admit(task.resources, to: previous.pool)
+        var held: (number: Int, slot: TaskSlot)?
+        if configuration.repoPool != nil, let slot, let number = TaskSlot.number(of: slot.id) {
+            held = (number, slot)
+            freeSlots = .init(freeSlots.unordered.filter { $0 != number })
+        }
+        var runner = RunnerState(
+            key: previous.task, index: index, assignment: Scheduler.Assignment(task: queued, pool: previous.pool),
+            attempt: previous.attempt, slot: held, started: now, leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
+        runner.recovered = true
+        runners[previous.id] = runner
+        return runner
     }
 
     mutating func renewLease(_ id: RunnerID) {
@@ -247,6 +256,7 @@ extension DispatchEngine {
         // answered. A runner that exits 0 during a shutdown did finish its work.
         let success = exit.succeeded && (runner.stopReason == nil || runner.interrupted)
         finished["success"] = .bool(success)
+        if runner.recovered { finished["recovered"] = true }
 
         if runner.interrupted && !exit.succeeded {
             finished["interrupted"] = true
@@ -266,7 +276,7 @@ extension DispatchEngine {
                 key, index, to: .done, reason: .some(nil),
                 events: [
                     NewEvent(.runnerFinished, payload: finished),
-                    NewEvent(.taskCompleted, payload: ["runner_id": .string(id.rawValue), "execution_time_seconds": finished["execution_time_seconds"]!]),
+                    NewEvent(.taskCompleted, payload: ["runner_id": .string(id.rawValue), "execution_time_seconds": finished["execution_time_seconds"]!].merging(runner.recovered ? ["recovered": true] : [:]) { a, _ in a }),
                 ])
             let completion = sets[key.spec]!.tracker.finish(index)
             finishGroups(completion.groupsFinished, spec: key.spec)

@@ -51,6 +51,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         /// Stopped by a shutdown: its task goes back to ready without spending the attempt.
         var interrupted = false
         var cancelled = false
+        /// Started by a dispatcher that stopped, and taken over by this one.
+        var recovered = false
     }
 
     enum DeadlineKind: Hashable, Sendable {
@@ -116,10 +118,13 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     // MARK: Driving
 
     /// Takes in a taskset with the states the registry holds, and starts what can start.
-    /// Tasks left `running` by a dispatcher that died are requeued (recovery).
-    /// Runners a previous dispatcher started that still run (`adopted`) are watched as if started
-    /// here: their tasks stay running.
-    public mutating func load(_ spec: TaskSetSpec, records: [TaskRecord], adopted: [RunnerRecord] = [], now: Instant) -> [EngineAction] {
+    /// Tasks left `running` by a dispatcher that died are taken over (recovery): a runner still
+    /// running (`recovered.adopted`) is watched as if started here; one that ended meanwhile counts
+    /// by how it ended, as its supervisor recorded it; the rest are requeued, the interrupted
+    /// attempt given back.
+    public mutating func load(
+        _ spec: TaskSetSpec, records: [TaskRecord], recovered: RecoveredRunners = RecoveredRunners(), now: Instant
+    ) -> [EngineAction] {
         self.now = now
         let (graph, _) = TaskGraph.build(spec.tasks)
         let byID = Dictionary(records.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
@@ -128,9 +133,15 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         let reasons = spec.tasks.map { byID[$0.id]?.reason }
         let done = states.indices.filter { states[$0] == .done }
         let adoptedByTask = Dictionary(
-            adopted.filter { $0.task.spec == spec.name }.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
-        // A task still `running` without a runner goes back to the queue.
-        let orphaned = states.indices.filter { states[$0] == .running && adoptedByTask[spec.tasks[$0].id] == nil }
+            recovered.adopted.filter { $0.task.spec == spec.name }.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let endedByTask = Dictionary(
+            recovered.ended.filter { $0.runner.task.spec == spec.name && $0.exit != nil }.map { ($0.runner.task.id, $0) },
+            uniquingKeysWith: { _, last in last })
+        // A task still `running` without a runner, or with one whose end nobody recorded, goes
+        // back to the queue.
+        let orphaned = states.indices.filter {
+            states[$0] == .running && adoptedByTask[spec.tasks[$0].id] == nil && endedByTask[spec.tasks[$0].id] == nil
+        }
         for index in orphaned { states[index] = .blocked }
         sets[spec.name] = TaskSetState(
             spec: spec, tracker: ReadyTracker(graph: graph, finished: done), states: states, attempts: attempts,
@@ -175,7 +186,14 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             }
         }
         for index in states.indices where states[index] == .running {
-            if let runner = adoptedByTask[spec.tasks[index].id] { adopt(runner, index, spec, slot: byID[spec.tasks[index].id]?.slot) }
+            let id = spec.tasks[index].id
+            if let runner = adoptedByTask[id] {
+                adopt(runner, index, spec, slot: byID[id]?.slot)
+            } else if let ended = endedByTask[id], let exit = ended.exit {
+                // As if its exit had just come in: done, retried or failed, with its events.
+                takeOver(ended.runner, index, spec, slot: byID[id]?.slot)
+                runnerExited(ended.runner.id, exit)
+            }
         }
         // Failures block what depends on them; groups whose tasks are all done are done.
         for index in graph.ids.indices where states[index] == .failed || states[index] == .cancelled {
@@ -188,7 +206,9 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             let state = sets[spec.name]!.states[index]
             guard state == .blocked || state == .ready, sets[spec.name]!.tracker.isReady(index) else { continue }
             if state == .blocked, let reason = sets[spec.name]!.reasons[index], reason.hasPrefix("dependency ") { continue }
-            makeReady(TaskKey(spec: spec.name, id: graph.ids[index]), index)
+            let key = TaskKey(spec: spec.name, id: graph.ids[index])
+            if pendingRetries.contains(key) { continue }  // a recovered failure: queued after its backoff
+            makeReady(key, index)
         }
         return settle()
     }

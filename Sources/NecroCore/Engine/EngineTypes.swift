@@ -118,3 +118,28 @@ public enum EngineInput: Hashable, Sendable {
     /// Stop running runners now.
     case shutdownNow
 }
+
+/// The runners a dispatcher that stopped left `running`, as recovery found them.
+public struct RecoveredRunners: Hashable, Sendable {
+    /// Still running: watched from now on as if started here.
+    public var adopted: [RunnerRecord]
+    /// Ended while no dispatcher was there, with how, as their supervisors recorded it (nil: not
+    /// recorded: never started, or killed with the supervisor).
+    public var ended: [EndedRunner]
+
+    public init(adopted: [RunnerRecord] = [], ended: [EndedRunner] = []) {
+        self.adopted = adopted
+        self.ended = ended
+    }
+}
+
+/// A runner that ended while no dispatcher was there.
+public struct EndedRunner: Hashable, Sendable {
+    public var runner: RunnerRecord
+    public var exit: RunnerExit?
+
+    public init(runner: RunnerRecord, exit: RunnerExit?) {
+        self.runner = runner
+        self.exit = exit
+    }
+}

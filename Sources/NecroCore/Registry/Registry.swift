@@ -154,6 +154,8 @@ public struct RunnerRecord: Hashable, Sendable {
     /// With the pid, identifies the process across pid reuse.
     public var processStartTime: UInt64?
     public var logPath: String?
+    /// Where its supervisor records how it ended, whether or not a dispatcher is there.
+    public var status: StatusRecord?
     public var startedAt: Timestamp
     public var lastHeartbeat: Timestamp?
     public var endedAt: Timestamp?
@@ -162,8 +164,8 @@ public struct RunnerRecord: Hashable, Sendable {
 
     public init(
         id: RunnerID, task: TaskKey, attempt: Int, pool: String, state: State = .running, pid: Int32? = nil,
-        processStartTime: UInt64? = nil, logPath: String? = nil, startedAt: Timestamp, lastHeartbeat: Timestamp? = nil,
-        endedAt: Timestamp? = nil, exit: String? = nil
+        processStartTime: UInt64? = nil, logPath: String? = nil, status: StatusRecord? = nil, startedAt: Timestamp,
+        lastHeartbeat: Timestamp? = nil, endedAt: Timestamp? = nil, exit: String? = nil
     ) {
         self.id = id
         self.task = task
@@ -173,6 +175,7 @@ public struct RunnerRecord: Hashable, Sendable {
         self.pid = pid
         self.processStartTime = processStartTime
         self.logPath = logPath
+        self.status = status
         self.startedAt = startedAt
         self.lastHeartbeat = lastHeartbeat
         self.endedAt = endedAt

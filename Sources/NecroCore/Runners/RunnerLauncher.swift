@@ -10,18 +10,31 @@ public struct RunnerLaunch: Hashable, Sendable {
     public var logPath: String
     /// Where its exit status is written when it ends, whether or not the dispatcher is still
     /// there to see it; nil for none.
-    public var statusPath: String?
+    public var status: StatusRecord?
 
     public init(
         runner: RunnerID, argv: [String], environment: [String: String], workingDirectory: String, logPath: String,
-        statusPath: String? = nil
+        status: StatusRecord? = nil
     ) {
         self.runner = runner
         self.argv = argv
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.logPath = logPath
-        self.statusPath = statusPath
+        self.status = status
+    }
+}
+
+/// A runner's record in a status table: where its supervisor writes how it ended.
+public struct StatusRecord: Hashable, Sendable {
+    /// The table file.
+    public var path: String
+    /// The record's byte offset in it.
+    public var offset: Int
+
+    public init(path: String, offset: Int) {
+        self.path = path
+        self.offset = offset
     }
 }
 
@@ -43,14 +56,14 @@ public struct RunnerAdoption: Hashable, Sendable {
     public var startTime: UInt64
     /// Where its supervisor writes its output, and its exit status.
     public var logPath: String
-    public var statusPath: String
+    public var status: StatusRecord
 
-    public init(runner: RunnerID, pid: Int32, startTime: UInt64, logPath: String, statusPath: String) {
+    public init(runner: RunnerID, pid: Int32, startTime: UInt64, logPath: String, status: StatusRecord) {
         self.runner = runner
         self.pid = pid
         self.startTime = startTime
         self.logPath = logPath
-        self.statusPath = statusPath
+        self.status = status
     }
 }
 

@@ -92,6 +92,10 @@ enum RegistrySchema {
             try db.execute(sql: "ALTER TABLE tasks ADD COLUMN slot_path TEXT")
             try db.execute(sql: "ALTER TABLE tasks ADD COLUMN branch TEXT")
         }
+        migrator.registerMigration("v6: where a runner's supervisor records its exit") { db in
+            try db.execute(sql: "ALTER TABLE runners ADD COLUMN status_table TEXT")
+            try db.execute(sql: "ALTER TABLE runners ADD COLUMN status_offset INTEGER")
+        }
         return migrator
     }
 }

@@ -10,10 +10,11 @@ extension SQLiteRegistry {
         let statement = try db.cachedStatement(
                 sql: """
                     INSERT INTO runners (id, spec, task_id, attempt, pool, state, pid, process_start_time, log_path,
-                        started_at, last_heartbeat, ended_at, failure_reason)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        status_table, status_offset, started_at, last_heartbeat, ended_at, failure_reason)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, pid = excluded.pid,
                         process_start_time = excluded.process_start_time, log_path = excluded.log_path,
+                        status_table = excluded.status_table, status_offset = excluded.status_offset,
                         ended_at = excluded.ended_at, failure_reason = excluded.failure_reason,
                         -- heartbeats come from `necro heartbeat`, not from the dispatcher's copy: keep them
                         last_heartbeat = COALESCE(excluded.last_heartbeat, runners.last_heartbeat)
@@ -21,7 +22,7 @@ extension SQLiteRegistry {
         try statement.execute(arguments: [
             runner.id.rawValue, runner.task.spec, runner.task.id.rawValue, runner.attempt, runner.pool,
             runner.state.rawValue, runner.pid, runner.processStartTime.map(String.init), runner.logPath,
-            runner.startedAt.secondsSince1970, runner.lastHeartbeat?.secondsSince1970,
+            runner.status?.path, runner.status?.offset, runner.startedAt.secondsSince1970, runner.lastHeartbeat?.secondsSince1970,
             runner.endedAt?.secondsSince1970, runner.exit,
         ])
     }
@@ -35,11 +36,14 @@ extension SQLiteRegistry {
                 let started: Double = row["started_at"] ?? 0
                 let heartbeat: Double? = row["last_heartbeat"]
                 let ended: Double? = row["ended_at"]
+                let table: String? = row["status_table"]
+                let offset: Int? = row["status_offset"]
                 return RunnerRecord(
                     id: RunnerID(row["id"]), task: TaskKey(spec: row["spec"], id: TaskID(row["task_id"])),
                     attempt: row["attempt"], pool: row["pool"],
                     state: RunnerRecord.State(rawValue: row["state"]) ?? .exited, pid: row["pid"],
                     processStartTime: startTime.flatMap { UInt64($0) }, logPath: row["log_path"],
+                    status: table.flatMap { path in offset.map { StatusRecord(path: path, offset: $0) } },
                     startedAt: Timestamp(secondsSince1970: started),
                     lastHeartbeat: heartbeat.map { Timestamp(secondsSince1970: $0) },
                     endedAt: ended.map { Timestamp(secondsSince1970: $0) }, exit: row["failure_reason"])

@@ -1,0 +1,144 @@
+import CNecroSystem
+import Foundation
+public import NecroCore
+import Synchronization
+
+/// Where runners' supervisors record how their runners ended, so that it outlives the dispatcher:
+/// one file per dispatcher start, one fixed-size record per running runner.
+///
+/// A record holds the runner's identity (written at its start) and, once it has ended, its status
+/// (written by its supervisor): the exit code, 128 + the signal, or why it could not start. A record
+/// is given to another runner only once the dispatcher has recorded the previous one's exit. Writing
+/// into a record of an existing file costs a write; a file per runner would cost creating and
+/// removing an inode each time, far more on some file systems.
+public final class RunnerStatusTable: Sendable {
+    public static let recordSize = Int(NECRO_STATUS_RECORD_SIZE)
+    static let statusSize = Int(NECRO_STATUS_SIZE)
+    static let fileExtension = "status"
+
+    public let path: String
+    private let file: Int32
+    private let records = Mutex(Records())
+
+    private struct Records {
+        var free: [Int] = []
+        var count = 0
+        var claimed = 0
+    }
+
+    /// Creates a new table in `folder` (made if needed), named after `name`.
+    public init(folder: String, name: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var candidate = "\(folder)/\(name).\(Self.fileExtension)"
+        var attempt = 1
+        var opened = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        while opened < 0 && errno == EEXIST {
+            attempt += 1
+            candidate = "\(folder)/\(name)-\(attempt).\(Self.fileExtension)"
+            opened = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        }
+        guard opened >= 0 else {
+            throw RunnerStatusTableError(message: "cannot create the runner status table \(candidate): \(errnoText())")
+        }
+        path = candidate
+        file = opened
+        // Held while this dispatcher lives: `removeUnused` leaves the table of a live one alone.
+        _ = flock(opened, LOCK_SH)
+    }
+
+    deinit { close(file) }
+
+    /// A record for `runner`: its identity written, no status yet.
+    public func claim(_ runner: RunnerID) -> StatusRecord {
+        let index = records.withLock { records -> Int in
+            records.claimed += 1
+            if let index = records.free.popLast() { return index }
+            records.count += 1
+            return records.count - 1
+        }
+        var record = [UInt8](repeating: 0, count: Self.recordSize)
+        let identity = Self.identity(of: runner)
+        record.replaceSubrange(Self.statusSize..<(Self.statusSize + identity.count), with: identity)
+        let offset = index * Self.recordSize
+        _ = record.withUnsafeBytes { pwrite(file, $0.baseAddress, Self.recordSize, off_t(offset)) }
+        return StatusRecord(path: path, offset: offset)
+    }
+
+    /// The dispatcher has recorded the exit of the record's runner: the record may serve another.
+    public func release(_ record: StatusRecord) {
+        guard record.path == path else { return }
+        records.withLock { records in
+            records.claimed -= 1
+            records.free.append(record.offset / Self.recordSize)
+        }
+    }
+
+    /// Removes the file if no record is in use; returns whether it did.
+    @discardableResult
+    public func removeIfUnused() -> Bool {
+        guard records.withLock({ $0.claimed == 0 }) else { return false }
+        return unlink(path) == 0
+    }
+
+    // MARK: Reading
+
+    /// How the record's runner ended, as its supervisor recorded it; nil if it has not (yet), or if
+    /// the record now belongs to another runner.
+    public static func exit(of runner: RunnerID, in record: StatusRecord) -> RunnerExit? {
+        let file = open(record.path, O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return nil }
+        defer { close(file) }
+        var bytes = [UInt8](repeating: 0, count: recordSize)
+        let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, recordSize, off_t(record.offset)) }
+        guard count == recordSize else { return nil }
+        let identity = bytes[statusSize...].prefix { $0 != 0 }
+        guard Array(identity) == Self.identity(of: runner) else { return nil }
+        return exit(fromStatus: bytes[0..<statusSize])
+    }
+
+    /// The status text a supervisor writes: `N\n` (exit code, or 128 + signal), `EN\n` (exec failed
+    /// with errno N), `CN\n` (the working directory could not be entered).
+    static func exit(fromStatus bytes: ArraySlice<UInt8>) -> RunnerExit? {
+        guard let end = bytes.firstIndex(of: 10) else { return nil }
+        var text = bytes[bytes.startIndex..<end]
+        let kind = text.first
+        if kind == UInt8(ascii: "E") || kind == UInt8(ascii: "C") { text = text.dropFirst() }
+        guard let number = Int32(String(decoding: text, as: UTF8.self)) else { return nil }
+        switch kind {
+        case UInt8(ascii: "E"): return .launchFailed("cannot start the command: \(String(cString: strerror(number)))")
+        case UInt8(ascii: "C"): return .launchFailed("cannot enter the working directory: \(String(cString: strerror(number)))")
+        default: return number > 128 && number <= 128 + 64 ? .signalled(number - 128) : .exited(code: number)
+        }
+    }
+
+    /// The bytes that name a runner in its record: its id, or a hash of it if the id is too long.
+    static func identity(of runner: RunnerID) -> [UInt8] {
+        let id = Array(runner.rawValue.utf8)
+        if id.count < recordSize - statusSize { return id }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in id { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Array("#\(String(hash, radix: 16))".utf8)
+    }
+
+    /// Removes the tables in `folder` whose dispatcher is gone and that no runner still running
+    /// (`referenced`: the tables named by runners the registry has as running) may write to.
+    public static func removeUnused(in folder: String, referenced: Set<String>) {
+        for table in tables(in: folder) where !referenced.contains(table) {
+            let file = open(table, O_RDONLY | O_CLOEXEC)
+            guard file >= 0 else { continue }
+            if flock(file, LOCK_EX | LOCK_NB) == 0 { unlink(table) }
+            close(file)
+        }
+    }
+
+    /// The tables in `folder`.
+    public static func tables(in folder: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.filter { $0.hasSuffix(".\(fileExtension)") }.map { "\(folder)/\($0)" }.sorted()
+    }
+}
+
+/// The status table could not be created.
+public struct RunnerStatusTableError: Error, Sendable {
+    public var message: String
+}
