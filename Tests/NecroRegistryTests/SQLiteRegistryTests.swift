@@ -186,6 +186,31 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         #expect(try registry.events(EventQuery(limit: 1)).count == 1)
     }
 
+    @Test func aWriterThatKnowsATasksSeqFindsAnotherWritersEventsAndNumbersOnWithoutAGap() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let first = try openRegistry(dir)
+        try first.importTaskSet(simpleSpec([TaskSpec(id: "a", title: "A")]), source: nil)
+        let second = try openRegistry(dir)
+        func append(_ registry: SQLiteRegistry, _ n: Int) throws -> Int64 {
+            try registry.apply([Transition(spec: "s", task: "a", events: [NewEvent(.leaseRenewed, payload: ["n": .int(n)])])])[0].seq
+        }
+        // The first registry keeps the next seq it would use; the second writes meanwhile.
+        #expect(try append(first, 1) == 3, "after TaskImported and TaskReady")
+        #expect(try append(second, 2) == 4)
+        #expect(try append(first, 3) == 5, "the first's known seq was taken: it reads again and goes on")
+        #expect(try append(first, 4) == 6)
+        // A transaction that fails is forgotten with what it counted.
+        #expect(throws: RegistryError.self) {
+            try first.apply([
+                Transition(spec: "s", task: "a", events: [NewEvent(.leaseRenewed)]),
+                Transition(spec: "s", task: "missing", events: [NewEvent(.leaseRenewed)]),
+            ])
+        }
+        #expect(try append(first, 5) == 7)
+        #expect(try first.events(EventQuery(task: "a")).map(\.seq) == Array(1...7))
+    }
+
     @Test func perTaskSeqStaysGaplessUnderConcurrentWriters() async throws {
         let dir = try TemporaryDirectory()
         let taskIDs = (0..<6).map { TaskID("t\($0)") }

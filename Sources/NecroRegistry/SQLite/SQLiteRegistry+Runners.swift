@@ -19,12 +19,24 @@ extension SQLiteRegistry {
                         -- heartbeats come from `necro heartbeat`, not from the dispatcher's copy: keep them
                         last_heartbeat = COALESCE(excluded.last_heartbeat, runners.last_heartbeat)
                     """)
-        try statement.execute(arguments: [
-            runner.id.rawValue, runner.task.spec, runner.task.id.rawValue, runner.attempt, runner.pool,
-            runner.state.rawValue, runner.pid, runner.processStartTime.map(String.init), runner.logPath,
-            runner.status?.path, runner.status?.offset, runner.startedAt.secondsSince1970, runner.lastHeartbeat?.secondsSince1970,
-            runner.endedAt?.secondsSince1970, runner.exit,
-        ])
+        // Bound directly: a runner's row is saved at its start, its pid's arrival and its end.
+        var upsert = BoundStatement(statement)
+        upsert.bind(runner.id.rawValue)
+        upsert.bind(runner.task.spec)
+        upsert.bind(runner.task.id.rawValue)
+        upsert.bind(runner.attempt)
+        upsert.bind(runner.pool)
+        upsert.bind(runner.state.rawValue)
+        upsert.bind(runner.pid.map(Int.init))
+        upsert.bind(runner.processStartTime.map(String.init))
+        upsert.bind(runner.logPath)
+        upsert.bind(runner.status?.path)
+        upsert.bind(runner.status?.offset)
+        upsert.bind(runner.startedAt.secondsSince1970)
+        upsert.bind(runner.lastHeartbeat?.secondsSince1970)
+        upsert.bind(runner.endedAt?.secondsSince1970)
+        upsert.bind(runner.exit)
+        try upsert.execute(in: db)
     }
 
     public func runners(runningOnly: Bool) throws -> [RunnerRecord] {

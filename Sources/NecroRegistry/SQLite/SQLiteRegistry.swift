@@ -1,11 +1,14 @@
 import Foundation
 import GRDB
 public import NecroCore
+import Synchronization
 
 /// The registry in one SQLite file (WAL mode), safe to share between threads and processes.
 public final class SQLiteRegistry: Registry, Sendable {
     public let path: String
     let pool: DatabasePool
+    /// Each task's next event seq, as this registry last wrote it (see `appending`).
+    let knownSeqs = Mutex<[EventAppender.SeqKey: Int64]>([:])
     let now: @Sendable () -> Timestamp
 
     /// Opens (creating if needed) the registry at `path` and brings its schema up to date.
@@ -133,52 +136,71 @@ public final class SQLiteRegistry: Registry, Sendable {
     @discardableResult
     public func apply(_ transitions: [Transition], saving runners: [RunnerRecord]) throws -> [EventRecord] {
         let at = now()
-        return try write { db in
-            var recorder = EventAppender(db: db, at: at)
+        return try appending { db, recorder in
             for transition in transitions {
                 try Self.apply(transition, db: db, at: at, recorder: &recorder)
             }
             for runner in runners { try Self.save(runner, db: db) }
-            return recorder.appended
+        }
+    }
+
+    /// A write transaction that appends events, numbered from what this registry already knows
+    /// of each task's last seq (kept across transactions: the dispatcher's loop writes a few events
+    /// per task per turn; another writer's events are found by the unique index and read again).
+    func appending(_ body: (Database, inout EventAppender) throws -> Void) throws -> [EventRecord] {
+        let at = now()
+        return try knownSeqs.withLock { known in
+            do {
+                return try write { db in
+                    var recorder = EventAppender(db: db, at: at)
+                    swap(&recorder.nextSeq, &known)  // moved, not copied: the table may be large
+                    defer { swap(&recorder.nextSeq, &known) }
+                    try body(db, &recorder)
+                    if recorder.nextSeq.count > 100_000 { recorder.nextSeq.removeAll() }  // a bound; a forgotten task is read again
+                    return recorder.appended
+                }
+            } catch {
+                known.removeAll()  // rolled back: what was counted in it did not happen
+                throw error
+            }
         }
     }
 
     static func apply(_ transition: Transition, db: Database, at: Timestamp, recorder: inout EventAppender) throws {
         if let task = transition.task {
-            // Cached statements: this runs for every state change of every task, on the dispatcher's loop.
-            let select = try db.cachedStatement(sql: "SELECT state FROM tasks WHERE spec = ? AND id = ? AND removed = 0")
-            guard let state = try String.fetchOne(select, arguments: [transition.spec, task.rawValue]) else {
-                throw RegistryError(.unknownTask, "no task \(task) in spec \(transition.spec)")
+            // A few shapes only (which fields change, which states are expected), each cached: this
+            // runs for every state change of every task, on the dispatcher's loop. The expected
+            // states are in the statement itself: one statement, no read before it.
+            var sets = "updated_at = ?"
+            if transition.newState != nil { sets += ", state = ?" }
+            if transition.attempts != nil { sets += ", attempts = ?" }
+            if transition.reason != nil { sets += ", reason = ?" }
+            if transition.slot != nil { sets += ", slot_id = ?, slot_path = ?, branch = ?" }
+            let expected = transition.expected.map { " AND state IN (\($0.map { "'\($0.rawValue)'" }.sorted().joined(separator: ", ")))" }
+            var update = BoundStatement(
+                try db.cachedStatement(sql: "UPDATE tasks SET \(sets) WHERE spec = ? AND id = ? AND removed = 0\(expected ?? "")"))
+            update.bind(at.secondsSince1970)
+            if let state = transition.newState { update.bind(state.rawValue) }
+            if let attempts = transition.attempts { update.bind(attempts) }
+            if let reason = transition.reason { update.bind(reason) }
+            if let slot = transition.slot {
+                update.bind(slot.id)
+                update.bind(slot.path)
+                update.bind(slot.branch)
             }
-            let current = TaskState(rawValue: state) ?? .blocked
-            if let expected = transition.expected, !expected.contains(current) {
+            update.bind(transition.spec)
+            update.bind(task.rawValue)
+            try update.execute(in: db)
+            if db.changesCount == 0 {
+                let select = try db.cachedStatement(sql: "SELECT state FROM tasks WHERE spec = ? AND id = ? AND removed = 0")
+                guard let state = try String.fetchOne(select, arguments: [transition.spec, task.rawValue]) else {
+                    throw RegistryError(.unknownTask, "no task \(task) in spec \(transition.spec)")
+                }
                 throw RegistryError(
                     .stateConflict,
-                    "task \(transition.spec)/\(task) is \(current.rawValue), expected \(expected.map(\.rawValue).sorted().joined(separator: " or "))"
+                    "task \(transition.spec)/\(task) is \(state), expected \((transition.expected ?? []).map(\.rawValue).sorted().joined(separator: " or "))"
                 )
             }
-            var sets = ["updated_at = ?"]
-            var arguments: StatementArguments = [at.secondsSince1970]
-            if let state = transition.newState {
-                sets.append("state = ?")
-                arguments += [state.rawValue]
-            }
-            if let attempts = transition.attempts {
-                sets.append("attempts = ?")
-                arguments += [attempts]
-            }
-            if let reason = transition.reason {
-                sets.append("reason = ?")
-                arguments += [reason]
-            }
-            if let slot = transition.slot {
-                sets += ["slot_id = ?", "slot_path = ?", "branch = ?"]
-                arguments += [slot.id, slot.path, slot.branch]
-            }
-            arguments += [transition.spec, task.rawValue]
-            // A few shapes only (which fields change), each cached.
-            try db.cachedStatement(sql: "UPDATE tasks SET \(sets.joined(separator: ", ")) WHERE spec = ? AND id = ?")
-                .execute(arguments: arguments)
         } else {
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM tasksets WHERE name = ?", arguments: [transition.spec]) != nil
             else { throw RegistryError(.unknownSpec, "no spec \(transition.spec) in the registry") }
@@ -191,8 +213,7 @@ public final class SQLiteRegistry: Registry, Sendable {
     @discardableResult
     public func applyOnce(_ batches: [(id: String, transitions: [Transition])]) throws -> [EventRecord] {
         let at = now()
-        return try write { db in
-            var recorder = EventAppender(db: db, at: at)
+        return try appending { db, recorder in
             for batch in batches {
                 guard try Bool.fetchOne(db, sql: "SELECT 1 FROM journal_replays WHERE id = ?", arguments: [batch.id]) == nil
                 else { continue }
@@ -206,7 +227,6 @@ public final class SQLiteRegistry: Registry, Sendable {
                 try db.execute(
                     sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)", arguments: [batch.id, at.secondsSince1970])
             }
-            return recorder.appended
         }
     }
 }
@@ -216,9 +236,10 @@ struct EventAppender {
     let db: Database
     let at: Timestamp
     private(set) var appended: [EventRecord] = []
-    private var nextSeq: [TaskKeyOrSpec: Int64] = [:]
+    /// The next seq of each task as far as known: from earlier transactions, then this one's.
+    var nextSeq: [SeqKey: Int64] = [:]
 
-    private struct TaskKeyOrSpec: Hashable {
+    struct SeqKey: Hashable {
         var spec: String
         var task: String
     }
@@ -229,31 +250,48 @@ struct EventAppender {
     }
 
     mutating func append(_ event: NewEvent, spec: String, task: TaskID?) throws {
-        let key = TaskKeyOrSpec(spec: spec, task: task?.rawValue ?? "")
-        let seq: Int64
-        if let next = nextSeq[key] {
-            seq = next
-        } else {
-            // The seq is read inside the write transaction, which SQLite serialises, so no other
-            // writer can take the same number; UNIQUE(spec, task_id, seq) guards it as well.
-            let select = try db.cachedStatement(sql: "SELECT MAX(seq) FROM events WHERE spec = ? AND task_id = ?")
-            seq = (try Int64.fetchOne(select, arguments: [key.spec, key.task]) ?? 0) + 1
-        }
-        nextSeq[key] = seq + 1
+        let key = SeqKey(spec: spec, task: task?.rawValue ?? "")
+        var seq = try nextSeq[key] ?? lastSeq(key) + 1
         let payload = JSONValue.object(event.payload).jsonText
         let statement = try db.cachedStatement(
             sql: """
                 INSERT INTO events (spec, task_id, seq, event_type, actor, span_id, parent_span_id, phase, payload, timestamp)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
-        try statement.execute(arguments: [
-            spec, key.task, seq, event.type.rawValue, event.actor, event.spanID, event.parentSpanID, event.phase, payload,
-            at.secondsSince1970,
-        ])
+        func insert(_ seq: Int64) throws {
+            var insert = BoundStatement(statement)
+            insert.bind(spec)
+            insert.bind(key.task)
+            insert.bind(seq)
+            insert.bind(event.type.rawValue)
+            insert.bind(event.actor)
+            insert.bind(event.spanID)
+            insert.bind(event.parentSpanID)
+            insert.bind(event.phase)
+            insert.bind(payload)
+            insert.bind(at.secondsSince1970)
+            try insert.execute(in: db)
+        }
+        do {
+            try insert(seq)
+        } catch let error as DatabaseError where error.extendedResultCode == .SQLITE_CONSTRAINT_UNIQUE {
+            // Another writer numbered this task's events since we last did: the next one after its.
+            seq = try lastSeq(key) + 1
+            try insert(seq)
+        }
+        nextSeq[key] = seq + 1
         appended.append(
             EventRecord(
                 id: db.lastInsertedRowID, spec: spec, taskID: task, seq: seq, type: event.type, actor: event.actor,
                 spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase, payload: event.payload,
                 timestamp: at))
+    }
+
+    /// The task's last seq as recorded. Read inside the write transaction, which SQLite serialises,
+    /// so no other writer can take the next number meanwhile; UNIQUE(spec, task_id, seq) guards it
+    /// as well.
+    private func lastSeq(_ key: SeqKey) throws -> Int64 {
+        let select = try db.cachedStatement(sql: "SELECT MAX(seq) FROM events WHERE spec = ? AND task_id = ?")
+        return try Int64.fetchOne(select, arguments: [key.spec, key.task]) ?? 0
     }
 }
