@@ -121,6 +121,8 @@ struct supervision {
     pid_t caller;
     long status_offset;
     long log_limit;
+    /// The runner's niceness, if `set_nice`.
+    int nice, set_nice;
     char *runner_stack_top;
     /// Set by the runner's process if its exec fails (they share memory until it execs).
     int exec_error;
@@ -185,6 +187,7 @@ static int run_runner(void *context) {  // in the runner's process, until execve
     raw_signal(SIGTERM, SIG_DFL);
     raw_signal(SIGINT, SIG_DFL);
     raw_signal(SIGHUP, SIG_DFL);
+    if (s->set_nice) raw_syscall(SYS_setpriority, PRIO_PROCESS, 0, s->nice, 0, 0);
     long error = raw_syscall(SYS_execve, (long)s->path, (long)s->argv, (long)s->envp, 0, 0);
     s->exec_error = (int)-error;  // seen by the supervisor, which waits for this process to exec or end
     raw_exit(127);
@@ -286,19 +289,35 @@ static size_t strings_size(char *const list[], size_t *count) {
     return size;
 }
 
-int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
-                           int output_fd, int output_read_fd, const char *status_path, long status_offset,
-                           const char *log_path, long log_limit, pid_t *pid, int *pidfd, size_t *block_size,
-                           void **block) {
-    // The block holds the supervisor's stacks and everything it reads: the caller need not wait
-    // for it, and may free its own copies at once.
+size_t necro_supervisor_block_size(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                                   const char *status_path, const char *log_path) {
     size_t argc = 0, envc = 0;
     size_t strings = strings_size(argv, &argc) + strings_size(envp, &envc) + strlen(path) + strlen(status_path) +
                      strlen(log_path) + (cwd ? strlen(cwd) : 0) + 4;
     size_t size = SUPERVISOR_STACK + RUNNER_STACK + sizeof(struct supervision) + (argc + envc + 2) * sizeof(char *) + strings;
-    size = (size + 4095) & ~(size_t)4095;
-    char *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (memory == MAP_FAILED) return errno;
+    return (size + 4095) & ~(size_t)4095;
+}
+
+void *necro_supervisor_block_allocate(size_t size) {
+    void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    return memory == MAP_FAILED ? NULL : memory;
+}
+
+void necro_supervisor_block_free(void *block, size_t size) {
+    if (block != NULL) munmap(block, size);
+}
+
+int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
+                           int output_fd, int output_read_fd, const char *status_path, long status_offset,
+                           const char *log_path, long log_limit, int nice, void *block, size_t block_size,
+                           pid_t *pid, int *pidfd) {
+    // The block holds the supervisor's stacks and everything it reads: the caller need not wait
+    // for it, and may free its own copies at once.
+    if (necro_supervisor_block_size(path, argv, envp, cwd, status_path, log_path) > block_size) return E2BIG;
+    char *memory = block;
+    size_t argc = 0, envc = 0;
+    strings_size(argv, &argc);
+    strings_size(envp, &envc);
     struct supervision *s = (struct supervision *)(memory + SUPERVISOR_STACK + RUNNER_STACK);
     char **argv_copy = (char **)(s + 1);
     char **envp_copy = argv_copy + argc + 1;
@@ -320,36 +339,33 @@ int necro_spawn_supervised(const char *path, char *const argv[], char *const env
         .caller = getpid(),
         .status_offset = status_offset,
         .log_limit = log_limit,
+        .nice = nice,
+        .set_nice = nice != NECRO_NICE_UNCHANGED,
         .runner_stack_top = memory + SUPERVISOR_STACK + RUNNER_STACK,
     };
     // Not CLONE_VFORK: the supervisor lives on; CLONE_VM: nothing of this process is copied.
     int descriptor = -1;
     pid_t child = clone(supervise, memory + SUPERVISOR_STACK, CLONE_VM | CLONE_PIDFD | SIGCHLD, s, &descriptor);
-    if (child < 0) {
-        int error = errno;
-        munmap(memory, size);
-        return error;
-    }
+    if (child < 0) return errno;
     setpgid(child, child);  // also here: a signal to the group right after this call must reach it
     *pid = child;
     *pidfd = descriptor;
-    *block_size = size;
-    *block = memory;
     return 0;
 }
 
-void necro_supervisor_release(void *block, size_t size) {
-    if (block != NULL) munmap(block, size);
-}
-
 #else
+size_t necro_supervisor_block_size(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                                   const char *status_path, const char *log_path) {
+    return 0;
+}
+void *necro_supervisor_block_allocate(size_t size) { return NULL; }
+void necro_supervisor_block_free(void *block, size_t size) {}
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
                            int output_fd, int output_read_fd, const char *status_path, long status_offset,
-                           const char *log_path, long log_limit, pid_t *pid, int *pidfd, size_t *block_size,
-                           void **block) {
+                           const char *log_path, long log_limit, int nice, void *block, size_t block_size,
+                           pid_t *pid, int *pidfd) {
     return ENOSYS;
 }
-void necro_supervisor_release(void *block, size_t size) {}
 #endif
 
 int necro_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

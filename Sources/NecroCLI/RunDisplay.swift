@@ -119,7 +119,7 @@ final class RunDisplay: Sendable {
         defer { ticker?.cancel() }
         for await update in updates {
             switch update {
-            case .event(let event): show(event)
+            case .events(let events): events.forEach(show)
             case .output(let runner, let line): state.withLock { $0.running[runner]?.lastLine = line }
             case .finished:
                 clear()

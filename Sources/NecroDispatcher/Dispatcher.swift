@@ -46,9 +46,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
-    /// What observers see: each recorded event, and runners' output.
+    /// What observers see: the events each turn recorded, in order, and runners' output.
     public enum Update: Sendable {
-        case event(EventRecord)
+        case events([EventRecord])
         case output(RunnerID, lastLine: String)
         case finished(RunOutcome)
     }
@@ -59,8 +59,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         case tick
     }
 
-    /// Exit-to-start latencies: from the moment a runner's exit reaches the dispatcher to the moment
-    /// the processes of the runners it led to have started (their start reported back). For benchmarks.
+    /// Exit-to-start latencies: from the moment a runner's exit is seen (its process reaped) to the
+    /// moment the processes of the runners it led to are started (their spawn returned), both
+    /// stamped on the launcher's threads as they happen. For benchmarks.
     public var startLatencies: [Duration] { latencies.withLock { $0 } }
     private let latencies = Mutex<[Duration]>([])
 
@@ -126,13 +127,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             statusTable.withLock { $0 = table }
         }
         var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
-        let forward = Task { [inbox, launcher] in
-            for await event in launcher.events {
-                if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { continue }
-                inbox.post(.runner(event, received: .now))
-            }
+        launcher.deliver { [self] event in
+            if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { return }
+            inbox.post(.runner(event, received: .now))
         }
-        defer { forward.cancel() }
+        defer { launcher.deliver(to: nil) }
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
         defer { timer?.task.cancel() }
 
@@ -273,7 +272,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         do {
             if journal.hasPending { try journal.replay(into: registry) }
-            for event in try registry.apply(transitions, saving: rows) { updatesContinuation.yield(.event(event)) }
+            let applied = try registry.apply(transitions, saving: rows)
+            if !applied.isEmpty { updatesContinuation.yield(.events(applied)) }
             runnerRows.withLock { $0.ended.removeAll() }
             let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
             if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
@@ -282,16 +282,16 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             guard !transitions.isEmpty else { return }
             journal.append(transitions, because: error)
             let stamp = wallNow()
-            for transition in transitions {
-                for event in transition.events {
-                    updatesContinuation.yield(
-                        .event(
+            updatesContinuation.yield(
+                .events(
+                    transitions.flatMap { transition in
+                        transition.events.map { event in
                             EventRecord(
                                 id: 0, spec: transition.spec, taskID: transition.task, seq: 0, type: event.type,
                                 actor: event.actor, spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase,
-                                payload: event.payload, timestamp: stamp)))
-                }
-            }
+                                payload: event.payload, timestamp: stamp)
+                        }
+                    }))
         }
     }
 
@@ -389,7 +389,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         launcher.launch(
             RunnerLaunch(
                 runner: request.runner, argv: argv, environment: environment, workingDirectory: work,
-                logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status))
+                logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status, nice: pool?.nice ?? 0))
     }
 
     /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease

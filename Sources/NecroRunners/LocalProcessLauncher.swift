@@ -24,6 +24,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     private let spawnQueue = Mutex<[RunnerLaunch]>([])
     private let spawnWake = DispatchSemaphore(value: 0)
     private let createdFolders = Mutex<Set<String>>([])
+    private let freeBlocks = Mutex<[SupervisorBlock]>([])
+    private let ownNiceness = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
     /// Tells when adopted runners' logs grow.
     private let inotify: Int32
     private static let inotifyToken: UInt64 = 1 << 1
@@ -45,8 +47,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var lastLine = ""
         var lastReport: ContinuousClock.Instant?
         var exited = false
-        /// The supervisor's memory (its stacks and what it reads), released once it is reaped.
-        var supervisorBlock: (address: UInt, size: Int)?
+        /// The supervisor's memory (its stacks and what it reads), free again once it is reaped.
+        var supervisorBlock: SupervisorBlock?
         /// Where its supervisor records how it ended.
         var status: StatusRecord?
         /// Started by an earlier dispatcher: not our child; its output is read from its log (an
@@ -68,6 +70,28 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     /// - Parameters:
     ///   - logLimitBytes: output kept per runner; the rest is counted and dropped.
     ///   - outputInterval: how often, at most, output is reported per runner.
+    /// Where events go instead of `events`, if set (`deliver(to:)`). Boxed: a closure kept in a
+    /// generic container is wrapped in conversion thunks each time it goes in and out.
+    private let handler = Mutex<EventHandler?>(nil)
+
+    private final class EventHandler: Sendable {
+        let call: @Sendable (RunnerEvent) -> Void
+        init(_ call: @escaping @Sendable (RunnerEvent) -> Void) { self.call = call }
+    }
+
+    private func report(_ event: RunnerEvent) {
+        if let handler = handler.withLock({ $0 }) {
+            handler.call(event)
+        } else {
+            continuation.yield(event)
+        }
+    }
+
+    public func deliver(to handler: (@Sendable (RunnerEvent) -> Void)?) {
+        let box = handler.map(EventHandler.init)
+        self.handler.withLock { $0 = box }
+    }
+
     public init(logLimitBytes: Int = 8 << 20, outputInterval: Duration = .milliseconds(250)) {
         (events, continuation) = AsyncStream.makeStream(of: RunnerEvent.self)
         self.logLimitBytes = logLimitBytes
@@ -124,7 +148,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             while let next = spawnQueue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
                 let stopped = state.withLock { $0.stoppedBeforeStart.remove(next.runner) != nil }
                 if stopped {
-                    continuation.yield(.exited(next.runner, .signalled(SIGTERM)))
+                    report(.exited(next.runner, .signalled(SIGTERM)))
                 } else {
                     spawn(next)
                 }
@@ -134,17 +158,17 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 
     private func spawn(_ launch: RunnerLaunch) {
         guard let program = launch.argv.first, !program.isEmpty else {
-            continuation.yield(.exited(launch.runner, .launchFailed("empty command")))
+            report(.exited(launch.runner, .launchFailed("empty command")))
             return
         }
         // The supervisor runs a path, not a name: find it here, and say plainly when it is not there.
         guard let executable = Self.executablePath(program, path: launch.environment["PATH"]) else {
-            continuation.yield(.exited(launch.runner, .launchFailed("command not found: \(program)")))
+            report(.exited(launch.runner, .launchFailed("command not found: \(program)")))
             return
         }
         var fds: [Int32] = [0, 0]
         guard necro_pipe(&fds) == 0 else {
-            continuation.yield(.exited(launch.runner, .launchFailed("cannot create a pipe: \(errnoText())")))
+            report(.exited(launch.runner, .launchFailed("cannot create a pipe: \(errnoText())")))
             return
         }
         let (readEnd, writeEnd) = (fds[0], fds[1])
@@ -156,23 +180,32 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 
         var pid: pid_t = 0
         var pidfd: Int32 = -1
-        var block: (address: UInt, size: Int)?
+        var block: SupervisorBlock?
         let error = withCStrings(launch.argv) { argv in
             withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }) { envp in
                 if let status = launch.status {
                     // The supervisor works in the runner's folder: its paths must not depend on ours.
-                    var memory: UnsafeMutableRawPointer?
-                    var size = 0
+                    let (statusPath, logPath) = (Self.absolute(status.path), Self.absolute(launch.logPath))
+                    let needed = necro_supervisor_block_size(executable, argv, envp, launch.workingDirectory, statusPath, logPath)
+                    guard needed > 0 else { return ENOSYS }  // no supervisor for this processor: below
+                    guard let taken = takeBlock(size: needed) else { return ENOMEM }
                     let error = necro_spawn_supervised(
-                        executable, argv, envp, launch.workingDirectory, devNull, writeEnd, readEnd,
-                        Self.absolute(status.path), status.offset, Self.absolute(launch.logPath), logLimitBytes, &pid, &pidfd,
-                        &size, &memory)
-                    if error == 0 { block = (UInt(bitPattern: memory), size) }
-                    guard error == ENOSYS else { return error }
-                    // No supervisor for this processor: the runner's status will not outlive us.
+                        executable, argv, envp, launch.workingDirectory, devNull, writeEnd, readEnd, statusPath,
+                        status.offset, logPath, logLimitBytes, niceness(launch) ?? NECRO_NICE_UNCHANGED, taken.memory,
+                        taken.size, &pid, &pidfd)
+                    guard error == 0 else {
+                        giveBack(taken)
+                        return error
+                    }
+                    block = taken
+                    return 0
                 }
+                // Unsupervised, or no supervisor for this processor: the status will not outlive us.
                 let error = necro_spawn(executable, argv, envp, launch.workingDirectory, writeEnd, &pid)
-                if error == 0 { pidfd = necro_pidfd_open(pid) }
+                if error == 0 {
+                    pidfd = necro_pidfd_open(pid)
+                    if let nice = niceness(launch) { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(pid), nice) }
+                }
                 return error
             }
         }
@@ -180,10 +213,10 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         guard error == 0 else {
             close(readEnd)
             let why = error == ENOENT ? "command not found: \(program)" : "\(program): \(String(cString: strerror(error)))"
-            continuation.yield(.exited(launch.runner, .launchFailed(why)))
+            report(.exited(launch.runner, .launchFailed(why)))
             return
         }
-        continuation.yield(.started(launch.runner, pid: pid, startTime: ProcessIdentity.startTime(of: pid)))
+        report(.started(launch.runner, pid: pid, startTime: ProcessIdentity.startTime(of: pid)))
         let token = state.withLock { state -> UInt64 in
             let token = state.nextToken
             state.nextToken += 1
@@ -195,6 +228,37 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
         _ = necro_epoll_add(epoll, readEnd, token << 1)
         _ = necro_epoll_add(epoll, pidfd, token << 1 | 1)
+    }
+
+    /// The runner's niceness: the dispatcher's own plus the launch's, capped at 19; nil for the
+    /// dispatcher's own.
+    private func niceness(_ launch: RunnerLaunch) -> Int32? {
+        guard launch.nice > 0 else { return nil }
+        return min(19, ownNiceness + Int32(launch.nice))
+    }
+
+    /// A supervisor's memory block. Blocks of the usual size are kept for the next start once their
+    /// supervisor is reaped: a fresh mapping per start costs page faults, and unmapping one a TLB
+    /// flush on every core this process (with its supervisors) runs on.
+    struct SupervisorBlock: @unchecked Sendable {  // the memory is the supervisor's until reaped
+        var memory: UnsafeMutableRawPointer
+        var size: Int
+    }
+
+    static let usualBlockSize = 256 << 10
+
+    private func takeBlock(size: Int) -> SupervisorBlock? {
+        if size <= Self.usualBlockSize, let kept = freeBlocks.withLock({ $0.popLast() }) { return kept }
+        let size = max(size, Self.usualBlockSize)
+        return necro_supervisor_block_allocate(size).map { SupervisorBlock(memory: $0, size: size) }
+    }
+
+    private func giveBack(_ block: SupervisorBlock) {
+        if block.size == Self.usualBlockSize {
+            freeBlocks.withLock { $0.append(block) }
+        } else {
+            necro_supervisor_block_free(block.memory, block.size)
+        }
     }
 
     /// Creates the folder of `file` the first time it is seen (few such folders: logs, statuses).
@@ -264,7 +328,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             }
             state.byToken[token] = watched
         }
-        if let (runner, line) = report { continuation.yield(.output(runner, lastLine: line)) }
+        if let (runner, line) = report { self.report(.output(runner, lastLine: line)) }
         if !pipeOpen { stopWatchingPipe(token) }
         return pipeOpen
     }
@@ -315,7 +379,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             return watched
         }
         guard let watched = finished else { return }
-        if let block = watched.supervisorBlock { necro_supervisor_release(UnsafeMutableRawPointer(bitPattern: block.address), block.size) }
+        if let block = watched.supervisorBlock { giveBack(block) }
         // A supervisor ends with 127 also when its runner could not start; its record says why.
         if exit == .exited(code: 127), let record = watched.status,
             case .launchFailed(let why)? = RunnerStatusTable.exit(of: watched.runner, in: record)
@@ -329,7 +393,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             _ = note.withCString { write(watched.log, $0, strlen($0)) }
         }
         if watched.log >= 0 { close(watched.log) }
-        continuation.yield(.exited(watched.runner, exit))
+        report(.exited(watched.runner, exit))
     }
 
     // MARK: Adoption
@@ -339,7 +403,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         // The pidfd names the process only if it is still the one recorded (pids are reused).
         guard pidfd >= 0, ProcessIdentity.startTime(of: adoption.pid) == adoption.startTime else {
             if pidfd >= 0 { close(pidfd) }
-            continuation.yield(.exited(adoption.runner, Self.recordedExit(of: adoption.runner, in: adoption.status)))
+            report(.exited(adoption.runner, Self.recordedExit(of: adoption.runner, in: adoption.status)))
             return
         }
         // Its supervisor appends to the log from now on; start from its current end.
@@ -399,7 +463,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 state.byToken[token] = watched
                 return (watched.runner, watched.lastLine)
             }
-            if let (runner, line) = report { continuation.yield(.output(runner, lastLine: line)) }
+            if let (runner, line) = report { self.report(.output(runner, lastLine: line)) }
         }
     }
 
@@ -416,7 +480,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         if let watch = watched.adopted?.watch, watch >= 0 { _ = inotify_rm_watch(inotify, watch) }
         _ = necro_epoll_remove(epoll, watched.pidfd)
         close(watched.pidfd)
-        continuation.yield(.exited(watched.runner, watched.status.map { Self.recordedExit(of: watched.runner, in: $0) } ?? .signalled(SIGKILL)))
+        report(.exited(watched.runner, watched.status.map { Self.recordedExit(of: watched.runner, in: $0) } ?? .signalled(SIGKILL)))
     }
 
     /// How a runner ended, as its supervisor recorded it. None: its supervisor was killed before

@@ -221,14 +221,14 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "hung"))]) }
         // Wait until it runs, then let a minute pass with no sign of life, then the grace period.
         while let update = await next(&updates) {
-            if case .event(let e) = update, e.type == .runnerStarted { break }
+            if case .events(let batch) = update, batch.contains(where: { e in e.type == .runnerStarted }) { break }
         }
         let childPID = bench.dir.file(".necro/work/hung/h/child.pid")
         while (try? String(contentsOfFile: childPID, encoding: .utf8))?.hasSuffix("\n") != true { await Task.yield() }
         let child = try #require(Int32(try String(contentsOfFile: childPID, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         clock.advance(by: .seconds(60))
         while let update = await next(&updates) {
-            if case .event(let e) = update, e.type == .runnerTimedOut { break }
+            if case .events(let batch) = update, batch.contains(where: { e in e.type == .runnerTimedOut }) { break }
         }
         clock.advance(by: .seconds(10))
         let outcome = try await run.value
@@ -258,7 +258,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         var updates = dispatcher.updates.makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "beat"))]) }
         while let update = await next(&updates) {
-            if case .event(let e) = update, e.type == .runnerStarted { break }
+            if case .events(let batch) = update, batch.contains(where: { e in e.type == .runnerStarted }) { break }
         }
         #expect(try bench.registry.heartbeat(runner: RunnerID("beat.b.a1")))
         clock.advance(by: .seconds(60))
@@ -292,7 +292,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         // Wait until three tasks finished while locked, then let the registry be written again.
         var completedWhileLocked = 0
         while completedWhileLocked < 3, let update = await next(&updates) {
-            if case .event(let e) = update, e.type == .taskCompleted { completedWhileLocked += 1 }
+            if case .events(let batch) = update { completedWhileLocked += batch.filter { $0.type == .taskCompleted }.count }
         }
         #expect(FileManager.default.fileExists(atPath: bench.registry.path + ".fallback.jsonl"))
         #expect(dispatcher.hasUnreplayedRecords)

@@ -134,7 +134,7 @@ echo "end $NECRO_TASK_ID $(pwd)" >> "$LEDGER"
         var updates = dispatcher.updates.makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "kill"))]) }
         while let update = await next(&updates) {
-            if case .event(let e) = update, e.type == .runnerStarted { break }
+            if case .events(let batch) = update, batch.contains(where: { e in e.type == .runnerStarted }) { break }
         }
         while !FileManager.default.fileExists(atPath: bench.dir.file("ledger")) { await Task.yield() }
         clock.advance(by: .seconds(30))

@@ -37,6 +37,7 @@ private func issues(_ text: String) -> [SpecIssue] {
                     config:
                       command: [claude, -p, "Do task {task.id}: {task.title}", --cwd, "{slot.path}"]
                       env: {AGENT_MODE: batch}
+                      nice: 5
                   gpu:
                     type: local-process
                     max_concurrency: 1
@@ -56,6 +57,7 @@ private func issues(_ text: String) -> [SpecIssue] {
         let local = try #require(configuration.pool(named: "local"))
         #expect(local.limits == PoolLimits(name: "local", maxConcurrency: 2, cpuQuota: 4, memoryQuotaMB: 8192))
         #expect(local.environment == ["AGENT_MODE": "batch"])
+        #expect(local.nice == 5)
         #expect(
             local.command.render(["task.id": "1.2", "task.title": "x; rm -rf /", "slot.path": "/s/1"])
                 == ["claude", "-p", "Do task 1.2: x; rm -rf /", "--cwd", "/s/1"])
@@ -73,6 +75,7 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(configuration.gracefulShutdownTimeout == .seconds(300))
         #expect(configuration.retry.maxAttempts == 3)
         #expect(configuration.pools.first?.type == .localProcess)
+        #expect(configuration.pools.first?.nice == 0)
     }
 
     @Test func eachMistakeIsNamedWithItsKeyAndLine() {
@@ -89,6 +92,7 @@ private func issues(_ text: String) -> [SpecIssue] {
                 max_concurrency: -1
                 config:
                   command: [agent, "{task.name}"]
+                  nice: 20
               remote:
                 type: docker
                 max_concurrency: 2
@@ -107,10 +111,12 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(at("dispatcher.retry_max_attempts")?.code == .wrongType)
         #expect(at("agent_pools.local.max_concurrency")?.location.line == 9)
         #expect(at("agent_pools.local.config.command")?.message.hasPrefix("unknown placeholder {task.name}") == true)
+        #expect(at("agent_pools.local.config.nice")?.message == "agent_pools.local.config.nice must be 0 to 19 (added to the dispatcher's own niceness), found 20")
+        #expect(at("agent_pools.local.config.nice")?.location.line == 12)
         #expect(at("agent_pools.remote.type")?.message == "pool type docker is not supported yet: only local-process pools can run in this version")
-        #expect(at("agent_pools.k8s.type")?.location.line == 16)
+        #expect(at("agent_pools.k8s.type")?.location.line == 17)
         #expect(at("skill_mapping.backend[1]")?.message == "skill backend maps to pool cloud, which is not configured under agent_pools")
-        #expect(at("skill_mapping.backend[1]")?.location.line == 19)
+        #expect(at("skill_mapping.backend[1]")?.location.line == 20)
         #expect(found.map { $0.location.line ?? 0 } == found.map { $0.location.line ?? 0 }.sorted())
     }
 

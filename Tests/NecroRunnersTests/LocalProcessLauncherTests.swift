@@ -20,7 +20,8 @@ private struct Fixture {
     }
 
     mutating func start(
-        _ name: String, _ argv: [String], env: [String: String] = [:], supervised: Bool = false, in folder: String? = nil
+        _ name: String, _ argv: [String], env: [String: String] = [:], supervised: Bool = false, in folder: String? = nil,
+        nice: Int = 0
     ) -> RunnerID {
         let id = RunnerID(name)
         let record = supervised ? table.claim(id) : nil
@@ -28,7 +29,7 @@ private struct Fixture {
         launcher.launch(
             RunnerLaunch(
                 runner: id, argv: argv, environment: ["PATH": "/usr/bin:/bin"].merging(env) { $1 },
-                workingDirectory: folder ?? dir.path, logPath: dir.file("logs/\(name).log"), status: record))
+                workingDirectory: folder ?? dir.path, logPath: dir.file("logs/\(name).log"), status: record, nice: nice))
         return id
     }
 
@@ -256,6 +257,21 @@ private struct Fixture {
         let elsewhere = f.start("nowhere", ["/bin/true"], supervised: true, in: f.dir.file("a-file"))
         let (failed, _) = await f.untilExit(elsewhere)
         #expect(failed == .launchFailed("cannot enter the working directory: Not a directory"))
+    }
+
+    @Test(arguments: [false, true])
+    func aRunnerRunsAtItsPoolsNicenessAddedToTheDispatchers(supervised: Bool) async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        let own = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        // Field 19 of /proc/self/stat is the niceness; the shell reads its own.
+        let id = f.start("nice", ["/bin/sh", "-c", "cut -d' ' -f19 /proc/$$/stat"], supervised: supervised, nice: 7)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .exited(code: 0))
+        #expect(f.log("nice") == "\(min(19, own + 7))\n")
+        let capped = f.start("capped", ["/bin/sh", "-c", "cut -d' ' -f19 /proc/$$/stat"], supervised: supervised, nice: 19)
+        _ = await f.untilExit(capped)
+        #expect(f.log("capped") == "19\n")
     }
 
     @Test func aStatusRecordIsOnlyReadForItsOwnRunnerAndServesTheNextOnceReleased() throws {

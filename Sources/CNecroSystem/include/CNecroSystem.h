@@ -32,16 +32,24 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
 /// supervisor record it; it outlives the caller. Should the caller end first, the supervisor
 /// reads the runner's output from `output_read_fd` (the read end of the pipe `output_fd` writes
 /// to) into `log_path`, up to `log_limit` bytes in all, so that the runner neither dies of SIGPIPE
-/// nor blocks. It shares the caller's memory and runs on a block of its own, where everything it
-/// reads is copied: the call does not wait for the runner's exec. The caller releases the block
-/// (`*block`, `*block_size`) with necro_supervisor_release once it has reaped the supervisor
-/// (`*pid`, watched through `*pidfd`). Returns 0, or an errno value if no supervisor could be
-/// started; ENOSYS where there is no supervisor for this processor.
+/// nor blocks. It shares the caller's memory and runs on `block` (at least
+/// necro_supervisor_block_size bytes, from necro_supervisor_block_allocate), where everything it
+/// reads is copied: the call does not wait for the runner's exec. The block is the supervisor's
+/// until the caller has reaped it (`*pid`, watched through `*pidfd`); then it may serve another.
+/// The runner runs at niceness `nice` (NECRO_NICE_UNCHANGED: the caller's). Returns 0, or an errno
+/// value if no supervisor could be started (E2BIG: the block is too small); ENOSYS where there is
+/// no supervisor for this processor.
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
                            int output_fd, int output_read_fd, const char *status_path, long status_offset,
-                           const char *log_path, long log_limit, pid_t *pid, int *pidfd, size_t *block_size,
-                           void **block);
-void necro_supervisor_release(void *block, size_t size);
+                           const char *log_path, long log_limit, int nice, void *block, size_t block_size,
+                           pid_t *pid, int *pidfd);
+#define NECRO_NICE_UNCHANGED (-100)
+/// The size of block a supervised start of these needs.
+size_t necro_supervisor_block_size(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                                   const char *status_path, const char *log_path);
+/// A block for supervisors (stacks and data), or NULL.
+void *necro_supervisor_block_allocate(size_t size);
+void necro_supervisor_block_free(void *block, size_t size);
 
 /// A pipe whose ends close on exec, made in one call (no window for a concurrent spawn to inherit them).
 int necro_pipe(int fds[2]);

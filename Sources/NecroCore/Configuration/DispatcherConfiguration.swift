@@ -28,16 +28,20 @@ public struct PoolConfiguration: Hashable, Sendable {
     public var command: CommandTemplate
     /// Extra environment for the runner.
     public var environment: [String: String]
+    /// Added to the dispatcher's niceness for its runners (0 to 19): a pool of CPU-heavy agents can
+    /// yield to the dispatcher and to the machine's other work.
+    public var nice: Int
 
     public init(
         name: String, type: PoolType = .localProcess, limits: PoolLimits, command: CommandTemplate,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:], nice: Int = 0
     ) {
         self.name = name
         self.type = type
         self.limits = limits
         self.command = command
         self.environment = environment
+        self.nice = nice
     }
 }
 

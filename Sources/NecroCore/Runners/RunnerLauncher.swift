@@ -11,10 +11,12 @@ public struct RunnerLaunch: Hashable, Sendable {
     /// Where its exit status is written when it ends, whether or not the dispatcher is still
     /// there to see it; nil for none.
     public var status: StatusRecord?
+    /// Added to the dispatcher's own niceness for the runner (capped at 19).
+    public var nice: Int
 
     public init(
         runner: RunnerID, argv: [String], environment: [String: String], workingDirectory: String, logPath: String,
-        status: StatusRecord? = nil
+        status: StatusRecord? = nil, nice: Int = 0
     ) {
         self.runner = runner
         self.argv = argv
@@ -22,6 +24,7 @@ public struct RunnerLaunch: Hashable, Sendable {
         self.workingDirectory = workingDirectory
         self.logPath = logPath
         self.status = status
+        self.nice = nice
     }
 }
 
@@ -69,8 +72,13 @@ public struct RunnerAdoption: Hashable, Sendable {
 
 /// Starts and stops runners somewhere: local processes, containers, cluster jobs.
 public protocol RunnerLauncher: Sendable {
-    /// Every runner's start, output and exit, in order per runner.
+    /// Every runner's start, output and exit, in order per runner (unless `deliver(to:)` has a
+    /// handler take them).
     var events: AsyncStream<RunnerEvent> { get }
+    /// Hands every event to `handler`, on the launcher's own threads, as it happens, instead of
+    /// to `events` (nil: back to `events`): no hop through a task for a dispatcher that has its
+    /// own queue.
+    func deliver(to handler: (@Sendable (RunnerEvent) -> Void)?)
     /// Starts a runner; a start that fails comes back as `.exited(_, .launchFailed)`.
     func launch(_ launch: RunnerLaunch)
     /// Signals the runner and everything it started.

@@ -10,7 +10,7 @@ public enum ConfigurationLoader {
         "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
     ]
     static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
-    static let localConfigKeys = ["command", "env"]
+    static let localConfigKeys = ["command", "env", "nice"]
 
     /// Reads and checks a configuration file. Throws every problem at once, each with its line.
     public static func load(path: String) throws(SpecValidationError) -> DispatcherConfiguration {
@@ -154,6 +154,7 @@ private struct ConfigurationDecoder {
             var limits = PoolLimits(name: name, maxConcurrency: 1)
             var command: [String]?
             var environment: [String: String] = [:]
+            var nice = 0
             var configNode: SpecNode?
             var sawConcurrency = false
             for (key, value) in fields {
@@ -218,6 +219,13 @@ private struct ConfigurationDecoder {
                         for (variable, text) in variables {
                             if let text = reader.string(text, "\(keyPath).\(variable)") { environment[variable] = text }
                         }
+                    case "nice":
+                        guard let number = reader.integer(value, keyPath) else { continue }
+                        guard (0...19).contains(number) else {
+                            reader.fail(.invalidValue, value, keyPath, "\(keyPath) must be 0 to 19 (added to the dispatcher's own niceness), found \(number)")
+                            continue
+                        }
+                        nice = number
                     default:
                         unknown(key, value, keyPath, ConfigurationLoader.localConfigKeys)
                     }
@@ -227,7 +235,8 @@ private struct ConfigurationDecoder {
                 reader.fail(.missingField, poolNode, "\(path).config.command", "pool \(name) needs config.command, the runner's argv")
             }
             configuration.pools.append(
-                PoolConfiguration(name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment))
+                PoolConfiguration(
+                    name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment, nice: nice))
         }
     }
 
