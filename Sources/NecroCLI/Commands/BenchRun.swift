@@ -14,8 +14,8 @@ struct BenchRun: AsyncParsableCommand {
             1. Baseline: posix_spawn and reap of /bin/true, `--concurrency` at a time, no registry.
             2. A layered DAG of `--tasks` no-op tasks (each depends on two of the layer before), one local \
             pool of `--concurrency`, the registry durable on disk (SQLite WAL): throughput, exit-to-start \
-            latency (from a runner's exit reaching the dispatcher to the started processes of the runners \
-            it let start), peak memory.
+            latency (from a runner's exit, as it is reaped, to the spawn of each runner it let start; the \
+            baseline's from a reap to the next spawn's return), peak memory.
             3. A chain of `--chain` sequential no-op tasks, end to end.
             4. The exit-to-start latency along a chain of `--latency-chain` tasks: one runner at a time, \
             the machine not saturated.
@@ -42,30 +42,33 @@ struct BenchRun: AsyncParsableCommand {
 
     func run() async throws {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
-        let baseline = try Self.rawSpawn(count: tasks, concurrency: concurrency)
+        let (baseline, rawLatencies) = try Self.rawSpawn(count: tasks, concurrency: concurrency)
         print(String(format: "baseline: posix_spawn+reap of /bin/true ×%d at %d: %.2f s, %.0f tasks/s", tasks, concurrency, baseline, Double(tasks) / baseline))
+        print(String(format: "baseline exit-to-start latency (a reap to the next spawn's return): p50 %.2f ms, p99 %.2f ms", Self.percentile(0.5, of: rawLatencies), Self.percentile(0.99, of: rawLatencies)))
 
         let folder = NSTemporaryDirectory() + "necro-bench-run-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let dag = Self.layeredDAG(tasks: tasks, width: width)
         // As `necro run` does: each runner under its supervisor, whose exit status outlives the dispatcher.
         let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag", supervised: !unsupervised)
-        func percentile(_ p: Double, of latencies: [Duration]) -> Double {
-            let sorted = latencies.sorted()
-            return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000
-        }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let throughput = Double(tasks) / dagTime
         print(String(format: "dispatcher (%@): %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", unsupervised ? "unsupervised" : "supervised", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
-        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", percentile(0.5, of: latencies), percentile(0.99, of: latencies), latencies.count))
+        print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", Self.percentile(0.5, of: latencies), Self.percentile(0.99, of: latencies), latencies.count))
         print("peak memory (whole process): \(usage.ru_maxrss / 1024) MB")
 
         let (chainTime, _) = try await Self.dispatch(Self.chain(chain), concurrency: concurrency, folder: folder + "/chain", supervised: !unsupervised)
         print(String(format: "chain of %d sequential no-op tasks: %.3f s end to end", chain, chainTime))
         // The same latency with the machine not saturated: one runner at a time, along a longer chain.
         let (_, chainLatencies) = try await Self.dispatch(Self.chain(latencyChain), concurrency: concurrency, folder: folder + "/latency", supervised: !unsupervised)
-        print(String(format: "exit-to-start latency along a chain of %d (not saturated): p50 %.2f ms, p99 %.2f ms", latencyChain, percentile(0.5, of: chainLatencies), percentile(0.99, of: chainLatencies)))
+        print(String(format: "exit-to-start latency along a chain of %d (not saturated): p50 %.2f ms, p99 %.2f ms", latencyChain, Self.percentile(0.5, of: chainLatencies), Self.percentile(0.99, of: chainLatencies)))
+    }
+
+    /// The `p` quantile, in milliseconds.
+    static func percentile(_ p: Double, of latencies: [Duration]) -> Double {
+        let sorted = latencies.sorted()
+        return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000
     }
 
     /// Task i depends on task i-1.
@@ -119,27 +122,33 @@ struct BenchRun: AsyncParsableCommand {
         return (elapsed, dispatcher.startLatencies)
     }
 
-    /// posix_spawn and reap /bin/true `count` times, `concurrency` at a time.
-    static func rawSpawn(count: Int, concurrency: Int) throws -> Double {
+    /// posix_spawn and reap /bin/true `count` times, `concurrency` at a time: the time it takes, and
+    /// each start's latency from the reap that made room for it to the spawn's return.
+    static func rawSpawn(count: Int, concurrency: Int) throws -> (Double, [Duration]) {
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
         defer { free(argv[0]) }
         let start = ContinuousClock.now
         var started = 0
         var running = 0
         var finished = 0
+        var latencies: [Duration] = []
+        latencies.reserveCapacity(count)
+        var reaped = ContinuousClock.now
         while finished < count {
             while running < concurrency && started < count {
                 var pid: pid_t = 0
                 guard posix_spawn(&pid, "/bin/true", nil, nil, argv, environ) == 0 else { throw ValidationError("posix_spawn failed") }
+                if started >= concurrency { latencies.append(ContinuousClock.now - reaped) }
                 started += 1
                 running += 1
             }
             var status: Int32 = 0
             if wait(&status) > 0 {
+                reaped = ContinuousClock.now
                 running -= 1
                 finished += 1
             }
         }
-        return (ContinuousClock.now - start).seconds
+        return ((ContinuousClock.now - start).seconds, latencies)
     }
 }
