@@ -63,6 +63,7 @@ let package = Package(
                 "NecroRunners",
                 "NecroDispatcher",
                 "NecroWorkspaces",
+                "CNecroSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],

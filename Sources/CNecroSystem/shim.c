@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <malloc.h>
 
 int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                 pid_t *pid) {
@@ -390,4 +391,13 @@ int necro_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms) {
     } while (count < 0 && errno == EINTR);
     for (int i = 0; i < count; i++) tokens[i] = events[i].data.u64;
     return count;
+}
+
+void necro_steady_heap(void) {
+    // A long-running loop that allocates and frees the same working set each turn: keep it. By
+    // default glibc hands memory above a moving threshold back after each turn and maps it again
+    // on the next (page faults, mmap/munmap and the TLB flushes that go with them).
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    mallopt(M_TOP_PAD, 16 << 20);
 }

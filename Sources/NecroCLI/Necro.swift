@@ -1,4 +1,5 @@
 public import ArgumentParser
+import CNecroSystem
 
 /// The `necro` command line.
 public struct Necro: AsyncParsableCommand {
@@ -34,6 +35,7 @@ struct RegistryOptions: ParsableArguments {
 extension Necro {
     /// Parses the process's arguments and runs the command they name; the executable's entry point.
     public static func runMain() async {
+        necro_steady_heap()
         await main(nil)
     }
 }

@@ -163,7 +163,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 current.task.cancel()
                 timer = nil
             }
-            let batch = await inbox.takeAll()
+            let batch = await inbox.takeBatch()
             if batch.isEmpty && Task.isCancelled {
                 actions = engine.handle(.shutdownNow, now: clock.now)
                 outcome = perform(actions)

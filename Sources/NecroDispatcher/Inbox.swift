@@ -6,7 +6,7 @@ import Synchronization
 final class Inbox<Element: Sendable>: Sendable {
     private let items = Mutex(Deque<Element>())
     private let wake: AsyncStream<Void>.Continuation
-    /// The one consumer's iterator: only `takeAll`, from the dispatcher's loop, touches it.
+    /// The one consumer's iterator: only `takeBatch`, from the dispatcher's loop, touches it.
     nonisolated(unsafe) private var wakeups: AsyncStream<Void>.Iterator
 
     init() {
@@ -20,12 +20,16 @@ final class Inbox<Element: Sendable>: Sendable {
         wake.yield()
     }
 
-    /// Waits until something is posted, then takes all of it. Empty only if the task is cancelled.
-    func takeAll() async -> [Element] {
+    /// Waits until something is posted, then takes it, up to `max` elements: a burst becomes turns
+    /// of a bounded size, each recorded and its launches started before the next is read (one
+    /// large turn would hold back the first launch it decides until the whole burst is recorded).
+    /// Empty only if the task is cancelled.
+    func takeBatch(max: Int = 64) async -> [Element] {
         while true {
             let batch = items.withLock { items -> [Element] in
-                defer { items.removeAll() }
-                return Array(items)
+                let count = Swift.min(max, items.count)
+                defer { items.removeFirst(count) }
+                return Array(items.prefix(count))
             }
             if !batch.isEmpty { return batch }
             guard await wakeups.next() != nil, !Task.isCancelled else { return [] }

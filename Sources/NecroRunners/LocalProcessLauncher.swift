@@ -182,7 +182,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var pidfd: Int32 = -1
         var block: SupervisorBlock?
         let error = withCStrings(launch.argv) { argv in
-            withCStrings(launch.environment.map { "\($0.key)=\($0.value)" }) { envp in
+            withCEnvironment(launch.environment) { envp in
                 if let status = launch.status {
                     // The supervisor works in the runner's folder: its paths must not depend on ours.
                     let (statusPath, logPath) = (Self.absolute(status.path), Self.absolute(launch.logPath))
@@ -504,23 +504,76 @@ extension LocalProcessLauncher {
 
 /// Calls `body` with a NULL-terminated C array of the strings.
 func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-    let pointers = strings.map { strdup($0) } + [nil]
-    defer { pointers.forEach { free($0) } }
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    withCArray(strings.count, { index, bytes in bytes.append(contentsOf: strings[index].utf8) }, body)
+}
+
+/// Calls `body` with the environment as a NULL-terminated C array of `NAME=value` strings.
+func withCEnvironment<R>(_ environment: [String: String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let variables = Array(environment)
+    return withCArray(
+        variables.count,
+        { index, bytes in
+            bytes.append(contentsOf: variables[index].key.utf8)
+            bytes.append(UInt8(ascii: "="))
+            bytes.append(contentsOf: variables[index].value.utf8)
+        }, body)
+}
+
+/// A NULL-terminated C array of `count` strings, each written by `write`, all in one buffer: one
+/// allocation per start instead of one per string (a runner's environment has dozens).
+private func withCArray<R>(
+    _ count: Int, _ write: (Int, inout [UInt8]) -> Void, _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R
+) -> R {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(4096)
+    var offsets: [Int] = []
+    offsets.reserveCapacity(count)
+    for index in 0..<count {
+        offsets.append(bytes.count)
+        write(index, &bytes)
+        bytes.append(0)
+    }
+    return bytes.withUnsafeMutableBufferPointer { buffer in
+        let base = UnsafeMutableRawPointer(buffer.baseAddress!).assumingMemoryBound(to: CChar.self)
+        let pointers: [UnsafeMutablePointer<CChar>?] = offsets.map { base + $0 } + [nil]
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
 }
 
 func errnoText() -> String { String(cString: strerror(errno)) }
 
 /// Tells a process from a later one with the same pid.
 public enum ProcessIdentity {
-    /// The process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat`, field 22). Read with
+    /// plain system calls: it is taken at every runner's start.
     public static func startTime(of pid: Int32) -> UInt64? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = text.lastIndex(of: ")")
-        else { return nil }
-        // Fields after the command name: state is field 3, start time field 22.
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        return fields.count > 19 ? UInt64(fields[19]) : nil
+        let file = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return nil }
+        defer { close(file) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buffer -> UInt64? in
+            let count = read(file, buffer.baseAddress, buffer.count)
+            guard count > 0 else { return nil }
+            let text = UnsafeBufferPointer(rebasing: buffer[0..<count])
+            // Fields after the command name (which may hold spaces and parentheses): state is field
+            // 3, start time field 22.
+            guard let close = text.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+            var field = 2
+            var value: UInt64 = 0
+            var index = close + 1
+            while index < text.count {
+                let byte = text[index]
+                if byte == UInt8(ascii: " ") {
+                    if field == 22 { return value }
+                    field += 1
+                    value = 0
+                } else if field == 22 {
+                    guard byte >= 48 && byte <= 57 else { return nil }
+                    value = value * 10 + UInt64(byte - 48)
+                }
+                index += 1
+            }
+            return field == 22 ? value : nil
+        }
     }
 
     /// Whether `pid` is still the process that started at `startTime`.

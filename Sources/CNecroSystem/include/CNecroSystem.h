@@ -64,4 +64,7 @@ int necro_epoll_remove(int epfd, int fd);
 /// Waits up to `timeout_ms` (-1: forever); fills `tokens`, returns how many, or -1 with errno.
 int necro_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms);
 
+/// Tunes the C library's allocator for a long-running process with a steady working set.
+void necro_steady_heap(void);
+
 #endif

@@ -40,6 +40,9 @@ struct BenchRun: AsyncParsableCommand {
     @Flag(help: "Start runners without their supervisor (no exit status that outlives the dispatcher).")
     var unsupervised = false
 
+    @Option(help: "The pool's config.nice: runners' niceness above the dispatcher's (0 to 19).")
+    var nice = 0
+
     func run() async throws {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
         let (baseline, rawLatencies) = try Self.rawSpawn(count: tasks, concurrency: concurrency)
@@ -49,20 +52,31 @@ struct BenchRun: AsyncParsableCommand {
         let folder = NSTemporaryDirectory() + "necro-bench-run-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let dag = Self.layeredDAG(tasks: tasks, width: width)
+        let cpuBefore = Self.processCPU()
         // As `necro run` does: each runner under its supervisor, whose exit status outlives the dispatcher.
-        let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag", supervised: !unsupervised)
+        let (dagTime, latencies) = try await Self.dispatch(dag, concurrency: concurrency, folder: folder + "/dag", supervised: !unsupervised, nice: nice)
+        let cpu = Self.processCPU() - cpuBefore
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let throughput = Double(tasks) / dagTime
-        print(String(format: "dispatcher (%@): %d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", unsupervised ? "unsupervised" : "supervised", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
+        let setting = (unsupervised ? "unsupervised" : "supervised") + (nice > 0 ? ", runners at nice +\(nice)" : "")
+        print("dispatcher (\(setting)): " + String(format: "%d tasks (%d layers) at %d: %.2f s, %.0f tasks/s = %.0f%% of baseline", tasks, (tasks + width - 1) / width, concurrency, dagTime, throughput, 100 * throughput / (Double(tasks) / baseline)))
+        print(String(format: "the dispatcher's own CPU (every thread of this process; not runners or supervisors): %.0f µs per task", cpu / Double(tasks) * 1e6))
         print(String(format: "exit-to-start latency: p50 %.2f ms, p99 %.2f ms (%d starts)", Self.percentile(0.5, of: latencies), Self.percentile(0.99, of: latencies), latencies.count))
         print("peak memory (whole process): \(usage.ru_maxrss / 1024) MB")
 
-        let (chainTime, _) = try await Self.dispatch(Self.chain(chain), concurrency: concurrency, folder: folder + "/chain", supervised: !unsupervised)
+        let (chainTime, _) = try await Self.dispatch(Self.chain(chain), concurrency: concurrency, folder: folder + "/chain", supervised: !unsupervised, nice: nice)
         print(String(format: "chain of %d sequential no-op tasks: %.3f s end to end", chain, chainTime))
         // The same latency with the machine not saturated: one runner at a time, along a longer chain.
-        let (_, chainLatencies) = try await Self.dispatch(Self.chain(latencyChain), concurrency: concurrency, folder: folder + "/latency", supervised: !unsupervised)
+        let (_, chainLatencies) = try await Self.dispatch(Self.chain(latencyChain), concurrency: concurrency, folder: folder + "/latency", supervised: !unsupervised, nice: nice)
         print(String(format: "exit-to-start latency along a chain of %d (not saturated): p50 %.2f ms, p99 %.2f ms", latencyChain, Self.percentile(0.5, of: chainLatencies), Self.percentile(0.99, of: chainLatencies)))
+    }
+
+    /// CPU seconds this process has used, in all its threads.
+    static func processCPU() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
     /// The `p` quantile, in milliseconds.
@@ -97,7 +111,9 @@ struct BenchRun: AsyncParsableCommand {
     }
 
     /// Imports and runs a spec with /bin/true runners; the time from dispatcher start to its end.
-    static func dispatch(_ spec: TaskSetSpec, concurrency: Int, folder: String, supervised: Bool) async throws -> (Double, [Duration]) {
+    static func dispatch(
+        _ spec: TaskSetSpec, concurrency: Int, folder: String, supervised: Bool, nice: Int
+    ) async throws -> (Double, [Duration]) {
         let registry = try SQLiteRegistry(path: folder + "/registry.sqlite")
         try registry.importTaskSet(spec, source: nil)
         let records = try registry.tasks(spec: spec.name)
@@ -105,7 +121,8 @@ struct BenchRun: AsyncParsableCommand {
             heartbeatTimeout: .seconds(600),
             pools: [
                 PoolConfiguration(
-                    name: "local", limits: PoolLimits(name: "local", maxConcurrency: concurrency), command: CommandTemplate(["/bin/true"]))
+                    name: "local", limits: PoolLimits(name: "local", maxConcurrency: concurrency), command: CommandTemplate(["/bin/true"]),
+                    nice: nice)
             ])
         let launcher = LocalProcessLauncher()
         defer { launcher.shutdown() }
