@@ -1,8 +1,9 @@
 import DequeModule
 import Synchronization
 
-/// A queue many producers fill and one loop empties in batches: everything pending is taken at
-/// once, so a burst of runner exits becomes one turn and one registry transaction. One consumer.
+/// A queue many producers fill and one loop empties in batches: what is pending is taken together
+/// (up to a bound), so a burst of runner exits becomes a few turns, each one registry transaction.
+/// One consumer.
 final class Inbox<Element: Sendable>: Sendable {
     private let items = Mutex(Deque<Element>())
     private let wake: AsyncStream<Void>.Continuation
