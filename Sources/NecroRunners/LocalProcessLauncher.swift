@@ -204,6 +204,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 let error = necro_spawn(executable, argv, envp, launch.workingDirectory, writeEnd, &pid)
                 if error == 0 {
                     pidfd = necro_pidfd_open(pid)
+                    // Just after its start (posix_spawn cannot set it): the supervisor sets it before the exec.
                     if let nice = niceness(launch) { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(pid), nice) }
                 }
                 return error

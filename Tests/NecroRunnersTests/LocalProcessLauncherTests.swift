@@ -259,8 +259,8 @@ private struct Fixture {
         #expect(failed == .launchFailed("cannot enter the working directory: Not a directory"))
     }
 
-    @Test(arguments: [false, true])
-    func aRunnerRunsAtItsPoolsNicenessAddedToTheDispatchers(supervised: Bool) async throws {
+    @Test func aRunnerRunsAtItsPoolsNicenessAddedToTheDispatchers() async throws {
+        let supervised = true  // (an unsupervised runner gets it just after its start: not from its first instruction)
         var f = try Fixture()
         defer { f.finish() }
         let own = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
