@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "necro", targets: ["necro"]),
         .library(name: "NecroCore", targets: ["NecroCore"]),
         .library(name: "NecroRegistry", targets: ["NecroRegistry"]),
+        .library(name: "NecroServer", targets: ["NecroServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -22,6 +23,10 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(
@@ -39,7 +44,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "CNecroSystem"),
+        .target(name: "CNecroSystem", linkerSettings: [.linkedLibrary("crypto")]),
         .target(
             name: "NecroRunners",
             dependencies: ["NecroCore", "CNecroSystem"],
@@ -52,7 +57,25 @@ let package = Package(
         ),
         .target(
             name: "NecroDispatcher",
-            dependencies: ["NecroCore", "NecroRegistry", "NecroRunners", .product(name: "DequeModule", package: "swift-collections")],
+            dependencies: [
+                "NecroCore", "NecroRegistry", "NecroRunners", .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NecroServer",
+            dependencies: [
+                "NecroCore",
+                "NecroRegistry",
+                "NecroDispatcher",
+                "NecroRunners",
+                "CNecroSystem",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -63,9 +86,12 @@ let package = Package(
                 "NecroRunners",
                 "NecroDispatcher",
                 "NecroWorkspaces",
+                "NecroServer",
                 "CNecroSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -91,6 +117,15 @@ let package = Package(
             name: "NecroDispatcherTests",
             dependencies: [
                 "NecroDispatcher", "NecroWorkspaces", "NecroTesting", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NecroServerTests",
+            dependencies: [
+                "NecroServer", "NecroTesting", "NecroRunners",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),

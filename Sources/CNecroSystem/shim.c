@@ -15,6 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <malloc.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/random.h>
 
 int necro_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                 pid_t *pid) {
@@ -400,4 +404,25 @@ void necro_steady_heap(void) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     mallopt(M_TOP_PAD, 16 << 20);
+}
+
+int necro_hmac_sha256(const void *key, size_t key_length, const void *data, size_t length, unsigned char out[32]) {
+    unsigned int written = 0;
+    return HMAC(EVP_sha256(), key, (int)key_length, data, length, out, &written) != NULL && written == 32 ? 0 : -1;
+}
+
+int necro_equal_in_constant_time(const void *a, const void *b, size_t length) { return CRYPTO_memcmp(a, b, length) == 0; }
+
+int necro_random_bytes(void *buffer, size_t length) {
+    unsigned char *bytes = buffer;
+    while (length > 0) {
+        ssize_t got = getrandom(bytes, length, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        bytes += got;
+        length -= (size_t)got;
+    }
+    return 0;
 }

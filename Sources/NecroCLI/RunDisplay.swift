@@ -5,35 +5,6 @@ import NecroDispatcher
 import NecroRegistry
 import Synchronization
 
-/// One event as a JSON line: what `necro run --json` and `necro events --json` print.
-struct EventLine: Encodable {
-    var id: Int64
-    var spec: String
-    var task_id: String?
-    var seq: Int64
-    var event_type: String
-    var actor: String
-    var span_id: String?
-    var parent_span_id: String?
-    var phase: String?
-    var timestamp: String
-    var payload: [String: JSONValue]
-
-    init(_ e: EventRecord) {
-        id = e.id
-        spec = e.spec
-        task_id = e.taskID?.rawValue
-        seq = e.seq
-        event_type = e.type.rawValue
-        actor = e.actor
-        span_id = e.spanID
-        parent_span_id = e.parentSpanID
-        phase = e.phase
-        timestamp = isoTime(e.timestamp)
-        payload = e.payload
-    }
-}
-
 /// "14:03:27", local time.
 func clockTime(_ date: Date) -> String {
     let formatter = DateFormatter()
@@ -41,11 +12,6 @@ func clockTime(_ date: Date) -> String {
     return formatter.string(from: date)
 }
 
-func isoTime(_ t: Timestamp) -> String {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return formatter.string(from: Date(timeIntervalSince1970: t.secondsSince1970))
-}
 
 /// A sentence for the events a person wants to see, nil for the rest.
 func describe(_ e: EventRecord) -> String? {
@@ -133,7 +99,7 @@ final class RunDisplay: Sendable {
     private func show(_ event: EventRecord) {
         switch mode {
         case .json:
-            print(jsonLine(EventLine(event)))
+            print(event.json.jsonText)
             fflush(nil)
         case .plain, .terminal:
             track(event)

@@ -80,13 +80,17 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let slotUsers = Mutex<[RunnerID: (slot: TaskSlot, user: SlotUser)]>([:])
     let inbox = Inbox<Inbound>()
     let journal: EventJournal
-    public let updates: AsyncStream<Update>
-    let updatesContinuation: AsyncStream<Update>.Continuation
+    /// Each observer's stream (see `updates(buffer:)`).
+    private let subscribers = Mutex<(next: UInt64, streams: [UInt64: AsyncStream<Update>.Continuation])>((0, [:]))
+    /// What the engine's state was after the last turn.
+    private let lastSnapshot = Mutex(DispatchSnapshot())
+    /// How runners reach the API, if it is served: its address and each runner's token.
+    let runnerAPI: RunnerAPI?
 
     public init(
         configuration: DispatcherConfiguration, registry: any Registry, launcher: any RunnerLauncher, clock: C,
         paths: Paths, options: DispatchEngine<C.Instant>.Options = .init(),
-        environment: [String: String]? = nil, workspaces: (any Workspaces)? = nil
+        environment: [String: String]? = nil, workspaces: (any Workspaces)? = nil, runnerAPI: RunnerAPI? = nil
     ) {
         self.workspaces = workspaces
         self.configuration = configuration
@@ -97,7 +101,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         self.options = options
         self.baseEnvironment = environment ?? ProcessInfo.processInfo.environment
         self.journal = EventJournal(registry: paths.registry)
-        (updates, updatesContinuation) = AsyncStream.makeStream(of: Update.self, bufferingPolicy: .bufferingNewest(10_000))
+        self.runnerAPI = runnerAPI
     }
 
     // MARK: Commands, from any thread
@@ -107,6 +111,43 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Stop runners now.
     public func shutdownNow() { inbox.post(.input(.shutdownNow)) }
     public func send(_ input: EngineInput) { inbox.post(.input(input)) }
+
+    /// A new observer's stream of what happens from now on: each turn's events as recorded, runners'
+    /// output, the end. It holds up to `buffer` updates; an observer that falls further behind is
+    /// dropped (its stream ends) rather than slowing the dispatcher, and may subscribe again and
+    /// read what it missed from the registry.
+    public func updates(buffer: Int = 10_000) -> AsyncStream<Update> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Update.self, bufferingPolicy: .bufferingOldest(buffer))
+        let id = subscribers.withLock { subscribers -> UInt64 in
+            subscribers.next += 1
+            subscribers.streams[subscribers.next] = continuation
+            return subscribers.next
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.subscribers.withLock { $0.streams.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    private func publish(_ update: Update) {
+        let streams = subscribers.withLock { $0.streams }
+        for (id, stream) in streams {
+            if case .dropped = stream.yield(update) {
+                stream.finish()
+                _ = subscribers.withLock { $0.streams.removeValue(forKey: id) }
+            }
+        }
+    }
+
+    /// The pools' use, the queue and the tasks' states after the last turn.
+    public var snapshot: DispatchSnapshot { lastSnapshot.withLock { $0 } }
+
+    /// Takes in a taskset to run from now on, with the states the registry holds (a dispatcher
+    /// that keeps running: `necro serve`).
+    public func load(_ spec: TaskSetSpec, records: [TaskRecord]) { inbox.post(.input(.load(spec, records))) }
+
+    /// The task of a runner running now (started or adopted here), nil once it has ended.
+    public func task(ofRunner id: RunnerID) -> TaskKey? { runnerRows.withLock { $0.all[id]?.task } }
 
     /// Whether records wait in the fallback journal for the registry to take them.
     public var hasUnreplayedRecords: Bool { journal.hasPending }
@@ -148,6 +189,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             actions += engine.load(taskset.spec, records: taskset.records, recovered: recovered, now: clock.now)
         }
         var outcome = perform(actions)
+        lastSnapshot.withLock { $0 = engine.snapshot }
 
         while outcome == nil {
             // Arm the timer for the next deadline, if it moved.
@@ -173,6 +215,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             for inbound in batch { actions += handle(inbound, &engine) }
             if let current = timer, current.deadline <= clock.now { timer = nil }  // it fired: re-arm next turn
             outcome = perform(actions)
+            lastSnapshot.withLock { $0 = engine.snapshot }
             noteLatency(of: batch, actions)
         }
         // What went to the fallback journal goes to the registry now if it can; otherwise at the
@@ -181,7 +224,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         if runnerRows.withLock({ !$0.dirty.isEmpty }) { record([]) }
         // Every runner's exit is recorded: nothing needs the table any more.
         statusTable.withLock { $0 }?.removeIfUnused()
-        updatesContinuation.yield(.finished(outcome!))
+        publish(.finished(outcome!))
+        // Finished outside the lock: a stream's end calls back to unsubscribe.
+        let streams = subscribers.withLock { subscribers in
+            defer { subscribers.streams.removeAll() }
+            return Array(subscribers.streams.values)
+        }
+        for stream in streams { stream.finish() }
         return outcome!
     }
 
@@ -197,7 +246,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             updateRunner(id) { $0.pid = pid; $0.processStartTime = startTime }
             return engine.handle(.runnerStarted(id, pid: pid), now: now)
         case .runner(.output(let id, let line), _):
-            updatesContinuation.yield(.output(id, lastLine: line))
+            publish(.output(id, lastLine: line))
             return engine.handle(.heartbeat(id), now: now)
         case .runner(.exited(let id, let exit), _):
             // Once this turn is committed, the supervisor's record of the status is not needed any
@@ -273,7 +322,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         do {
             if journal.hasPending { try journal.replay(into: registry) }
             let applied = try registry.apply(transitions, saving: rows)
-            if !applied.isEmpty { updatesContinuation.yield(.events(applied)) }
+            if !applied.isEmpty { publish(.events(applied)) }
             runnerRows.withLock { $0.ended.removeAll() }
             let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
             if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
@@ -282,7 +331,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             guard !transitions.isEmpty else { return }
             journal.append(transitions, because: error)
             let stamp = wallNow()
-            updatesContinuation.yield(
+            publish(
                 .events(
                     transitions.flatMap { transition in
                         transition.events.map { event in
@@ -384,12 +433,24 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             environment["NECRO_SLOT_ID"] = slot.id
             environment["NECRO_BRANCH"] = slot.branch
         }
-        environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work)
+        if let runnerAPI {
+            environment["NECRO_API_URL"] = runnerAPI.url
+            environment["NECRO_RUNNER_TOKEN"] = runnerAPI.token(request.runner)
+        }
+        // A later attempt may go on from where an earlier one left off: its last checkpoint.
+        let checkpoint = request.attempt > 1 ? lastCheckpoint(of: request.task) : nil
+        environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work, checkpoint: checkpoint)
         let row = runnerRows.withLock { $0.all[request.runner] }
         launcher.launch(
             RunnerLaunch(
                 runner: request.runner, argv: argv, environment: environment, workingDirectory: work,
                 logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status, nice: pool?.nice ?? 0))
+    }
+
+    /// The payload of the task's last `checkpoint_commit`, if a runner reported one.
+    private func lastCheckpoint(of task: TaskKey) -> [String: JSONValue]? {
+        let events = (try? registry.events(EventQuery(spec: task.spec, task: task.id))) ?? []
+        return events.last { $0.type == .checkpointCommit }?.payload
     }
 
     /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease
@@ -447,9 +508,21 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func wallNow() -> Timestamp { Timestamp(secondsSince1970: Date().timeIntervalSince1970) }
 }
 
+/// How runners reach the dispatcher's HTTP API: its address, and the token that lets each runner
+/// (and only it, while it runs) report on its task.
+public struct RunnerAPI: Sendable {
+    public var url: String
+    public var token: @Sendable (RunnerID) -> String
+
+    public init(url: String, token: @escaping @Sendable (RunnerID) -> String) {
+        self.url = url
+        self.token = token
+    }
+}
+
 /// The `TASK_CONTEXT` a runner gets: its task, dependencies, slot and metadata, as JSON.
 enum TaskContext {
-    static func json(_ request: LaunchRequest, slotPath: String) -> String {
+    static func json(_ request: LaunchRequest, slotPath: String, checkpoint: [String: JSONValue]? = nil) -> String {
         let t = request.spec
         let task: [String: JSONValue] = [
             "id": .string(t.id.rawValue), "title": .string(t.title), "description": .string(t.description),
@@ -464,7 +537,7 @@ enum TaskContext {
         let context: JSONValue = .object([
             "spec": .string(request.task.spec), "runner_id": .string(request.runner.rawValue), "attempt": .int(request.attempt),
             "pool": .string(request.pool), "task": .object(task), "dependencies": .array(request.dependencies.map { .string($0.rawValue) }),
-            "slot": .object(slot),
+            "slot": .object(slot), "checkpoint": checkpoint.map(JSONValue.object) ?? .null,
         ])
         return context.jsonText
     }

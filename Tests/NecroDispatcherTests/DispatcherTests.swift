@@ -217,7 +217,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let dispatcher = Dispatcher(
             configuration: bench.configuration(script, attempts: 1, heartbeat: .seconds(60)), registry: bench.registry,
             launcher: bench.launcher, clock: clock, paths: .init(logs: bench.paths.logs, work: bench.paths.work, registry: bench.paths.registry))
-        var updates = dispatcher.updates.makeAsyncIterator()
+        var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "hung"))]) }
         // Wait until it runs, then let a minute pass with no sign of life, then the grace period.
         while let update = await next(&updates) {
@@ -255,7 +255,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let work = bench.dir.file(".necro/work/beat/b")
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         #expect(mkfifo(work + "/fifo", 0o644) == 0)
-        var updates = dispatcher.updates.makeAsyncIterator()
+        var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "beat"))]) }
         while let update = await next(&updates) {
             if case .events(let batch) = update, batch.contains(where: { e in e.type == .runnerStarted }) { break }
@@ -287,7 +287,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let dispatcher = Dispatcher(
             configuration: configuration, registry: bench.registry, launcher: bench.launcher, clock: ContinuousClock(),
             paths: bench.paths)
-        var updates = dispatcher.updates.makeAsyncIterator()
+        var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, records)]) }
         // Wait until three tasks finished while locked, then let the registry be written again.
         var completedWhileLocked = 0

@@ -131,7 +131,7 @@ echo "end $NECRO_TASK_ID $(pwd)" >> "$LEDGER"
         try bench.registry.importTaskSet(spec, source: nil)
         let agent = #"echo "half of the work" > draft.txt; touch "$LEDGER"; exec sleep 600"#
         let dispatcher = bench.dispatcher(bench.configuration(agent, attempts: 1), clock: clock)
-        var updates = dispatcher.updates.makeAsyncIterator()
+        var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "kill"))]) }
         while let update = await next(&updates) {
             if case .events(let batch) = update, batch.contains(where: { e in e.type == .runnerStarted }) { break }

@@ -64,6 +64,13 @@ int necro_epoll_remove(int epfd, int fd);
 /// Waits up to `timeout_ms` (-1: forever); fills `tokens`, returns how many, or -1 with errno.
 int necro_epoll_wait(int epfd, uint64_t *tokens, int capacity, int timeout_ms);
 
+/// HMAC-SHA256 of `data` under `key` (the system's libcrypto) into `out`; 0, or -1 on failure.
+int necro_hmac_sha256(const void *key, size_t key_length, const void *data, size_t length, unsigned char out[32]);
+/// Whether the two buffers are equal, in a time that does not depend on where they differ.
+int necro_equal_in_constant_time(const void *a, const void *b, size_t length);
+/// Fills `buffer` from the kernel's random source; 0, or -1.
+int necro_random_bytes(void *buffer, size_t length);
+
 /// Tunes the C library's allocator for a long-running process with a steady working set.
 void necro_steady_heap(void);
 

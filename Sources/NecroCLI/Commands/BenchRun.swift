@@ -130,11 +130,9 @@ struct BenchRun: AsyncParsableCommand {
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
             paths: .init(logs: folder + "/logs", work: folder + "/work", registry: registry.path, status: supervised ? folder + "/status" : nil),
             environment: ["PATH": "/usr/bin:/bin"])
-        let drain = Task { for await _ in dispatcher.updates {} }
         let start = ContinuousClock.now
         let outcome = try await dispatcher.run([(spec, records)])
         let elapsed = (ContinuousClock.now - start).seconds
-        drain.cancel()
         guard outcome.succeeded else { throw ValidationError("the benchmark run failed: \(outcome.counts)") }
         return (elapsed, dispatcher.startLatencies)
     }

@@ -82,7 +82,7 @@ struct Status: AsyncParsableCommand {
                 .init(
                     runner_id: runner.id.rawValue, spec: runner.task.spec, task_id: runner.task.id.rawValue, pool: runner.pool,
                     pid: runner.pid, elapsed_seconds: Int(now - runner.startedAt.secondsSince1970),
-                    last_heartbeat: runner.lastHeartbeat.map(isoTime), slot_id: slots[runner.task]?.id, branch: slots[runner.task]?.branch))
+                    last_heartbeat: runner.lastHeartbeat.map(\.iso8601), slot_id: slots[runner.task]?.id, branch: slots[runner.task]?.branch))
         }
         if json {
             print(jsonLine(report))
@@ -131,7 +131,7 @@ struct Events: AsyncParsableCommand {
         var after: Int64 = 0
         while true {
             let events = try registry.events(EventQuery(after: after, spec: spec, task: task.map { TaskID($0) }, limit: 10_000))
-            for event in events { print(json ? jsonLine(EventLine(event)) : text(event)) }
+            for event in events { print(json ? event.json.jsonText : text(event)) }
             after = events.last?.id ?? after
             if events.count == 10_000 { continue }
             guard follow else { return }
@@ -144,7 +144,7 @@ struct Events: AsyncParsableCommand {
 
     private func text(_ e: EventRecord) -> String {
         let payload = e.payload.isEmpty ? "" : " " + jsonLine(e.payload)
-        return "\(isoTime(e.timestamp))  #\(e.id)  \(e.spec)/\(e.taskID?.rawValue ?? "-")  seq \(e.seq)  \(e.type)\(payload)"
+        return "\(e.timestamp.iso8601)  #\(e.id)  \(e.spec)/\(e.taskID?.rawValue ?? "-")  seq \(e.seq)  \(e.type)\(payload)"
     }
 }
 

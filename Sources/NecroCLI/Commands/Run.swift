@@ -16,7 +16,9 @@ struct Run: AsyncParsableCommand {
             pools, and exits 0 when every required task is done, 1 if some failed or can no longer run, 2 if \
             the spec or the configuration is invalid, 130 when stopped by a signal. The first SIGINT or \
             SIGTERM stops starting tasks and waits for running ones (graceful_shutdown_timeout); a second \
-            stops them at once. Without --config, necro.yaml beside the spec is read, then ./necro.yaml.
+            stops them at once. Without --config, necro.yaml beside the spec is read, then ./necro.yaml. \
+            While it runs, it serves the API and the dashboard (--listen, --no-server) and prints the \
+            dashboard's address.
             """
     )
 
@@ -31,18 +33,19 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var options: RegistryOptions
 
+    @OptionGroup var server: ServerOptions
+
     @Flag(help: "Print each event as one JSON line.")
     var json = false
 
     func run() async throws {
-        var configuration = try loadConfiguration()
+        let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
+        var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
         let loaded = try loadSpecOrExit(spec)
         let base = (options.registry as NSString).deletingLastPathComponent
         let root = base.isEmpty ? "." : base
-        let paths = Dispatcher<ContinuousClock>.Paths(
-            logs: absolute("\(root)/logs"), work: absolute("\(root)/work"), registry: absolute(options.registry),
-            status: absolute("\(root)/status"))
-        let workspaces = try openRepoPool(&configuration, spec: loaded.spec, registryFolder: root)
+        let paths = Self.paths(registry: options.registry, folder: root)
+        let workspaces = try Self.openRepoPool(&configuration, workspace: workspace, specs: [loaded.spec], registryFolder: root)
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         let recovered: RecoveredRunners
@@ -58,12 +61,19 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.failure
         }
         Self.applyPoolSettings(&configuration, registry)
+        let serving = try ServerSetup.prepare(server, registryFolder: root)
         let launcher = LocalProcessLauncher()
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
             paths: paths,
             options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()),
-            workspaces: workspaces)
+            workspaces: workspaces,
+            runnerAPI: serving.map { keys, address in RunnerAPI(url: address.url, token: keys.token(for:)) })
+        let served = try await serving.asyncMap { keys, address in
+            try await ServerSetup.start(dispatcher, registry: registry, keys: keys, address: address)
+        }
+        defer { served?.stop() }
+        if let served { printError("dashboard: \(served.dashboardURL)") }
         let signals = Task {
             var count = 0
             for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
@@ -72,24 +82,13 @@ struct Run: AsyncParsableCommand {
             }
         }
         defer { signals.cancel() }
-        // `necro pool` and `necro retry` leave requests in the registry and send SIGUSR1.
-        let control = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sigusr1) {
-                for request in (try? registry.takeControlRequests()) ?? [] {
-                    switch request.kind {
-                    case .enablePool: dispatcher.send(.setPoolEnabled(request.target, true))
-                    case .disablePool: dispatcher.send(.setPoolEnabled(request.target, false))
-                    case .retry: dispatcher.send(.retry(TaskKey(spec: request.spec ?? loaded.spec.name, id: TaskID(request.target))))
-                    }
-                }
-            }
-        }
+        let control = Self.followControlRequests(registry, dispatcher, defaultSpec: loaded.spec.name)
         defer { control.cancel() }
-        _ = try? registry.takeControlRequests()  // requests left for a dispatcher that is gone are settled below
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
-        let watcher = Task { await display.follow(dispatcher.updates) }
+        let updates = dispatcher.updates()
+        let watcher = Task { await display.follow(updates) }
         let outcome = try await dispatcher.run([(loaded.spec, records)], recovered: recovered)
         await watcher.value
         launcher.shutdown()
@@ -102,6 +101,28 @@ struct Run: AsyncParsableCommand {
         if let workspaces { display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef) }
         if outcome.interrupted { throw ExitStatus.interrupted }
         if !outcome.succeeded { throw ExitStatus.failure }
+    }
+
+    /// `necro pool` and `necro retry` leave requests in the registry and send SIGUSR1: carried out
+    /// by the dispatcher. Requests left for a dispatcher that is gone are dropped first (settled by
+    /// the registry's state, which this dispatcher starts from).
+    static func followControlRequests(
+        _ registry: SQLiteRegistry, _ dispatcher: Dispatcher<ContinuousClock>, defaultSpec: String?
+    ) -> Task<Void, Never> {
+        _ = try? registry.takeControlRequests()
+        return Task {
+            for await _ in await UnixSignalsSequence(trapping: .sigusr1) {
+                for request in (try? registry.takeControlRequests()) ?? [] {
+                    switch request.kind {
+                    case .enablePool: dispatcher.send(.setPoolEnabled(request.target, true))
+                    case .disablePool: dispatcher.send(.setPoolEnabled(request.target, false))
+                    case .retry:
+                        guard let spec = request.spec ?? defaultSpec else { continue }
+                        dispatcher.send(.retry(TaskKey(spec: spec, id: TaskID(request.target))))
+                    }
+                }
+            }
+        }
     }
 
     /// Four base-36 characters, new at each start.
@@ -118,14 +139,21 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    private func absolute(_ path: String) -> String {
+    static func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
+    /// Where runners of the registry at `registry` (in `folder`) log, work and leave their statuses.
+    static func paths(registry: String, folder: String) -> Dispatcher<ContinuousClock>.Paths {
+        Dispatcher<ContinuousClock>.Paths(
+            logs: absolute("\(folder)/logs"), work: absolute("\(folder)/work"), registry: absolute(registry),
+            status: absolute("\(folder)/status"))
     }
 
     /// The repo pool, if `repo_pool:` or --workspace asks for one; every problem with it is exit 2,
     /// found before the registry is touched.
-    private func openRepoPool(
-        _ configuration: inout DispatcherConfiguration, spec: TaskSetSpec, registryFolder: String
+    static func openRepoPool(
+        _ configuration: inout DispatcherConfiguration, workspace: String?, specs: [TaskSetSpec], registryFolder: String
     ) throws -> RepoPool? {
         if let workspace {
             var repoPool = configuration.repoPool ?? RepoPoolConfiguration(repository: workspace)
@@ -133,7 +161,7 @@ struct Run: AsyncParsableCommand {
             configuration.repoPool = repoPool
         }
         guard var repoPool = configuration.repoPool, let slotCount = configuration.slotCount else { return nil }
-        let problems = repoPool.branchProblems(in: spec)
+        let problems = specs.flatMap { repoPool.branchProblems(in: $0) }
         guard problems.isEmpty else {
             printError("error: repo_pool.branch_template \(repoPool.branchTemplate):")
             for problem in problems.prefix(20) { printError("  \(problem)") }
@@ -150,11 +178,10 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    /// --config, or necro.yaml beside the spec, or ./necro.yaml.
-    private func loadConfiguration() throws -> DispatcherConfiguration {
-        let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
-        let candidates = config.map { [$0] } ?? [besideSpec, "necro.yaml"]
-        guard let path = candidates.first(where: { config != nil || FileManager.default.fileExists(atPath: $0) }) else {
+    /// The first of `candidates` that exists (the only one, if `explicit`), read; exit 2 if none
+    /// does or it is not valid.
+    static func loadConfiguration(_ candidates: [String], explicit: Bool) throws -> DispatcherConfiguration {
+        guard let path = candidates.first(where: { explicit || FileManager.default.fileExists(atPath: $0) }) else {
             printError("error: no configuration: write necro.yaml beside the spec or here (see README), or pass --config")
             throw ExitStatus.invalidInput
         }

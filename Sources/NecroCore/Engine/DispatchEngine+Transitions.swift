@@ -11,6 +11,11 @@ extension DispatchEngine {
         _ key: TaskKey, _ index: Int, to state: TaskState, attempts: Int? = nil, reason: String?? = nil,
         slot: TaskSlot? = nil, events: [NewEvent]
     ) {
+        let previous = sets[key.spec]!.states[index]
+        if previous != state && !sets[key.spec]!.tracker.graph.isGroup[index] {
+            sets[key.spec]!.counts[previous, default: 0] -= 1
+            sets[key.spec]!.counts[state, default: 0] += 1
+        }
         sets[key.spec]!.states[index] = state
         if let attempts { sets[key.spec]!.attempts[index] = attempts }
         if let reason { sets[key.spec]!.reasons[index] = reason }

@@ -34,6 +34,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         var states: [TaskState]
         var attempts: [Int]
         var reasons: [String?]
+        /// How many tasks (not groups) are in each state, kept as states change.
+        var counts: [TaskState: Int] = [:]
     }
 
     struct RunnerState: Sendable {
@@ -106,6 +108,13 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     /// The earliest time something is due, for the driver to sleep until.
     public var nextDeadline: Instant? { deadlines.min?.at }
 
+    /// The pools' use, the queue and the tasks' states, as of now.
+    public var snapshot: DispatchSnapshot {
+        DispatchSnapshot(
+            pools: scheduler.pools.pools.map { DispatchSnapshot.Pool(limits: $0, usage: scheduler.pools.usage[$0.name] ?? .init()) },
+            queueDepth: scheduler.queue.count, tasks: sets.mapValues(\.counts), running: runners.count)
+    }
+
     /// Whether the run is over.
     public var isFinished: Bool { phase == .finished }
 
@@ -143,9 +152,11 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             states[$0] == .running && adoptedByTask[spec.tasks[$0].id] == nil && endedByTask[spec.tasks[$0].id] == nil
         }
         for index in orphaned { states[index] = .blocked }
+        var counts: [TaskState: Int] = [:]
+        for index in states.indices where !graph.isGroup[index] { counts[states[index], default: 0] += 1 }
         sets[spec.name] = TaskSetState(
             spec: spec, tracker: ReadyTracker(graph: graph, finished: done), states: states, attempts: attempts,
-            reasons: reasons)
+            reasons: reasons, counts: counts)
         scheduler.queue.setWeight(spec.weight, forSpec: spec.name)
         record(
             spec.name, nil,
@@ -217,6 +228,14 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     public mutating func handle(_ input: EngineInput, now: Instant) -> [EngineAction] {
         self.now = now
         switch input {
+        case .runnerReported(let id, let events):
+            // What a runner says of its own work (through the API); any report is a sign of life.
+            if let runner = runners[id] {
+                record(runner.key.spec, runner.key.id, events: events)
+                renewLease(id)
+            }
+        case .load(let spec, let records):
+            return load(spec, records: records, now: now)
         case .runnerStarted(let id, let pid):
             if let runner = runners[id] {
                 var payload = runnerPayload(id, runner)

@@ -113,6 +113,11 @@ public enum EngineInput: Hashable, Sendable {
     /// Puts a failed or cancelled task back, with fresh attempts.
     case retry(TaskKey)
     case setPoolEnabled(String, Bool)
+    /// Events a running runner reported of its own work (through the API): recorded on its task,
+    /// and its lease renewed.
+    case runnerReported(RunnerID, [NewEvent])
+    /// A taskset to run from now on (`necro serve`), with the states the registry holds.
+    case load(TaskSetSpec, [TaskRecord])
     /// Start nothing new; let running runners finish until the graceful timeout.
     case shutdown
     /// Stop running runners now.
@@ -141,5 +146,31 @@ public struct EndedRunner: Hashable, Sendable {
     public init(runner: RunnerRecord, exit: RunnerExit?) {
         self.runner = runner
         self.exit = exit
+    }
+}
+
+/// The dispatcher's state as observers see it: pools and their use, the queue, tasks per state.
+public struct DispatchSnapshot: Hashable, Sendable {
+    public struct Pool: Hashable, Sendable {
+        public var limits: PoolLimits
+        public var usage: PoolAdmission.Usage
+
+        /// Running runners over the pool's concurrency: 0 to 1.
+        public var utilization: Double { limits.maxConcurrency > 0 ? Double(usage.running) / Double(limits.maxConcurrency) : 0 }
+    }
+
+    public var pools: [Pool]
+    /// Tasks ready and waiting for a place.
+    public var queueDepth: Int
+    /// Per taskset, how many of its tasks (groups aside) are in each state.
+    public var tasks: [String: [TaskState: Int]]
+    /// Runners running, in all pools.
+    public var running: Int
+
+    public init(pools: [Pool] = [], queueDepth: Int = 0, tasks: [String: [TaskState: Int]] = [:], running: Int = 0) {
+        self.pools = pools
+        self.queueDepth = queueDepth
+        self.tasks = tasks
+        self.running = running
     }
 }

@@ -21,12 +21,17 @@ extension SQLiteRegistry {
             try db.execute(
                 sql: "INSERT INTO control_requests (kind, spec, target, created_at) VALUES (?, ?, ?, ?)",
                 arguments: [kind.rawValue, spec, target, at.secondsSince1970])
-            if kind != .retry {
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO pool_settings (name, enabled) VALUES (?, ?)",
-                    arguments: [target, kind == .enablePool])
-            }
+            if kind != .retry { try Self.savePoolSetting(target, kind == .enablePool, db: db) }
         }
+    }
+
+    /// Remembers a pool enabled or disabled, for dispatchers that start later.
+    public func setPoolEnabled(_ name: String, _ enabled: Bool) throws {
+        try write { db in try Self.savePoolSetting(name, enabled, db: db) }
+    }
+
+    static func savePoolSetting(_ name: String, _ enabled: Bool, db: Database) throws {
+        try db.execute(sql: "INSERT OR REPLACE INTO pool_settings (name, enabled) VALUES (?, ?)", arguments: [name, enabled])
     }
 
     /// The requests not handled yet, oldest first, now marked handled.

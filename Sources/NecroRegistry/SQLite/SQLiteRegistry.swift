@@ -96,6 +96,16 @@ public final class SQLiteRegistry: Registry, Sendable {
         }
     }
 
+    /// Every taskset as its spec (definitions as last imported, removed tasks left out).
+    public func taskSetSpecs() throws -> [TaskSetSpec] {
+        try taskSets().map { set in TaskSetSpec(name: set.name, weight: set.weight, tasks: try tasks(spec: set.name).map(\.task)) }
+    }
+
+    /// The global id of the last event recorded, 0 for none.
+    public func lastEventID() throws -> Int64 {
+        try read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM events") ?? 0 }
+    }
+
     /// How many events of this type were recorded.
     public func count(of type: EventType) throws -> Int {
         try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events WHERE event_type = ?", arguments: [type.rawValue]) ?? 0 }

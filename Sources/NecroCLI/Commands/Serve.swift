@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import NecroRunners
+import NecroServer
+import ServiceLifecycle
+import UnixSignals
+
+/// `necro serve`: the dispatcher as a long-running service, fed through its API.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the dispatcher as a service: tasksets come in through the API and run as they arrive.",
+        discussion: """
+            Resumes every taskset the registry has (adopting the runners a stopped dispatcher left), then \
+            runs what is sent to POST /v1/tasksets, until SIGINT or SIGTERM: the first stops starting tasks \
+            and waits for running ones (graceful_shutdown_timeout), a second stops them at once. Reads the \
+            configuration from --config, else ./necro.yaml.
+            """
+    )
+
+    @Option(help: "The configuration file.")
+    var config: String?
+
+    @Option(help: "A git repository: each task runs in a worktree of it (short for repo_pool.repo).")
+    var workspace: String?
+
+    @OptionGroup var options: RegistryOptions
+
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        var configuration = try Run.loadConfiguration([config ?? "necro.yaml"], explicit: config != nil)
+        let base = (options.registry as NSString).deletingLastPathComponent
+        let root = base.isEmpty ? "." : base
+        let paths = Run.paths(registry: options.registry, folder: root)
+        let registry: SQLiteRegistry
+        var tasksets: [(spec: TaskSetSpec, records: [TaskRecord])] = []
+        var recovered = RecoveredRunners()
+        do {
+            registry = try SQLiteRegistry(path: options.registry)
+            let specs = try registry.taskSetSpecs()
+            let workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: root)
+            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
+            for spec in specs {
+                let found = try Recovery.sortOut(of: spec.name, in: registry, runnersSee: paths.registry)
+                recovered.adopted += found.adopted
+                recovered.ended += found.ended
+            }
+            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry, recovered: recovered) }
+            for spec in specs { tasksets.append((spec, try registry.tasks(spec: spec.name))) }
+            try await serve(configuration, registry: registry, paths: paths, root: root, workspaces: workspaces, tasksets: tasksets, recovered: recovered)
+        } catch let error as RegistryError {
+            printError("error: \(error.message)")
+            throw ExitStatus.failure
+        }
+    }
+
+    private func serve(
+        _ configuration: DispatcherConfiguration, registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, root: String,
+        workspaces: (any Workspaces)?, tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners
+    ) async throws {
+        var configuration = configuration
+        Run.applyPoolSettings(&configuration, registry)
+        let serving = try ServerSetup.prepare(server, registryFolder: root)
+        let launcher = LocalProcessLauncher()
+        defer { launcher.shutdown() }
+        let dispatcher = Dispatcher(
+            configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(), paths: paths,
+            options: .init(finishWhenIdle: false, randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Run.startToken()),
+            workspaces: workspaces,
+            runnerAPI: serving.map { keys, address in RunnerAPI(url: address.url, token: keys.token(for:)) })
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        var metricsTask: Task<Void, Never>?
+        if let (keys, address) = serving {
+            let metrics = DispatcherMetrics(pools: configuration.pools.map(\.name))
+            let updates = dispatcher.updates()
+            metricsTask = Task { await metrics.follow(updates) }
+            let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: address.isLoopback)
+            services.append(.init(service: HTTPServer.service(api, at: address)))
+            printError("necro serve: listening on \(address.url)")
+            printError("dashboard: \(address.url)/#token=\(keys.adminToken)")
+        }
+        defer { metricsTask?.cancel() }
+        // Stopped in reverse order: the dispatcher first (it waits for its runners), then the server.
+        services.append(.init(service: DispatcherService(dispatcher, tasksets: tasksets, recovered: recovered)))
+        var logger = Logger(label: "necro.serve")
+        logger.logLevel = .warning
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // The service group turns the first signal into a graceful shutdown; a second stops the
+        // runners at once.
+        let escalation = Task {
+            var count = 0
+            for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+                count += 1
+                if count >= 2 { dispatcher.shutdownNow() }
+            }
+        }
+        defer { escalation.cancel() }
+        let control = Run.followControlRequests(registry, dispatcher, defaultSpec: tasksets.count == 1 ? tasksets[0].spec.name : nil)
+        defer { control.cancel() }
+        DispatcherProcess.write(options.registry)
+        defer { DispatcherProcess.remove(options.registry) }
+        try await group.run()
+        if let folder = paths.status {
+            let referenced = Set(((try? registry.runners(runningOnly: true)) ?? []).compactMap(\.status?.path))
+            RunnerStatusTable.removeUnused(in: folder, referenced: referenced)
+        }
+    }
+}

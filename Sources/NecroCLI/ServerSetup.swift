@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import NecroServer
+
+/// `--listen` and `--no-server`, for the commands that serve the API.
+struct ServerOptions: ParsableArguments {
+    @Option(help: "Where to serve the API and dashboard (HOST:PORT; port 0: any free one). Default 127.0.0.1:7777.")
+    var listen: String?
+
+    @Flag(help: "Serve neither the API nor the dashboard.")
+    var noServer = false
+
+    static let defaultAddress = ListenAddress(host: "127.0.0.1", port: 7777)
+
+    /// The address asked for, or exit 2 if it is not one.
+    func address() throws -> ListenAddress {
+        guard let text = listen else { return Self.defaultAddress }
+        guard let address = ListenAddress(text) else {
+            printError("error: --listen \(text): expected HOST:PORT, such as 127.0.0.1:7777")
+            throw ExitStatus.invalidInput
+        }
+        return address
+    }
+}
+
+/// The API served beside a dispatcher: its address, and how to stop it.
+struct ServedAPI {
+    let address: ListenAddress
+    let keys: AccessKeys
+    let server: Task<Void, Never>
+    let metrics: Task<Void, Never>
+
+    /// The dashboard's address, with the admin token in its fragment (never sent to the server;
+    /// the page keeps it for its controls).
+    var dashboardURL: String { "\(address.url)/#token=\(keys.adminToken)" }
+
+    func stop() {
+        server.cancel()
+        metrics.cancel()
+    }
+}
+
+enum ServerSetup {
+    /// The keys, and the address runners will be told, before the dispatcher exists. Without an
+    /// explicit `--listen`, a busy default port falls back to any free one.
+    static func prepare(_ options: ServerOptions, registryFolder: String) throws -> (AccessKeys, ListenAddress)? {
+        guard !options.noServer else { return nil }
+        let wanted = try options.address()
+        do {
+            let keys = try AccessKeys.load(folder: registryFolder)
+            return (keys, try HTTPServer.reserve(wanted, fallBack: options.listen == nil))
+        } catch {
+            printError("error: \(error)")
+            throw ExitStatus.failure
+        }
+    }
+
+    /// Serves the API of `dispatcher` at `address` until stopped.
+    static func start(
+        _ dispatcher: Dispatcher<ContinuousClock>, registry: SQLiteRegistry, keys: AccessKeys, address: ListenAddress
+    ) async throws -> ServedAPI {
+        let metrics = DispatcherMetrics(pools: dispatcher.configuration.pools.map(\.name))
+        let updates = dispatcher.updates()
+        let following = Task { await metrics.follow(updates) }
+        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: address.isLoopback)
+        do {
+            let (port, server) = try await HTTPServer.start(api, at: address)
+            return ServedAPI(address: ListenAddress(host: address.host, port: port), keys: keys, server: server, metrics: following)
+        } catch {
+            following.cancel()
+            printError("error: \(error)")
+            throw ExitStatus.failure
+        }
+    }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
+}

@@ -1,0 +1,96 @@
+import CoreMetrics
+import Foundation
+public import Hummingbird
+public import NecroCore
+public import NecroDispatcher
+import Prometheus
+import Synchronization
+
+/// The dispatcher's metrics, through swift-metrics, exported in Prometheus's text format.
+///
+/// Counters and histograms follow the recorded events (a subscription to the dispatcher's updates,
+/// off its loop); gauges are read from its last snapshot when they are scraped.
+public final class DispatcherMetrics: Sendable {
+    private let collector: PrometheusCollectorRegistry
+    private let queueDepth: CoreMetrics.Gauge
+    private let running: [String: CoreMetrics.Gauge]
+    private let utilization: [String: CoreMetrics.Gauge]
+    private let tasks: [TaskState: CoreMetrics.Gauge]
+    private let wait: CoreMetrics.Timer
+    private let run: CoreMetrics.Timer
+    private let retries: CoreMetrics.Counter
+    private let heartbeatTimeouts: CoreMetrics.Counter
+    private let events: CoreMetrics.Counter
+    private let slotFailures: CoreMetrics.Counter
+    /// When each task last became ready, until its runner starts.
+    private let readySince = Mutex<[TaskKey: Timestamp]>([:])
+
+    /// Metrics for a dispatcher with these pools.
+    public init(pools: [String]) {
+        collector = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: collector)
+        let seconds: [Duration] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400]
+            .map { .milliseconds(Int64($0 * 1000)) }
+        factory.durationHistogramBuckets = ["necro_task_wait_seconds": seconds, "necro_task_run_seconds": seconds]
+        queueDepth = CoreMetrics.Gauge(label: "necro_queue_depth", factory: factory)
+        running = Dictionary(uniqueKeysWithValues: pools.map { ($0, CoreMetrics.Gauge(label: "necro_tasks_running", dimensions: [("pool", $0)], factory: factory)) })
+        utilization = Dictionary(
+            uniqueKeysWithValues: pools.map { ($0, CoreMetrics.Gauge(label: "necro_pool_utilization_ratio", dimensions: [("pool", $0)], factory: factory)) })
+        tasks = Dictionary(
+            uniqueKeysWithValues: TaskState.allCases.map { ($0, CoreMetrics.Gauge(label: "necro_tasks", dimensions: [("state", $0.rawValue)], factory: factory)) })
+        wait = CoreMetrics.Timer(label: "necro_task_wait_seconds", factory: factory)
+        run = CoreMetrics.Timer(label: "necro_task_run_seconds", factory: factory)
+        retries = CoreMetrics.Counter(label: "necro_retries_total", factory: factory)
+        heartbeatTimeouts = CoreMetrics.Counter(label: "necro_heartbeat_timeouts_total", factory: factory)
+        events = CoreMetrics.Counter(label: "necro_events_total", factory: factory)
+        slotFailures = CoreMetrics.Counter(label: "necro_slot_allocation_failures_total", factory: factory)
+    }
+
+    /// Follows the dispatcher's recorded events until it finishes.
+    public func follow(_ updates: AsyncStream<Dispatcher<ContinuousClock>.Update>) async {
+        for await update in updates {
+            if case .events(let batch) = update { observe(batch) }
+        }
+    }
+
+    /// Counts what these events tell.
+    public func observe(_ batch: [EventRecord]) {
+        events.increment(by: batch.count)
+        for event in batch {
+            switch event.type {
+            case .taskRetryScheduled where event.payload["requested"] == nil:
+                retries.increment()
+            case .runnerTimedOut where event.payload["reason"]?.stringValue?.hasPrefix("no heartbeat") == true:
+                heartbeatTimeouts.increment()
+            case .slotAllocationFailed:
+                slotFailures.increment()
+            case .taskReady:
+                if let task = event.taskID { readySince.withLock { $0[TaskKey(spec: event.spec, id: task)] = event.timestamp } }
+            case .runnerStarted:
+                guard let task = event.taskID,
+                    let ready = readySince.withLock({ $0.removeValue(forKey: TaskKey(spec: event.spec, id: task)) })
+                else { continue }
+                wait.recordNanoseconds(Int64(max(0, event.timestamp.secondsSince1970 - ready.secondsSince1970) * 1e9))
+            case .runnerFinished:
+                if let seconds = event.payload["execution_time_seconds"]?.doubleValue { run.recordNanoseconds(Int64(seconds * 1e9)) }
+            default:
+                break
+            }
+        }
+    }
+
+    /// The exposition, with the gauges as of `snapshot`.
+    public func exposition(snapshot: DispatchSnapshot) -> Response {
+        queueDepth.record(snapshot.queueDepth)
+        for pool in snapshot.pools {
+            running[pool.limits.name]?.record(pool.usage.running)
+            utilization[pool.limits.name]?.record(pool.utilization)
+        }
+        var counts: [TaskState: Int] = [:]
+        for perSpec in snapshot.tasks.values { counts.merge(perSpec, uniquingKeysWith: +) }
+        for (state, gauge) in tasks { gauge.record(counts[state] ?? 0) }
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: collector.emitToBuffer())))
+    }
+}

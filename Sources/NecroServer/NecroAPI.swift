@@ -1,0 +1,384 @@
+import Foundation
+public import Hummingbird
+import NecroCore
+public import NecroDispatcher
+public import NecroRegistry
+
+/// The HTTP API of a running dispatcher: REST under `/v1`, runner callbacks, the event stream,
+/// `/metrics`, `/healthz` and the dashboard at `/`.
+///
+/// Reads go to the registry (the truth); commands go to the dispatcher, whose loop carries them out
+/// and records them; a spec sent in is validated as the CLI does and imported, then run.
+public final class NecroAPI: Sendable {
+    public typealias Context = BasicRequestContext
+
+    let registry: SQLiteRegistry
+    let dispatcher: Dispatcher<ContinuousClock>
+    let keys: AccessKeys
+    let metrics: DispatcherMetrics
+    /// Whether reads need no token (the server listens on loopback only).
+    let openReads: Bool
+    /// Keep-alive comments on idle event streams, this often.
+    let keepAlive: Duration
+    /// Updates an event stream's subscriber may fall behind by before it is dropped.
+    let streamBuffer: Int
+
+    /// - Parameters:
+    ///   - openReads: reads need no token: only when the server listens on loopback.
+    ///   - keepAlive: how often an idle event stream gets a keep-alive comment.
+    ///   - streamBuffer: how many updates an event stream may fall behind by before it is closed
+    ///     (its client resumes with `Last-Event-ID`).
+    public init(
+        registry: SQLiteRegistry, dispatcher: Dispatcher<ContinuousClock>, keys: AccessKeys, metrics: DispatcherMetrics,
+        openReads: Bool, keepAlive: Duration = .seconds(15), streamBuffer: Int = 4096
+    ) {
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.keys = keys
+        self.metrics = metrics
+        self.openReads = openReads
+        self.keepAlive = keepAlive
+        self.streamBuffer = streamBuffer
+    }
+
+    /// The routes, for an `Application` (the executable and the tests build it the same way).
+    public func router() -> Router<Context> {
+        let router = Router(context: Context.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/") { _, _ in Dashboard.response() }
+        router.get("/healthz") { [self] _, _ in
+            JSONResponse.make(
+                .object([
+                    "status": "ok", "running": .int(dispatcher.snapshot.running),
+                    "last_event_id": .int(Int(try registry.lastEventID())),
+                ]))
+        }
+        router.get("/metrics") { [self] request, _ in
+            try authorizeRead(request)
+            return metrics.exposition(snapshot: dispatcher.snapshot)
+        }
+        let v1 = router.group("v1")
+        // Tasksets.
+        v1.get("tasksets") { [self] request, _ in
+            try authorizeRead(request)
+            return try listTaskSets()
+        }
+        v1.get("tasksets/:spec") { [self] request, context in
+            try authorizeRead(request)
+            return try taskSet(try context.parameters.require("spec"))
+        }
+        v1.post("tasksets") { [self] request, context in
+            try authorizeAdmin(request)
+            return try await importTaskSet(request, context: context)
+        }
+        // Tasks.
+        v1.get("tasks") { [self] request, _ in
+            try authorizeRead(request)
+            return try listTasks(request)
+        }
+        v1.get("tasks/:spec/:id") { [self] request, context in
+            try authorizeRead(request)
+            return try task(try context.parameters.require("spec"), try context.parameters.require("id"))
+        }
+        v1.post("tasks/:spec/:id/priority") { [self] request, context in
+            try authorizeAdmin(request)
+            let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
+            let body = try await jsonBody(request, context: context)
+            guard case .int(let priority)? = body["priority"] else {
+                throw APIError.badRequest("priority must be an integer", field: "priority")
+            }
+            dispatcher.send(.setPriority(key, priority))
+            return JSONResponse.make(.object(["task": .string(key.id.rawValue), "priority": .int(priority)]), status: .accepted)
+        }
+        v1.post("tasks/:spec/:id/cancel") { [self] request, context in
+            try authorizeAdmin(request)
+            let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
+            dispatcher.send(.cancel(key))
+            return JSONResponse.make(.object(["task": .string(key.id.rawValue), "requested": "cancel"]), status: .accepted)
+        }
+        v1.post("tasks/:spec/:id/retry") { [self] request, context in
+            try authorizeAdmin(request)
+            let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
+            dispatcher.send(.retry(key))
+            return JSONResponse.make(.object(["task": .string(key.id.rawValue), "requested": "retry"]), status: .accepted)
+        }
+        // Runners.
+        v1.get("runners") { [self] request, _ in
+            try authorizeRead(request)
+            let running = request.uri.queryParameters.get("running").map { $0 == "true" || $0 == "1" } ?? false
+            return JSONResponse.make(.array(try registry.runners(runningOnly: running).map(\.json)))
+        }
+        v1.get("runners/:id") { [self] request, context in
+            try authorizeRead(request)
+            return JSONResponse.make(try runner(try context.parameters.require("id")).json)
+        }
+        v1.get("runners/:id/log") { [self] request, context in
+            try authorizeRead(request)
+            return try logTail(try runner(try context.parameters.require("id")), request)
+        }
+        // Runner callbacks: each runner's own token, while it runs.
+        v1.post("runners/:id/heartbeat") { [self] request, context in
+            let id = try authorizeRunner(request, context)
+            dispatcher.send(.heartbeat(id))
+            _ = try? registry.heartbeat(runner: id)
+            return Response(status: .noContent)
+        }
+        v1.post("runners/:id/events") { [self] request, context in
+            let id = try authorizeRunner(request, context)
+            let events = try RunnerReports.events(try await jsonBody(request, context: context))
+            dispatcher.send(.runnerReported(id, events))
+            return JSONResponse.make(.object(["accepted": .int(events.count)]), status: .accepted)
+        }
+        v1.post("runners/:id/checkpoints") { [self] request, context in
+            let id = try authorizeRunner(request, context)
+            let checkpoint = try RunnerReports.checkpoint(try await jsonBody(request, context: context))
+            dispatcher.send(.runnerReported(id, [checkpoint]))
+            return JSONResponse.make(.object(["checkpoint_id": checkpoint.payload["checkpoint_id"] ?? .null]), status: .accepted)
+        }
+        // Pools.
+        v1.get("pools") { [self] request, _ in
+            try authorizeRead(request)
+            return JSONResponse.make(.array(dispatcher.snapshot.pools.map { $0.json(type: poolType($0.limits.name)) }))
+        }
+        v1.post("pools/:name/enable") { [self] request, context in try setPool(request, context, enabled: true) }
+        v1.post("pools/:name/disable") { [self] request, context in try setPool(request, context, enabled: false) }
+        // Events.
+        v1.get("events") { [self] request, _ in
+            try authorizeRead(request)
+            let query = try eventQuery(request, defaultLimit: 1000)
+            return JSONResponse.make(.array(try registry.events(query).map(\.json)))
+        }
+        v1.get("events/stream") { [self] request, _ in
+            try authorizeRead(request)
+            return try eventStream(request)
+        }
+        return router
+    }
+
+    // MARK: Handlers
+
+    private func listTaskSets() throws -> Response {
+        let sets = try registry.taskSets()
+        return JSONResponse.make(.array(try sets.map { set in
+            let counts = Dictionary(grouping: try registry.tasks(spec: set.name).filter { !$0.task.isGroup }, by: \.state).mapValues(\.count)
+            return .object([
+                "name": .string(set.name), "version": .int(set.version), "weight": .double(set.weight),
+                "source": set.source.map(JSONValue.string) ?? .null, "imported_at": .string(set.importedAt.iso8601),
+                "tasks": countsJSON(counts),
+            ])
+        }))
+    }
+
+    private func taskSet(_ name: String) throws -> Response {
+        guard let set = try registry.taskSets().first(where: { $0.name == name }) else { throw APIError.notFound("no taskset \(name)") }
+        let tasks = try registry.tasks(spec: name)
+        let counts = Dictionary(grouping: tasks.filter { !$0.task.isGroup }, by: \.state).mapValues(\.count)
+        return JSONResponse.make(
+            .object([
+                "name": .string(set.name), "version": .int(set.version), "weight": .double(set.weight),
+                "source": set.source.map(JSONValue.string) ?? .null, "imported_at": .string(set.importedAt.iso8601),
+                "counts": countsJSON(counts), "tasks": .array(tasks.map(\.json)),
+            ]))
+    }
+
+    /// Validates a spec sent as the body (markdown, YAML or JSON), imports it and has it run.
+    private func importTaskSet(_ request: Request, context: Context) async throws -> Response {
+        let body = try await request.body.collect(upTo: 64 << 20)
+        let data = Data(buffer: body)
+        let query = request.uri.queryParameters
+        let format = try Self.specFormat(query.get("format"), contentType: request.headers[.contentType], data: data)
+        let name = query.get("name") ?? "spec"
+        let file = "request body (\(format))"
+        let loaded: LoadedSpec
+        do throws(SpecValidationError) {
+            loaded = try SpecLoader.load(data: data, format: format, file: file, defaultName: name)
+        } catch {
+            throw APIError.invalidSpec(error)
+        }
+        let spec = loaded.spec
+        // A taskset whose runners are running keeps its definition until they are done.
+        if let existing = try? registry.tasks(spec: spec.name), existing.contains(where: { $0.state == .running }) {
+            throw APIError(.conflict, "taskset_running", "taskset \(spec.name) has tasks running: send it again once they are done")
+        }
+        let report = try registry.importTaskSet(spec, source: file)
+        dispatcher.load(spec, records: try registry.tasks(spec: spec.name))
+        return JSONResponse.make(report.json, status: report.created ? .created : .ok)
+    }
+
+    static func specFormat(_ name: String?, contentType: String?, data: Data) throws -> SpecFormat {
+        switch name?.lowercased() {
+        case "md", "markdown": return .kiroMarkdown
+        case "yaml", "yml": return .yaml
+        case "json": return .json
+        case nil: break
+        default: throw APIError.badRequest("unknown format \(name!): use md, yaml or json", field: "format")
+        }
+        let type = contentType?.lowercased() ?? ""
+        if type.contains("markdown") { return .kiroMarkdown }
+        if type.contains("yaml") { return .yaml }
+        if type.contains("json") { return .json }
+        // Told by its first characters.
+        let start = String(decoding: data.prefix(256), as: UTF8.self).drop { $0.isWhitespace }
+        if start.hasPrefix("{") { return .json }
+        if start.hasPrefix("- [") || start.hasPrefix("#") { return .kiroMarkdown }
+        return .yaml
+    }
+
+    private func listTasks(_ request: Request) throws -> Response {
+        let query = request.uri.queryParameters
+        let states = try query.get("state").map { text -> Set<TaskState> in
+            let states = text.split(separator: ",").map { TaskState(rawValue: String($0)) }
+            guard states.allSatisfy({ $0 != nil }) else {
+                throw APIError.badRequest(
+                    "unknown state in \(text) (known: \(TaskState.allCases.map(\.rawValue).joined(separator: ", ")))", field: "state")
+            }
+            return Set(states.compactMap { $0 })
+        }
+        let skill = query.get("skill")
+        let specs = try query.get("spec").map { [$0] } ?? registry.taskSets().map(\.name)
+        let limit = try query.get("limit").map { text -> Int in
+            guard let value = Int(text), value > 0 else { throw APIError.badRequest("limit must be a positive integer", field: "limit") }
+            return value
+        }
+        var tasks: [JSONValue] = []
+        for spec in specs {
+            for record in try registry.tasks(spec: spec) {
+                if let states, !states.contains(record.state) { continue }
+                if let skill, record.task.requiredSkill != skill { continue }
+                tasks.append(record.json)
+                if let limit, tasks.count >= limit { return JSONResponse.make(.array(tasks)) }
+            }
+        }
+        return JSONResponse.make(.array(tasks))
+    }
+
+    private func task(_ spec: String, _ id: String) throws -> Response {
+        guard let record = try registry.tasks(spec: spec).first(where: { $0.task.id.rawValue == id }) else {
+            throw APIError.notFound("no task \(id) in taskset \(spec)")
+        }
+        let runners = try registry.runners(runningOnly: false).filter { $0.task == record.key }
+        let events = try registry.events(EventQuery(spec: spec, task: record.task.id))
+        var json = record.json
+        if case .object(var object) = json {
+            object["runners"] = .array(runners.map(\.json))
+            object["events"] = .array(events.suffix(200).map(\.json))
+            json = .object(object)
+        }
+        return JSONResponse.make(json)
+    }
+
+    private func existingTask(_ spec: String, _ id: String) throws -> TaskKey {
+        guard try registry.tasks(spec: spec).contains(where: { $0.task.id.rawValue == id }) else {
+            throw APIError.notFound("no task \(id) in taskset \(spec)")
+        }
+        return TaskKey(spec: spec, id: TaskID(id))
+    }
+
+    private func runner(_ id: String) throws -> RunnerRecord {
+        guard let runner = try registry.runners(runningOnly: false).first(where: { $0.id.rawValue == id }) else {
+            throw APIError.notFound("no runner \(id)")
+        }
+        return runner
+    }
+
+    /// The end of a runner's log: `?bytes=N` (default 16 KiB), as text.
+    private func logTail(_ runner: RunnerRecord, _ request: Request) throws -> Response {
+        let bytes = try request.uri.queryParameters.get("bytes").map { text -> Int in
+            guard let value = Int(text), value > 0 else { throw APIError.badRequest("bytes must be a positive integer", field: "bytes") }
+            return value
+        } ?? 16_384
+        var text = Data()
+        if let path = runner.logPath, let file = FileHandle(forReadingAtPath: path) {
+            defer { try? file.close() }
+            let size = (try? file.seekToEnd()) ?? 0
+            try? file.seek(toOffset: size > UInt64(bytes) ? size - UInt64(bytes) : 0)
+            text = (try? file.readToEnd()) ?? Data()
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: text)))
+    }
+
+    private func setPool(_ request: Request, _ context: Context, enabled: Bool) throws -> Response {
+        try authorizeAdmin(request)
+        let name = try context.parameters.require("name")
+        guard dispatcher.configuration.pool(named: name) != nil else { throw APIError.notFound("no pool \(name)") }
+        try registry.setPoolEnabled(name, enabled)
+        dispatcher.send(.setPoolEnabled(name, enabled))
+        return JSONResponse.make(.object(["pool": .string(name), "enabled": .bool(enabled)]), status: .accepted)
+    }
+
+    private func poolType(_ name: String) -> String { dispatcher.configuration.pool(named: name)?.type.name ?? "local-process" }
+
+    /// `?after=ID&spec=…&task=…&limit=N` (the task's spec is needed to tell tasks of different
+    /// specs with one id apart; without it, every spec's).
+    func eventQuery(_ request: Request, defaultLimit: Int?) throws -> EventQuery {
+        let query = request.uri.queryParameters
+        let after = try query.get("after").map { text -> Int64 in
+            guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("after must be an event id (0 or more)", field: "after") }
+            return value
+        } ?? 0
+        let limit = try query.get("limit").map { text -> Int in
+            guard let value = Int(text), value > 0 else { throw APIError.badRequest("limit must be a positive integer", field: "limit") }
+            return min(value, 100_000)
+        } ?? defaultLimit
+        return EventQuery(after: after, spec: query.get("spec"), task: query.get("task").map { TaskID($0) }, limit: limit)
+    }
+
+    // MARK: Access
+
+    /// Reads are open on loopback; elsewhere they need the admin token.
+    func authorizeRead(_ request: Request) throws {
+        if openReads { return }
+        try authorizeAdmin(request)
+    }
+
+    /// Changes need the admin token as a bearer token.
+    func authorizeAdmin(_ request: Request) throws {
+        guard let token = Self.bearer(request) else {
+            throw APIError(.unauthorized, "unauthorized", "this call needs the admin token: Authorization: Bearer <token> (admin.token beside the registry, or NECRO_ADMIN_TOKEN)")
+        }
+        guard keys.isAdmin(token) else { throw APIError(.forbidden, "forbidden", "the bearer token is not the admin token") }
+    }
+
+    /// A runner's callback: its own token, and only while it runs here.
+    func authorizeRunner(_ request: Request, _ context: Context) throws -> RunnerID {
+        let id = RunnerID(try context.parameters.require("id"))
+        guard let token = Self.bearer(request) else {
+            throw APIError(.unauthorized, "unauthorized", "a runner calls with its token: Authorization: Bearer $NECRO_RUNNER_TOKEN")
+        }
+        guard keys.isToken(token, of: id) else {
+            throw APIError(.forbidden, "forbidden", "this token is not runner \(id.rawValue)'s: a runner may report only on itself")
+        }
+        guard dispatcher.task(ofRunner: id) != nil else {
+            throw APIError(.forbidden, "runner_not_running", "runner \(id.rawValue) is not running: its token works only while it runs")
+        }
+        return id
+    }
+
+    static func bearer(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The request's JSON object body; a body that is not one is a 400 that says so.
+    func jsonBody(_ request: Request, context: Context) async throws -> [String: JSONValue] {
+        let body = try await request.body.collect(upTo: 4 << 20)
+        guard body.readableBytes > 0 else { return [:] }
+        do {
+            return try JSONDecoder().decode([String: JSONValue].self, from: Data(buffer: body))
+        } catch {
+            throw APIError.badRequest("the body must be a JSON object: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context): return context.underlyingError.map { "\($0)" } ?? context.debugDescription
+        case DecodingError.typeMismatch(_, let context): return context.debugDescription
+        default: return "\(error)"
+        }
+    }
+}
