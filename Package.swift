@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(
@@ -123,9 +125,10 @@ let package = Package(
         .testTarget(
             name: "NecroServerTests",
             dependencies: [
-                "NecroServer", "NecroTesting", "NecroRunners",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                "NecroServer", "NecroTesting", "NecroRunners", "NecroDispatcher", "NecroRegistry",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

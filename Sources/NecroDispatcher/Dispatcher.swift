@@ -54,7 +54,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     enum Inbound: Sendable {
-        case input(EngineInput)
+        /// With what to call once the turn that handles it is recorded and carried out.
+        case input(EngineInput, done: (@Sendable () -> Void)? = nil)
         case runner(RunnerEvent, received: ContinuousClock.Instant)
         case tick
     }
@@ -81,7 +82,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     let inbox = Inbox<Inbound>()
     let journal: EventJournal
     /// Each observer's stream (see `updates(buffer:)`).
-    private let subscribers = Mutex<(next: UInt64, streams: [UInt64: AsyncStream<Update>.Continuation])>((0, [:]))
+    private let subscribers = Mutex<(next: UInt64, streams: [UInt64: AsyncStream<Update>.Continuation], outcome: RunOutcome?)>(
+        (0, [:], nil))
     /// What the engine's state was after the last turn.
     private let lastSnapshot = Mutex(DispatchSnapshot())
     /// How runners reach the API, if it is served: its address and each runner's token.
@@ -112,16 +114,30 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     public func shutdownNow() { inbox.post(.input(.shutdownNow)) }
     public func send(_ input: EngineInput) { inbox.post(.input(input)) }
 
+    /// Sends `input` and returns once the turn that handled it is recorded and its effects started
+    /// (at once if the dispatcher is not running).
+    public func apply(_ input: EngineInput) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            if !inbox.post(.input(input, done: { continuation.resume() })) { continuation.resume() }
+        }
+    }
+
     /// A new observer's stream of what happens from now on: each turn's events as recorded, runners'
     /// output, the end. It holds up to `buffer` updates; an observer that falls further behind is
     /// dropped (its stream ends) rather than slowing the dispatcher, and may subscribe again and
     /// read what it missed from the registry.
     public func updates(buffer: Int = 10_000) -> AsyncStream<Update> {
-        let (stream, continuation) = AsyncStream.makeStream(of: Update.self, bufferingPolicy: .bufferingOldest(buffer))
-        let id = subscribers.withLock { subscribers -> UInt64 in
+        let (stream, continuation) = AsyncStream.makeStream(of: Update.self, bufferingPolicy: .bufferingOldest(max(1, buffer)))
+        let (id, ended) = subscribers.withLock { subscribers -> (UInt64, RunOutcome?) in
+            if let outcome = subscribers.outcome { return (0, outcome) }
             subscribers.next += 1
             subscribers.streams[subscribers.next] = continuation
-            return subscribers.next
+            return (subscribers.next, nil)
+        }
+        if let ended {
+            continuation.yield(.finished(ended))
+            continuation.finish()
+            return stream
         }
         continuation.onTermination = { [weak self] _ in
             _ = self?.subscribers.withLock { $0.streams.removeValue(forKey: id) }
@@ -162,6 +178,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners = RecoveredRunners()
     ) async throws -> RunOutcome {
         try journal.replay(into: registry)
+        subscribers.withLock { $0.outcome = nil }
         if let folder = paths.status {
             statusTable.withLock { $0 = nil }
             let table = try RunnerStatusTable(folder: folder, name: options.runnerIDSuffix.map { "runners-\($0)" } ?? "runners")
@@ -217,7 +234,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             outcome = perform(actions)
             lastSnapshot.withLock { $0 = engine.snapshot }
             noteLatency(of: batch, actions)
+            for case .input(_, let done?) in batch { done() }
         }
+        // Nothing more is taken; whoever waits on a request left in the inbox is let go.
+        for case .input(_, let done?) in inbox.close() { done() }
         // What went to the fallback journal goes to the registry now if it can; otherwise at the
         // next start.
         try? journal.replay(into: registry)
@@ -225,9 +245,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         // Every runner's exit is recorded: nothing needs the table any more.
         statusTable.withLock { $0 }?.removeIfUnused()
         publish(.finished(outcome!))
-        // Finished outside the lock: a stream's end calls back to unsubscribe.
+        // Finished outside the lock: a stream's end calls back to unsubscribe. Observers that come
+        // later are told at once that it is over.
         let streams = subscribers.withLock { subscribers in
             defer { subscribers.streams.removeAll() }
+            subscribers.outcome = outcome
             return Array(subscribers.streams.values)
         }
         for stream in streams { stream.finish() }
@@ -239,7 +261,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         switch inbound {
         case .tick:
             return engine.handle(.tick, now: now)
-        case .input(let input):
+        case .input(let input, _):
             return engine.handle(input, now: now)
         case .runner(.started(let id, let pid, let startTime), let received):
             noteStarted(id, at: received)

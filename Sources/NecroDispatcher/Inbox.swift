@@ -5,7 +5,7 @@ import Synchronization
 /// (up to a bound), so a burst of runner exits becomes a few turns, each one registry transaction.
 /// One consumer.
 final class Inbox<Element: Sendable>: Sendable {
-    private let items = Mutex(Deque<Element>())
+    private let items = Mutex((open: true, queue: Deque<Element>()))
     private let wake: AsyncStream<Void>.Continuation
     /// The one consumer's iterator: only `takeBatch`, from the dispatcher's loop, touches it.
     nonisolated(unsafe) private var wakeups: AsyncStream<Void>.Iterator
@@ -16,9 +16,24 @@ final class Inbox<Element: Sendable>: Sendable {
         wakeups = stream.makeAsyncIterator()
     }
 
-    func post(_ element: Element) {
-        items.withLock { $0.append(element) }
+    /// Queues `element`; false if the inbox is closed (its loop has ended).
+    @discardableResult
+    func post(_ element: Element) -> Bool {
+        guard items.withLock({ items in
+            if items.open { items.queue.append(element) }
+            return items.open
+        }) else { return false }
         wake.yield()
+        return true
+    }
+
+    /// Takes no more: what is left is returned, later posts are refused.
+    func close() -> [Element] {
+        items.withLock { items in
+            items.open = false
+            defer { items.queue.removeAll() }
+            return Array(items.queue)
+        }
     }
 
     /// Waits until something is posted, then takes it, up to `max` elements: a burst becomes turns
@@ -28,9 +43,9 @@ final class Inbox<Element: Sendable>: Sendable {
     func takeBatch(max: Int = 64) async -> [Element] {
         while true {
             let batch = items.withLock { items -> [Element] in
-                let count = Swift.min(max, items.count)
-                defer { items.removeFirst(count) }
-                return Array(items.prefix(count))
+                let count = Swift.min(max, items.queue.count)
+                defer { items.queue.removeFirst(count) }
+                return Array(items.queue.prefix(count))
             }
             if !batch.isEmpty { return batch }
             guard await wakeups.next() != nil, !Task.isCancelled else { return [] }

@@ -25,6 +25,7 @@ extension NecroAPI {
         let updates = dispatcher.updates(buffer: streamBuffer)
         let registry = self.registry
         let keepAlive = self.keepAlive
+        let streamBuffer = self.streamBuffer
         let body = ResponseBody { writer in
             var last = filter.after
             // What the client missed, page by page.
@@ -39,10 +40,13 @@ extension NecroAPI {
                 }
                 if events.count < 1000 { break }
             }
-            // Then live, with a keep-alive comment when nothing else goes out.
-            let (items, continuation) = AsyncStream.makeStream(of: StreamItem.self)
+            // Then live, with a keep-alive comment when nothing else goes out. The queue to this
+            // client is bounded: a client that cannot keep up is disconnected (and resumes by id).
+            let (items, continuation) = AsyncStream.makeStream(of: StreamItem.self, bufferingPolicy: .bufferingOldest(streamBuffer))
             let forward = Task {
-                for await update in updates { continuation.yield(.update(update)) }
+                for await update in updates {
+                    if case .dropped = continuation.yield(.update(update)) { break }
+                }
                 continuation.finish()
             }
             let ticks = Task {

@@ -87,20 +87,20 @@ public final class NecroAPI: Sendable {
             guard case .int(let priority)? = body["priority"] else {
                 throw APIError.badRequest("priority must be an integer", field: "priority")
             }
-            dispatcher.send(.setPriority(key, priority))
-            return JSONResponse.make(.object(["task": .string(key.id.rawValue), "priority": .int(priority)]), status: .accepted)
+            await dispatcher.apply(.setPriority(key, priority))
+            return try task(key.spec, key.id.rawValue)
         }
         v1.post("tasks/:spec/:id/cancel") { [self] request, context in
             try authorizeAdmin(request)
             let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
-            dispatcher.send(.cancel(key))
-            return JSONResponse.make(.object(["task": .string(key.id.rawValue), "requested": "cancel"]), status: .accepted)
+            await dispatcher.apply(.cancel(key))
+            return try task(key.spec, key.id.rawValue)
         }
         v1.post("tasks/:spec/:id/retry") { [self] request, context in
             try authorizeAdmin(request)
             let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
-            dispatcher.send(.retry(key))
-            return JSONResponse.make(.object(["task": .string(key.id.rawValue), "requested": "retry"]), status: .accepted)
+            await dispatcher.apply(.retry(key))
+            return try task(key.spec, key.id.rawValue)
         }
         // Runners.
         v1.get("runners") { [self] request, _ in
@@ -119,29 +119,29 @@ public final class NecroAPI: Sendable {
         // Runner callbacks: each runner's own token, while it runs.
         v1.post("runners/:id/heartbeat") { [self] request, context in
             let id = try authorizeRunner(request, context)
-            dispatcher.send(.heartbeat(id))
             _ = try? registry.heartbeat(runner: id)
+            await dispatcher.apply(.heartbeat(id))
             return Response(status: .noContent)
         }
         v1.post("runners/:id/events") { [self] request, context in
             let id = try authorizeRunner(request, context)
             let events = try RunnerReports.events(try await jsonBody(request, context: context))
-            dispatcher.send(.runnerReported(id, events))
-            return JSONResponse.make(.object(["accepted": .int(events.count)]), status: .accepted)
+            await dispatcher.apply(.runnerReported(id, events))
+            return JSONResponse.make(.object(["recorded": .int(events.count)]))
         }
         v1.post("runners/:id/checkpoints") { [self] request, context in
             let id = try authorizeRunner(request, context)
             let checkpoint = try RunnerReports.checkpoint(try await jsonBody(request, context: context))
-            dispatcher.send(.runnerReported(id, [checkpoint]))
-            return JSONResponse.make(.object(["checkpoint_id": checkpoint.payload["checkpoint_id"] ?? .null]), status: .accepted)
+            await dispatcher.apply(.runnerReported(id, [checkpoint]))
+            return JSONResponse.make(.object(["checkpoint_id": checkpoint.payload["checkpoint_id"] ?? .null]), status: .created)
         }
         // Pools.
         v1.get("pools") { [self] request, _ in
             try authorizeRead(request)
             return JSONResponse.make(.array(dispatcher.snapshot.pools.map { $0.json(type: poolType($0.limits.name)) }))
         }
-        v1.post("pools/:name/enable") { [self] request, context in try setPool(request, context, enabled: true) }
-        v1.post("pools/:name/disable") { [self] request, context in try setPool(request, context, enabled: false) }
+        v1.post("pools/:name/enable") { [self] request, context in try await setPool(request, context, enabled: true) }
+        v1.post("pools/:name/disable") { [self] request, context in try await setPool(request, context, enabled: false) }
         // Events.
         v1.get("events") { [self] request, _ in
             try authorizeRead(request)
@@ -299,13 +299,14 @@ public final class NecroAPI: Sendable {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: text)))
     }
 
-    private func setPool(_ request: Request, _ context: Context, enabled: Bool) throws -> Response {
+    private func setPool(_ request: Request, _ context: Context, enabled: Bool) async throws -> Response {
         try authorizeAdmin(request)
         let name = try context.parameters.require("name")
         guard dispatcher.configuration.pool(named: name) != nil else { throw APIError.notFound("no pool \(name)") }
         try registry.setPoolEnabled(name, enabled)
-        dispatcher.send(.setPoolEnabled(name, enabled))
-        return JSONResponse.make(.object(["pool": .string(name), "enabled": .bool(enabled)]), status: .accepted)
+        await dispatcher.apply(.setPoolEnabled(name, enabled))
+        let pool = dispatcher.snapshot.pools.first { $0.limits.name == name }
+        return JSONResponse.make(pool?.json(type: poolType(name)) ?? .object(["name": .string(name), "enabled": .bool(enabled)]))
     }
 
     private func poolType(_ name: String) -> String { dispatcher.configuration.pool(named: name)?.type.name ?? "local-process" }

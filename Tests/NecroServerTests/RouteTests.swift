@@ -1,0 +1,161 @@
+import AsyncHTTPClient
+import Foundation
+import NIOHTTP1
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import NecroServer
+import NecroTesting
+import Testing
+
+@Suite(.serialized) struct RouteTests {
+    @Test func everyReadRouteAnswersFromTheRegistry() async throws {
+        let spec = TaskSetSpec(name: "s", tasks: [task("a", skill: "db"), task("b", ["a"]), task("c", ["b"])])
+        let f = try await ServerFixture(spec, script: #"echo "working on $NECRO_TASK_ID""#)
+        var updates = f.dispatcher.updates().makeAsyncIterator()
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "c" } != nil)
+
+        let health = try await f.get("/healthz")
+        #expect(health.status == 200 && health.json?["status"] == "ok")
+        #expect((health.json?["last_event_id"]?.intValue ?? 0) > 0)
+        let sets = try await f.get("/v1/tasksets")
+        #expect(sets.json?.arrayValue?.first?["tasks"]?["done"] == 3)
+        let set = try await f.get("/v1/tasksets/s")
+        #expect(set.json?["tasks"]?.arrayValue?.map { $0["id"]?.stringValue } == ["a", "b", "c"])
+        #expect(try await f.get("/v1/tasksets/nope").status == 404)
+
+        #expect(try await f.get("/v1/tasks").json?.arrayValue?.count == 3)
+        #expect(try await f.get("/v1/tasks?skill=db").json?.arrayValue?.map { $0["id"]?.stringValue } == ["a"])
+        #expect(try await f.get("/v1/tasks?state=done,failed&spec=s&limit=2").json?.arrayValue?.count == 2)
+        let badState = try await f.get("/v1/tasks?state=finished")
+        #expect(badState.status == 400 && badState.json?["error"]?["field"] == "state")
+        #expect(try await f.get("/v1/tasks?limit=0").json?["error"]?["field"] == "limit")
+
+        let b = try await f.get("/v1/tasks/s/b")
+        #expect(b.json?["state"] == "done" && b.json?["dependencies"] == ["a"])
+        #expect(b.json?["runners"]?.arrayValue?.count == 1)
+        #expect(b.json?["events"]?.arrayValue?.compactMap { $0["event_type"]?.stringValue }.contains("TaskCompleted") == true)
+        #expect(try await f.get("/v1/tasks/s/zz").code == "not_found")
+
+        let runners = try await f.get("/v1/runners").json?.arrayValue ?? []
+        #expect(runners.count == 3)
+        #expect(try await f.get("/v1/runners?running=true").json?.arrayValue?.isEmpty == true)
+        let id = try #require(runners.first { $0["task_id"] == "b" }?["id"]?.stringValue)
+        let runner = try await f.get("/v1/runners/\(id)")
+        #expect(runner.json?["exit"] == "exit code 0" && runner.json?["pool"] == "local")
+        let log = try await f.get("/v1/runners/\(id)/log")
+        #expect(log.status == 200 && log.text == "working on b\n")
+        #expect(try await f.get("/v1/runners/\(id)/log?bytes=2").text == "b\n")
+        #expect(try await f.get("/v1/runners/nobody").status == 404)
+
+        let pools = try await f.get("/v1/pools").json?.arrayValue ?? []
+        #expect(pools.first?["name"] == "local" && pools.first?["max_concurrency"] == 2 && pools.first?["running"] == 0)
+
+        let events = try await f.get("/v1/events?task=b&limit=100").json?.arrayValue ?? []
+        #expect(events.compactMap { $0["seq"]?.intValue } == Array(1...events.count))
+        #expect(Set(events.compactMap { $0["task_id"]?.stringValue }) == ["b"])
+        let after = try #require(events.first?["id"]?.intValue)
+        #expect(try await f.get("/v1/events?task=b&after=\(after)&limit=1").json?.arrayValue?.first?["seq"] == 2)
+        #expect(try await f.get("/v1/events?after=-1").json?["error"]?["field"] == "after")
+
+        let metrics = try await f.get("/metrics")
+        #expect(metrics.status == 200 && metrics.text.contains("necro_tasks{state=\"done\"} 3"))
+        let dashboard = try await f.get("/")
+        #expect(dashboard.status == 200 && dashboard.text.contains("new EventSource(") && !dashboard.text.contains("http://") == false)
+        #expect(!dashboard.text.contains("src=\"http"), "nothing loaded from elsewhere")
+
+        let unknown = try await f.get("/v1/nothing")
+        #expect(unknown.status == 404 && unknown.code == "not_found")
+        await f.finish()
+    }
+
+    @Test func changesNeedTheAdminTokenAndReachTheRunningDispatcher() async throws {
+        // "gate" waits until the test opens it; "later" waits on it; "failing" fails once.
+        let script = #"if [ "$NECRO_TASK_ID" = gate ]; then read line < "$ROOT/go"; fi; if [ "$NECRO_TASK_ID" = failing ] && [ ! -e "$ROOT/fixed" ]; then exit 3; fi"#
+        let spec = TaskSetSpec(name: "s", tasks: [task("gate"), task("later", ["gate"]), task("other", ["gate"]), task("failing")])
+        let f = try await ServerFixture(spec, script: script)
+        #expect(mkfifo(f.dir.file("go"), 0o644) == 0)
+        var updates = f.dispatcher.updates().makeAsyncIterator()
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskFailed && $0.taskID == "failing" } != nil)
+
+        // No token, a wrong one: refused, nothing changes.
+        let anonymous = try await f.post("/v1/tasks/s/later/cancel", token: nil)
+        #expect(anonymous.status == 401 && anonymous.code == "unauthorized")
+        let wrong = try await f.post("/v1/tasks/s/later/cancel", token: "guess")
+        #expect(wrong.status == 403 && wrong.code == "forbidden")
+        #expect(try await f.post("/v1/pools/local/disable", token: nil).status == 401)
+        #expect(try await f.post("/v1/tasks/s/failing/retry", token: nil).status == 401)
+
+        // With it: cancel, priority, retry, pools.
+        // Each answers once its turn is recorded, with the task as it then is.
+        let cancelled = try await f.post("/v1/tasks/s/later/cancel")
+        #expect(cancelled.status == 200 && cancelled.json?["state"] == "cancelled")
+        let prioritised = try await f.post("/v1/tasks/s/other/priority", json: #"{"priority": 7}"#)
+        #expect(prioritised.status == 200)
+        #expect(prioritised.json?["events"]?.arrayValue?.last?["payload"]?["to"] == 7)
+        let badPriority = try await f.post("/v1/tasks/s/other/priority", json: #"{"priority": "high"}"#)
+        #expect(badPriority.status == 400 && badPriority.json?["error"]?["field"] == "priority")
+        let notJSON = try await f.post("/v1/tasks/s/other/priority", json: "{priority")
+        #expect(notJSON.status == 400 && notJSON.code == "bad_request")
+        #expect(try await f.post("/v1/tasks/s/missing/retry").status == 404)
+
+        let disabled = try await f.post("/v1/pools/local/disable")
+        #expect(disabled.status == 200 && disabled.json?["enabled"] == false)
+        #expect(try await f.get("/v1/pools").json?.arrayValue?.first?["enabled"] == false)
+        #expect(try await f.post("/v1/pools/nope/disable").status == 404)
+        try f.dir.write("fixed", "")
+        // The pool is disabled: the retried task waits.
+        let retried = try await f.post("/v1/tasks/s/failing/retry")
+        #expect(retried.status == 200 && retried.json?["state"] == "ready")
+        #expect(try await f.post("/v1/pools/local/enable").json?["enabled"] == true)
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "failing" } != nil)
+        #expect(try f.registry.poolSettings()["local"] == true, "remembered for the next start")
+
+        let gate = open(f.dir.file("go"), O_WRONLY)
+        _ = write(gate, "x\n", 2)
+        close(gate)
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "other" } != nil)
+        await f.finish()
+    }
+
+    @Test func specsSentInAreValidatedAsTheCLIDoesThenRun() async throws {
+        let f = try await ServerFixture(nil)
+        var updates = f.dispatcher.updates().makeAsyncIterator()
+        let invalid = try await f.call(
+            .POST, "/v1/tasksets?format=md&name=broken", token: "admin-secret",
+            body: "- [ ] 1. One\n  - _Depends: 9_\n- [ ] 1. Again\n")
+        #expect(invalid.status == 400 && invalid.code == "invalid_spec")
+        let issues = invalid.json?["error"]?["issues"]?.arrayValue ?? []
+        #expect(issues.map { $0["line"]?.intValue } == [2, 3])
+        #expect(issues.map { $0["code"]?.stringValue } == ["unknown-dependency", "duplicate-id"])
+        let yaml = try await f.call(
+            .POST, "/v1/tasksets", token: "admin-secret", body: "spec_name: y\ntasks:\n  - id: a\n    title: A\n    priorty: 3\n",
+            contentType: "application/yaml")
+        #expect(yaml.json?["error"]?["issues"]?.arrayValue?.first?["field"] == "tasks[0].priorty")
+        #expect(try await f.call(.POST, "/v1/tasksets?format=xml", token: "admin-secret", body: "x").json?["error"]?["field"] == "format")
+        #expect(try await f.call(.POST, "/v1/tasksets", body: "{}").status == 401)
+        #expect(try f.registry.taskSets().isEmpty, "nothing imported")
+
+        let json = #"{"spec_name": "j", "tasks": [{"id": "a", "title": "A"}, {"id": "b", "title": "B", "dependencies": ["a"]}]}"#
+        let created = try await f.call(.POST, "/v1/tasksets", token: "admin-secret", body: json, contentType: "application/json")
+        #expect(created.status == 201 && created.json?["added"] == ["a", "b"])
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "b" && $0.spec == "j" } != nil)
+        let markdown = try await f.call(.POST, "/v1/tasksets?name=m", token: "admin-secret", body: "- [ ] 1. One\n- [ ] 2. Two\n  - _Depends: 1_\n")
+        #expect(markdown.status == 201 && markdown.json?["spec"] == "m")
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "2" && $0.spec == "m" } != nil)
+        // Sent again, unchanged: nothing new, and it stays done.
+        let again = try await f.call(.POST, "/v1/tasksets?name=m", token: "admin-secret", body: "- [ ] 1. One\n- [ ] 2. Two\n  - _Depends: 1_\n")
+        #expect(again.status == 200 && again.json?["unchanged"] == 2)
+        await f.finish()
+    }
+
+    @Test func readsNeedTheAdminTokenWhenTheServerIsNotOnLoopbackOnly() async throws {
+        let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]), openReads: false)
+        #expect(try await f.get("/v1/tasks").status == 401)
+        #expect(try await f.get("/metrics").status == 401)
+        #expect(try await f.get("/v1/tasks", token: "admin-secret").status == 200)
+        #expect(try await f.get("/healthz").status == 200, "health is for probes")
+        await f.finish()
+    }
+}
+
