@@ -135,6 +135,7 @@ let package = Package(
         .testTarget(
             name: "NecroCLITests",
             dependencies: ["NecroCLI", "NecroRegistry", "NecroRunners", "necro", "NecroTesting"],
+            exclude: ["Browser"],
             swiftSettings: strict
         ),
     ]

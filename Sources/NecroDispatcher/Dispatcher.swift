@@ -205,8 +205,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         for taskset in tasksets {
             actions += engine.load(taskset.spec, records: taskset.records, recovered: recovered, now: clock.now)
         }
-        var outcome = perform(actions)
         lastSnapshot.withLock { $0 = engine.snapshot }
+        var outcome = perform(actions)
 
         while outcome == nil {
             // Arm the timer for the next deadline, if it moved.
@@ -231,8 +231,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             actions = []
             for inbound in batch { actions += handle(inbound, &engine) }
             if let current = timer, current.deadline <= clock.now { timer = nil }  // it fired: re-arm next turn
-            outcome = perform(actions)
+            // The snapshot before the effects: a runner that starts finds itself in it.
             lastSnapshot.withLock { $0 = engine.snapshot }
+            outcome = perform(actions)
             noteLatency(of: batch, actions)
             for case .input(_, let done?) in batch { done() }
         }

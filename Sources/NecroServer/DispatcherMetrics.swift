@@ -4,7 +4,6 @@ public import Hummingbird
 public import NecroCore
 public import NecroDispatcher
 import Prometheus
-import Synchronization
 
 /// The dispatcher's metrics, through swift-metrics, exported in Prometheus's text format.
 ///
@@ -22,8 +21,6 @@ public final class DispatcherMetrics: Sendable {
     private let heartbeatTimeouts: CoreMetrics.Counter
     private let events: CoreMetrics.Counter
     private let slotFailures: CoreMetrics.Counter
-    /// When each task last became ready, until its runner starts.
-    private let readySince = Mutex<[TaskKey: Timestamp]>([:])
 
     /// Metrics for a dispatcher with these pools.
     public init(pools: [String]) {
@@ -64,13 +61,9 @@ public final class DispatcherMetrics: Sendable {
                 heartbeatTimeouts.increment()
             case .slotAllocationFailed:
                 slotFailures.increment()
-            case .taskReady:
-                if let task = event.taskID { readySince.withLock { $0[TaskKey(spec: event.spec, id: task)] = event.timestamp } }
-            case .runnerStarted:
-                guard let task = event.taskID,
-                    let ready = readySince.withLock({ $0.removeValue(forKey: TaskKey(spec: event.spec, id: task)) })
-                else { continue }
-                wait.recordNanoseconds(Int64(max(0, event.timestamp.secondsSince1970 - ready.secondsSince1970) * 1e9))
+            case .taskAssigned:
+                // How long it waited ready in the queue, as the engine measured it.
+                if let seconds = event.payload["wait_seconds"]?.doubleValue { wait.recordNanoseconds(Int64(seconds * 1e9)) }
             case .runnerFinished:
                 if let seconds = event.payload["execution_time_seconds"]?.doubleValue { run.recordNanoseconds(Int64(seconds * 1e9)) }
             default:

@@ -66,7 +66,7 @@ private final class WatchedRun {
 }
 
 /// Blocks until a runner writes a line into the FIFO: the event that it is running.
-private func awaitLine(fromFIFO path: String) -> String {
+func awaitLine(fromFIFO path: String) -> String {
     let handle = FileHandle(forReadingAtPath: path)!  // opening blocks until a writer opens it
     defer { try? handle.close() }
     return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)

@@ -106,6 +106,7 @@ extension DispatchEngine {
                 ])
         }
         scheduler.queue.push(queued)
+        queuedSince[key] = now
     }
 
     /// Marks groups done, and whatever that readies.

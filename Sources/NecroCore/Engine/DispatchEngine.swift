@@ -87,6 +87,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var pendingRetries: Set<TaskKey> = []
     /// Slot numbers free for the next runner, with a repo pool.
     var freeSlots = Heap<Int>()
+    /// When each queued task was queued: its wait is recorded when it is assigned.
+    var queuedSince: [TaskKey: Instant] = [:]
     /// Tasks already warned that no pool serves their skill.
     var warnedSkills: Set<TaskKey> = []
     var random: SplitMix64
@@ -347,9 +349,12 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 key: key, index: index, assignment: assignment, attempt: attempt, slot: slot, started: now,
                 leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
             runners[id] = runner
-            change(
-                key, index, to: .running, attempts: attempt, reason: .some(nil), slot: slot?.slot,
-                events: [NewEvent(.taskAssigned, payload: runnerPayload(id, runner).merging(["attempt": .int(attempt)]) { a, _ in a })])
+            var assigned = runnerPayload(id, runner)
+            assigned["attempt"] = .int(attempt)
+            if let since = queuedSince.removeValue(forKey: key) {
+                assigned["wait_seconds"] = .double((since.duration(to: now).seconds * 1000).rounded() / 1000)
+            }
+            change(key, index, to: .running, attempts: attempt, reason: .some(nil), slot: slot?.slot, events: [NewEvent(.taskAssigned, payload: assigned)])
             schedule(.lease(id), at: runner.leaseExpiresAt)
             let task = sets[key.spec]!.spec.tasks[index]
             if let timeout = task.timeoutSeconds {

@@ -1,0 +1,229 @@
+import Foundation
+import NecroCore
+import NecroRegistry
+import NecroTesting
+import Testing
+
+/// `necro serve`, started as a user would, its address read from what it prints.
+final class ServeProcess {
+    let process = Process()
+    let url: String
+    private let errors: FileHandle
+
+    init(in directory: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        process.arguments = ["serve", "--listen", "127.0.0.1:0"] + arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        errors = pipe.fileHandleForReading
+        // It prints where it listens before it serves: read up to that line.
+        var text = ""
+        while !text.contains("dashboard: ") || !text.hasSuffix("\n") {
+            let more = errors.availableData
+            if more.isEmpty { break }
+            text += String(decoding: more, as: UTF8.self)
+        }
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("necro serve: listening on ") }) else {
+            throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "necro serve did not start: \(text)"])
+        }
+        url = String(line.dropFirst("necro serve: listening on ".count))
+    }
+
+    func stop() -> Int32 {
+        process.terminate()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+/// Sends a request with curl (as any client would); the reply's body.
+@discardableResult
+func curl(_ arguments: [String]) throws -> String {
+    try runProcess("/usr/bin/curl", ["-s", "-f"] + arguments).stdout
+}
+
+/// Opens a FIFO the runner waits on, and writes a line: the runner goes on.
+func release(_ fifo: String) {
+    let gate = open(fifo, O_WRONLY)
+    _ = write(gate, "x\n", 2)
+    close(gate)
+}
+
+/// Scrapes until `ready` holds of the samples (up to 10 s), and returns the last scrape.
+private func scrape(_ url: String, until ready: ([String: Double]) -> Bool) throws -> [String: Double] {
+    var samples = try scrape(url)
+    let deadline = Date().addingTimeInterval(10)
+    while !ready(samples) && Date() < deadline {
+        usleep(20_000)  // another process's state, seen only by asking again
+        samples = try scrape(url)
+    }
+    return samples
+}
+
+/// Scrapes `/metrics` and parses it with the Prometheus project's own Python parser: each sample
+/// as `name{label="value",…}` → value.
+private func scrape(_ url: String) throws -> [String: Double] {
+    let script = #"""
+        import json, sys, urllib.request
+        from prometheus_client.parser import text_string_to_metric_families
+        text = urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()) if k != "le")
+                if "le" in s.labels: continue
+                samples[s.name + ("{" + labels + "}" if labels else "")] = s.value
+        print(json.dumps(samples))
+        """#
+    let result = try runProcess("/usr/bin/env", ["python3", "-c", script, url])
+    guard result.status == 0 else { throw CocoaError(.fileReadCorruptFile, userInfo: [NSLocalizedDescriptionKey: result.stderr]) }
+    return try JSONDecoder().decode([String: Double].self, from: Data(result.stdout.utf8))
+}
+
+@Suite(.serialized) struct ServeTests {
+    @Test func metricsParseAsPrometheusTextAndEachMovesAsTheRunGoes() throws {
+        let dir = try TemporaryDirectory("metrics")
+        defer { dir.remove() }
+        let repo = try GitRepository(at: dir.file("repo"))
+        #expect(mkfifo(dir.file("go"), 0o644) == 0)
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0)
+        // One runner at a time: "gate" runs first and waits on a FIFO (the others queue meanwhile);
+        // "flaky" fails once; "silent" says nothing for longer than the 1 s lease; "locked" cannot
+        // get its slot.
+        let script = #"""
+            case "$NECRO_TASK_ID" in
+              gate) echo running > "$ROOT/ready"; read line < "$ROOT/go" ;;
+              flaky) if [ ! -e "$ROOT/flaked" ]; then touch "$ROOT/flaked"; exit 1; fi ;;
+              silent) exec sleep 30 ;;
+            esac
+            """#
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher:
+              heartbeat_timeout: 1
+              retry_max_attempts: 2
+              retry_initial_delay: 0.05
+              graceful_shutdown_timeout: 1
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: [/bin/sh, -c, '\(script)']
+                  env: {ROOT: "\(dir.path)"}
+            """)
+        let spec = """
+            spec_name: m
+            tasks:
+              - {id: gate, title: Gate}
+              - {id: flaky, title: Flaky}
+              - {id: silent, title: Silent, optional: true, max_attempts: 1}
+              - {id: locked, title: Locked, optional: true, max_attempts: 1}
+            """
+        try dir.write("spec.yaml", spec)
+        // A stale lock on "locked"'s branch: git cannot create it, so its slot cannot be prepared.
+        try FileManager.default.createDirectory(atPath: repo.path + "/.git/refs/heads/necro/m", withIntermediateDirectories: true)
+        try dir.write("repo/.git/refs/heads/necro/m/locked.lock", "")
+        let serve = try ServeProcess(in: dir.path, arguments: ["--workspace", "repo"], environment: ["NECRO_ADMIN_TOKEN": "t"])
+        defer { _ = serve.stop() }
+
+        let initial = try scrape(serve.url)
+        #expect(initial["necro_tasks_running{pool=\"local\"}"] == 0 && initial["necro_queue_depth"] == 0)
+        try curl(["-X", "POST", "-H", "Authorization: Bearer t", "--data-binary", "@\(dir.file("spec.yaml"))", "\(serve.url)/v1/tasksets?format=yaml"])
+        // While "gate" runs, the other three are ready and wait for the only place.
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+        let during = try scrape(serve.url)
+        #expect(during["necro_tasks_running{pool=\"local\"}"] == 1)
+        #expect(during["necro_pool_utilization_ratio{pool=\"local\"}"] == 1)
+        #expect(during["necro_queue_depth"] == 3)
+        #expect(during["necro_tasks{state=\"running\"}"] == 1 && during["necro_tasks{state=\"ready\"}"] == 3)
+        release(dir.file("go"))
+        // Then everything ends: done, retried, timed out, unplaceable. (The counters follow the
+        // recorded events a moment after they are recorded: scraped until they are there.)
+        let after = try scrape(serve.url) {
+            $0["necro_tasks{state=\"done\"}"] == 2 && $0["necro_tasks{state=\"failed\"}"] == 2
+                && $0["necro_slot_allocation_failures_total"] == 1 && $0["necro_heartbeat_timeouts_total"] == 1
+                && ($0["necro_task_run_seconds_count"] ?? 0) >= 4
+        }
+        #expect(after["necro_tasks{state=\"done\"}"] == 2 && after["necro_tasks{state=\"failed\"}"] == 2, "\(after)")
+        #expect(after["necro_tasks_running{pool=\"local\"}"] == 0 && after["necro_pool_utilization_ratio{pool=\"local\"}"] == 0)
+        #expect(after["necro_queue_depth"] == 0)
+        #expect(after["necro_retries_total"] == 1, "flaky's second attempt")
+        #expect(after["necro_heartbeat_timeouts_total"] == 1, "silent, stopped after its lease")
+        #expect(after["necro_slot_allocation_failures_total"] == 1, "locked")
+        #expect((after["necro_task_wait_seconds_count"] ?? 0) >= 4)
+        #expect((after["necro_task_run_seconds_count"] ?? 0) >= 4 && (after["necro_task_run_seconds_sum"] ?? 0) >= 1)
+        #expect((after["necro_events_total"] ?? 0) > (during["necro_events_total"] ?? 0))
+        #expect(serve.stop() == 0)
+    }
+}
+
+@Suite(.serialized) struct DashboardTests {
+    @Test func theDashboardShowsATaskTurnFromRunningToDoneLiveInARealBrowser() throws {
+        let dir = try TemporaryDirectory("dashboard")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("go"), 0o644) == 0 && mkfifo(dir.file("end"), 0o644) == 0)
+        // "1.1" runs until the browser has seen it running; "1.2" keeps the run alive to the end.
+        try dir.write("tasks.md", "- [ ] 1. Chat\n  - [ ] 1.1 Login\n  - [ ] 1.2 Logout\n    - _Depends: 1.1_\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 2
+                config:
+                  command: [/bin/sh, -c, 'echo "working on $NECRO_TASK_ID"; if [ "$NECRO_TASK_ID" = 1.1 ]; then read l < "$ROOT/go"; else read l < "$ROOT/end"; fi']
+                  env: {ROOT: "\(dir.path)"}
+            """)
+        let run = Process()
+        run.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        run.arguments = ["run", "tasks.md", "--listen", "127.0.0.1:0"]
+        run.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        let errors = Pipe()
+        run.standardError = errors
+        run.standardOutput = FileHandle.nullDevice
+        try run.run()
+        var text = ""
+        while !text.contains("\n") {
+            let more = errors.fileHandleForReading.availableData
+            if more.isEmpty { break }
+            text += String(decoding: more, as: UTF8.self)
+        }
+        let dashboard = try #require(text.split(separator: "\n").first { $0.hasPrefix("dashboard: ") }.map { String($0.dropFirst(11)) })
+        #expect(dashboard.contains("/#token="), "the address carries the admin token for the page's controls")
+
+        let screenshot = "\(repositoryRoot)/.build/test-output/dashboard.png"
+        try? FileManager.default.removeItem(atPath: screenshot)
+        let browser = Process()
+        browser.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        browser.arguments = ["python3", "\(repositoryRoot)/Tests/NecroCLITests/Browser/watch_dashboard.py", dashboard, "\((dir.path as NSString).lastPathComponent)/1.1", screenshot]
+        let said = Pipe()
+        browser.standardOutput = said
+        try browser.run()
+        func line() -> String {
+            var text = ""
+            while !text.hasSuffix("\n") {
+                let more = said.fileHandleForReading.availableData
+                if more.isEmpty { break }
+                text += String(decoding: more, as: UTF8.self)
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(line() == "running", "the page shows 1.1 running")
+        release(dir.file("go"))
+        let done = line()
+        #expect(done.hasPrefix("done"), "the same page, not reloaded, shows 1.1 done: \(done)")
+        #expect(done == "done live", "and it is following the stream")
+        browser.waitUntilExit()
+        #expect(browser.terminationStatus == 0)
+        let png = try Data(contentsOf: URL(fileURLWithPath: screenshot))
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000, "a screenshot of the page")
+        release(dir.file("end"))
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
+    }
+}
