@@ -44,31 +44,40 @@ struct ServedAPI {
 }
 
 enum ServerSetup {
-    /// The keys, and the address runners will be told, before the dispatcher exists. Without an
-    /// explicit `--listen`, a busy default port falls back to any free one.
-    static func prepare(_ options: ServerOptions, registryFolder: String) throws -> (AccessKeys, ListenAddress)? {
+    /// The keys, and what runners will be told of the API (its address is set once it listens).
+    static func prepare(_ options: ServerOptions, registryFolder: String) throws -> (AccessKeys, RunnerAPI)? {
         guard !options.noServer else { return nil }
-        let wanted = try options.address()
+        _ = try options.address()  // a bad address is an error before anything starts
         do {
             let keys = try AccessKeys.load(folder: registryFolder)
-            return (keys, try HTTPServer.reserve(wanted, fallBack: options.listen == nil))
+            return (keys, RunnerAPI(token: keys.token(for:)))
         } catch {
             printError("error: \(error)")
             throw ExitStatus.failure
         }
     }
 
-    /// Serves the API of `dispatcher` at `address` until stopped.
+    /// Serves the API of `dispatcher` until stopped, at the address asked for; without an explicit
+    /// `--listen`, a busy default port falls back to any free one.
     static func start(
-        _ dispatcher: Dispatcher<ContinuousClock>, registry: SQLiteRegistry, keys: AccessKeys, address: ListenAddress
+        _ dispatcher: Dispatcher<ContinuousClock>, registry: SQLiteRegistry, keys: AccessKeys, runnerAPI: RunnerAPI,
+        options: ServerOptions
     ) async throws -> ServedAPI {
         let metrics = DispatcherMetrics(pools: dispatcher.configuration.pools.map(\.name))
         let updates = dispatcher.updates()
         let following = Task { await metrics.follow(updates) }
-        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: address.isLoopback)
+        let wanted = try options.address()
+        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: wanted.isLoopback)
         do {
-            let (port, server) = try await HTTPServer.start(api, at: address)
-            return ServedAPI(address: ListenAddress(host: address.host, port: port), keys: keys, server: server, metrics: following)
+            let (port, server): (Int, Task<Void, Never>)
+            do {
+                (port, server) = try await HTTPServer.start(api, at: wanted)
+            } catch where options.listen == nil && wanted.port != 0 {
+                (port, server) = try await HTTPServer.start(api, at: ListenAddress(host: wanted.host, port: 0))
+            }
+            let address = ListenAddress(host: wanted.host, port: port)
+            runnerAPI.url = address.url
+            return ServedAPI(address: address, keys: keys, server: server, metrics: following)
         } catch {
             following.cancel()
             printError("error: \(error)")

@@ -262,6 +262,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         switch inbound {
         case .tick:
             return engine.handle(.tick, now: now)
+        case .input(.heartbeat(let id), _):
+            // A heartbeat through the API: kept on the runner's row, saved with the turn.
+            updateRunner(id) { $0.lastHeartbeat = self.wallNow() }
+            return engine.handle(.heartbeat(id), now: now)
         case .input(let input, _):
             return engine.handle(input, now: now)
         case .runner(.started(let id, let pid, let startTime), let received):
@@ -531,15 +535,21 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func wallNow() -> Timestamp { Timestamp(secondsSince1970: Date().timeIntervalSince1970) }
 }
 
-/// How runners reach the dispatcher's HTTP API: its address, and the token that lets each runner
-/// (and only it, while it runs) report on its task.
-public struct RunnerAPI: Sendable {
-    public var url: String
-    public var token: @Sendable (RunnerID) -> String
+/// How runners reach the dispatcher's HTTP API: its address (known once the server listens), and
+/// the token that lets each runner (and only it, while it runs) report on its task.
+public final class RunnerAPI: Sendable {
+    private let address: Mutex<String>
+    public let token: @Sendable (RunnerID) -> String
 
-    public init(url: String, token: @escaping @Sendable (RunnerID) -> String) {
-        self.url = url
+    public init(url: String = "", token: @escaping @Sendable (RunnerID) -> String) {
+        self.address = Mutex(url)
         self.token = token
+    }
+
+    /// The API's base URL, given to runners as `NECRO_API_URL`.
+    public var url: String {
+        get { address.withLock { $0 } }
+        set { address.withLock { $0 = newValue } }
     }
 }
 

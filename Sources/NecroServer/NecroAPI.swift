@@ -119,7 +119,6 @@ public final class NecroAPI: Sendable {
         // Runner callbacks: each runner's own token, while it runs.
         v1.post("runners/:id/heartbeat") { [self] request, context in
             let id = try authorizeRunner(request, context)
-            _ = try? registry.heartbeat(runner: id)
             await dispatcher.apply(.heartbeat(id))
             return Response(status: .noContent)
         }
@@ -234,22 +233,12 @@ public final class NecroAPI: Sendable {
             }
             return Set(states.compactMap { $0 })
         }
-        let skill = query.get("skill")
-        let specs = try query.get("spec").map { [$0] } ?? registry.taskSets().map(\.name)
         let limit = try query.get("limit").map { text -> Int in
             guard let value = Int(text), value > 0 else { throw APIError.badRequest("limit must be a positive integer", field: "limit") }
             return value
         }
-        var tasks: [JSONValue] = []
-        for spec in specs {
-            for record in try registry.tasks(spec: spec) {
-                if let states, !states.contains(record.state) { continue }
-                if let skill, record.task.requiredSkill != skill { continue }
-                tasks.append(record.json)
-                if let limit, tasks.count >= limit { return JSONResponse.make(.array(tasks)) }
-            }
-        }
-        return JSONResponse.make(.array(tasks))
+        let tasks = try registry.tasks(TaskFilter(spec: query.get("spec"), states: states, skill: query.get("skill"), limit: limit))
+        return JSONResponse.make(.array(tasks.map(\.json)))
     }
 
     private func task(_ spec: String, _ id: String) throws -> Response {

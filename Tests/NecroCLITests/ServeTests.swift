@@ -227,3 +227,36 @@ private func scrape(_ url: String) throws -> [String: Double] {
         #expect(run.terminationStatus == 0)
     }
 }
+
+@Suite(.serialized) struct RunServerOptionTests {
+    @Test func runServesOnTheDefaultPortOrAnyFreeOneAndSaysWhere() throws {
+        let dir = try TemporaryDirectory("run-server")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. One\n")
+        try dir.write("necro.yaml", "agent_pools:\n  local:\n    max_concurrency: 1\n    config: {command: [/bin/true]}\n")
+        // The default port taken by someone else: the run serves elsewhere.
+        let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(taken) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(7777).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var yes: Int32 = 1
+        setsockopt(taken, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(taken, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        _ = listen(taken, 1)
+        let run = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        #expect(run.status == 0, "\(run.stderr)")
+        let line = try #require(run.stderr.split(separator: "\n").first { $0.hasPrefix("dashboard: http://127.0.0.1:") })
+        if bound == 0 { #expect(!line.hasPrefix("dashboard: http://127.0.0.1:7777/"), "\(line)") }
+        #expect(try String(contentsOfFile: dir.file(".necro/admin.token"), encoding: .utf8).count == 65, "a token made on first use")
+        let attributes = try FileManager.default.attributesOfItem(atPath: dir.file(".necro/admin.token"))
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        #expect(line.hasSuffix("/#token=" + (try String(contentsOfFile: dir.file(".necro/admin.token"), encoding: .utf8)).trimmingCharacters(in: .newlines)))
+
+        let quiet = try NecroBinary.run(["run", "tasks.md", "--no-server"], in: dir.path)
+        #expect(quiet.status == 0 && !quiet.stderr.contains("dashboard:"))
+        let bad = try NecroBinary.run(["run", "tasks.md", "--listen", "localhost"], in: dir.path)
+        #expect(bad.status == 2 && bad.stderr.contains("--listen localhost: expected HOST:PORT"))
+    }
+}

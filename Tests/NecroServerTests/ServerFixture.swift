@@ -34,8 +34,6 @@ final class ServerFixture: Sendable {
     ) async throws {
         dir = try TemporaryDirectory("server")
         registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
-        let address = try HTTPServer.reserve(ListenAddress(host: "127.0.0.1", port: 0), fallBack: false)
-        url = address.url
         let configuration = DispatcherConfiguration(
             retry: RetryPolicy(maxAttempts: retries, initialDelay: .milliseconds(10), base: 2, maxDelay: .milliseconds(50)),
             pools: [
@@ -44,18 +42,21 @@ final class ServerFixture: Sendable {
                     command: CommandTemplate(["/bin/sh", "-c", script]), environment: ["ROOT": dir.path])
             ])
         let keys = self.keys
+        let runnerAPI = RunnerAPI(token: { keys.token(for: $0) })
         dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
             paths: .init(logs: dir.file(".necro/logs"), work: dir.file(".necro/work"), registry: registry.path, status: dir.file(".necro/status")),
-            options: .init(finishWhenIdle: !keepRunning), environment: ["PATH": "/usr/bin:/bin"],
-            runnerAPI: RunnerAPI(url: address.url, token: { keys.token(for: $0) }))
+            options: .init(finishWhenIdle: !keepRunning), environment: ["PATH": "/usr/bin:/bin"], runnerAPI: runnerAPI)
         let metrics = DispatcherMetrics(pools: ["local"])
         let updates = dispatcher.updates()
         Task { await metrics.follow(updates) }
         api = NecroAPI(
             registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: openReads, keepAlive: keepAlive,
             streamBuffer: streamBuffer)
-        (_, server) = try await HTTPServer.start(api, at: address)
+        let port: Int
+        (port, server) = try await HTTPServer.start(api, at: ListenAddress(host: "127.0.0.1", port: 0))
+        url = "http://127.0.0.1:\(port)"
+        runnerAPI.url = url
         if let spec {
             try registry.importTaskSet(spec, source: nil)
             tasksets = [(spec, try registry.tasks(spec: spec.name))]

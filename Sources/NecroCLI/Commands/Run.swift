@@ -68,9 +68,9 @@ struct Run: AsyncParsableCommand {
             paths: paths,
             options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()),
             workspaces: workspaces,
-            runnerAPI: serving.map { keys, address in RunnerAPI(url: address.url, token: keys.token(for:)) })
-        let served = try await serving.asyncMap { keys, address in
-            try await ServerSetup.start(dispatcher, registry: registry, keys: keys, address: address)
+            runnerAPI: serving?.1)
+        let served = try await serving.asyncMap { keys, runnerAPI in
+            try await ServerSetup.start(dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server)
         }
         defer { served?.stop() }
         if let served { printError("dashboard: \(served.dashboardURL)") }

@@ -70,22 +70,18 @@ struct Serve: AsyncParsableCommand {
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(), paths: paths,
             options: .init(finishWhenIdle: false, randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Run.startToken()),
-            workspaces: workspaces,
-            runnerAPI: serving.map { keys, address in RunnerAPI(url: address.url, token: keys.token(for:)) })
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        var metricsTask: Task<Void, Never>?
-        if let (keys, address) = serving {
-            let metrics = DispatcherMetrics(pools: configuration.pools.map(\.name))
-            let updates = dispatcher.updates()
-            metricsTask = Task { await metrics.follow(updates) }
-            let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: address.isLoopback)
-            services.append(.init(service: HTTPServer.service(api, at: address)))
-            printError("necro serve: listening on \(address.url)")
-            printError("dashboard: \(address.url)/#token=\(keys.adminToken)")
+            workspaces: workspaces, runnerAPI: serving?.1)
+        let served = try await serving.asyncMap { keys, runnerAPI in
+            try await ServerSetup.start(dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server)
         }
-        defer { metricsTask?.cancel() }
-        // Stopped in reverse order: the dispatcher first (it waits for its runners), then the server.
-        services.append(.init(service: DispatcherService(dispatcher, tasksets: tasksets, recovered: recovered)))
+        defer { served?.stop() }
+        if let served {
+            printError("necro serve: listening on \(served.address.url)")
+            printError("dashboard: \(served.dashboardURL)")
+        }
+        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: DispatcherService(dispatcher, tasksets: tasksets, recovered: recovered))
+        ]
         var logger = Logger(label: "necro.serve")
         logger.logLevel = .warning
         let group = ServiceGroup(

@@ -100,6 +100,23 @@ public struct Transition: Hashable, Sendable {
     }
 }
 
+/// Which tasks to read.
+public struct TaskFilter: Hashable, Sendable {
+    public var spec: String?
+    /// Only tasks in one of these states.
+    public var states: Set<TaskState>?
+    /// Only tasks that need this skill.
+    public var skill: String?
+    public var limit: Int?
+
+    public init(spec: String? = nil, states: Set<TaskState>? = nil, skill: String? = nil, limit: Int? = nil) {
+        self.spec = spec
+        self.states = states
+        self.skill = skill
+        self.limit = limit
+    }
+}
+
 /// Which events to read.
 public struct EventQuery: Hashable, Sendable {
     /// Only events with a greater global id.

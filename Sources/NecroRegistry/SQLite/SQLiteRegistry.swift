@@ -7,6 +7,8 @@ import Synchronization
 public final class SQLiteRegistry: Registry, Sendable {
     public let path: String
     let pool: DatabasePool
+    /// Task definitions decoded so far, by their stored text.
+    private let definitions = Mutex<[String: TaskSpec]>([:])
     /// Each task's next event seq, as this registry last wrote it (see `appending`).
     let knownSeqs = Mutex<[EventAppender.SeqKey: Int64]>([:])
     let now: @Sendable () -> Timestamp
@@ -75,25 +77,52 @@ public final class SQLiteRegistry: Registry, Sendable {
     }
 
     public func tasks(spec: String) throws -> [TaskRecord] {
-        try read { db in try Self.fetchTasks(db, spec: spec) }
+        try tasks(TaskFilter(spec: spec))
     }
 
-    static func fetchTasks(_ db: Database, spec: String) throws -> [TaskRecord] {
-        let decoder = JSONDecoder()
-        return try Row.fetchAll(
-            db, sql: "SELECT * FROM tasks WHERE spec = ? AND removed = 0 ORDER BY position", arguments: [spec]
-        ).map { row in
-            let definition: String = row["definition"]
-            let task = try decoder.decode(TaskSpec.self, from: Data(definition.utf8))
-            var record = TaskRecord(
-                spec: spec, task: task, state: TaskState(rawValue: row["state"]) ?? .blocked,
-                attempts: row["attempts"], reason: row["reason"],
-                updatedAt: Timestamp(secondsSince1970: row["updated_at"]))
-            if let id: String = row["slot_id"], let path: String = row["slot_path"], let branch: String = row["branch"] {
-                record.slot = TaskSlot(id: id, path: path, branch: branch)
-            }
-            return record
+    /// The tasks that pass `filter`, by taskset name, then in declaration order; the filter is
+    /// applied by SQLite, so only the tasks returned are read.
+    public func tasks(_ filter: TaskFilter) throws -> [TaskRecord] {
+        var sql = "SELECT * FROM tasks WHERE removed = 0"
+        var arguments: StatementArguments = []
+        if let spec = filter.spec {
+            sql += " AND spec = ?"
+            arguments += [spec]
         }
+        if let states = filter.states {
+            sql += " AND state IN (\(states.map { "'\($0.rawValue)'" }.sorted().joined(separator: ", ")))"
+        }
+        if let skill = filter.skill {
+            sql += " AND required_skill = ?"
+            arguments += [skill]
+        }
+        sql += " ORDER BY spec, position"
+        if let limit = filter.limit { sql += " LIMIT \(max(0, limit))" }
+        return try read { db in
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+                let spec: String = row["spec"]
+                var record = TaskRecord(
+                    spec: spec, task: try definition(row["definition"]), state: TaskState(rawValue: row["state"]) ?? .blocked,
+                    attempts: row["attempts"], reason: row["reason"],
+                    updatedAt: Timestamp(secondsSince1970: row["updated_at"]))
+                if let id: String = row["slot_id"], let path: String = row["slot_path"], let branch: String = row["branch"] {
+                    record.slot = TaskSlot(id: id, path: path, branch: branch)
+                }
+                return record
+            }
+        }
+    }
+
+    /// A task's definition, decoded once per distinct text (definitions change only on import;
+    /// every read of a task list would decode them all again).
+    private func definition(_ text: String) throws -> TaskSpec {
+        if let known = definitions.withLock({ $0[text] }) { return known }
+        let task = try JSONDecoder().decode(TaskSpec.self, from: Data(text.utf8))
+        definitions.withLock { cache in
+            if cache.count >= 50_000 { cache.removeAll() }  // a bound; what is dropped is decoded again
+            cache[text] = task
+        }
+        return task
     }
 
     /// Every taskset as its spec (definitions as last imported, removed tasks left out).
