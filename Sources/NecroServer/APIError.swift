@@ -70,11 +70,13 @@ public struct APIError: Error, HTTPResponseError, Sendable {
 /// JSON responses, written by the project's own serializer (sorted keys).
 enum JSONResponse {
     static func make(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
-        var text = value.jsonText
-        text += "\n"
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(4096)
+        value.write(to: &bytes)
+        bytes.append(10)
         return Response(
             status: status, headers: [.contentType: "application/json; charset=utf-8"],
-            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }
 

@@ -96,10 +96,10 @@ extension NecroAPI {
     }
 
     static func frame(_ event: EventRecord) -> ByteBuffer {
-        var text = "id: \(event.id)\ndata: "
-        event.json.write(to: &text)
-        text += "\n\n"
-        return ByteBuffer(string: text)
+        var bytes = Array("id: \(event.id)\ndata: ".utf8)
+        event.json.write(to: &bytes)
+        bytes.append(contentsOf: [10, 10])
+        return ByteBuffer(bytes: bytes)
     }
 }
 

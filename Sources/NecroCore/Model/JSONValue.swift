@@ -92,72 +92,81 @@ extension JSONValue {
     /// `.withoutEscapingSlashes` writes, without its machinery (an event's payload is written per
     /// event on the dispatcher's loop). Whole doubles are written without a fraction, as it does.
     public var jsonText: String {
-        var text = ""
-        write(to: &text)
-        return text
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(256)
+        write(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Appends the JSON text to `text`.
     public func write(to text: inout String) {
+        text += jsonText
+    }
+
+    /// Appends the JSON text, as UTF-8, to `bytes`: the fast path (no per-piece string growth).
+    public func write(to bytes: inout [UInt8]) {
         switch self {
-        case .null: text += "null"
-        case .bool(let b): text += b ? "true" : "false"
-        case .int(let i): text += String(i)
+        case .null: Self.append("null", to: &bytes)
+        case .bool(let b): Self.append(b ? "true" : "false", to: &bytes)
+        case .int(let i): Self.append(String(i), to: &bytes)
         case .double(let d):
             if d.isFinite && d == d.rounded() && abs(d) < 1e15 {
-                text += String(Int64(d))
+                Self.append(String(Int64(d)), to: &bytes)
             } else if d.isFinite {
-                text += String(d)
+                Self.append(String(d), to: &bytes)
             } else {
-                text += "null"  // JSON has no NaN or infinity
+                Self.append("null", to: &bytes)  // JSON has no NaN or infinity
             }
-        case .string(let s): Self.writeString(s, to: &text)
+        case .string(let s): Self.writeString(s, to: &bytes)
         case .array(let elements):
-            text += "["
+            bytes.append(UInt8(ascii: "["))
             for (index, element) in elements.enumerated() {
-                if index > 0 { text += "," }
-                element.write(to: &text)
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                element.write(to: &bytes)
             }
-            text += "]"
+            bytes.append(UInt8(ascii: "]"))
         case .object(let members):
-            text += "{"
+            bytes.append(UInt8(ascii: "{"))
             for (index, key) in members.keys.sorted().enumerated() {
-                if index > 0 { text += "," }
-                Self.writeString(key, to: &text)
-                text += ":"
-                members[key]!.write(to: &text)
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                Self.writeString(key, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                members[key]!.write(to: &bytes)
             }
-            text += "}"
+            bytes.append(UInt8(ascii: "}"))
         }
     }
 
-    static func writeString(_ string: String, to text: inout String) {
-        text += "\""
-        var plainStart = string.utf8.startIndex
-        let utf8 = string.utf8
-        var index = utf8.startIndex
-        while index != utf8.endIndex {
-            let byte = utf8[index]
-            if byte == 0x22 || byte == 0x5C || byte < 0x20 {
-                text += Substring(string.utf8[plainStart..<index])
+    private static func append(_ text: String, to bytes: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+
+    static func writeString(_ string: String, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "\""))
+        var string = string
+        string.withUTF8 { utf8 in
+            var plainStart = 0
+            for index in 0..<utf8.count {
+                let byte = utf8[index]
+                guard byte == 0x22 || byte == 0x5C || byte < 0x20 else { continue }
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[plainStart..<index]))
                 switch byte {
-                case 0x22: text += "\\\""
-                case 0x5C: text += "\\\\"
-                case 0x0A: text += "\\n"
-                case 0x0D: text += "\\r"
-                case 0x09: text += "\\t"
-                case 0x08: text += "\\b"
-                case 0x0C: text += "\\f"
+                case 0x22: bytes.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: bytes.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case 0x08: bytes.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+                case 0x0C: bytes.append(contentsOf: [0x5C, UInt8(ascii: "f")])
                 default:
-                    let hex = Array("0123456789abcdef")
-                    text += "\\u00"
-                    text.append(hex[Int(byte >> 4)])
-                    text.append(hex[Int(byte & 0xF)])
+                    let hex = Array("0123456789abcdef".utf8)
+                    bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
                 }
-                plainStart = utf8.index(after: index)
+                plainStart = index + 1
             }
-            index = utf8.index(after: index)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[plainStart..<utf8.count]))
         }
-        text += Substring(string.utf8[plainStart..<utf8.endIndex])
-        text += "\""
+        bytes.append(UInt8(ascii: "\""))
     }
 }

@@ -83,7 +83,8 @@ public final class SQLiteRegistry: Registry, Sendable {
     /// The tasks that pass `filter`, by taskset name, then in declaration order; the filter is
     /// applied by SQLite, so only the tasks returned are read.
     public func tasks(_ filter: TaskFilter) throws -> [TaskRecord] {
-        var sql = "SELECT * FROM tasks WHERE removed = 0"
+        // Columns by position (a lookup by name folds its case each time).
+        var sql = "SELECT spec, definition, state, attempts, reason, updated_at, slot_id, slot_path, branch FROM tasks WHERE removed = 0"
         var arguments: StatementArguments = []
         if let spec = filter.spec {
             sql += " AND spec = ?"
@@ -100,12 +101,11 @@ public final class SQLiteRegistry: Registry, Sendable {
         if let limit = filter.limit { sql += " LIMIT \(max(0, limit))" }
         return try read { db in
             try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
-                let spec: String = row["spec"]
+                let spec: String = row[0]
                 var record = TaskRecord(
-                    spec: spec, task: try definition(row["definition"]), state: TaskState(rawValue: row["state"]) ?? .blocked,
-                    attempts: row["attempts"], reason: row["reason"],
-                    updatedAt: Timestamp(secondsSince1970: row["updated_at"]))
-                if let id: String = row["slot_id"], let path: String = row["slot_path"], let branch: String = row["branch"] {
+                    spec: spec, task: try definition(row[1]), state: TaskState(rawValue: row[2]) ?? .blocked,
+                    attempts: row[3], reason: row[4], updatedAt: Timestamp(secondsSince1970: row[5]))
+                if let id: String = row[6], let path: String = row[7], let branch: String = row[8] {
                     record.slot = TaskSlot(id: id, path: path, branch: branch)
                 }
                 return record
