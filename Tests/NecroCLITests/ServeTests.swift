@@ -133,6 +133,9 @@ private func scrape(_ url: String) throws -> [String: Double] {
 
         let initial = try scrape(serve.url)
         #expect(initial["necro_tasks_running{pool=\"local\"}"] == 0 && initial["necro_queue_depth"] == 0)
+        for counter in ["necro_retries_total", "necro_heartbeat_timeouts_total", "necro_slot_allocation_failures_total", "necro_events_total", "necro_task_wait_seconds_count", "necro_task_run_seconds_count"] {
+            #expect(initial[counter] == 0, "\(counter) starts at 0")
+        }
         try curl(["-X", "POST", "-H", "Authorization: Bearer t", "--data-binary", "@\(dir.file("spec.yaml"))", "\(serve.url)/v1/tasksets?format=yaml"])
         // While "gate" runs, the other three are ready and wait for the only place.
         #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
