@@ -224,7 +224,10 @@ static int supervise(void *context) {
     raw_syscall(SYS_close_range, keep + 1, ~0U, 0, 0, 0);
     s->pipe_read_fd = keep;
     if (s->cwd != NULL) {
-        long error = raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
+        // Made here, on the runner's time, not by the caller.
+        long error = raw_syscall(SYS_mkdirat, AT_FDCWD, (long)s->cwd, 0755, 0, 0);
+        if (error == -EEXIST) error = 0;
+        if (error == 0) error = raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
         if (error != 0) {
             record_status(s, 'C', (int)-error);
             raw_exit(127);

@@ -174,20 +174,21 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         let (readEnd, writeEnd) = (fds[0], fds[1])
         _ = fcntl(readEnd, F_SETFL, fcntl(readEnd, F_GETFL) | O_NONBLOCK)
         ensureFolder(of: launch.logPath)
-        if mkdir(launch.workingDirectory, 0o755) != 0 && errno == ENOENT {
-            try? FileManager.default.createDirectory(atPath: launch.workingDirectory, withIntermediateDirectories: true)
-        }
+        // A supervisor makes its runner's folder itself, on the runner's time (on some file systems
+        // a mkdir costs more than all the rest of a start); its parent is made here, once.
+        ensureFolder(of: launch.workingDirectory)
 
         var pid: pid_t = 0
         var pidfd: Int32 = -1
         var block: SupervisorBlock?
         let error = withCStrings(launch.argv) { argv in
             withCEnvironment(launch.environment) { envp in
-                if let status = launch.status {
-                    // The supervisor works in the runner's folder: its paths must not depend on ours.
-                    let (statusPath, logPath) = (Self.absolute(status.path), Self.absolute(launch.logPath))
-                    let needed = necro_supervisor_block_size(executable, argv, envp, launch.workingDirectory, statusPath, logPath)
-                    guard needed > 0 else { return ENOSYS }  // no supervisor for this processor: below
+                // The supervisor works in the runner's folder: its paths must not depend on ours.
+                let statusPath = launch.status.map { Self.absolute($0.path) }
+                let logPath = Self.absolute(launch.logPath)
+                // (0: no supervisor for this processor; then as unsupervised, below.)
+                let needed = statusPath.map { necro_supervisor_block_size(executable, argv, envp, launch.workingDirectory, $0, logPath) } ?? 0
+                if let status = launch.status, let statusPath, needed > 0 {
                     guard let taken = takeBlock(size: needed) else { return ENOMEM }
                     let error = necro_spawn_supervised(
                         executable, argv, envp, launch.workingDirectory, devNull, writeEnd, readEnd, statusPath,
@@ -201,6 +202,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                     return 0
                 }
                 // Unsupervised, or no supervisor for this processor: the status will not outlive us.
+                mkdir(launch.workingDirectory, 0o755)
                 let error = necro_spawn(executable, argv, envp, launch.workingDirectory, writeEnd, &pid)
                 if error == 0 {
                     pidfd = necro_pidfd_open(pid)

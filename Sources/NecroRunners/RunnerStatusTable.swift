@@ -106,7 +106,7 @@ public final class RunnerStatusTable: Sendable {
         guard let number = Int32(String(decoding: text, as: UTF8.self)) else { return nil }
         switch kind {
         case UInt8(ascii: "E"): return .launchFailed("cannot start the command: \(String(cString: strerror(number)))")
-        case UInt8(ascii: "C"): return .launchFailed("cannot enter the working directory: \(String(cString: strerror(number)))")
+        case UInt8(ascii: "C"): return .launchFailed("cannot make or enter the working directory: \(String(cString: strerror(number)))")
         default: return number > 128 && number <= 128 + 64 ? .signalled(number - 128) : .exited(code: number)
         }
     }

@@ -256,7 +256,26 @@ private struct Fixture {
         try f.dir.write("a-file", "")
         let elsewhere = f.start("nowhere", ["/bin/true"], supervised: true, in: f.dir.file("a-file"))
         let (failed, _) = await f.untilExit(elsewhere)
-        #expect(failed == .launchFailed("cannot enter the working directory: Not a directory"))
+        #expect(failed == .launchFailed("cannot make or enter the working directory: Not a directory"))
+    }
+
+    @Test(arguments: [false, true])
+    func aMissingWorkingFolderIsMadeWithItsParents(supervised: Bool) async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        // Supervised, the supervisor makes the folder itself and the launcher only its parents.
+        let folder = f.dir.file("work/a/b/task-1")
+        let id = f.start("made", ["/bin/sh", "-c", "pwd"], supervised: supervised, in: folder)
+        let (exit, _) = await f.untilExit(id)
+        #expect(exit == .exited(code: 0))
+        #expect(f.log("made") == folder + "\n")
+        var isFolder: ObjCBool = false
+        #expect(FileManager.default.fileExists(atPath: folder, isDirectory: &isFolder) && isFolder.boolValue)
+        // One whose parent is a file cannot be made: the runner does not start, and the reason says so.
+        try f.dir.write("plain", "")
+        let nowhere = f.start("unmade", ["/bin/true"], supervised: true, in: f.dir.file("plain/task-2"))
+        let (failed, _) = await f.untilExit(nowhere)
+        #expect(failed == .launchFailed("cannot make or enter the working directory: Not a directory"))
     }
 
     @Test func aRunnerRunsAtItsPoolsNicenessAddedToTheDispatchers() async throws {

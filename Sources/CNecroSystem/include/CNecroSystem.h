@@ -27,7 +27,7 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
 /// runs `path` (an absolute path: no PATH search) with stdin from `input_fd`, waits for it, writes
 /// how it ended into its record of the status table `status_path` at `status_offset` (the exit
 /// code, or 128 + the signal; `E` and the errno if the exec failed, `C` and the errno if `cwd`
-/// could not be entered; then a newline), and ends the same way (127 for a failed start). It
+/// could not be made or entered; then a newline), and ends the same way (127 for a failed start). It
 /// ignores SIGTERM, SIGINT and SIGHUP, so a stop of the group ends the runner and lets the
 /// supervisor record it; it outlives the caller. Should the caller end first, the supervisor
 /// reads the runner's output from `output_read_fd` (the read end of the pipe `output_fd` writes
@@ -36,7 +36,9 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
 /// necro_supervisor_block_size bytes, from necro_supervisor_block_allocate), where everything it
 /// reads is copied: the call does not wait for the runner's exec. The block is the supervisor's
 /// until the caller has reaped it (`*pid`, watched through `*pidfd`); then it may serve another.
-/// The runner runs at niceness `nice` (NECRO_NICE_UNCHANGED: the caller's). Returns 0, or an errno
+/// The supervisor makes `cwd` if it is missing (not its parents): the caller does not spend its
+/// time on the file system. The runner runs at niceness `nice` (NECRO_NICE_UNCHANGED: the caller's).
+/// Returns 0, or an errno
 /// value if no supervisor could be started (E2BIG: the block is too small); ENOSYS where there is
 /// no supervisor for this processor.
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
