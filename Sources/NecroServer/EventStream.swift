@@ -9,7 +9,10 @@ extension NecroAPI {
     ///
     /// A client that reconnects with `Last-Event-ID` (or `?after=`) first gets what it missed from
     /// the registry, in order, then what happens next, live, with nothing twice: it subscribes to
-    /// the dispatcher before reading the registry, and skips live events it already sent. Idle
+    /// the dispatcher before reading the registry, and skips live events it already sent. Events
+    /// recorded without passing through the dispatcher's updates (a taskset's import, a fallback
+    /// journal's replay, another process's `necro retry`) leave a gap in the live ids: the gap is
+    /// read from the registry before the event after it goes out. Idle
     /// streams get keep-alive comments. A client that falls too far behind is disconnected (its
     /// subscription dropped, never the dispatcher slowed) and may resume from its last id.
     func eventStream(_ request: Request) throws -> Response {
@@ -27,18 +30,10 @@ extension NecroAPI {
         let keepAlive = self.keepAlive
         let streamBuffer = self.streamBuffer
         let body = ResponseBody { writer in
-            var last = filter.after
+            var cursor = StreamCursor(filter: filter, recorded: try registry.lastEventID())
             // What the client missed, page by page.
-            while true {
-                var page = filter
-                page.after = last
-                page.limit = 1000
-                let events = try registry.events(page)
-                for event in events {
-                    try await writer.write(Self.frame(event))
-                    last = event.id
-                }
-                if events.count < 1000 { break }
+            while case let events = try cursor.missed(from: registry, before: nil), !events.isEmpty {
+                for event in events { try await writer.write(Self.frame(event)) }
             }
             // Then live, with a keep-alive comment when nothing else goes out. The queue to this
             // client is bounded: a client that cannot keep up is disconnected (and resumes by id).
@@ -64,11 +59,17 @@ extension NecroAPI {
                 case .keepAlive:
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 case .update(.events(let batch)):
-                    for event in batch where event.id > last && Self.matches(event, filter) {
-                        try await writer.write(Self.frame(event))
-                        last = event.id
+                    for event in batch where event.id > 0 {
+                        while case let missed = try cursor.missed(from: registry, before: event.id), !missed.isEmpty {
+                            for event in missed { try await writer.write(Self.frame(event)) }
+                        }
+                        if cursor.take(event) { try await writer.write(Self.frame(event)) }
                     }
                 case .update(.finished):
+                    // What was recorded after the last update (a journal replayed at the end).
+                    while case let events = try cursor.missed(from: registry, before: nil), !events.isEmpty {
+                        for event in events { try await writer.write(Self.frame(event)) }
+                    }
                     try await writer.write(ByteBuffer(string: "event: end\ndata: {}\n\n"))
                     break loop
                 case .update(.output):
@@ -81,6 +82,57 @@ extension NecroAPI {
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", .connection: "keep-alive"],
             body: body)
+    }
+
+    /// Where a stream is: the last event it sent, and up to which id every event that matches has
+    /// been sent (the ids in between that did not match, or that another writer holds).
+    struct StreamCursor {
+        let filter: EventQuery
+        private(set) var sent: Int64
+        private(set) var covered: Int64
+        /// The registry's last id when the stream began: covered once the first reads are done.
+        private let recordedAtStart: Int64
+
+        /// For a stream that starts after `filter.after`; `recorded` is the registry's last id, read
+        /// before anything else is.
+        init(filter: EventQuery, recorded: Int64) {
+            self.filter = filter
+            sent = filter.after
+            covered = filter.after
+            recordedAtStart = recorded
+        }
+
+        /// The next page of events after what was covered that match, read from the registry, up to
+        /// `bound` (excluded) if there is one; empty once nothing more is missing.
+        mutating func missed(from registry: SQLiteRegistry, before bound: Int64?) throws -> [EventRecord] {
+            let from = max(covered, sent)
+            if let bound, bound <= from + 1 { return [] }
+            var query = filter
+            query.after = from
+            query.limit = 1000
+            var events = try registry.events(query)
+            // All read: fewer than a page, or the page went past the bound.
+            let complete = events.count < 1000 || bound.map { events.last!.id >= $0 } ?? false
+            if let bound { events.removeAll { $0.id >= bound } }
+            if let lastRead = events.last?.id { sent = lastRead }
+            if !complete {
+                covered = max(covered, sent)
+            } else if let bound {
+                covered = bound - 1
+            } else {
+                // Nothing more now: what the registry held when the stream began is all sent.
+                covered = max(covered, recordedAtStart, sent)
+            }
+            return events
+        }
+
+        /// Whether a live event goes out: one not sent yet that matches. Either way it is covered.
+        mutating func take(_ event: EventRecord) -> Bool {
+            defer { covered = max(covered, event.id) }
+            guard event.id > sent, NecroAPI.matches(event, filter) else { return false }
+            sent = event.id
+            return true
+        }
     }
 
     private enum StreamItem: Sendable {

@@ -22,7 +22,8 @@ private struct StreamReader {
 
     /// Reads until the stream ends, or until `stopAfter` events (then it drops the connection).
     func read(
-        lastEventID: Int64? = nil, stopAfter: Int? = nil, onFirstEvent: @Sendable () -> Void = {}, into result: inout Result
+        lastEventID: Int64? = nil, stopAfter: Int? = nil, onFirstEvent: @Sendable () -> Void = {},
+        onFirstKeepAlive: @Sendable () -> Void = {}, into result: inout Result
     ) async throws {
         var request = HTTPClientRequest(url: url + "/v1/events/stream")
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
@@ -37,7 +38,11 @@ private struct StreamReader {
             while let end = pending.range(of: "\n\n") {
                 let frame = pending[..<end.lowerBound]
                 pending.removeSubrange(..<end.upperBound)
-                if frame.hasPrefix(":") { result.keepAlives += 1; continue }
+                if frame.hasPrefix(":") {
+                    result.keepAlives += 1
+                    if result.keepAlives == 1 { onFirstKeepAlive() }
+                    continue
+                }
                 if frame.hasPrefix("event: end") { result.ended = true; continue }
                 guard let idLine = frame.split(separator: "\n").first(where: { $0.hasPrefix("id: ") }), let id = Int64(idLine.dropFirst(4)) else {
                     continue
@@ -105,6 +110,34 @@ private struct StreamReader {
         }
         #expect(results.contains { $0.keepAlives > 0 }, "idle streams get keep-alive comments")
         try await client.shutdown()
+        await f.finish()
+    }
+
+    @Test func eventsRecordedBesideTheDispatchersUpdatesStillReachALiveStreamInOrder() async throws {
+        // As `necro serve`: nothing to run at first. A taskset imported through the API records
+        // its TaskImported events itself, not through the dispatcher's updates.
+        let f = try await ServerFixture(nil, keepAlive: .milliseconds(50))
+        var updates = f.dispatcher.updates().makeAsyncIterator()
+        let reader = StreamReader(client: HTTPClient.shared, url: f.url)
+        let (live, isLive) = AsyncStream.makeStream(of: Void.self)
+        let reading = Task {
+            var result = StreamReader.Result()
+            try await reader.read(onFirstKeepAlive: { isLive.yield() }, into: &result)
+            return result
+        }
+        // The stream has read the (empty) registry and waits for live events: only then the import.
+        var waiting = live.makeAsyncIterator()
+        #expect(await next(&waiting, within: .seconds(30)) != nil, "the stream sends keep-alives")
+        let json = #"{"spec_name": "j", "tasks": [{"id": "a", "title": "A"}, {"id": "b", "title": "B", "dependencies": ["a"]}]}"#
+        let created = try await f.call(.POST, "/v1/tasksets", token: "admin-secret", body: json, contentType: "application/json")
+        #expect(created.status == 201)
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "b" } != nil)
+        f.dispatcher.shutdownNow()
+        let result = try await reading.value
+        let recorded = try f.registry.events(EventQuery())
+        #expect(recorded.filter { $0.type == .taskImported }.count == 2)
+        #expect(result.ids == recorded.map(\.id), "every recorded event once, in order, the import's included")
+        #expect(result.ended)
         await f.finish()
     }
 
