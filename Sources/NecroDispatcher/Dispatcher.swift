@@ -354,9 +354,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
             if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
         } catch {
-            runnerRows.withLock { $0.dirty.formUnion(rows.map(\.id)) }  // saved with the next record
-            guard !transitions.isEmpty else { return }
-            journal.append(transitions, because: error)
+            // Kept in the journal (a runner about to start is known if this dispatcher dies), and
+            // saved again, as they are then, with the next record.
+            runnerRows.withLock { $0.dirty.formUnion(rows.map(\.id)) }
+            guard !transitions.isEmpty || !rows.isEmpty else { return }
+            journal.append(transitions, runners: rows, because: error)
             let stamp = wallNow()
             publish(
                 .events(

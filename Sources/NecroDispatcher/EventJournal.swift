@@ -23,8 +23,10 @@ final class EventJournal: Sendable {
         }
     }
 
-    func append(_ transitions: [Transition], because error: any Error) {
-        let entry = Entry(id: UUID().uuidString, reason: "\(error)", transitions: transitions.map(Entry.Record.init))
+    func append(_ transitions: [Transition], runners: [RunnerRecord], because error: any Error) {
+        let entry = Entry(
+            id: UUID().uuidString, reason: "\(error)", transitions: transitions.map(Entry.Record.init),
+            runners: runners.map(Entry.Runner.init))
         var line = (try? JSONEncoder().encode(entry)) ?? Data()
         line.append(10)
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
@@ -39,9 +41,9 @@ final class EventJournal: Sendable {
     func replay(into registry: any Registry) throws {
         guard hasPending, let data = FileManager.default.contents(atPath: path) else { return }
         let decoder = JSONDecoder()
-        let batches = data.split(separator: 10).compactMap { line -> (id: String, transitions: [Transition])? in
+        let batches = data.split(separator: 10).compactMap { line -> JournalBatch? in
             guard let entry = try? decoder.decode(Entry.self, from: Data(line)) else { return nil }  // a torn last line
-            return (entry.id, entry.transitions.map(\.transition))
+            return JournalBatch(id: entry.id, transitions: entry.transitions.map(\.transition), runners: (entry.runners ?? []).map(\.record))
         }
         try registry.applyOnce(batches)
         try? FileManager.default.removeItem(atPath: path)
@@ -93,8 +95,56 @@ final class EventJournal: Sendable {
             }
         }
 
+        /// A runner's row, as `RunnerRecord`.
+        struct Runner: Codable {
+            var id: String
+            var spec: String
+            var task: String
+            var attempt: Int
+            var pool: String
+            var state: String
+            var pid: Int32?
+            var process_start_time: UInt64?
+            var log_path: String?
+            var status_table: String?
+            var status_offset: Int?
+            var started_at: Double
+            var last_heartbeat: Double?
+            var ended_at: Double?
+            var exit: String?
+
+            init(_ r: RunnerRecord) {
+                id = r.id.rawValue
+                spec = r.task.spec
+                task = r.task.id.rawValue
+                attempt = r.attempt
+                pool = r.pool
+                state = r.state.rawValue
+                pid = r.pid
+                process_start_time = r.processStartTime
+                log_path = r.logPath
+                status_table = r.status?.path
+                status_offset = r.status?.offset
+                started_at = r.startedAt.secondsSince1970
+                last_heartbeat = r.lastHeartbeat?.secondsSince1970
+                ended_at = r.endedAt?.secondsSince1970
+                exit = r.exit
+            }
+
+            var record: RunnerRecord {
+                RunnerRecord(
+                    id: RunnerID(id), task: TaskKey(spec: spec, id: TaskID(task)), attempt: attempt, pool: pool,
+                    state: RunnerRecord.State(rawValue: state) ?? .running, pid: pid, processStartTime: process_start_time,
+                    logPath: log_path, status: status_table.flatMap { path in status_offset.map { StatusRecord(path: path, offset: $0) } },
+                    startedAt: Timestamp(secondsSince1970: started_at), lastHeartbeat: last_heartbeat.map(Timestamp.init(secondsSince1970:)),
+                    endedAt: ended_at.map(Timestamp.init(secondsSince1970:)), exit: exit)
+            }
+        }
+
         var id: String
         var reason: String
         var transitions: [Record]
+        /// Absent in journals written before runner rows were kept in them.
+        var runners: [Runner]?
     }
 }

@@ -286,16 +286,34 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         configuration.pools[0].environment["GATE"] = bench.dir.file("gate")
         let dispatcher = Dispatcher(
             configuration: configuration, registry: bench.registry, launcher: bench.launcher, clock: ContinuousClock(),
-            paths: bench.paths)
+            // Supervised, as `necro run` starts them.
+            paths: .init(logs: bench.dir.file(".necro/logs"), work: bench.dir.file(".necro/work"), registry: bench.registry.path, status: bench.dir.file(".necro/status")))
         var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, records)]) }
         // Wait until three tasks finished while locked, then let the registry be written again.
         var completedWhileLocked = 0
-        while completedWhileLocked < 3, let update = await next(&updates) {
-            if case .events(let batch) = update { completedWhileLocked += batch.filter { $0.type == .taskCompleted }.count }
+        var t3Started = false
+        while completedWhileLocked < 3 || !t3Started, let update = await next(&updates) {
+            guard case .events(let batch) = update else { continue }
+            completedWhileLocked += batch.filter { $0.type == .taskCompleted }.count
+            t3Started = t3Started || batch.contains { $0.type == .runnerStarted && $0.taskID == "t3" }
         }
         #expect(FileManager.default.fileExists(atPath: bench.registry.path + ".fallback.jsonl"))
         #expect(dispatcher.hasUnreplayedRecords)
+        // Were this dispatcher killed now, the next would find t3's runner (waiting at the gate)
+        // from the journal: the registry's files and the journal, copied as they are, replayed.
+        let copy = bench.dir.file("copy")
+        try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true)
+        for suffix in ["", "-wal", ".fallback.jsonl"] where FileManager.default.fileExists(atPath: bench.registry.path + suffix) {
+            try FileManager.default.copyItem(atPath: bench.registry.path + suffix, toPath: copy + "/registry.sqlite" + suffix)
+        }
+        let copied = try SQLiteRegistry(path: copy + "/registry.sqlite")
+        #expect(try copied.runners(runningOnly: false).isEmpty, "the registry itself has no runner yet")
+        try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: copied.path, into: copied)
+        let known = try copied.runners(runningOnly: true)
+        #expect(known.map(\.task.id) == ["t3"], "the running runner, from the journal")
+        #expect(known.first?.pid != nil && known.first?.processStartTime != nil && known.first?.status != nil, "with what recovery goes by")
+        #expect(try copied.runners(runningOnly: false).count == 4, "and the three that ended")
         lock.release()
         let gate = open(bench.dir.file("gate"), O_WRONLY)
         _ = write(gate, "go\n", 3)

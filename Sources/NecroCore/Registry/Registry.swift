@@ -217,7 +217,7 @@ public protocol Registry: Sendable {
     /// Applies batches that were written to the fallback journal, in order, each at most once
     /// ever: a batch whose id was applied before is skipped. One transaction for all.
     @discardableResult
-    func applyOnce(_ batches: [(id: String, transitions: [Transition])]) throws -> [EventRecord]
+    func applyOnce(_ batches: [JournalBatch]) throws -> [EventRecord]
 
     /// Creates or updates a runner's row; a heartbeat already recorded is kept.
     func saveRunner(_ runner: RunnerRecord) throws
@@ -232,5 +232,20 @@ extension Registry {
     @discardableResult
     public func apply(_ transitions: [Transition]) throws -> [EventRecord] {
         try apply(transitions, saving: [])
+    }
+}
+
+/// One turn's records the registry could not take when they were made, as the fallback journal
+/// keeps them: its transitions and the rows of its runners (saved before they start, so that a
+/// dispatcher killed meanwhile leaves none unknown).
+public struct JournalBatch: Sendable {
+    public var id: String
+    public var transitions: [Transition]
+    public var runners: [RunnerRecord]
+
+    public init(id: String, transitions: [Transition], runners: [RunnerRecord] = []) {
+        self.id = id
+        self.transitions = transitions
+        self.runners = runners
     }
 }

@@ -250,7 +250,7 @@ public final class SQLiteRegistry: Registry, Sendable {
     }
 
     @discardableResult
-    public func applyOnce(_ batches: [(id: String, transitions: [Transition])]) throws -> [EventRecord] {
+    public func applyOnce(_ batches: [JournalBatch]) throws -> [EventRecord] {
         let at = now()
         return try appending { db, recorder in
             for batch in batches {
@@ -263,6 +263,7 @@ public final class SQLiteRegistry: Registry, Sendable {
                         continue  // its spec changed since: nothing left to record it on
                     }
                 }
+                for runner in batch.runners { try Self.save(runner, db: db) }
                 try db.execute(
                     sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)", arguments: [batch.id, at.secondsSince1970])
             }
