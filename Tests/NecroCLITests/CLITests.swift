@@ -18,7 +18,75 @@ private func snapshot(_ registryPath: String) throws -> String {
     return lines.joined(separator: "\n")
 }
 
+/// Lines a process prints, read as they come; the process is killed if they do not come in time
+/// (a guard against a hang, not part of what is tested).
+private final class LineReader: @unchecked Sendable {  // used from one test at a time
+    let process = Process()
+    private let output: FileHandle
+    private var pending = Data()
+
+    init(_ arguments: [String]) throws {
+        let pipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        process.arguments = arguments
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        output = pipe.fileHandleForReading
+    }
+
+    /// The next `count` lines, fewer if the process ends first (or is killed after `guardTime`).
+    func lines(_ count: Int, guardTime: Double = 30) -> [String] {
+        let pid = process.processIdentifier
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            if done.wait(timeout: .now() + guardTime) == .timedOut { kill(pid, SIGKILL) }
+        }
+        defer { done.signal() }
+        var lines: [String] = []
+        while lines.count < count {
+            if let newline = pending.firstIndex(of: 10) {
+                lines.append(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+                pending.removeSubrange(pending.startIndex...newline)
+                continue
+            }
+            let more = output.availableData  // blocks until there is output, empty at its end
+            if more.isEmpty { break }
+            pending.append(more)
+        }
+        return lines
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
+
 @Suite struct CLITests {
+    @Test func eventsFollowPrintsWhatIsRecordedAfterItStarted() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file(".necro/registry.sqlite")
+        let registry = try SQLiteRegistry(path: path)
+        try registry.importTaskSet(TaskSetSpec(name: "first", tasks: [TaskSpec(id: "a", title: "A")]), source: nil)
+        let before = try registry.events(EventQuery())
+        let follower = try LineReader(["events", "--registry", path, "--follow", "--json"])
+        defer { follower.stop() }
+        let printed = follower.lines(before.count)
+        #expect(printed.count == before.count, "what was there is printed first")
+        // Recorded by another process's writes while it follows: it is told by the kernel, not a timer.
+        let other = try NecroBinary.run(["import", "--registry", path, try dir.write("second.yaml", "spec_name: second\ntasks:\n  - id: b\n    title: B\n")])
+        #expect(other.status == 0, "\(other.stderr)")
+        let after = try registry.events(EventQuery())
+        #expect(after.count > before.count)
+        let followed = follower.lines(after.count - before.count)
+        let ids = followed.compactMap { line in
+            (try? JSONDecoder().decode([String: JSONValue].self, from: Data(line.utf8)))?["id"]?.intValue.map(Int64.init)
+        }
+        #expect(ids == after.dropFirst(before.count).map(\.id), "each new event once, in order")
+        #expect(follower.process.isRunning, "it goes on following")
+    }
+
     @Test func validateSummarisesTheExample() throws {
         let result = try NecroBinary.run(["validate", "\(example)/tasks.md"])
         #expect(result.status == 0, "\(result.stderr)")

@@ -128,6 +128,11 @@ struct Events: AsyncParsableCommand {
 
     func run() async throws {
         let registry = try openExisting(options.registry)
+        // Watching from before the first read: nothing recorded after it is missed. Woken by the
+        // kernel when the registry's files change, not on a timer.
+        let watch = follow ? try RegistryWatch(path: registry.path) : nil
+        defer { watch?.stop() }
+        var changes = watch?.changes.makeAsyncIterator()
         var after: Int64 = 0
         while true {
             let events = try registry.events(EventQuery(after: after, spec: spec, task: task.map { TaskID($0) }, limit: 10_000))
@@ -136,9 +141,7 @@ struct Events: AsyncParsableCommand {
             if events.count == 10_000 { continue }
             guard follow else { return }
             fflush(nil)
-            // A client-side tail: reading the registry's new rows a few times a second is cheap
-            // (an indexed range query); the dispatcher itself never polls.
-            try await Task.sleep(for: .milliseconds(200))
+            guard await changes?.next() != nil else { return }
         }
     }
 
