@@ -157,27 +157,17 @@ public final class NecroAPI: Sendable {
     // MARK: Handlers
 
     private func listTaskSets() throws -> Response {
-        let sets = try registry.taskSets()
-        return JSONResponse.make(.array(try sets.map { set in
-            let counts = Dictionary(grouping: try registry.tasks(spec: set.name).filter { !$0.task.isGroup }, by: \.state).mapValues(\.count)
-            return .object([
-                "name": .string(set.name), "version": .int(set.version), "weight": .double(set.weight),
-                "source": set.source.map(JSONValue.string) ?? .null, "imported_at": .string(set.importedAt.iso8601),
-                "tasks": countsJSON(counts),
-            ])
-        }))
+        JSONResponse.make(.array(try registry.taskSets().map { set in .object(set.jsonFields(tasks: try registry.tasks(spec: set.name))) }))
     }
 
     private func taskSet(_ name: String) throws -> Response {
         guard let set = try registry.taskSets().first(where: { $0.name == name }) else { throw APIError.notFound("no taskset \(name)") }
         let tasks = try registry.tasks(spec: name)
-        let counts = Dictionary(grouping: tasks.filter { !$0.task.isGroup }, by: \.state).mapValues(\.count)
-        return JSONResponse.make(
-            .object([
-                "name": .string(set.name), "version": .int(set.version), "weight": .double(set.weight),
-                "source": set.source.map(JSONValue.string) ?? .null, "imported_at": .string(set.importedAt.iso8601),
-                "counts": countsJSON(counts), "tasks": .array(tasks.map(\.json)),
-            ]))
+        var object = set.jsonFields(tasks: tasks)
+        // One taskset: its counts beside its tasks themselves.
+        object["counts"] = object["tasks"]
+        object["tasks"] = .array(tasks.map(\.json))
+        return JSONResponse.make(.object(object))
     }
 
     /// Validates a spec sent as the body (markdown, YAML or JSON), imports it and has it run.

@@ -55,9 +55,15 @@ extension ImportReport {
     }
 }
 
-/// Task counts per state, every state named.
-func countsJSON(_ counts: [TaskState: Int]) -> JSONValue {
-    var object: [String: JSONValue] = [:]
-    for state in TaskState.allCases { object[state.rawValue] = .int(counts[state] ?? 0) }
-    return .object(object)
+extension TaskSetRecord {
+    /// Its fields, with `tasks`: how many of its tasks (groups left out) are in each state, every
+    /// state named.
+    func jsonFields(tasks: [TaskRecord]) -> [String: JSONValue] {
+        let counts = Dictionary(grouping: tasks.filter { !$0.task.isGroup }, by: \.state).mapValues(\.count)
+        return [
+            "name": .string(name), "version": .int(version), "weight": .double(weight),
+            "source": source.map(JSONValue.string) ?? .null, "imported_at": .string(importedAt.iso8601),
+            "tasks": .object(Dictionary(uniqueKeysWithValues: TaskState.allCases.map { ($0.rawValue, .int(counts[$0] ?? 0)) })),
+        ]
+    }
 }

@@ -22,6 +22,7 @@ import Testing
         #expect(sets.json?.arrayValue?.first?["tasks"]?["done"] == 3)
         let set = try await f.get("/v1/tasksets/s")
         #expect(set.json?["tasks"]?.arrayValue?.map { $0["id"]?.stringValue } == ["a", "b", "c"])
+        #expect(set.json?["counts"]?["done"] == 3 && set.json?["counts"]?["failed"] == 0 && set.json?["version"] == 1)
         #expect(try await f.get("/v1/tasksets/nope").status == 404)
 
         #expect(try await f.get("/v1/tasks").json?.arrayValue?.count == 3)
