@@ -97,7 +97,7 @@ public final class RunnerStatusTable: Sendable {
     }
 
     /// The status text a supervisor writes: `N\n` (exit code, or 128 + signal), `EN\n` (exec failed
-    /// with errno N), `CN\n` (the working directory could not be entered).
+    /// with errno N), `CN\n` (the working directory could not be made or entered).
     static func exit(fromStatus bytes: ArraySlice<UInt8>) -> RunnerExit? {
         guard let end = bytes.firstIndex(of: 10) else { return nil }
         var text = bytes[bytes.startIndex..<end]
@@ -115,9 +115,7 @@ public final class RunnerStatusTable: Sendable {
     static func identity(of runner: RunnerID) -> [UInt8] {
         let id = Array(runner.rawValue.utf8)
         if id.count < recordSize - statusSize { return id }
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in id { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return Array("#\(String(hash, radix: 16))".utf8)
+        return Array("#\(String(FNV1a.hash(id), radix: 16))".utf8)
     }
 
     /// Removes the tables in `folder` whose dispatcher is gone and that no runner still running

@@ -155,3 +155,12 @@ private func ids(_ graph: TaskGraph, _ indexes: [Int]) -> [TaskID] { indexes.map
         #expect(decoded == (try JSONDecoder().decode(JSONValue.self, from: Data(foundation.utf8))))
     }
 }
+
+@Suite struct FNV1aTests {
+    @Test func matchesThePublishedTestVectors() {
+        // From the FNV reference (draft-eastlake-fnv): stable, since status records keep it.
+        #expect(FNV1a.hash([UInt8]()) == 0xcbf2_9ce4_8422_2325)
+        #expect(FNV1a.hash(Array("a".utf8)) == 0xaf63_dc4c_8601_ec8c)
+        #expect(FNV1a.hash(Array("foobar".utf8)) == 0x8594_4171_f739_67e8)
+    }
+}
