@@ -29,9 +29,6 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
     /// Tells when adopted runners' logs grow.
     private let inotify: Int32
     private static let inotifyToken: UInt64 = 1 << 1
-    /// Threads that start runners: a supervised start does not wait for the runner's exec, so one
-    /// keeps up with many exits a second.
-    static let spawners = 1
 
     private struct Watched {
         var runner: RunnerID
@@ -109,11 +106,11 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         let thread = Thread { [self] in self.loop() }
         thread.name = "necro-runners"
         thread.start()
-        for _ in 0..<Self.spawners {
-            let spawner = Thread { [self] in self.spawnLoop() }
-            spawner.name = "necro-spawner"
-            spawner.start()
-        }
+        // One thread starts runners: a supervised start does not wait for the runner's exec, so one
+        // keeps up with many exits a second (two contend in the kernel and are slower).
+        let spawner = Thread { [self] in self.spawnLoop() }
+        spawner.name = "necro-spawner"
+        spawner.start()
     }
 
     /// Stops watching; running processes are left alone.
@@ -121,7 +118,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         state.withLock { $0.stopping = true }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
-        for _ in 0..<Self.spawners { spawnWake.signal() }
+        spawnWake.signal()
     }
 
     deinit {

@@ -28,7 +28,7 @@ public enum Subprocess {
         }
         var pid: pid_t = 0
         let error = withCStrings(argv) { argvPointer in
-            withCStrings(environment.map { "\($0.key)=\($0.value)" }) { envp in
+            withCEnvironment(environment) { envp in
                 necro_spawn_split(argv[0], argvPointer, envp, directory, out[1], err[1], &pid)
             }
         }
