@@ -174,10 +174,9 @@ public final class SQLiteRegistry: Registry, Sendable {
 
     @discardableResult
     public func apply(_ transitions: [Transition], saving runners: [RunnerRecord]) throws -> [EventRecord] {
-        let at = now()
-        return try appending { db, recorder in
+        try appending { db, recorder in
             for transition in transitions {
-                try Self.apply(transition, db: db, at: at, recorder: &recorder)
+                try Self.apply(transition, db: db, recorder: &recorder)
             }
             for runner in runners { try Self.save(runner, db: db) }
         }
@@ -205,7 +204,9 @@ public final class SQLiteRegistry: Registry, Sendable {
         }
     }
 
-    static func apply(_ transition: Transition, db: Database, at: Timestamp, recorder: inout EventAppender) throws {
+    /// Applies `transition` in the recorder's transaction, stamped with its time.
+    static func apply(_ transition: Transition, db: Database, recorder: inout EventAppender) throws {
+        let at = recorder.at
         if let task = transition.task {
             // A few shapes only (which fields change, which states are expected), each cached: this
             // runs for every state change of every task, on the dispatcher's loop. The expected
@@ -251,21 +252,20 @@ public final class SQLiteRegistry: Registry, Sendable {
 
     @discardableResult
     public func applyOnce(_ batches: [JournalBatch]) throws -> [EventRecord] {
-        let at = now()
-        return try appending { db, recorder in
+        try appending { db, recorder in
             for batch in batches {
                 guard try Bool.fetchOne(db, sql: "SELECT 1 FROM journal_replays WHERE id = ?", arguments: [batch.id]) == nil
                 else { continue }
                 for transition in batch.transitions {
                     do {
-                        try Self.apply(transition, db: db, at: at, recorder: &recorder)
+                        try Self.apply(transition, db: db, recorder: &recorder)
                     } catch let error as RegistryError where error.code == .unknownTask || error.code == .unknownSpec {
                         continue  // its spec changed since: nothing left to record it on
                     }
                 }
                 for runner in batch.runners { try Self.save(runner, db: db) }
                 try db.execute(
-                    sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)", arguments: [batch.id, at.secondsSince1970])
+                    sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)", arguments: [batch.id, recorder.at.secondsSince1970])
             }
         }
     }
