@@ -1,5 +1,6 @@
 public import ArgumentParser
 import CNecroSystem
+import Foundation
 
 /// The `necro` command line.
 public struct Necro: AsyncParsableCommand {
@@ -30,6 +31,12 @@ enum ExitStatus {
 struct RegistryOptions: ParsableArguments {
     @Option(name: .long, help: "Path of the registry file.")
     var registry: String = ".necro/registry.sqlite"
+
+    /// The registry's folder, where runners' logs, work folders, statuses and slots go.
+    var folder: String {
+        let base = (registry as NSString).deletingLastPathComponent
+        return base.isEmpty ? "." : base
+    }
 }
 
 extension Necro {

@@ -42,8 +42,7 @@ struct Run: AsyncParsableCommand {
         let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
         var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
         let loaded = try loadSpecOrExit(spec)
-        let base = (options.registry as NSString).deletingLastPathComponent
-        let root = base.isEmpty ? "." : base
+        let root = options.folder
         let paths = Self.paths(registry: options.registry, folder: root)
         let workspaces = try Self.openRepoPool(&configuration, workspace: workspace, specs: [loaded.spec], registryFolder: root)
         let registry: SQLiteRegistry
@@ -52,9 +51,7 @@ struct Run: AsyncParsableCommand {
         do {
             registry = try SQLiteRegistry(path: options.registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path)
-            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
-            recovered = try Recovery.sortOut(of: loaded.spec.name, in: registry, runnersSee: paths.registry)
-            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry, recovered: recovered) }
+            recovered = try Recovery.takeOver([loaded.spec.name], in: registry, paths: paths, workspaces: workspaces)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -92,11 +89,7 @@ struct Run: AsyncParsableCommand {
         let outcome = try await dispatcher.run([(loaded.spec, records)], recovered: recovered)
         await watcher.value
         launcher.shutdown()
-        // Status tables of earlier dispatchers whose runners are all accounted for.
-        if let folder = paths.status {
-            let referenced = Set(((try? registry.runners(runningOnly: true)) ?? []).compactMap(\.status?.path))
-            RunnerStatusTable.removeUnused(in: folder, referenced: referenced)
-        }
+        Recovery.removeUnusedStatusTables(paths, registry: registry)
         display.summary(outcome, registry: registry)
         if let workspaces { display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef) }
         if outcome.interrupted { throw ExitStatus.interrupted }
@@ -194,8 +187,33 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// What `necro run` does with the runners a dispatcher that stopped left behind.
+/// What `necro run` and `necro serve` do with the runners a dispatcher that stopped left behind.
 enum Recovery {
+    /// Before a dispatcher starts on `specs`: what the last one left in the fallback journal goes
+    /// to the registry, its runners are sorted out (adopted or taken at how they ended), and, with
+    /// a repo pool, the slots it left busy are cleaned.
+    static func takeOver(
+        _ specs: [String], in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, workspaces: RepoPool?
+    ) throws -> RecoveredRunners {
+        try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
+        var recovered = RecoveredRunners()
+        for spec in specs {
+            let found = try sortOut(of: spec, in: registry, runnersSee: paths.registry)
+            recovered.adopted += found.adopted
+            recovered.ended += found.ended
+        }
+        if let workspaces { try recoverSlots(workspaces, registry: registry, recovered: recovered) }
+        return recovered
+    }
+
+    /// Once a dispatcher is done: the status tables of earlier ones whose runners are all
+    /// accounted for go.
+    static func removeUnusedStatusTables(_ paths: Dispatcher<ContinuousClock>.Paths, registry: SQLiteRegistry) {
+        guard let folder = paths.status else { return }
+        let referenced = Set(((try? registry.runners(runningOnly: true)) ?? []).compactMap(\.status?.path))
+        RunnerStatusTable.removeUnused(in: folder, referenced: referenced)
+    }
+
     /// Sorts out the runners of `spec` that a dispatcher that stopped left `running` in the
     /// registry (a runner's row is saved before it starts). Those still alive are adopted: found by
     /// the pid and start time recorded at their start or, should the dispatcher have stopped

@@ -33,23 +33,15 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = try Run.loadConfiguration([config ?? "necro.yaml"], explicit: config != nil)
-        let base = (options.registry as NSString).deletingLastPathComponent
-        let root = base.isEmpty ? "." : base
+        let root = options.folder
         let paths = Run.paths(registry: options.registry, folder: root)
         let registry: SQLiteRegistry
         var tasksets: [(spec: TaskSetSpec, records: [TaskRecord])] = []
-        var recovered = RecoveredRunners()
         do {
             registry = try SQLiteRegistry(path: options.registry)
             let specs = try registry.taskSetSpecs()
             let workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: root)
-            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
-            for spec in specs {
-                let found = try Recovery.sortOut(of: spec.name, in: registry, runnersSee: paths.registry)
-                recovered.adopted += found.adopted
-                recovered.ended += found.ended
-            }
-            if let workspaces { try Recovery.recoverSlots(workspaces, registry: registry, recovered: recovered) }
+            let recovered = try Recovery.takeOver(specs.map(\.name), in: registry, paths: paths, workspaces: workspaces)
             for spec in specs { tasksets.append((spec, try registry.tasks(spec: spec.name))) }
             try await serve(configuration, registry: registry, paths: paths, root: root, workspaces: workspaces, tasksets: tasksets, recovered: recovered)
         } catch let error as RegistryError {
@@ -101,9 +93,6 @@ struct Serve: AsyncParsableCommand {
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
         try await group.run()
-        if let folder = paths.status {
-            let referenced = Set(((try? registry.runners(runningOnly: true)) ?? []).compactMap(\.status?.path))
-            RunnerStatusTable.removeUnused(in: folder, referenced: referenced)
-        }
+        Recovery.removeUnusedStatusTables(paths, registry: registry)
     }
 }
