@@ -223,10 +223,7 @@ public final class NecroAPI: Sendable {
             }
             return Set(states.compactMap { $0 })
         }
-        let limit = try query.get("limit").map { text -> Int in
-            guard let value = Int(text), value > 0 else { throw APIError.badRequest("limit must be a positive integer", field: "limit") }
-            return value
-        }
+        let limit = try Self.positiveInteger(request, "limit")
         let tasks = try registry.tasks(TaskFilter(spec: query.get("spec"), states: states, skill: query.get("skill"), limit: limit))
         return JSONResponse.make(.array(tasks.map(\.json)))
     }
@@ -262,10 +259,7 @@ public final class NecroAPI: Sendable {
 
     /// The end of a runner's log: `?bytes=N` (default 16 KiB), as text.
     private func logTail(_ runner: RunnerRecord, _ request: Request) throws -> Response {
-        let bytes = try request.uri.queryParameters.get("bytes").map { text -> Int in
-            guard let value = Int(text), value > 0 else { throw APIError.badRequest("bytes must be a positive integer", field: "bytes") }
-            return value
-        } ?? 16_384
+        let bytes = try Self.positiveInteger(request, "bytes") ?? 16_384
         var text = Data()
         if let path = runner.logPath, let file = FileHandle(forReadingAtPath: path) {
             defer { try? file.close() }
@@ -298,11 +292,16 @@ public final class NecroAPI: Sendable {
             guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("after must be an event id (0 or more)", field: "after") }
             return value
         } ?? 0
-        let limit = try query.get("limit").map { text -> Int in
-            guard let value = Int(text), value > 0 else { throw APIError.badRequest("limit must be a positive integer", field: "limit") }
-            return min(value, 100_000)
-        } ?? defaultLimit
+        let limit = try Self.positiveInteger(request, "limit").map { min($0, 100_000) } ?? defaultLimit
         return EventQuery(after: after, spec: query.get("spec"), task: query.get("task").map { TaskID($0) }, limit: limit)
+    }
+
+    /// The query parameter `name` as a positive integer, nil if absent; anything else is a 400.
+    static func positiveInteger(_ request: Request, _ name: String) throws -> Int? {
+        try request.uri.queryParameters.get(name).map { text in
+            guard let value = Int(text), value > 0 else { throw APIError.badRequest("\(name) must be a positive integer", field: name) }
+            return value
+        }
     }
 
     // MARK: Access

@@ -47,6 +47,7 @@ import Testing
         let log = try await f.get("/v1/runners/\(id)/log")
         #expect(log.status == 200 && log.text == "working on b\n")
         #expect(try await f.get("/v1/runners/\(id)/log?bytes=2").text == "b\n")
+        #expect(try await f.get("/v1/runners/\(id)/log?bytes=x").json?["error"]?["field"] == "bytes")
         #expect(try await f.get("/v1/runners/nobody").status == 404)
 
         let pools = try await f.get("/v1/pools").json?.arrayValue ?? []
@@ -57,6 +58,7 @@ import Testing
         #expect(Set(events.compactMap { $0["task_id"]?.stringValue }) == ["b"])
         let after = try #require(events.first?["id"]?.intValue)
         #expect(try await f.get("/v1/events?task=b&after=\(after)&limit=1").json?.arrayValue?.first?["seq"] == 2)
+        #expect(try await f.get("/v1/events?limit=-1").json?["error"]?["field"] == "limit")
         #expect(try await f.get("/v1/events?after=-1").json?["error"]?["field"] == "after")
 
         let metrics = try await f.get("/metrics")
