@@ -309,10 +309,12 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var report: (RunnerID, String)?
         state.withLock { state in
             guard var watched = state.byToken[token] else { return }
+            var gotOutput = false
             while true {
                 let count = buffer.withUnsafeMutableBytes { read(watched.pipe, $0.baseAddress, $0.count) }
                 if count == 0 { pipeOpen = false }
                 guard count > 0 else { break }
+                gotOutput = true
                 let chunk = buffer[0..<count]
                 if watched.log < 0 { watched.log = open(watched.logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
                 let keep = min(count, max(0, logLimitBytes - watched.written))
@@ -321,8 +323,9 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 watched.dropped += count - keep
                 noteLastLine(chunk, &watched)
             }
+            // Output, not the pipe's end, is a sign of life (a silent runner's end reports nothing).
             let now = ContinuousClock.now
-            if watched.lastReport.map({ now - $0 >= outputInterval }) ?? true {
+            if gotOutput, watched.lastReport.map({ now - $0 >= outputInterval }) ?? true {
                 watched.lastReport = now
                 report = (watched.runner, watched.lastLine)
             }

@@ -123,6 +123,18 @@ private struct Fixture {
         #expect(lines.last == "writing file 2 of 3")
     }
 
+    @Test(arguments: [false, true])
+    func aSilentRunnerReportsNoOutputOnlyItsStartAndExit(supervised: Bool) async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        // Its pipe's end is not output: no sign of life, no empty last line (an input to the loop per runner).
+        let id = f.start("quiet", ["/bin/true"], supervised: supervised)
+        let (exit, seen) = await f.untilExit(id)
+        #expect(exit == .exited(code: 0))
+        #expect(seen.count == 2, "started and exited, nothing else: \(seen)")
+        #expect(!seen.contains { if case .output = $0 { true } else { false } })
+    }
+
     @Test func terminateStopsTheWholeProcessGroup() async throws {
         var f = try Fixture()
         defer { f.finish() }
