@@ -185,6 +185,16 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             statusTable.withLock { $0 = table }
         }
         var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
+        let writer = RecordWriter(
+            registry: registry, journal: journal,
+            observers: .init(
+                recorded: { [weak self] events, statusRecords in
+                    guard let self else { return }
+                    if !events.isEmpty { publish(.events(events)) }
+                    if let table = statusTable.withLock({ $0 }) { statusRecords.forEach(table.release) }
+                },
+                notRecorded: { [weak self] transitions in self?.publishUnrecorded(transitions) }))
+        self.writer.withLock { $0 = writer }
         launcher.deliver { [self] event in
             if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { return }
             inbox.post(.runner(event, received: .now))
@@ -233,16 +243,17 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             if let current = timer, current.deadline <= clock.now { timer = nil }  // it fired: re-arm next turn
             // The snapshot before the effects: a runner that starts finds itself in it.
             lastSnapshot.withLock { $0 = engine.snapshot }
-            outcome = perform(actions)
+            outcome = perform(actions, done: batch.compactMap { if case .input(_, let done?) = $0 { done } else { nil } })
             noteLatency(of: batch, actions)
-            for case .input(_, let done?) in batch { done() }
         }
         // Nothing more is taken; whoever waits on a request left in the inbox is let go.
         for case .input(_, let done?) in inbox.close() { done() }
-        // What went to the fallback journal goes to the registry now if it can; otherwise at the
-        // next start.
-        try? journal.replay(into: registry)
         if runnerRows.withLock({ !$0.dirty.isEmpty }) { record([]) }
+        // Every turn into the registry; what it cannot take stays in the journal for the next start.
+        writer.finish()
+        self.writer.withLock { $0 = nil }
+        journal.close()
+        if journal.hasPending { try? journal.replay(into: registry) }
         // Every runner's exit is recorded: nothing needs the table any more.
         statusTable.withLock { $0 }?.removeIfUnused()
         publish(.finished(outcome!))
@@ -313,8 +324,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     private let latencyStarts = Mutex<[RunnerID: ContinuousClock.Instant]>([:])
 
-    /// Carries out one turn: the record, in one transaction, then the effects.
-    private func perform(_ actions: [EngineAction]) -> RunOutcome? {
+    /// Carries out one turn: its record, journalled, then its effects. `done` is called once the
+    /// record is in the registry.
+    private func perform(_ actions: [EngineAction], done: [@Sendable () -> Void] = []) -> RunOutcome? {
         var transitions: [Transition] = []
         for action in actions {
             switch action {
@@ -325,7 +337,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             default: break
             }
         }
-        if !transitions.isEmpty || runnerRows.withLock({ !$0.dirty.isEmpty }) { record(transitions) }
+        if !transitions.isEmpty || !done.isEmpty || runnerRows.withLock({ !$0.dirty.isEmpty }) { record(transitions, done: done) }
         var outcome: RunOutcome?
         for action in actions {
             switch action {
@@ -339,38 +351,60 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return outcome
     }
 
-    /// Writes transitions; if the registry cannot take them, they go to the fallback journal and
-    /// are replayed, in order, once it can.
-    private func record(_ transitions: [Transition]) {
+    /// Records a turn: its transitions and the runner rows it changed go to the journal, then, off
+    /// the loop, to the registry (`RecordWriter`). Should the journal not take them, they are
+    /// written to the registry here.
+    private func record(_ transitions: [Transition], done: [@Sendable () -> Void] = []) {
         let rows = runnerRows.withLock { rows -> [RunnerRecord] in
-            defer { rows.dirty.removeAll() }
+            defer {
+                rows.dirty.removeAll()
+                rows.ended.removeAll()
+            }
             return rows.dirty.compactMap { rows.all[$0] ?? rows.ended[$0] }
         }
+        let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
+        guard let writer = writer.withLock({ $0 }) else { return recordNow(transitions, rows, consumed, done) }
+        if transitions.isEmpty && rows.isEmpty {
+            writer.enqueue(.init(batch: nil, statusRecords: consumed, done: done))
+            return
+        }
+        let journalled = journal.append(transitions, runners: rows, reason: "turn") { batch in
+            writer.enqueue(.init(batch: batch, statusRecords: consumed, done: done))
+        }
+        if !journalled {
+            writer.flush()  // what was journalled before goes first
+            recordNow(transitions, rows, consumed, done)
+        }
+    }
+
+    /// Writes a turn to the registry at once (no journal to write it to).
+    private func recordNow(
+        _ transitions: [Transition], _ rows: [RunnerRecord], _ consumed: [StatusRecord], _ done: [@Sendable () -> Void]
+    ) {
+        defer { done.forEach { $0() } }
         do {
-            if journal.hasPending { try journal.replay(into: registry) }
             let applied = try registry.apply(transitions, saving: rows)
             if !applied.isEmpty { publish(.events(applied)) }
-            runnerRows.withLock { $0.ended.removeAll() }
-            let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
             if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
         } catch {
-            // Kept in the journal (a runner about to start is known if this dispatcher dies), and
-            // saved again, as they are then, with the next record.
-            runnerRows.withLock { $0.dirty.formUnion(rows.map(\.id)) }
-            guard !transitions.isEmpty || !rows.isEmpty else { return }
-            journal.append(transitions, runners: rows, because: error)
-            let stamp = wallNow()
-            publish(
-                .events(
-                    transitions.flatMap { transition in
-                        transition.events.map { event in
-                            EventRecord(
-                                id: 0, spec: transition.spec, taskID: transition.task, seq: 0, type: event.type,
-                                actor: event.actor, spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase,
-                                payload: event.payload, timestamp: stamp)
-                        }
-                    }))
+            FileHandle.standardError.write(Data("necro: a turn's records were lost: neither the journal \(journal.path) nor the registry took them: \(error)\n".utf8))
+            publishUnrecorded(transitions)
         }
+    }
+
+    /// Tells observers of events the registry could not take yet (they have no id: 0).
+    private func publishUnrecorded(_ transitions: [Transition]) {
+        let stamp = wallNow()
+        publish(
+            .events(
+                transitions.flatMap { transition in
+                    transition.events.map { event in
+                        EventRecord(
+                            id: 0, spec: transition.spec, taskID: transition.task, seq: 0, type: event.type,
+                            actor: event.actor, spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase,
+                            payload: event.payload, timestamp: stamp)
+                    }
+                }))
     }
 
     /// A new runner's row: where it logs, and where its supervisor will record how it ended.
@@ -478,6 +512,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// The payload of the task's last `checkpoint_commit`, if a runner reported one.
     private func lastCheckpoint(of task: TaskKey) -> [String: JSONValue]? {
+        writer.withLock { $0 }?.flush()  // the turns that recorded it, if they are not in yet
         let events = (try? registry.events(EventQuery(spec: task.spec, task: task.id))) ?? []
         return events.last { $0.type == .checkpointCommit }?.payload
     }
@@ -502,6 +537,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     private let runnerRows = Mutex(RunnerRows())
+    /// Takes journalled turns into the registry, while `run` runs.
+    private let writer = Mutex<RecordWriter?>(nil)
     /// This dispatcher's runner status table, with runners supervised.
     private let statusTable = Mutex<RunnerStatusTable?>(nil)
     /// Status records whose exits are recorded in this turn: free once it is committed.

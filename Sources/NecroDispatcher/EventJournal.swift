@@ -2,11 +2,30 @@ import Foundation
 import NecroCore
 import Synchronization
 
-/// The fallback for records the registry could not take (locked, read-only, disk full): one JSON
-/// line per turn, with an id, replayed into the registry in order, each at most once.
+/// The dispatcher's write-ahead journal: each turn's records as one JSON line, written before the
+/// turn's effects (runners started, signalled) and taken into the registry right after, off the
+/// loop, many turns to a transaction. Lines stay until the registry has them: if it cannot be
+/// written (locked, read-only, disk full), they wait here and are replayed in order, each at most
+/// once (by its id), when it can, or by the next dispatcher after a crash.
+///
+/// A line is one `write`: it outlives the process as soon as the call returns (kill -9), as a
+/// commit in SQLite's WAL mode with `synchronous = NORMAL` does; neither is flushed to the disk.
 final class EventJournal: Sendable {
     let path: String
-    private let pending = Mutex<Bool?>(nil)
+    /// Ids are `<generation>-<number>`, numbers zero-padded: the ids of a run of lines sort in order.
+    private let generation = UUID().uuidString
+    private let file = Mutex(File())
+
+    private struct File {
+        var descriptor: Int32 = -1
+        /// Lines written since it was last emptied, and the number of the first of them.
+        var lines = 0
+        var first = 1
+        var next = 1
+        var size = 0
+        /// Whether it holds lines not yet replayed; nil until looked at.
+        var pending: Bool?
+    }
 
     init(path: String) { self.path = path }
 
@@ -15,43 +34,111 @@ final class EventJournal: Sendable {
 
     /// Whether the journal holds turns not yet replayed.
     var hasPending: Bool {
-        pending.withLock { known in
-            if let known { return known }
+        file.withLock { file in
+            if let known = file.pending { return known }
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            known = size > 0
+            file.pending = size > 0
             return size > 0
         }
     }
 
-    func append(_ transitions: [Transition], runners: [RunnerRecord], because error: any Error) {
-        let entry = Entry(
-            id: UUID().uuidString, reason: "\(error)", transitions: transitions.map(Entry.Record.init),
-            runners: runners.map(Entry.Runner.init))
-        var line = (try? JSONEncoder().encode(entry)) ?? Data()
-        line.append(10)
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        _ = fsync(fd)
-        pending.withLock { $0 = true }
+    /// Its size in bytes, as written by this process since it was last emptied.
+    var size: Int { file.withLock { $0.size } }
+
+    private func id(_ number: Int) -> String {
+        let digits = String(number)
+        return generation + "-" + String(repeating: "0", count: max(0, 12 - digits.count)) + digits
     }
 
-    /// Replays every pending turn; the journal is emptied only once the registry has them.
+    /// Writes one turn's records as a line, then hands its batch to `then`, under the journal's lock:
+    /// what is handed on is in the order of the lines. False if the line could not be written.
+    func append(
+        _ transitions: [Transition], runners: [RunnerRecord], reason: String, then: (JournalBatch) -> Void
+    ) -> Bool {
+        file.withLock { file in
+            if file.descriptor < 0 {
+                // (What an earlier dispatcher left, a line torn by its crash included, was replayed
+                // and removed before this one's first turn.)
+                file.descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+                guard file.descriptor >= 0 else { return false }
+            }
+            let batch = JournalBatch(id: id(file.next), transitions: transitions, runners: runners)
+            var line = batch.jsonLine(reason: reason)
+            line.append(10)
+            let written = line.withUnsafeBytes { bytes -> Bool in
+                var offset = 0
+                while offset < bytes.count {
+                    let count = write(file.descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else { return false }
+                    offset += count
+                }
+                return true
+            }
+            guard written else { return false }
+            if file.lines == 0 { file.first = file.next }
+            file.next += 1
+            file.lines += 1
+            file.size += line.count
+            file.pending = true
+            then(batch)
+            return true
+        }
+    }
+
+    /// Empties the journal if it holds `count` lines and no more (all in the registry now): the
+    /// range of their ids, whose replay marks may go; nil if it holds more. `catchUp`, run first
+    /// with nothing appended meanwhile, may take in the rest and return the new count.
+    func empty(ifHolding count: Int, catchUp: (Int) -> Int = { $0 }) -> ClosedRange<String>? {
+        file.withLock { file in
+            let count = catchUp(count)
+            guard file.descriptor >= 0, file.lines > 0, count == file.lines, ftruncate(file.descriptor, 0) == 0 else { return nil }
+            let range = id(file.first)...id(file.next - 1)
+            file.lines = 0
+            file.size = 0
+            file.pending = false
+            return range
+        }
+    }
+
+    /// Stops writing; an empty journal is removed.
+    func close() {
+        file.withLock { file in
+            guard file.descriptor >= 0 else { return }
+            Glibc.close(file.descriptor)
+            file.descriptor = -1
+            if file.lines == 0 {
+                unlink(path)
+                file.pending = false
+            }
+        }
+    }
+
+    /// Replays every pending line (left by a dispatcher that stopped before the registry had
+    /// them); the journal is removed only once the registry has them.
     func replay(into registry: any Registry) throws {
         guard hasPending, let data = FileManager.default.contents(atPath: path) else { return }
         let decoder = JSONDecoder()
         let batches = data.split(separator: 10).compactMap { line -> JournalBatch? in
-            guard let entry = try? decoder.decode(Entry.self, from: Data(line)) else { return nil }  // a torn last line
+            guard let entry = try? decoder.decode(Entry.self, from: Data(line)) else { return nil }  // a torn line
             return JournalBatch(id: entry.id, transitions: entry.transitions.map(\.transition), runners: (entry.runners ?? []).map(\.record))
         }
         try registry.applyOnce(batches)
-        try? FileManager.default.removeItem(atPath: path)
-        pending.withLock { $0 = false }
+        file.withLock { file in
+            if file.descriptor >= 0 {
+                _ = ftruncate(file.descriptor, 0)
+                file.lines = 0
+                file.size = 0
+            } else {
+                unlink(path)
+            }
+            file.pending = false
+        }
     }
 
-    struct Entry: Codable {
-        struct Event: Codable {
+    /// A line as read back (`JournalBatch.jsonLine` writes it).
+    struct Entry: Decodable {
+        struct Event: Decodable {
             var type: String
             var actor: String
             var span_id: String?
@@ -60,7 +147,7 @@ final class EventJournal: Sendable {
             var payload: [String: JSONValue]
         }
 
-        struct Record: Codable {
+        struct Record: Decodable {
             var spec: String
             var task: String?
             var expected: [String]?
@@ -70,20 +157,6 @@ final class EventJournal: Sendable {
             var reason: String?
             var slot: TaskSlot?
             var events: [Event]
-
-            init(_ t: Transition) {
-                spec = t.spec
-                task = t.task?.rawValue
-                expected = t.expected?.map(\.rawValue).sorted()
-                state = t.newState?.rawValue
-                attempts = t.attempts
-                sets_reason = t.reason != nil
-                reason = t.reason ?? nil
-                slot = t.slot
-                events = t.events.map {
-                    Event(type: $0.type.rawValue, actor: $0.actor, span_id: $0.spanID, parent_span_id: $0.parentSpanID, phase: $0.phase, payload: $0.payload)
-                }
-            }
 
             var transition: Transition {
                 Transition(
@@ -96,7 +169,7 @@ final class EventJournal: Sendable {
         }
 
         /// A runner's row, as `RunnerRecord`.
-        struct Runner: Codable {
+        struct Runner: Decodable {
             var id: String
             var spec: String
             var task: String
@@ -112,24 +185,6 @@ final class EventJournal: Sendable {
             var last_heartbeat: Double?
             var ended_at: Double?
             var exit: String?
-
-            init(_ r: RunnerRecord) {
-                id = r.id.rawValue
-                spec = r.task.spec
-                task = r.task.id.rawValue
-                attempt = r.attempt
-                pool = r.pool
-                state = r.state.rawValue
-                pid = r.pid
-                process_start_time = r.processStartTime
-                log_path = r.logPath
-                status_table = r.status?.path
-                status_offset = r.status?.offset
-                started_at = r.startedAt.secondsSince1970
-                last_heartbeat = r.lastHeartbeat?.secondsSince1970
-                ended_at = r.endedAt?.secondsSince1970
-                exit = r.exit
-            }
 
             var record: RunnerRecord {
                 RunnerRecord(

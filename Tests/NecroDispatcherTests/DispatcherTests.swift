@@ -313,7 +313,8 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let known = try copied.runners(runningOnly: true)
         #expect(known.map(\.task.id) == ["t3"], "the running runner, from the journal")
         #expect(known.first?.pid != nil && known.first?.processStartTime != nil && known.first?.status != nil, "with what recovery goes by")
-        #expect(try copied.runners(runningOnly: false).count == 4, "and the three that ended")
+        let all = try copied.runners(runningOnly: false)
+        #expect(all.count == 4, "and the three that ended: \(all.map { ($0.id, $0.state) })")
         lock.release()
         let gate = open(bench.dir.file("gate"), O_WRONLY)
         _ = write(gate, "go\n", 3)
@@ -333,7 +334,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
 }
 
 /// Holds SQLite's write lock from another connection, on a thread of its own, until released.
-private final class WriteLock: Sendable {
+final class WriteLock: Sendable {
     private let release_ = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
 

@@ -214,10 +214,11 @@ public protocol Registry: Sendable {
     func apply(_ transitions: [Transition], saving runners: [RunnerRecord]) throws -> [EventRecord]
     func events(_ query: EventQuery) throws -> [EventRecord]
 
-    /// Applies batches that were written to the fallback journal, in order, each at most once
-    /// ever: a batch whose id was applied before is skipped. One transaction for all.
+    /// Applies batches that were written to the journal, in order, each at most once ever: a
+    /// batch whose id was applied before is skipped. One transaction for all. The ids in
+    /// `forgetting` belong to batches no journal holds any more: their marks are dropped.
     @discardableResult
-    func applyOnce(_ batches: [JournalBatch]) throws -> [EventRecord]
+    func applyOnce(_ batches: [JournalBatch], forgetting: ClosedRange<String>?) throws -> [EventRecord]
 
     /// Creates or updates a runner's row; a heartbeat already recorded is kept.
     func saveRunner(_ runner: RunnerRecord) throws
@@ -233,11 +234,17 @@ extension Registry {
     public func apply(_ transitions: [Transition]) throws -> [EventRecord] {
         try apply(transitions, saving: [])
     }
+
+    /// Applies journal batches, each at most once ever (see `applyOnce(_:forgetting:)`).
+    @discardableResult
+    public func applyOnce(_ batches: [JournalBatch]) throws -> [EventRecord] {
+        try applyOnce(batches, forgetting: nil)
+    }
 }
 
-/// One turn's records the registry could not take when they were made, as the fallback journal
-/// keeps them: its transitions and the rows of its runners (saved before they start, so that a
-/// dispatcher killed meanwhile leaves none unknown).
+/// One turn's records as the journal keeps them until the registry has them: its transitions and
+/// the rows of its runners (written before they start, so that a dispatcher killed meanwhile
+/// leaves none unknown).
 public struct JournalBatch: Sendable {
     public var id: String
     public var transitions: [Transition]

@@ -251,11 +251,15 @@ public final class SQLiteRegistry: Registry, Sendable {
     }
 
     @discardableResult
-    public func applyOnce(_ batches: [JournalBatch]) throws -> [EventRecord] {
+    public func applyOnce(_ batches: [JournalBatch], forgetting: ClosedRange<String>?) throws -> [EventRecord] {
         try appending { db, recorder in
+            if let forgetting {
+                try db.execute(
+                    sql: "DELETE FROM journal_replays WHERE id BETWEEN ? AND ?", arguments: [forgetting.lowerBound, forgetting.upperBound])
+            }
+            let replayed = try db.cachedStatement(sql: "SELECT 1 FROM journal_replays WHERE id = ?")
             for batch in batches {
-                guard try Bool.fetchOne(db, sql: "SELECT 1 FROM journal_replays WHERE id = ?", arguments: [batch.id]) == nil
-                else { continue }
+                guard try Bool.fetchOne(replayed, arguments: [batch.id]) == nil else { continue }
                 for transition in batch.transitions {
                     do {
                         try Self.apply(transition, db: db, recorder: &recorder)
@@ -264,8 +268,10 @@ public final class SQLiteRegistry: Registry, Sendable {
                     }
                 }
                 for runner in batch.runners { try Self.save(runner, db: db) }
-                try db.execute(
-                    sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)", arguments: [batch.id, recorder.at.secondsSince1970])
+                var mark = BoundStatement(try db.cachedStatement(sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)"))
+                mark.bind(batch.id)
+                mark.bind(recorder.at.secondsSince1970)
+                try mark.execute(in: db)
             }
         }
     }

@@ -1,0 +1,183 @@
+import Foundation
+import NecroCore
+import Synchronization
+
+/// Takes the journal's turns into the registry on a thread of its own, as many turns to a
+/// transaction as have come meanwhile: the dispatcher's loop writes a turn's line and goes on to
+/// its effects, it does not wait for the registry.
+///
+/// Turns are recorded in the order they were journalled. What a turn was waiting for (an API
+/// request answered once its change is recorded) is let go once it is in the registry. If the
+/// registry cannot be written, the turns stay in the journal and are tried again every
+/// `retryInterval`, or as soon as more come.
+final class RecordWriter: Sendable {
+    /// A journalled turn: its batch (nil for a turn that recorded nothing), the status records its
+    /// runners' exits free once it is recorded, and whom it lets go.
+    struct Turn: Sendable {
+        var batch: JournalBatch?
+        var statusRecords: [StatusRecord] = []
+        var done: [@Sendable () -> Void] = []
+    }
+
+    /// What happens once turns are recorded, or could not be (each turn told once).
+    struct Observers: Sendable {
+        var recorded: @Sendable ([EventRecord], [StatusRecord]) -> Void
+        var notRecorded: @Sendable ([Transition]) -> Void
+    }
+
+    private let registry: any Registry
+    private let journal: EventJournal
+    private let observers: Observers
+    private let retryInterval: Duration
+    /// The journal is emptied, with the loop held for a moment, once it is past this size.
+    private let journalLimit: Int
+    private let queue = Mutex(Queue())
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+
+    private struct Queue {
+        var turns: [Turn] = []
+        var flushes: [DispatchSemaphore] = []
+        var stopping = false
+    }
+
+    init(
+        registry: any Registry, journal: EventJournal, observers: Observers, retryInterval: Duration = .milliseconds(200),
+        journalLimit: Int = 8 << 20
+    ) {
+        self.registry = registry
+        self.journal = journal
+        self.observers = observers
+        self.retryInterval = retryInterval
+        self.journalLimit = journalLimit
+        let thread = Thread { [self] in run() }
+        thread.name = "necro-recorder"
+        thread.start()
+    }
+
+    /// Queues a turn whose line is in the journal (or that recorded nothing).
+    func enqueue(_ turn: Turn) {
+        queue.withLock { $0.turns.append(turn) }
+        wake.signal()
+    }
+
+    /// Returns once every turn queued before has been tried (recorded, unless the registry could
+    /// not be written).
+    func flush() {
+        let done = DispatchSemaphore(value: 0)
+        let running = queue.withLock { queue -> Bool in
+            guard !queue.stopping else { return false }
+            queue.flushes.append(done)
+            return true
+        }
+        guard running else { return }
+        wake.signal()
+        done.wait()
+    }
+
+    /// Tries what is queued once more and stops.
+    func finish() {
+        queue.withLock { $0.stopping = true }
+        wake.signal()
+        stopped.wait()
+    }
+
+    // MARK: The writer's thread
+
+    /// Turns not recorded yet, oldest first; those told as not recorded come first.
+    private struct Backlog {
+        var turns: [Turn] = []
+        var told = 0
+        /// Batches recorded since the journal was last emptied.
+        var recordedSinceEmpty = 0
+        /// Replay marks of lines the journal no longer holds, dropped with the next transaction.
+        var forgetting: ClosedRange<String>?
+    }
+
+    private func run() {
+        var backlog = Backlog()
+        while true {
+            if backlog.turns.isEmpty {
+                wake.wait()
+            } else {
+                _ = wake.wait(timeout: .now() + .milliseconds(Int(retryInterval / .milliseconds(1))))
+            }
+            let (turns, flushes, stopping) = queue.withLock { queue in
+                defer {
+                    queue.turns.removeAll(keepingCapacity: true)
+                    queue.flushes.removeAll()
+                }
+                return (queue.turns, queue.flushes, queue.stopping)
+            }
+            backlog.turns += turns
+            if !backlog.turns.isEmpty { record(&backlog) }
+            for flush in flushes { flush.signal() }
+            if stopping {
+                // Whatever came with the last flush.
+                let late = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
+                backlog.turns += late
+                if !backlog.turns.isEmpty { record(&backlog) }
+                for turn in backlog.turns { turn.done.forEach { $0() } }
+                queue.withLock { $0.flushes }.forEach { $0.signal() }
+                stopped.signal()
+                return
+            }
+        }
+    }
+
+    /// Records the backlog in one transaction (the turns told as not recorded in one of their own,
+    /// so that their events are not told twice); on failure it is kept for the next try.
+    private func record(_ backlog: inout Backlog) {
+        do {
+            if backlog.told > 0 {
+                try registry.applyOnce(backlog.turns[..<backlog.told].compactMap(\.batch), forgetting: backlog.forgetting)
+                backlog.forgetting = nil
+                finished(backlog.turns[..<backlog.told], events: [], &backlog)
+                backlog.turns.removeFirst(backlog.told)
+                backlog.told = 0
+            }
+            if !backlog.turns.isEmpty {
+                let events = try registry.applyOnce(backlog.turns.compactMap(\.batch), forgetting: backlog.forgetting)
+                backlog.forgetting = nil
+                finished(backlog.turns[...], events: events, &backlog)
+                backlog.turns.removeAll(keepingCapacity: true)
+            }
+        } catch {
+            let untold = backlog.turns[backlog.told...].compactMap(\.batch).flatMap(\.transitions)
+            backlog.told = backlog.turns.count
+            if !untold.isEmpty { observers.notRecorded(untold) }
+            return
+        }
+        emptyJournal(&backlog)
+    }
+
+    private func finished(_ turns: ArraySlice<Turn>, events: [EventRecord], _ backlog: inout Backlog) {
+        backlog.recordedSinceEmpty += turns.lazy.filter { $0.batch != nil }.count
+        observers.recorded(events, turns.flatMap(\.statusRecords))
+        for turn in turns { turn.done.forEach { $0() } }
+    }
+
+    /// Empties the journal once the registry has all its lines; past its limit, the turns that
+    /// came meanwhile are recorded with the loop held, so that it can be.
+    private func emptyJournal(_ backlog: inout Backlog) {
+        let catchUp = journal.size > journalLimit
+        let emptied = journal.empty(ifHolding: backlog.recordedSinceEmpty) { count in
+            guard catchUp else { return count }
+            var late = Backlog()
+            late.turns = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
+            guard !late.turns.isEmpty else { return count }
+            do {
+                let events = try registry.applyOnce(late.turns.compactMap(\.batch), forgetting: backlog.forgetting)
+                backlog.forgetting = nil
+                finished(late.turns[...], events: events, &late)
+                return count + late.recordedSinceEmpty
+            } catch {
+                queue.withLock { $0.turns.insert(contentsOf: late.turns, at: 0) }  // tried again with the next turns
+                return count
+            }
+        }
+        guard let emptied else { return }
+        backlog.recordedSinceEmpty = 0
+        backlog.forgetting = backlog.forgetting.map { min($0.lowerBound, emptied.lowerBound)...max($0.upperBound, emptied.upperBound) } ?? emptied
+    }
+}
