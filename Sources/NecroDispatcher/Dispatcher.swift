@@ -7,7 +7,8 @@ import Synchronization
 ///
 /// One loop owns the engine. Inputs — runner events, commands, the timer of the next deadline —
 /// arrive in an inbox and are handled in batches: each batch is one turn, whose record is written
-/// in one transaction before its runners are launched or signalled.
+/// to the journal (one line) before its runners are launched or signalled, and taken into the
+/// registry right after by the `RecordWriter`, in one transaction with the turns that came meanwhile.
 public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, C.Instant: Sendable {
     /// Where runners work and write.
     public struct Paths: Sendable {
@@ -165,7 +166,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// The task of a runner running now (started or adopted here), nil once it has ended.
     public func task(ofRunner id: RunnerID) -> TaskKey? { runnerRows.withLock { $0.all[id]?.task } }
 
-    /// Whether records wait in the fallback journal for the registry to take them.
+    /// Whether records wait in the journal for the registry to take them.
     public var hasUnreplayedRecords: Bool { journal.hasPending }
 
     // MARK: The loop
@@ -544,7 +545,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Status records whose exits are recorded in this turn: free once it is committed.
     private let consumedStatusRecords = Mutex<[StatusRecord]>([])
 
-    /// Replays what a previous dispatcher left in the fallback journal of this registry: before
+    /// Replays what a previous dispatcher left in the journal of this registry: before
     /// recovery looks at the registry, so that nothing is recorded twice.
     public static func replayFallbackJournal(registryPath: String, into registry: any Registry) throws {
         try EventJournal(registry: registryPath).replay(into: registry)

@@ -113,7 +113,7 @@ final class RecordWriter: Sendable {
             if !backlog.turns.isEmpty { record(&backlog) }
             for flush in flushes { flush.signal() }
             if stopping {
-                // Whatever came with the last flush.
+                // Whatever was queued while the last record was made.
                 let late = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
                 backlog.turns += late
                 if !backlog.turns.isEmpty { record(&backlog) }

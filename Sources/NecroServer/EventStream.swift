@@ -141,7 +141,7 @@ extension NecroAPI {
     }
 
     static func matches(_ event: EventRecord, _ query: EventQuery) -> Bool {
-        guard event.id > 0 else { return false }  // not recorded yet (fallback journal): it comes with its id later
+        guard event.id > 0 else { return false }  // not recorded yet (the registry could not be written): it comes with its id later
         if let spec = query.spec, event.spec != spec { return false }
         if let task = query.task, event.taskID != task { return false }
         return true

@@ -189,7 +189,7 @@ struct Run: AsyncParsableCommand {
 
 /// What `necro run` and `necro serve` do with the runners a dispatcher that stopped left behind.
 enum Recovery {
-    /// Before a dispatcher starts on `specs`: what the last one left in the fallback journal goes
+    /// Before a dispatcher starts on `specs`: what the last one left in the journal goes
     /// to the registry, its runners are sorted out (adopted or taken at how they ended), and, with
     /// a repo pool, the slots it left busy are cleaned.
     static func takeOver(
