@@ -189,11 +189,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let writer = RecordWriter(
             registry: registry, journal: journal,
             observers: .init(
-                recorded: { [weak self] events, statusRecords in
-                    guard let self else { return }
-                    if !events.isEmpty { publish(.events(events)) }
-                    if let table = statusTable.withLock({ $0 }) { statusRecords.forEach(table.release) }
-                },
+                recorded: { [weak self] events, statusRecords in self?.recorded(events, freeing: statusRecords) },
                 notRecorded: { [weak self] transitions in self?.publishUnrecorded(transitions) }))
         self.writer.withLock { $0 = writer }
         launcher.deliver { [self] event in
@@ -384,13 +380,18 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     ) {
         defer { done.forEach { $0() } }
         do {
-            let applied = try registry.apply(transitions, saving: rows)
-            if !applied.isEmpty { publish(.events(applied)) }
-            if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
+            recorded(try registry.apply(transitions, saving: rows), freeing: consumed)
         } catch {
             FileHandle.standardError.write(Data("necro: a turn's records were lost: neither the journal \(journal.path) nor the registry took them: \(error)\n".utf8))
             publishUnrecorded(transitions)
         }
+    }
+
+    /// A turn is in the registry: observers are told its events, and the supervisors' status
+    /// records of the exits it recorded are free for other runners.
+    private func recorded(_ events: [EventRecord], freeing statusRecords: [StatusRecord]) {
+        if !events.isEmpty { publish(.events(events)) }
+        if let table = statusTable.withLock({ $0 }) { statusRecords.forEach(table.release) }
     }
 
     /// Tells observers of events the registry could not take yet (they have no id: 0).

@@ -130,16 +130,12 @@ final class RecordWriter: Sendable {
     private func record(_ backlog: inout Backlog) {
         do {
             if backlog.told > 0 {
-                try registry.applyOnce(backlog.turns[..<backlog.told].compactMap(\.batch), forgetting: backlog.forgetting)
-                backlog.forgetting = nil
-                finished(backlog.turns[..<backlog.told], events: [], &backlog)
+                try apply(backlog.turns[..<backlog.told], telling: false, &backlog)
                 backlog.turns.removeFirst(backlog.told)
                 backlog.told = 0
             }
             if !backlog.turns.isEmpty {
-                let events = try registry.applyOnce(backlog.turns.compactMap(\.batch), forgetting: backlog.forgetting)
-                backlog.forgetting = nil
-                finished(backlog.turns[...], events: events, &backlog)
+                try apply(backlog.turns[...], telling: true, &backlog)
                 backlog.turns.removeAll(keepingCapacity: true)
             }
         } catch {
@@ -151,9 +147,13 @@ final class RecordWriter: Sendable {
         emptyJournal(&backlog)
     }
 
-    private func finished(_ turns: ArraySlice<Turn>, events: [EventRecord], _ backlog: inout Backlog) {
+    /// Applies `turns` in one transaction, with the replay marks to forget, and lets them go: their
+    /// status records freed, their events told (if `telling`), whoever waits on them answered.
+    private func apply(_ turns: ArraySlice<Turn>, telling: Bool, _ backlog: inout Backlog) throws {
+        let events = try registry.applyOnce(turns.compactMap(\.batch), forgetting: backlog.forgetting)
+        backlog.forgetting = nil
         backlog.recordedSinceEmpty += turns.lazy.filter { $0.batch != nil }.count
-        observers.recorded(events, turns.flatMap(\.statusRecords))
+        observers.recorded(telling ? events : [], turns.flatMap(\.statusRecords))
         for turn in turns { turn.done.forEach { $0() } }
     }
 
@@ -163,16 +163,13 @@ final class RecordWriter: Sendable {
         let catchUp = journal.size > journalLimit
         let emptied = journal.empty(ifHolding: backlog.recordedSinceEmpty) { count in
             guard catchUp else { return count }
-            var late = Backlog()
-            late.turns = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
-            guard !late.turns.isEmpty else { return count }
+            let late = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
+            guard !late.isEmpty else { return count }
             do {
-                let events = try registry.applyOnce(late.turns.compactMap(\.batch), forgetting: backlog.forgetting)
-                backlog.forgetting = nil
-                finished(late.turns[...], events: events, &late)
-                return count + late.recordedSinceEmpty
+                try apply(late[...], telling: true, &backlog)
+                return backlog.recordedSinceEmpty
             } catch {
-                queue.withLock { $0.turns.insert(contentsOf: late.turns, at: 0) }  // tried again with the next turns
+                queue.withLock { $0.turns.insert(contentsOf: late, at: 0) }  // tried again with the next turns
                 return count
             }
         }
