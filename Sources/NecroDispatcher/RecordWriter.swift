@@ -10,6 +10,11 @@ import Synchronization
 /// request answered once its change is recorded) is let go once it is in the registry. If the
 /// registry cannot be written, the turns stay in the journal and are tried again every
 /// `retryInterval`, or as soon as more come.
+///
+/// A writer that keeps up would make a transaction of every turn, each a commit: turns nobody
+/// waits on are gathered for up to `gatherInterval` after the last transaction, so that a busy
+/// dispatcher makes at most a few hundred a second. A turn somebody waits on (an API request), a
+/// flush and the end go in at once.
 final class RecordWriter: Sendable {
     /// A journalled turn: its batch (nil for a turn that recorded nothing), the status records its
     /// runners' exits free once it is recorded, and whom it lets go.
@@ -29,6 +34,7 @@ final class RecordWriter: Sendable {
     private let journal: EventJournal
     private let observers: Observers
     private let retryInterval: Duration
+    private let gatherInterval: Duration
     /// The journal is emptied, with the loop held for a moment, once it is past this size.
     private let journalLimit: Int
     private let queue = Mutex(Queue())
@@ -39,16 +45,20 @@ final class RecordWriter: Sendable {
         var turns: [Turn] = []
         var flushes: [DispatchSemaphore] = []
         var stopping = false
+
+        /// Whether what is queued may wait for more turns: nobody waits on it.
+        var mayGather: Bool { !turns.isEmpty && !stopping && flushes.isEmpty && turns.allSatisfy(\.done.isEmpty) }
     }
 
     init(
         registry: any Registry, journal: EventJournal, observers: Observers, retryInterval: Duration = .milliseconds(200),
-        journalLimit: Int = 8 << 20
+        gatherInterval: Duration = .milliseconds(5), journalLimit: Int = 8 << 20
     ) {
         self.registry = registry
         self.journal = journal
         self.observers = observers
         self.retryInterval = retryInterval
+        self.gatherInterval = gatherInterval
         self.journalLimit = journalLimit
         let thread = Thread { [self] in run() }
         thread.name = "necro-recorder"
@@ -96,12 +106,14 @@ final class RecordWriter: Sendable {
 
     private func run() {
         var backlog = Backlog()
+        var lastTransaction = ContinuousClock.now
         while true {
             if backlog.turns.isEmpty {
                 wake.wait()
             } else {
-                _ = wake.wait(timeout: .now() + .milliseconds(Int(retryInterval / .milliseconds(1))))
+                _ = wake.wait(timeout: Self.dispatchTime(after: retryInterval))
             }
+            gather(until: lastTransaction + gatherInterval)
             let (turns, flushes, stopping) = queue.withLock { queue in
                 defer {
                     queue.turns.removeAll(keepingCapacity: true)
@@ -110,7 +122,10 @@ final class RecordWriter: Sendable {
                 return (queue.turns, queue.flushes, queue.stopping)
             }
             backlog.turns += turns
-            if !backlog.turns.isEmpty { record(&backlog) }
+            if !backlog.turns.isEmpty {
+                record(&backlog)
+                lastTransaction = .now
+            }
             for flush in flushes { flush.signal() }
             if stopping {
                 // Whatever was queued while the last record was made.
@@ -123,6 +138,21 @@ final class RecordWriter: Sendable {
                 return
             }
         }
+    }
+
+    /// Waits until `deadline` for more turns to share the next transaction, unless somebody waits
+    /// on what is queued (then, or as soon as somebody does, it goes in at once).
+    private func gather(until deadline: ContinuousClock.Instant) {
+        while queue.withLock({ $0.mayGather }) {
+            let left = deadline - .now
+            guard left > .zero else { return }
+            _ = wake.wait(timeout: Self.dispatchTime(after: left))
+        }
+    }
+
+    private static func dispatchTime(after duration: Duration) -> DispatchTime {
+        let (seconds, attoseconds) = duration.components
+        return .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
     }
 
     /// Records the backlog in one transaction (the turns told as not recorded in one of their own,

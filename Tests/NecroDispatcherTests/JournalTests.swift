@@ -55,32 +55,37 @@ private final class Recording: Sendable {
     let recorded = Log<EventRecord>()
     let notRecorded = Log<Transition>()
     let freed = Log<StatusRecord>()
+    /// The registry's transactions that recorded turns (one call of the observers each): the
+    /// events of each.
+    let transactions = Log<Int>()
     let writer: RecordWriter
 
-    init(journalLimit: Int = 8 << 20) throws {
+    init(journalLimit: Int = 8 << 20, gatherInterval: Duration = .milliseconds(5)) throws {
         dir = try TemporaryDirectory("journal")
         registry = try SQLiteRegistry(path: dir.file("registry.sqlite"), busyTimeout: .milliseconds(20))
         try registry.importTaskSet(TaskSetSpec(name: "s", tasks: [TaskSpec(id: "a", title: "A")]), source: nil)
         journal = EventJournal(registry: registry.path)
-        let (recorded, notRecorded, freed) = (self.recorded, self.notRecorded, self.freed)
+        let (recorded, notRecorded, freed, transactions) = (self.recorded, self.notRecorded, self.freed, self.transactions)
         writer = RecordWriter(
             registry: registry, journal: journal,
             observers: .init(
                 recorded: { events, records in
+                    transactions.items.withLock { $0.append(events.count) }
                     recorded.items.withLock { $0 += events }
                     freed.items.withLock { $0 += records }
                 },
                 notRecorded: { transitions in notRecorded.items.withLock { $0 += transitions } }),
-            retryInterval: .milliseconds(20), journalLimit: journalLimit)
+            retryInterval: .milliseconds(20), gatherInterval: gatherInterval, journalLimit: journalLimit)
     }
 
-    /// Journals a turn with one event on task a, as the dispatcher's loop does.
+    /// Journals a turn with one event on task a, as the dispatcher's loop does; `done`, if given,
+    /// waits on it.
     @discardableResult
-    func turn(_ n: Int, done: @escaping @Sendable () -> Void = {}) -> Bool {
+    func turn(_ n: Int, done: (@Sendable () -> Void)? = nil) -> Bool {
         journal.append(
             [Transition(spec: "s", task: "a", events: [NewEvent(EventType("Step"), payload: ["n": .int(n)])])], runners: [], reason: "turn"
         ) { batch in
-            writer.enqueue(.init(batch: batch, statusRecords: [StatusRecord(path: "table", offset: n)], done: [done]))
+            writer.enqueue(.init(batch: batch, statusRecords: [StatusRecord(path: "table", offset: n)], done: done.map { [$0] } ?? []))
         }
     }
 
@@ -175,6 +180,30 @@ extension JournalTests {
         r.writer.flush()
         #expect(emptied == 2, "emptied while turns kept coming")
         #expect(try r.steps() == Array(1...turns))
+        #expect(r.journal.size == 0)
+    }
+
+    @Test func turnsNobodyWaitsOnShareATransactionAndOneSomebodyWaitsOnGoesInAtOnce() throws {
+        // Gathered for an hour: only a waiter, a flush or the end can take them in.
+        let r = try Recording(gatherInterval: .seconds(3600))
+        defer {
+            r.journal.close()
+            r.dir.remove()
+        }
+        for n in 1...3 { r.turn(n) }
+        #expect(try r.steps().isEmpty, "turns nobody waits on are gathered")
+        let answered = DispatchSemaphore(value: 0)
+        r.turn(4) { answered.signal() }
+        #expect(answered.wait(timeout: .now() + 10) == .success, "a turn somebody waits on goes in at once")
+        #expect(try r.steps() == [1, 2, 3, 4])
+        #expect(r.transactions.items.withLock { $0 } == [4], "with the turns gathered before it, in one transaction")
+        r.turn(5)
+        r.writer.flush()
+        #expect(try r.steps() == [1, 2, 3, 4, 5], "a flush takes in what is gathered")
+        r.turn(6)
+        r.writer.finish()  // (the writer's own: `finish()` would stop it twice)
+        #expect(try r.steps() == Array(1...6), "so does the end")
+        #expect(r.transactions.items.withLock { $0 } == [4, 1, 1])
         #expect(r.journal.size == 0)
     }
 
