@@ -327,7 +327,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var transitions: [Transition] = []
         for action in actions {
             switch action {
-            case .record(let batch): transitions += batch
+            case .record(let batch):
+                transitions += batch
+                noteCheckpoints(batch)
             // Its row, with the record its supervisor will write its status to, is saved with its
             // assignment: recovery finds every runner that may have started.
             case .launch(let request): saveRunner(runnerRow(request))
@@ -512,12 +514,25 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status, nice: pool?.nice ?? 0))
     }
 
-    /// The payload of the task's last `checkpoint_commit`, if a runner reported one.
+    /// The payload of the task's last `checkpoint_commit`, if a runner reported one: the last this
+    /// dispatcher recorded, else the registry's (which has every earlier one: the journal is
+    /// replayed before a run). Neither waits for the turns on their way to the registry.
     private func lastCheckpoint(of task: TaskKey) -> [String: JSONValue]? {
-        writer.withLock { $0 }?.flush()  // the turns that recorded it, if they are not in yet
+        if let recorded = checkpoints.withLock({ $0[task] }) { return recorded }
         let events = (try? registry.events(EventQuery(spec: task.spec, task: task.id))) ?? []
         return events.last { $0.type == .checkpointCommit }?.payload
     }
+
+    /// Keeps the last checkpoint of each task a turn records.
+    private func noteCheckpoints(_ transitions: [Transition]) {
+        for transition in transitions {
+            guard let id = transition.task, let last = transition.events.last(where: { $0.type == .checkpointCommit }) else { continue }
+            checkpoints.withLock { $0[TaskKey(spec: transition.spec, id: id)] = last.payload }
+        }
+    }
+
+    /// The last checkpoint of each task, as recorded by this dispatcher's turns.
+    private let checkpoints = Mutex<[TaskKey: [String: JSONValue]]>([:])
 
     /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease
     /// began keeps the runner; none means it is lost.

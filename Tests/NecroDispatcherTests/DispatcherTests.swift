@@ -271,6 +271,41 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(try bench.registry.events(EventQuery(task: "b")).contains { $0.type == .runnerTimedOut } == false)
     }
 
+    @Test func aRetriedAttemptGetsTheLastCheckpointWithoutWaitingForTheRegistry() async throws {
+        let bench = try Bench(busyTimeout: .milliseconds(50))
+        defer { bench.finish() }
+        let spec = TaskSetSpec(name: "resume", tasks: [task("t")])
+        try bench.registry.importTaskSet(spec, source: nil)
+        #expect(mkfifo(bench.dir.file("gate"), 0o644) == 0)
+        // Attempt 1 waits at the gate and fails; attempt 2 keeps the context it was given.
+        let script = #"if [ "$NECRO_ATTEMPT" = 1 ]; then read line < "$GATE"; exit 1; fi; printf '%s' "$TASK_CONTEXT" > "$CONTEXT""#
+        var configuration = bench.configuration(script)
+        configuration.pools[0].environment["GATE"] = bench.dir.file("gate")
+        configuration.pools[0].environment["CONTEXT"] = bench.dir.file("context.json")
+        let dispatcher = Dispatcher(
+            configuration: configuration, registry: bench.registry, launcher: bench.launcher, clock: ContinuousClock(), paths: bench.paths)
+        var updates = dispatcher.updates().makeAsyncIterator()
+        let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "resume"))]) }
+        var runner: RunnerID?
+        while runner == nil, let update = await next(&updates) {
+            guard case .events(let batch) = update, let started = batch.first(where: { $0.type == .runnerStarted }) else { continue }
+            if case .string(let id)? = started.payload["runner_id"] { runner = RunnerID(id) }
+        }
+        let first = try #require(runner)
+        // From here the registry cannot be written: the checkpoint is in the journal only.
+        let lock = try WriteLock(path: bench.registry.path)
+        dispatcher.send(.runnerReported(first, [NewEvent(.checkpointCommit, payload: ["checkpoint_id": "after-step-2", "sequence_number": 2])]))
+        let gate = open(bench.dir.file("gate"), O_WRONLY)
+        _ = write(gate, "go\n", 3)
+        close(gate)
+        let outcome = try await run.value
+        lock.release()
+        #expect(outcome.succeeded)
+        let context = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: URL(fileURLWithPath: bench.dir.file("context.json"))))
+        #expect(context["checkpoint"]?["checkpoint_id"] == "after-step-2", "the checkpoint the dispatcher recorded, though not in the registry yet")
+        #expect(context["checkpoint"]?["sequence_number"] == 2)
+    }
+
     @Test func recordsGoToTheFallbackJournalWhileTheRegistryIsLockedAndAreReplayed() async throws {
         let bench = try Bench(busyTimeout: .milliseconds(50))
         defer { bench.finish() }
