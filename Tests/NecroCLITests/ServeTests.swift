@@ -46,13 +46,6 @@ func curl(_ arguments: [String]) throws -> String {
     try runProcess("/usr/bin/curl", ["-s", "-f"] + arguments).stdout
 }
 
-/// Opens a FIFO the runner waits on, and writes a line: the runner goes on.
-func release(_ fifo: String) {
-    let gate = open(fifo, O_WRONLY)
-    _ = write(gate, "x\n", 2)
-    close(gate)
-}
-
 /// Scrapes until `ready` holds of the samples (up to 10 s), and returns the last scrape.
 private func scrape(_ url: String, until ready: ([String: Double]) -> Bool) throws -> [String: Double] {
     var samples = try scrape(url)

@@ -295,9 +295,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         // From here the registry cannot be written: the checkpoint is in the journal only.
         let lock = try WriteLock(path: bench.registry.path)
         dispatcher.send(.runnerReported(first, [NewEvent(.checkpointCommit, payload: ["checkpoint_id": "after-step-2", "sequence_number": 2])]))
-        let gate = open(bench.dir.file("gate"), O_WRONLY)
-        _ = write(gate, "go\n", 3)
-        close(gate)
+        release(bench.dir.file("gate"))
         let outcome = try await run.value
         lock.release()
         #expect(outcome.succeeded)
@@ -351,9 +349,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let all = try copied.runners(runningOnly: false)
         #expect(all.count == 4, "and the three that ended: \(all.map { ($0.id, $0.state) })")
         lock.release()
-        let gate = open(bench.dir.file("gate"), O_WRONLY)
-        _ = write(gate, "go\n", 3)
-        close(gate)
+        release(bench.dir.file("gate"))
         let outcome = try await run.value
         #expect(outcome.succeeded)
         #expect(!FileManager.default.fileExists(atPath: bench.registry.path + ".fallback.jsonl"), "replayed, then emptied")

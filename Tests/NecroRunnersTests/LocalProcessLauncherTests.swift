@@ -223,9 +223,7 @@ private struct Fixture {
         let id = f.start("alone", ["/bin/sh", "-c", #"read line < "$0"; echo done"#, f.dir.file("go")], supervised: true)
         let pid = try #require(await f.startedPid(id))
         f.launcher.shutdown()  // as if the dispatcher were gone
-        let go = open(f.dir.file("go"), O_WRONLY)
-        _ = write(go, "x\n", 2)
-        close(go)
+        release(f.dir.file("go"))
         var status: Int32 = 0
         #expect(waitpid(pid, &status, 0) == pid)  // the test process is the parent: it waits for it
         #expect(f.status("alone") == .exited(code: 0))

@@ -90,9 +90,7 @@ private struct StreamReader {
                 count += 1
                 if count == 100 { break }
             }
-            let gate = open(f.dir.file("go"), O_WRONLY)
-            _ = write(gate, "x\n", 2)
-            close(gate)
+            release(f.dir.file("go"))
             var all: [StreamReader.Result] = []
             for try await result in group { all.append(result) }
             return all

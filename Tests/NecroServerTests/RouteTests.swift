@@ -114,9 +114,7 @@ import Testing
         #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "failing" } != nil)
         #expect(try f.registry.poolSettings()["local"] == true, "remembered for the next start")
 
-        let gate = open(f.dir.file("go"), O_WRONLY)
-        _ = write(gate, "x\n", 2)
-        close(gate)
+        release(f.dir.file("go"))
         #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "other" } != nil)
         await f.finish()
     }

@@ -74,9 +74,7 @@ call() { curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Beare
         #expect(badBody.status == 400 && badBody.json?["error"]?["field"] == "events[0].span_id")
         let noCheckpointID = try await f.call(.POST, "/v1/runners/\(peer.rawValue)/checkpoints", token: f.keys.token(for: peer), body: "{}")
         #expect(noCheckpointID.json?["error"]?["field"] == "checkpoint_id")
-        let gate = open(f.dir.file("go"), O_WRONLY)
-        _ = write(gate, "x\n", 2)
-        close(gate)
+        release(f.dir.file("go"))
         #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "peer" } != nil)
         await f.finish()
     }
