@@ -178,6 +178,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var pid: pid_t = 0
         var pidfd: Int32 = -1
         var block: SupervisorBlock?
+        let before = ProcessIdentity.bootTicks()
         let error = withCStrings(launch.argv) { argv in
             withCEnvironment(launch.environment) { envp in
                 // The supervisor works in the runner's folder: its paths must not depend on ours.
@@ -209,6 +210,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 return error
             }
         }
+        let after = ProcessIdentity.bootTicks()
         close(writeEnd)
         guard error == 0 else {
             close(readEnd)
@@ -216,7 +218,10 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             report(.exited(launch.runner, .launchFailed(why)))
             return
         }
-        report(.started(launch.runner, pid: pid, startTime: ProcessIdentity.startTime(of: pid)))
+        // The process started between the two readings of the boot clock: when both fall in the
+        // same tick, that is its start time, with no read of /proc on every start.
+        let startTime = before == after ? before : ProcessIdentity.startTime(of: pid)
+        report(.started(launch.runner, pid: pid, startTime: startTime))
         let token = state.withLock { state -> UInt64 in
             let token = state.nextToken
             state.nextToken += 1
@@ -263,7 +268,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 
     /// Creates the folder of `file` the first time it is seen (few such folders: logs, statuses).
     private func ensureFolder(of file: String) {
-        let folder = (file as NSString).deletingLastPathComponent
+        guard let slash = file.utf8.lastIndex(of: UInt8(ascii: "/")) else { return }
+        let folder = slash == file.startIndex ? "/" : String(file[..<slash])
         if createdFolders.withLock({ $0.insert(folder).inserted }) {
             try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
@@ -285,6 +291,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 
     private func loop() {
         var tokens = [UInt64](repeating: 0, count: 64)
+        // What pipes hold is read into this, one buffer for the thread (not a new one per read).
+        var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let count = tokens.withUnsafeMutableBufferPointer { necro_epoll_wait(epoll, $0.baseAddress, 64, -1) }
             if state.withLock({ $0.stopping }) { return }
@@ -293,9 +301,9 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 if token == Self.inotifyToken {
                     logsGrew()
                 } else if token & 1 == 0 {
-                    drain(token >> 1)
+                    drain(token >> 1, into: &buffer)
                 } else {
-                    reap(token >> 1)
+                    reap(token >> 1, buffer: &buffer)
                 }
             }
         }
@@ -303,8 +311,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 
     /// Reads what the pipe holds into the log; returns false at end of file.
     @discardableResult
-    private func drain(_ token: UInt64) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 65_536)
+    private func drain(_ token: UInt64, into buffer: inout [UInt8]) -> Bool {
         var pipeOpen = true
         var report: (RunnerID, String)?
         state.withLock { state in
@@ -359,7 +366,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
     }
 
-    private func reap(_ token: UInt64) {
+    private func reap(_ token: UInt64, buffer: inout [UInt8]) {
         if state.withLock({ $0.byToken[token]?.adopted }) != nil {
             finishAdopted(token)
             return
@@ -371,7 +378,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         // What it wrote before exiting is in the pipe: take it (a background child may keep the
         // pipe open, so read what is there, do not wait for the end).
         if state.withLock({ ($0.byToken[token]?.pipe ?? -1) >= 0 }) {
-            drain(token)
+            drain(token, into: &buffer)
             stopWatchingPipe(token)
         }
         var exit: RunnerExit = (status & 0x7f) == 0 ? .exited(code: (status >> 8) & 0xff) : .signalled(status & 0x7f)
@@ -547,6 +554,16 @@ func errnoText() -> String { String(cString: strerror(errno)) }
 
 /// Tells a process from a later one with the same pid.
 public enum ProcessIdentity {
+    /// The boot clock in the ticks of `/proc/PID/stat`'s start time (which the kernel takes from
+    /// this clock as it creates a process).
+    public static func bootTicks() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &now)
+        return (UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)) / nanosecondsPerTick
+    }
+
+    private static let nanosecondsPerTick = 1_000_000_000 / UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
+
     /// The process's start time in clock ticks since boot (`/proc/PID/stat`, field 22). Read with
     /// plain system calls: it is taken at every runner's start.
     public static func startTime(of pid: Int32) -> UInt64? {

@@ -206,6 +206,30 @@ private struct Fixture {
         #expect(!ProcessIdentity.isAlive(pid: pid, startTime: start + 1))
     }
 
+    @Test func theStartTimeOfEachStartIsTheOneProcReports() async throws {
+        var f = try Fixture()
+        defer { f.finish() }
+        #expect(mkfifo(f.dir.file("go"), 0o644) == 0)
+        let ids = (0..<20).map { i in
+            f.start("wait-\(i)", ["/bin/sh", "-c", #"read line < "$0""#, f.dir.file("go")], supervised: i % 2 == 0)
+        }
+        var started: [RunnerID: (pid: Int32, startTime: UInt64?)] = [:]
+        while started.count < ids.count, let event = await next(&f.events) {
+            if case .started(let id, let pid, let startTime) = event { started[id] = (pid, startTime) }
+        }
+        // Read while every one of them is alive: the pid cannot have been reused.
+        for id in ids {
+            let runner = try #require(started[id])
+            #expect(runner.startTime != nil && runner.startTime == ProcessIdentity.startTime(of: runner.pid), "\(id)")
+        }
+        release(f.dir.file("go"))
+        var exited = 0
+        while exited < ids.count, let event = await next(&f.events) {
+            if case .exited = event { exited += 1 }
+        }
+        #expect(exited == ids.count)
+    }
+
     @Test func aSupervisedRunnerLeavesItsExitStatusBehind() async throws {
         var f = try Fixture()
         defer { f.finish() }
