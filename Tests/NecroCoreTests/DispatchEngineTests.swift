@@ -1,4 +1,4 @@
-import NecroCore
+@testable import NecroCore
 import NecroTesting
 import Testing
 
@@ -347,6 +347,21 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         h.send(.runnerExited(h.runner("a"), .signalled(15)))
         #expect(h.states["a"] == .cancelled && h.states["b"] == .blocked)
         #expect(h.outcome?.succeeded == false)
+    }
+
+    @Test func aCancelledQueuedTaskLeavesNoRecordOfItsWaitBehind() {
+        var config = configuration(attempts: 1)
+        config.pools = [pool("local", 1)]
+        var h = Harness(config)
+        h.load(spec([task("a"), task("b"), task("c")]))
+        let running = Set(h.requests.values.map(\.task.id.rawValue))
+        let queued = ["a", "b", "c"].filter { !running.contains($0) }
+        #expect(running.count == 1 && queued.count == 2, "one runs, two wait in the queue")
+        #expect(Set(h.engine.queuedSince.keys.map(\.id.rawValue)) == Set(queued))
+        for id in queued { h.send(.cancel(TaskKey(spec: "s", id: TaskID(id)))) }
+        #expect(queued.allSatisfy { h.states[TaskID($0)] == .cancelled })
+        #expect(h.engine.scheduler.queue.count == 0)
+        #expect(h.engine.queuedSince.isEmpty, "\(h.engine.queuedSince)")
     }
 
     @Test func retryPutsAFailedTaskBackWithFreshAttempts() {

@@ -127,6 +127,12 @@ extension DispatchEngine {
         }
     }
 
+    /// Takes a task out of the ready queue, with when it was queued: it will not be assigned.
+    mutating func dequeue(_ key: TaskKey) {
+        scheduler.queue.remove(key)
+        queuedSince[key] = nil
+    }
+
     /// Everything that waits on a failed or cancelled task is blocked, and says why.
     mutating func blockDependents(of key: TaskKey, _ index: Int) {
         let graph = sets[key.spec]!.tracker.graph
@@ -136,7 +142,7 @@ extension DispatchEngine {
             let state = sets[key.spec]!.states[dependent]
             guard !state.isTerminal, state != .running, sets[key.spec]!.reasons[dependent] != reason else { continue }
             let dependentKey = TaskKey(spec: key.spec, id: graph.ids[dependent])
-            scheduler.queue.remove(dependentKey)
+            dequeue(dependentKey)
             change(
                 dependentKey, dependent, to: .blocked, reason: .some(reason),
                 events: [NewEvent(.taskBlocked, payload: ["reason": .string(reason), "failed_dependency": .string(key.id.rawValue)])])
@@ -160,7 +166,7 @@ extension DispatchEngine {
             stop(id, reason: "cancelled", event: runner)
             return
         }
-        scheduler.queue.remove(key)
+        dequeue(key)
         pendingRetries.remove(key)
         change(key, index, to: .cancelled, reason: .some("cancelled"), events: [NewEvent(.taskCancelled)])
         blockDependents(of: key, index)
