@@ -42,20 +42,47 @@ func describe(_ e: EventRecord) -> String? {
     }
 }
 
-/// Shows a run as it goes.
-final class RunDisplay: Sendable {
-    enum Mode { case json, plain, terminal }
-
-    private struct Running {
+/// The runners a live display shows, each with the last line it printed.
+///
+/// A runner's output is published as it is read, its assignment once the turn that made it is
+/// recorded: the first line can come before the runner is known. It is kept until then.
+struct LiveRunners {
+    struct Runner {
         var task: TaskID
         var pool: String
         var started: Date
         var lastLine = ""
     }
 
+    private(set) var running: [RunnerID: Runner] = [:]
+    /// Last lines of runners whose assignment has not come yet.
+    private var early: [RunnerID: String] = [:]
+
+    mutating func assigned(_ id: RunnerID, task: TaskID, pool: String, at time: Date) {
+        running[id] = Runner(task: task, pool: pool, started: time, lastLine: early.removeValue(forKey: id) ?? "")
+    }
+
+    mutating func finished(_ id: RunnerID) {
+        running[id] = nil
+        early[id] = nil
+    }
+
+    mutating func output(_ id: RunnerID, _ line: String) {
+        if running[id] != nil {
+            running[id]!.lastLine = line
+        } else {
+            early[id] = line
+        }
+    }
+}
+
+/// Shows a run as it goes.
+final class RunDisplay: Sendable {
+    enum Mode { case json, plain, terminal }
+
     private struct State {
         var counts: [TaskState: Int] = [:]
-        var running: [RunnerID: Running] = [:]
+        var runners = LiveRunners()
         var drawnLines = 0
         var lastDraw = Date.distantPast
         /// Set when the run ends: the live block is gone for good.
@@ -86,7 +113,7 @@ final class RunDisplay: Sendable {
         for await update in updates {
             switch update {
             case .events(let events): events.forEach(show)
-            case .output(let runner, let line): state.withLock { $0.running[runner]?.lastLine = line }
+            case .output(let runner, let line): state.withLock { $0.runners.output(runner, line) }
             case .finished:
                 clear()
                 state.withLock { $0.finished = true }
@@ -115,10 +142,10 @@ final class RunDisplay: Sendable {
     private func track(_ event: EventRecord) {
         state.withLock { state in
             if event.type == .taskAssigned, let id = event.payload["runner_id"]?.stringValue, let task = event.taskID {
-                state.running[RunnerID(id)] = Running(task: task, pool: event.payload["pool_name"]?.stringValue ?? "?", started: Date())
+                state.runners.assigned(RunnerID(id), task: task, pool: event.payload["pool_name"]?.stringValue ?? "?", at: Date())
             }
             if event.type == .runnerFinished, let id = event.payload["runner_id"]?.stringValue {
-                state.running[RunnerID(id)] = nil
+                state.runners.finished(RunnerID(id))
             }
             if event.type == .taskCompleted, event.payload["group"] == nil { state.counts[.done, default: 0] += 1 }
             if event.type == .taskFailed { state.counts[.failed, default: 0] += 1 }
@@ -147,10 +174,10 @@ final class RunDisplay: Sendable {
         clear()
         let total = spec.tasks.filter { !$0.isGroup }.count
         var lines = [
-            "── \(spec.name): \(snapshot.counts[.done] ?? 0)/\(total) done, \(snapshot.running.count) running, "
+            "── \(spec.name): \(snapshot.counts[.done] ?? 0)/\(total) done, \(snapshot.runners.running.count) running, "
                 + "\(snapshot.counts[.failed] ?? 0) failed · \(Int(now.timeIntervalSince(started))) s"
         ]
-        for (_, runner) in snapshot.running.sorted(by: { $0.value.task < $1.value.task }).prefix(20) {
+        for (_, runner) in snapshot.runners.running.sorted(by: { $0.value.task < $1.value.task }).prefix(20) {
             let elapsed = Int(now.timeIntervalSince(runner.started))
             lines.append("   \(runner.task)  \(runner.pool)  \(elapsed) s  \(runner.lastLine.prefix(80))")
         }
