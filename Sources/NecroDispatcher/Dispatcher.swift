@@ -519,8 +519,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// replayed before a run). Neither waits for the turns on their way to the registry.
     private func lastCheckpoint(of task: TaskKey) -> [String: JSONValue]? {
         if let recorded = checkpoints.withLock({ $0[task] }) { return recorded }
-        let events = (try? registry.events(EventQuery(spec: task.spec, task: task.id))) ?? []
-        return events.last { $0.type == .checkpointCommit }?.payload
+        let query = EventQuery(spec: task.spec, task: task.id, type: .checkpointCommit, limit: 1, newestFirst: true)
+        return (try? registry.events(query))?.first?.payload
     }
 
     /// Keeps the last checkpoint of each task a turn records.

@@ -144,6 +144,7 @@ extension NecroAPI {
         guard event.id > 0 else { return false }  // not recorded yet (the registry could not be written): it comes with its id later
         if let spec = query.spec, event.spec != spec { return false }
         if let task = query.task, event.taskID != task { return false }
+        if let type = query.type, event.type != type { return false }
         return true
     }
 

@@ -284,7 +284,7 @@ public final class NecroAPI: Sendable {
 
     private func poolType(_ name: String) -> String { dispatcher.configuration.pool(named: name)?.type.name ?? "local-process" }
 
-    /// `?after=ID&spec=…&task=…&limit=N` (the task's spec is needed to tell tasks of different
+    /// `?after=ID&spec=…&task=…&type=…&limit=N` (the task's spec is needed to tell tasks of different
     /// specs with one id apart; without it, every spec's).
     func eventQuery(_ request: Request, defaultLimit: Int?) throws -> EventQuery {
         let query = request.uri.queryParameters
@@ -293,7 +293,9 @@ public final class NecroAPI: Sendable {
             return value
         } ?? 0
         let limit = try Self.positiveInteger(request, "limit").map { min($0, 100_000) } ?? defaultLimit
-        return EventQuery(after: after, spec: query.get("spec"), task: query.get("task").map { TaskID($0) }, limit: limit)
+        return EventQuery(
+            after: after, spec: query.get("spec"), task: query.get("task").map { TaskID($0) },
+            type: query.get("type").map { EventType($0) }, limit: limit)
     }
 
     /// The query parameter `name` as a positive integer, nil if absent; anything else is a 400.

@@ -87,6 +87,20 @@ private final class LineReader: @unchecked Sendable {  // used from one test at 
         #expect(follower.process.isRunning, "it goes on following")
     }
 
+    @Test func eventsPrintsOnlyTheTypeAskedFor() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file(".necro/registry.sqlite")
+        let registry = try SQLiteRegistry(path: path)
+        try registry.importTaskSet(
+            TaskSetSpec(name: "s", tasks: [TaskSpec(id: "a", title: "A"), TaskSpec(id: "b", title: "B", dependencies: ["a"])]), source: nil)
+        let result = try NecroBinary.run(["events", "--registry", path, "--type", "TaskReady", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let types = result.stdout.split(separator: "\n").map { line in
+            (try? JSONDecoder().decode([String: JSONValue].self, from: Data(line.utf8)))?["event_type"]
+        }
+        #expect(types == [.string("TaskReady")], "only a is ready: \(result.stdout)")
+    }
+
     @Test func validateSummarisesTheExample() throws {
         let result = try NecroBinary.run(["validate", "\(example)/tasks.md"])
         #expect(result.status == 0, "\(result.stderr)")

@@ -47,6 +47,25 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         #expect(try registry.taskSets().map(\.version) == [1])
     }
 
+    @Test func eventsOfOneTypeComeOldestOrNewestFirst() throws {
+        let dir = try TemporaryDirectory()
+        let registry = try openRegistry(dir)
+        try registry.importTaskSet(TaskSetSpec(name: "s", tasks: [TaskSpec(id: "a", title: "A")]), source: nil)
+        for step in 1...3 {
+            try registry.apply([
+                Transition(spec: "s", task: "a", events: [
+                    NewEvent(.checkpointCommit, payload: ["step": .int(step)]), NewEvent(EventType("progress"), payload: ["step": .int(step)]),
+                ])
+            ])
+        }
+        let checkpoints = try registry.events(EventQuery(spec: "s", task: "a", type: .checkpointCommit))
+        #expect(checkpoints.map(\.type) == [.checkpointCommit, .checkpointCommit, .checkpointCommit])
+        #expect(checkpoints.map { $0.payload["step"] } == [1, 2, 3])
+        let newest = try registry.events(EventQuery(spec: "s", task: "a", type: .checkpointCommit, limit: 1, newestFirst: true))
+        #expect(newest.map { $0.payload["step"] } == [3])
+        #expect(try registry.events(EventQuery(spec: "s", newestFirst: true)).map(\.id) == registry.events(EventQuery(spec: "s")).map(\.id).reversed())
+    }
+
     @Test func theRegistryIsInWALMode() throws {
         let dir = try TemporaryDirectory()
         let registry = try openRegistry(dir)

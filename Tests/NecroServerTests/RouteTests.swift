@@ -58,6 +58,8 @@ import Testing
         #expect(Set(events.compactMap { $0["task_id"]?.stringValue }) == ["b"])
         let after = try #require(events.first?["id"]?.intValue)
         #expect(try await f.get("/v1/events?task=b&after=\(after)&limit=1").json?.arrayValue?.first?["seq"] == 2)
+        let assigned = try await f.get("/v1/events?type=TaskAssigned").json?.arrayValue ?? []
+        #expect(assigned.count == 3 && assigned.allSatisfy { $0["event_type"] == "TaskAssigned" }, "\(assigned)")
         #expect(try await f.get("/v1/events?limit=-1").json?["error"]?["field"] == "limit")
         #expect(try await f.get("/v1/events?after=-1").json?["error"]?["field"] == "after")
 

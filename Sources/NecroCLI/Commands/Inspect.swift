@@ -120,6 +120,9 @@ struct Events: AsyncParsableCommand {
     @Option(help: "Only this spec's events.")
     var spec: String?
 
+    @Option(help: "Only events of this type (as in the log: TaskFailed, RunnerTimedOut, checkpoint_commit, …).")
+    var type: String?
+
     @Flag(help: "Keep printing new events as they are recorded.")
     var follow = false
 
@@ -135,7 +138,7 @@ struct Events: AsyncParsableCommand {
         var changes = watch?.changes.makeAsyncIterator()
         var after: Int64 = 0
         while true {
-            let events = try registry.events(EventQuery(after: after, spec: spec, task: task.map { TaskID($0) }, limit: 10_000))
+            let events = try registry.events(EventQuery(after: after, spec: spec, task: task.map { TaskID($0) }, type: type.map { EventType($0) }, limit: 10_000))
             for event in events { print(json ? event.json.jsonText : text(event)) }
             after = events.last?.id ?? after
             if events.count == 10_000 { continue }

@@ -123,13 +123,22 @@ public struct EventQuery: Hashable, Sendable {
     public var after: Int64
     public var spec: String?
     public var task: TaskID?
+    /// Only events of this type.
+    public var type: EventType?
     public var limit: Int?
+    /// The newest first (the `limit` newest, with a limit), instead of the oldest.
+    public var newestFirst: Bool
 
-    public init(after: Int64 = 0, spec: String? = nil, task: TaskID? = nil, limit: Int? = nil) {
+    public init(
+        after: Int64 = 0, spec: String? = nil, task: TaskID? = nil, type: EventType? = nil, limit: Int? = nil,
+        newestFirst: Bool = false
+    ) {
         self.after = after
         self.spec = spec
         self.task = task
+        self.type = type
         self.limit = limit
+        self.newestFirst = newestFirst
     }
 }
 

@@ -151,7 +151,11 @@ public final class SQLiteRegistry: Registry, Sendable {
             sql += " AND task_id = ?"
             arguments += [task.rawValue]
         }
-        sql += " ORDER BY id"
+        if let type = query.type {
+            sql += " AND event_type = ?"
+            arguments += [type.rawValue]
+        }
+        sql += query.newestFirst ? " ORDER BY id DESC" : " ORDER BY id"
         if let limit = query.limit { sql += " LIMIT \(max(0, limit))" }
         let decoder = JSONDecoder()
         return try read { db in
