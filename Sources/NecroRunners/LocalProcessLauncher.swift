@@ -565,7 +565,8 @@ public enum ProcessIdentity {
     private static let nanosecondsPerTick = 1_000_000_000 / UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
 
     /// The process's start time in clock ticks since boot (`/proc/PID/stat`, field 22). Read with
-    /// plain system calls: it is taken at every runner's start.
+    /// plain system calls: recovery reads it for every runner it finds, a start when its spawn
+    /// straddles a tick of the boot clock.
     public static func startTime(of pid: Int32) -> UInt64? {
         let file = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
         guard file >= 0 else { return nil }
