@@ -31,10 +31,15 @@ extension NecroAPI {
         let streamBuffer = self.streamBuffer
         let body = ResponseBody { writer in
             var cursor = StreamCursor(filter: filter, recorded: try registry.lastEventID())
-            // What the client missed, page by page.
-            while case let events = try cursor.missed(from: registry, before: nil), !events.isEmpty {
-                for event in events { try await writer.write(Self.frame(event)) }
+            /// Sends what the registry holds that the stream has not covered, up to `bound`
+            /// (excluded), page by page.
+            func sendMissed(before bound: Int64?) async throws {
+                while case let events = try cursor.missed(from: registry, before: bound), !events.isEmpty {
+                    for event in events { try await writer.write(Self.frame(event)) }
+                }
             }
+            // What the client missed.
+            try await sendMissed(before: nil)
             // Then live, with a keep-alive comment when nothing else goes out. The queue to this
             // client is bounded: a client that cannot keep up is disconnected (and resumes by id).
             let (items, continuation) = AsyncStream.makeStream(of: StreamItem.self, bufferingPolicy: .bufferingOldest(streamBuffer))
@@ -60,16 +65,12 @@ extension NecroAPI {
                     try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 case .update(.events(let batch)):
                     for event in batch where event.id > 0 {
-                        while case let missed = try cursor.missed(from: registry, before: event.id), !missed.isEmpty {
-                            for event in missed { try await writer.write(Self.frame(event)) }
-                        }
+                        try await sendMissed(before: event.id)
                         if cursor.take(event) { try await writer.write(Self.frame(event)) }
                     }
                 case .update(.finished):
                     // What was recorded after the last update (a journal replayed at the end).
-                    while case let events = try cursor.missed(from: registry, before: nil), !events.isEmpty {
-                        for event in events { try await writer.write(Self.frame(event)) }
-                    }
+                    try await sendMissed(before: nil)
                     try await writer.write(ByteBuffer(string: "event: end\ndata: {}\n\n"))
                     break loop
                 case .update(.output):
