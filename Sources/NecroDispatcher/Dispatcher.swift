@@ -250,7 +250,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         writer.finish()
         self.writer.withLock { $0 = nil }
         journal.close()
-        if journal.hasPending { try? journal.replay(into: registry) }
+        try? journal.replay(into: registry)  // (nothing to do unless the writer's last try failed)
         // Every runner's exit is recorded: nothing needs the table any more.
         statusTable.withLock { $0 }?.removeIfUnused()
         publish(.finished(outcome!))

@@ -129,8 +129,7 @@ final class RecordWriter: Sendable {
             for flush in flushes { flush.signal() }
             if stopping {
                 // Whatever was queued while the last record was made.
-                let late = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
-                backlog.turns += late
+                backlog.turns += takeQueuedTurns()
                 if !backlog.turns.isEmpty { record(&backlog) }
                 for turn in backlog.turns { turn.done.forEach { $0() } }
                 queue.withLock { $0.flushes }.forEach { $0.signal() }
@@ -138,6 +137,11 @@ final class RecordWriter: Sendable {
                 return
             }
         }
+    }
+
+    /// The turns queued since the last were taken.
+    private func takeQueuedTurns() -> [Turn] {
+        queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
     }
 
     /// Waits until `deadline` for more turns to share the next transaction, unless somebody waits
@@ -193,7 +197,7 @@ final class RecordWriter: Sendable {
         let catchUp = journal.size > journalLimit
         let emptied = journal.empty(ifHolding: backlog.recordedSinceEmpty) { count in
             guard catchUp else { return count }
-            let late = queue.withLock { queue in defer { queue.turns.removeAll() }; return queue.turns }
+            let late = takeQueuedTurns()
             guard !late.isEmpty else { return count }
             do {
                 try apply(late[...], telling: true, &backlog)
