@@ -178,9 +178,16 @@ public final class NecroAPI: Sendable {
         let format = try Self.specFormat(query.get("format"), contentType: request.headers[.contentType], data: data)
         let name = query.get("name") ?? "spec"
         let file = "request body (\(format))"
+        var order: SpecOrder.Mode?
+        if let text = query.get("order") {
+            guard let mode = SpecOrder.Mode(rawValue: text) else {
+                throw APIError.badRequest("order must be written or declared, found \"\(text)\"", field: "order")
+            }
+            order = mode
+        }
         let loaded: LoadedSpec
         do throws(SpecValidationError) {
-            loaded = try SpecLoader.load(data: data, format: format, file: file, defaultName: name)
+            loaded = try SpecLoader.load(data: data, format: format, file: file, defaultName: name, order: order)
         } catch {
             throw APIError.invalidSpec(error)
         }

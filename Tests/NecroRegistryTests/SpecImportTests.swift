@@ -133,7 +133,8 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
         #expect(byCode[.dependencyCycle]?.first?.location.line == 6)
         #expect(byCode[.wrongType]?.first?.location.line == 10)
         #expect(byCode[.missingField]?.first?.location.line == 11)
-        #expect(byCode[.invalidValue]?.map { $0.location.line } == [12])
+        #expect(byCode[.ambiguous]?.map { $0.location.line } == [12], "an unnumbered checkbox right after a task")
+        #expect(byCode[.ambiguous]?.first?.message.contains("indent it under task 5") == true)
         #expect(found.count == 7, "\(found)")
         #expect(found.map { $0.location.line ?? 0 } == found.map { $0.location.line ?? 0 }.sorted(), "in file order")
     }
@@ -263,18 +264,38 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
           - _Depends: 5_
         - [ ] 6. Six
           - _Depends: 99_
+        - [ ] 7. Seven
+          - [ ] a step of seven
+        - [x] 8. Eight
+
+        ### 9. A heading task
+        - [x] step one
+        - [ ] step two
+
+        ## Later
+        - [ ] 10. Ten
+        - [ ] 11. Eleven
+        - [ ] 12. Twelve
+        - [ ] 13. Thirteen
+
+        ## Notes
+        - [ ] not a task
 
         """
 
     private func parse(pieces: Int) -> (TaskSetSpec, SpecOrigins, [SpecIssue]) {
-        KiroTasksParser.parse(Array(text.utf8), name: "p", file: "tasks.md", pieces: pieces)
+        let (spec, origins, _, issues) = KiroTasksParser.parse(Array(text.utf8), name: "p", file: "tasks.md", pieces: pieces)
+        return (spec, origins, issues)
     }
 
     @Test func cuttingTheFileIntoPiecesChangesNothing() throws {
         let (whole, wholeOrigins, wholeIssues) = parse(pieces: 1)
-        #expect(whole.tasks.count == 8)
+        #expect(whole.tasks.count == 15)
         #expect(whole.tasks.first { $0.id == "4.1" }?.parent == "4")
-        #expect(wholeIssues.map { $0.location.line } == [11])
+        #expect(whole.tasks.first { $0.id == "7" }?.steps == [TaskStep("a step of seven")])
+        #expect(whole.tasks.first { $0.id == "9" }?.steps == [TaskStep("step one", done: true), TaskStep("step two")])
+        #expect(wholeIssues.map { $0.location.line } == [11, 31])
+        #expect(wholeIssues.map(\.severity) == [.error, .warning])
         for pieces in 2...6 {
             let cuts = Array(text.utf8).withUnsafeBufferPointer { KiroTasksParser.chunkStarts($0, pieces: pieces) }
             #expect(cuts.count == pieces, "the text really is cut into \(pieces) pieces")

@@ -16,11 +16,13 @@ struct Graph: AsyncParsableCommand {
     @Argument(help: "The spec file.")
     var spec: String
 
+    @OptionGroup var order: SpecOrderOption
+
     @Option(help: "Output format: mermaid or dot.")
     var format: Format = .mermaid
 
     func run() async throws {
-        let loaded = try loadSpecOrExit(spec)
+        let loaded = try loadSpecOrExit(spec, order: order.mode)
         let renderer = GraphRenderer(spec: loaded.spec, graph: loaded.validated.graph)
         print(format == .mermaid ? renderer.mermaid() : renderer.dot())
     }
@@ -55,11 +57,13 @@ struct GraphRenderer {
     }
 
     /// Declared edges (dependency → dependent) and parent-to-group nesting are drawn; the implicit
-    /// group edges are shown by the nesting itself.
+    /// group edges are shown by the nesting itself. A parent with work of its own is drawn beside
+    /// its subtasks, with an edge to each.
     private var edges: [(from: Int, to: Int)] {
         var result: [(Int, Int)] = []
         for (i, task) in spec.tasks.enumerated() {
             for dep in task.dependencies { if let d = graph.index(of: dep) { result.append((d, i)) } }
+            if !graph.isGroup[i] { for child in children(of: i) { result.append((i, child)) } }
         }
         return result
     }
@@ -75,6 +79,7 @@ struct GraphRenderer {
                 lines.append("\(pad)end")
             } else {
                 lines.append("\(pad)\(node(index))[\"\(label(index))\"]" + (task.markedDone ? ":::done" : task.optional ? ":::optional" : ""))
+                for child in children(of: index) { emit(child, depth: depth) }
             }
         }
         for root in children(of: nil) { emit(root, depth: 1) }
@@ -105,6 +110,7 @@ struct GraphRenderer {
                 if task.markedDone { attributes.append("style=\"rounded,filled\", fillcolor=\"#d4edda\"") }
                 if task.optional { attributes.append("style=\"rounded,dashed\"") }
                 lines.append("\(pad)\(node(index)) [\(attributes.joined(separator: ", "))];")
+                for child in children(of: index) { emit(child, depth: depth) }
             }
         }
         for root in children(of: nil) { emit(root, depth: 1) }

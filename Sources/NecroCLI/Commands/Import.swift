@@ -15,10 +15,12 @@ struct Import: AsyncParsableCommand {
     @Argument(help: "The spec file.")
     var spec: String
 
+    @OptionGroup var order: SpecOrderOption
+
     @OptionGroup var options: RegistryOptions
 
     func run() async throws {
-        let loaded = try loadSpecOrExit(spec)
+        let loaded = try loadSpecOrExit(spec, order: order.mode)
         do {
             let registry = try SQLiteRegistry(path: options.registry)
             let report = try registry.importTaskSet(loaded.spec, source: loaded.path)

@@ -25,6 +25,8 @@ struct Run: AsyncParsableCommand {
     @Argument(help: "The spec file.")
     var spec: String
 
+    @OptionGroup var order: SpecOrderOption
+
     @Option(help: "The configuration file.")
     var config: String?
 
@@ -41,7 +43,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
         var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
-        let loaded = try loadSpecOrExit(spec)
+        let loaded = try loadSpecOrExit(spec, order: order.mode)
         let root = options.folder
         let paths = Self.paths(registry: options.registry, folder: root)
         let workspaces = try Self.openRepoPool(&configuration, workspace: workspace, specs: [loaded.spec], registryFolder: root)

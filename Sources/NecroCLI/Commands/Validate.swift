@@ -12,11 +12,13 @@ struct Validate: AsyncParsableCommand {
     @Argument(help: "The spec file.")
     var spec: String
 
+    @OptionGroup var order: SpecOrderOption
+
     @Flag(help: "Print the summary as JSON.")
     var json = false
 
     func run() async throws {
-        let loaded = try loadSpecOrExit(spec)
+        let loaded = try loadSpecOrExit(spec, order: order.mode)
         let summary = SpecSummary(loaded)
         print(json ? jsonLine(summary) : summary.text)
         // The process ends here: let it hand the memory back at once rather than free a
@@ -34,10 +36,22 @@ struct SpecSummary: Encodable {
     var groups: Int
     var markedDone: Int
     var optional: Int
+    /// Checkboxes marked `[-]` or `[~]`, read as not done.
+    var inProgress: Int
+    var steps: Int
+    /// `written` or `declared`, and why.
+    var order: String
+    var orderReason: String
+    /// The most tasks that can run at once.
+    var mostAtOnce: Int
+    var barriers: [String]
     var dependencies: Int
+    var orderDependencies: Int
+    var waves: Int
     var roots: [String]
     var skills: [String: Int]
     var criticalPathLength: Int
+    var warnings: Int
 
     init(_ loaded: LoadedSpec) {
         let graph = loaded.validated.graph
@@ -49,24 +63,54 @@ struct SpecSummary: Encodable {
         self.tasks = tasks.count - groups
         markedDone = tasks.indices.lazy.filter { !graph.isGroup[$0] && tasks[$0].markedDone }.count
         optional = tasks.lazy.filter(\.optional).count
-        dependencies = tasks.reduce(0) { $0 + $1.dependencies.count }
+        inProgress = loaded.layout.inProgressMarks
+        steps = tasks.reduce(0) { $0 + $1.steps.count }
+        order = loaded.order.mode.rawValue
+        orderReason = loaded.order.reason
+        mostAtOnce = loaded.validated.widestLevel
+        barriers = loaded.order.barriers.map(\.rawValue)
+        dependencies = loaded.order.declaredEdges
+        orderDependencies = loaded.order.addedEdges
+        waves = loaded.order.waves
         roots = graph.roots.map { graph.ids[$0].rawValue }
         var skills: [String: Int] = [:]
         for (i, task) in tasks.enumerated() where !graph.isGroup[i] { skills[task.requiredSkill ?? "(none)", default: 0] += 1 }
         self.skills = skills
         criticalPathLength = loaded.validated.criticalPathLength
+        warnings = loaded.warnings.count
+    }
+
+    private static func list(_ items: [String]) -> String {
+        items.prefix(10).joined(separator: ", ") + (items.count > 10 ? ", …" : "")
     }
 
     var text: String {
-        let shownRoots = roots.prefix(10).joined(separator: ", ") + (roots.count > 10 ? ", …" : "")
         let skillList = skills.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        return """
-            \(spec): valid (\(file), \(format))
-              tasks:         \(tasks) in \(groups) group\(groups == 1 ? "" : "s") (\(markedDone) marked done, \(optional) optional)
-              dependencies:  \(dependencies) declared
-              roots:         \(roots.count) (\(shownRoots))
-              skills:        \(skillList)
-              critical path: \(criticalPathLength) task\(criticalPathLength == 1 ? "" : "s")
-            """
+        var counts = "\(markedDone) marked done, \(optional) optional"
+        if inProgress > 0 { counts += ", \(inProgress) marked [-] or [~]: read as not done" }
+        var lines = [
+            "\(spec): valid (\(file), \(format))",
+            "  tasks:         \(tasks) in \(groups) group\(groups == 1 ? "" : "s") (\(counts))",
+        ]
+        if steps > 0 { lines.append("  steps:         \(steps) (unnumbered checkboxes under their tasks)") }
+        lines.append("  order:         \(order == "written" ? "as written" : "declared") — \(orderReason)")
+        var atOnce = "  at once:       at most \(mostAtOnce) task\(mostAtOnce == 1 ? "" : "s")"
+        if mostAtOnce == 1, tasks > 1 {
+            atOnce +=
+                order == "written"
+                ? " (one after another, as written: declare dependencies with _Depends: 1.2_ lines, or a waves block, to run several at once)"
+                : " (every task waits on the one before)"
+        }
+        lines.append(atOnce)
+        if !barriers.isEmpty { lines.append("  barriers:      \(barriers.count) (\(Self.list(barriers))): each waits for every task before it") }
+        if waves > 0 { lines.append("  waves:         \(waves)") }
+        var dependencyText = "  dependencies:  \(dependencies) declared"
+        if orderDependencies > 0 { dependencyText += ", \(orderDependencies) from the order" }
+        lines.append(dependencyText)
+        lines.append("  roots:         \(roots.count) (\(Self.list(roots)))")
+        lines.append("  skills:        \(skillList)")
+        lines.append("  critical path: \(criticalPathLength) task\(criticalPathLength == 1 ? "" : "s")")
+        if warnings > 0 { lines.append("  warnings:      \(warnings) (above)") }
+        return lines.joined(separator: "\n")
     }
 }

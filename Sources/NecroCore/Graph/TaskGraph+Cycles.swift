@@ -115,14 +115,27 @@ extension TaskGraph {
 
     /// The critical path length, given a topological order of this graph.
     public func criticalPathLength(order: [Int]) -> Int {
+        Int(levels(order: order).max() ?? 0)
+    }
+
+    /// The most tasks that can run at once when every task takes as long as the others: the
+    /// number of tasks on the widest level (tasks whose longest chain of dependencies is as long).
+    public func widestLevel(order: [Int]) -> Int {
+        let levels = levels(order: order)
+        var width = [Int32](repeating: 0, count: count + 1)
+        for v in 0..<count where !isGroup[v] { width[Int(levels[v])] += 1 }
+        return Int(width.max() ?? 0)
+    }
+
+    /// Each task's level: how many tasks the longest chain to it holds, itself included (groups
+    /// add none), given a topological order of this graph.
+    func levels(order: [Int]) -> [Int32] {
         var length = [Int32](repeating: 0, count: count)
-        var best: Int32 = 0
         for v in order {
             var longest: Int32 = 0
             for d in dependencies(of: v) { longest = max(longest, length[Int(d)]) }
             length[v] = longest + (isGroup[v] ? 0 : 1)
-            best = max(best, length[v])
         }
-        return Int(best)
+        return length
     }
 }

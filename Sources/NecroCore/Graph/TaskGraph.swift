@@ -3,7 +3,9 @@
 /// Nodes are task indexes (the order of `TaskSetSpec.tasks`); edges run from a task to what it
 /// depends on. Besides the declared dependencies, groups add two kinds of edges: a group depends on
 /// each of its subtasks (so it is done when they all are), and a subtask inherits its group's
-/// declared dependencies (so a group that waits on something makes all of its tasks wait).
+/// declared dependencies (so a group that waits on something makes all of its tasks wait). A parent
+/// that runs work of its own is no group: its subtasks wait on it, and what waits on it waits on
+/// them too.
 public struct TaskGraph: Sendable {
     /// A reference the graph could not turn into an edge.
     public enum Problem: Hashable, Sendable {
@@ -85,20 +87,51 @@ public struct TaskGraph: Sendable {
             childCursor[p] += 1
         }
 
+        // A parent with work of its own runs (its subtasks wait on it) instead of waiting on its
+        // subtasks; what waits on it waits on its subtasks too.
+        func runsOwnWork(_ node: Int) -> Bool { tasks[node].runsOwnWork && childCount[node + 1] > childCount[node] }
+        func isAncestor(_ node: Int32, of task: Int) -> Bool {
+            var ancestor = parentIndex[task]
+            var hops = 0
+            while ancestor >= 0, hops < n {
+                if ancestor == node { return true }
+                ancestor = parentIndex[Int(ancestor)]
+                hops += 1
+            }
+            return false
+        }
         var offsets = [Int32](repeating: 0, count: n + 1)
         var targets: [Int32] = []
         targets.reserveCapacity(declared.count + children.count)
+        var expand: [Int32] = []
+        func appendDependency(_ target: Int32, of task: Int) {
+            targets.append(target)
+            guard runsOwnWork(Int(target)), !isAncestor(target, of: task) else { return }
+            expand.append(target)
+            while let parent = expand.popLast() {
+                for child in children[Int(childCount[Int(parent)])..<Int(childCount[Int(parent) + 1])] where child != Int32(task) {
+                    targets.append(child)
+                    if runsOwnWork(Int(child)) { expand.append(child) }
+                }
+            }
+        }
         for i in 0..<n {
             let start = targets.count
-            targets.append(contentsOf: declared[Int(declaredOffsets[i])..<Int(declaredOffsets[i + 1])])
-            targets.append(contentsOf: children[Int(childCount[i])..<Int(childCount[i + 1])])
-            // Inherit the declared dependencies of every enclosing group.
+            for k in Int(declaredOffsets[i])..<Int(declaredOffsets[i + 1]) { appendDependency(declared[k], of: i) }
+            if runsOwnWork(i) {
+                // Its subtasks wait on it, not the other way round.
+            } else {
+                targets.append(contentsOf: children[Int(childCount[i])..<Int(childCount[i + 1])])
+            }
+            // Inherit the declared dependencies of every enclosing group, and wait on every
+            // enclosing parent that has work of its own.
             var ancestor = parentIndex[i]
             var hops = 0
             while ancestor >= 0, hops < n {
                 let a = Int(ancestor)
+                if runsOwnWork(a) { targets.append(ancestor) }
                 for k in Int(declaredOffsets[a])..<Int(declaredOffsets[a + 1]) where declared[k] != Int32(i) {
-                    targets.append(declared[k])
+                    appendDependency(declared[k], of: i)
                 }
                 ancestor = parentIndex[a]
                 hops += 1
@@ -125,7 +158,7 @@ public struct TaskGraph: Sendable {
 
         let graph = TaskGraph(
             ids: ids,
-            isGroup: (0..<n).map { tasks[$0].isGroup || childCount[$0 + 1] > childCount[$0] },
+            isGroup: (0..<n).map { (tasks[$0].isGroup || childCount[$0 + 1] > childCount[$0]) && !runsOwnWork($0) },
             table: table,
             dependencyOffsets: offsets,
             dependencyTargets: targets

@@ -13,6 +13,18 @@ public struct TaskResources: Hashable, Sendable, Codable {
     public static let unspecified = TaskResources()
 }
 
+/// One step of a task: an unnumbered checkbox written under it (a work item the agent is shown).
+public struct TaskStep: Hashable, Sendable, Codable {
+    public var title: String
+    /// Ticked in the spec (`[x]`).
+    public var done: Bool
+
+    public init(_ title: String, done: Bool = false) {
+        self.title = title
+        self.done = done
+    }
+}
+
 /// One task as the spec declares it: its definition, not its run state.
 public struct TaskSpec: Hashable, Sendable, Codable {
     public var id: TaskID
@@ -37,6 +49,12 @@ public struct TaskSpec: Hashable, Sendable, Codable {
     public var isGroup: Bool
     /// Marked done in the spec (`[x]`): imported as already done.
     public var markedDone: Bool
+    /// The task's steps (unnumbered checkboxes under it), in the order written.
+    public var steps: [TaskStep]
+    /// A task with subtasks that also has work of its own: it runs before its subtasks (they
+    /// depend on it), and what depends on it waits for it and for them. Without it, a task with
+    /// subtasks is a group that never runs.
+    public var runsOwnWork: Bool
 
     public init(
         id: TaskID,
@@ -53,7 +71,9 @@ public struct TaskSpec: Hashable, Sendable, Codable {
         metadata: [String: JSONValue] = [:],
         parent: TaskID? = nil,
         isGroup: Bool = false,
-        markedDone: Bool = false
+        markedDone: Bool = false,
+        steps: [TaskStep] = [],
+        runsOwnWork: Bool = false
     ) {
         self.id = id
         self.title = title
@@ -70,6 +90,30 @@ public struct TaskSpec: Hashable, Sendable, Codable {
         self.parent = parent
         self.isGroup = isGroup
         self.markedDone = markedDone
+        self.steps = steps
+        self.runsOwnWork = runsOwnWork
+    }
+
+    /// Reads definitions written before `steps` and `runsOwnWork` existed as having none.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(TaskID.self, forKey: .id)
+        title = try c.decode(String.self, forKey: .title)
+        description = try c.decode(String.self, forKey: .description)
+        dependencies = try c.decode([TaskID].self, forKey: .dependencies)
+        requiredSkill = try c.decodeIfPresent(String.self, forKey: .requiredSkill)
+        priority = try c.decode(Int.self, forKey: .priority)
+        optional = try c.decode(Bool.self, forKey: .optional)
+        resources = try c.decode(TaskResources.self, forKey: .resources)
+        timeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds)
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts)
+        gates = try c.decode([[String]].self, forKey: .gates)
+        metadata = try c.decode([String: JSONValue].self, forKey: .metadata)
+        parent = try c.decodeIfPresent(TaskID.self, forKey: .parent)
+        isGroup = try c.decode(Bool.self, forKey: .isGroup)
+        markedDone = try c.decode(Bool.self, forKey: .markedDone)
+        steps = try c.decodeIfPresent([TaskStep].self, forKey: .steps) ?? []
+        runsOwnWork = try c.decodeIfPresent(Bool.self, forKey: .runsOwnWork) ?? false
     }
 }
 

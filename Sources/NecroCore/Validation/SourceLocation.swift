@@ -38,26 +38,50 @@ public struct SpecIssue: Error, Hashable, Sendable, CustomStringConvertible {
         public static let unknownField = Code(rawValue: "unknown-field")
         public static let invalidValue = Code(rawValue: "invalid-value")
         public static let unreadable = Code(rawValue: "unreadable")
+        /// A file without a single task.
+        public static let noTasks = Code(rawValue: "no-tasks")
+        /// A line that could be read more than one way.
+        public static let ambiguous = Code(rawValue: "ambiguous")
+        /// A checklist outside the task list (under a heading such as "Notes"): not tasks.
+        public static let ignoredChecklist = Code(rawValue: "ignored-checklist")
+    }
+
+    /// An error fails validation; a warning is reported the same way and does not.
+    public enum Severity: String, Hashable, Sendable {
+        case error, warning
     }
 
     public var code: Code
     public var location: SourceLocation
     public var message: String
+    public var severity: Severity
 
-    public init(_ code: Code, at location: SourceLocation, _ message: String) {
+    public init(_ code: Code, at location: SourceLocation, _ message: String, severity: Severity = .error) {
         self.code = code
         self.location = location
         self.message = message
+        self.severity = severity
     }
 
-    public var description: String { "\(location): error: \(message) [\(code)]" }
+    public static func warning(_ code: Code, at location: SourceLocation, _ message: String) -> SpecIssue {
+        SpecIssue(code, at: location, message, severity: .warning)
+    }
+
+    public var isWarning: Bool { severity == .warning }
+
+    public var description: String { "\(location): \(severity.rawValue): \(message) [\(code)]" }
 }
 
 /// Every problem of one file, reported together.
 public struct SpecValidationError: Error, Sendable, CustomStringConvertible {
     public var issues: [SpecIssue]
+    /// What would only have been warned about, had the spec been valid.
+    public var warnings: [SpecIssue]
 
-    public init(issues: [SpecIssue]) { self.issues = issues }
+    public init(issues: [SpecIssue], warnings: [SpecIssue] = []) {
+        self.issues = issues
+        self.warnings = warnings
+    }
 
     public var description: String {
         issues.map(\.description).joined(separator: "\n")

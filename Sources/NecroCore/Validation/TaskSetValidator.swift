@@ -5,6 +5,8 @@ public enum TaskSetValidator {
         public var spec: TaskSetSpec
         public var graph: TaskGraph
         public var criticalPathLength: Int
+        /// The most tasks that can run at once (see `TaskGraph.widestLevel`).
+        public var widestLevel: Int
     }
 
     /// Validates `spec`; the problems come in file order, cycles last.
@@ -12,6 +14,12 @@ public enum TaskSetValidator {
         var issues: [SpecIssue] = []
         if spec.name.isEmpty {
             issues.append(SpecIssue(.missingField, at: SourceLocation(file: origins.file, field: "spec_name"), "the spec has no name"))
+        }
+        if spec.tasks.isEmpty {
+            issues.append(
+                SpecIssue(
+                    .noTasks, at: SourceLocation(file: origins.file),
+                    "the spec has no tasks (a tasks.md lists them as checkboxes: - [ ] 1. Set up the project)"))
         }
         let (graph, problems) = TaskGraph.build(spec.tasks)
         for problem in problems {
@@ -55,6 +63,9 @@ public enum TaskSetValidator {
         guard issues.isEmpty, let order else {
             return .failure(SpecValidationError(issues: issues))
         }
-        return .success(Validated(spec: spec, graph: graph, criticalPathLength: graph.criticalPathLength(order: order)))
+        return .success(
+            Validated(
+                spec: spec, graph: graph, criticalPathLength: graph.criticalPathLength(order: order),
+                widestLevel: graph.widestLevel(order: order)))
     }
 }

@@ -1,8 +1,21 @@
 import Foundation
 import NecroCore
 
-/// Reads a Kiro `tasks.md`: checkbox lines are tasks, indented bullets under a task its description,
-/// and underscored lines (`_Depends: 1.1_`) its attributes.
+/// Reads a Kiro `tasks.md` as people write it.
+///
+/// - A checkbox line with a number (`- [ ] 2.1 Title`) is a task; nested by indentation, or by its
+///   dotted id when written flush under its group. `- [ ]*` (or `- [ ]\\*`) marks it optional;
+///   `[x]` done; `[-]` and `[~]` (Kiro's in progress and queued) are not done, and counted.
+/// - Indented lines under a task are its description; underscored lines its attributes, written
+///   `_Depends: 1.1_` or `_Depends:_ 1.1`.
+/// - An unnumbered checkbox under a task is one of its steps.
+/// - A heading numbered like a task (`### 1. Set up X`, `## Task 3: Y`) with checkboxes under it is
+///   a task: plain checkboxes are its steps (it is done when they all are), numbered ones whose id
+///   extends its own (`1.1` under `1.`) its subtasks. Any other heading is only a section.
+/// - A file whose checkboxes are all unnumbered is a list of tasks in order, numbered 1, 2, 3…;
+///   in a file with numbered tasks, an unnumbered checklist outside any task (under "Notes") is
+///   ignored with a warning.
+/// - A fenced JSON block with `"waves"` (Kiro's task dependency graph) is kept as the spec's waves.
 ///
 /// Works on bytes, one pass, without regular expressions or character decoding on the hot path:
 /// a million-task file parses in well under a second.
@@ -13,13 +26,32 @@ struct KiroTasksParser {
     private(set) var issues: [SpecIssue] = []
     private(set) var tasks: [TaskSpec] = []
     private(set) var origins: [SpecOrigins.Task] = []
+    private(set) var layout = SpecLayout()
     private var descriptions: [[String]] = []
     private var indents: [Int] = []
     private var parents: [Int] = []
-    /// Open tasks, innermost last, for nesting by indentation.
+    /// Per task: 0 a numbered checkbox task, 1 a heading task, 2 an unnumbered checkbox outside any
+    /// task (a task only if the file has no numbered one).
+    private var kinds: [UInt8] = []
+    /// Open tasks, innermost last, for nesting by indentation (a heading task at indentation -1).
     private var open: [Int] = []
     /// Ids to indexes, built only once a task needs its group found by id (`2.1` under `2`).
     private var indexByID: [TaskID: Int]?
+    /// The heading task whose section this is, until the next heading.
+    private var headingTask: Int?
+    /// The text of the last heading, and whether a heading came after the last numbered task.
+    private var lastHeading = ""
+    private var headingSinceTask = true
+    /// A fenced code block being read: its first line, and its lines when it may be a waves block.
+    private var fenceLine = 0
+    private var fenceText: [String]?
+    private var inFence = false
+    /// The task a fenced block belongs to (its lines are its description), or -1.
+    private var fenceOwner = -1
+
+    private static let numbered: UInt8 = 0
+    private static let heading: UInt8 = 1
+    private static let loose: UInt8 = 2
 
     init(file: String) { self.file = file }
 
@@ -28,9 +60,15 @@ struct KiroTasksParser {
     /// - Parameter pieces: how many pieces to cut the file into; by default one per core for files
     ///   over 4 MB, one otherwise.
     static func parse(_ bytes: [UInt8], name: String, file: String, pieces: Int? = nil) -> (
-        TaskSetSpec, SpecOrigins, [SpecIssue]
+        TaskSetSpec, SpecOrigins, SpecLayout, [SpecIssue]
     ) {
         let pieces = pieces ?? (bytes.count > 4 << 20 ? ProcessInfo.processInfo.activeProcessorCount : 1)
+        if let nul = bytes.prefix(8192).firstIndex(of: 0) {
+            return (
+                TaskSetSpec(name: name, tasks: []), SpecOrigins(file: file), SpecLayout(),
+                [SpecIssue(.unreadable, at: SourceLocation(file: file), "not a text file (a NUL byte at offset \(nul)): a tasks.md is markdown text")]
+            )
+        }
         return bytes.withUnsafeBufferPointer { buffer in
             let cuts = chunkStarts(buffer, pieces: pieces)
             nonisolated(unsafe) let buffer = buffer
@@ -63,21 +101,37 @@ struct KiroTasksParser {
                 whole.append(piece)
             }
             whole.finish()
-            return (TaskSetSpec(name: name, tasks: whole.tasks), SpecOrigins(file: file, tasks: whole.origins), whole.issues)
+            return (
+                TaskSetSpec(name: name, tasks: whole.tasks), SpecOrigins(file: file, tasks: whole.origins), whole.layout,
+                whole.issues
+            )
         }
     }
 
-    /// Where to cut: the first top-level task line after each share of the file.
+    /// Where to cut: the first line after each share of the file that is a top-level numbered task
+    /// with an undotted id (`- [ ] 12. …`): such a line ends every open task and heading section.
     static func chunkStarts(_ buffer: Bytes, pieces: Int) -> [Int] {
         var starts = [0]
         guard pieces > 1 else { return starts }
+        func isCut(_ i: Int) -> Bool {
+            // "\n- [?]" then an optional "*", a space, digits and a space or a dot and a space.
+            guard i + 7 < buffer.count, buffer[i] == 10, buffer[i + 1] == 45, buffer[i + 2] == 32, buffer[i + 3] == 91,
+                buffer[i + 5] == 93
+            else { return false }
+            var j = i + 6
+            if buffer[j] == 42 { j += 1 }
+            guard j < buffer.count, buffer[j] == 32 else { return false }
+            j += 1
+            let digits = j
+            while j < buffer.count, buffer[j] >= 48, buffer[j] <= 57 { j += 1 }
+            guard j > digits, j < buffer.count else { return false }
+            if buffer[j] == 46 { j += 1 }
+            return j < buffer.count && (buffer[j] == 32 || buffer[j] == 9)
+        }
         for piece in 1..<pieces {
             var i = max(buffer.count * piece / pieces, (starts.last ?? 0) + 1)
-            // Find "\n- [" : a task line at indentation 0 closes every open task.
-            while i + 4 < buffer.count, !(buffer[i] == 10 && buffer[i + 1] == 45 && buffer[i + 2] == 32 && buffer[i + 3] == 91) {
-                i += 1
-            }
-            guard i + 4 < buffer.count else { break }
+            while i + 7 < buffer.count, !isCut(i) { i += 1 }
+            guard i + 7 < buffer.count else { break }
             starts.append(i + 1)
         }
         return starts
@@ -96,6 +150,10 @@ struct KiroTasksParser {
             parseLine(Bytes(rebasing: buffer[start..<end]), line: lineCount)
             start = end + 1
         }
+        closeHeadingSection()
+        if inFence {
+            issues.append(SpecIssue(.malformed, at: SourceLocation(file: file, line: fenceLine), "a code block (```) is never closed"))
+        }
     }
 
     /// Renumbers a piece that follows `tasks` tasks and `lines` lines.
@@ -108,6 +166,7 @@ struct KiroTasksParser {
         }
         for i in issues.indices { issues[i].location.line = issues[i].location.line.map { $0 + lines } }
         for i in unresolvedParents.indices { unresolvedParents[i].task += tasks }
+        layout.shift(linesBy: lines)
     }
 
     private mutating func append(_ piece: KiroTasksParser) {
@@ -116,8 +175,10 @@ struct KiroTasksParser {
         descriptions += piece.descriptions
         indents += piece.indents
         parents += piece.parents
+        kinds += piece.kinds
         issues += piece.issues
         unresolvedParents += piece.unresolvedParents
+        layout.append(piece.layout)
         indexByID = nil
     }
 
@@ -128,10 +189,68 @@ struct KiroTasksParser {
                 tasks[task].parent = group
             }
         }
+        dropOrNumberLooseCheckboxes()
+        var hasChildren = [Bool](repeating: false, count: tasks.count)
+        for i in tasks.indices where parents[i] >= 0 { hasChildren[parents[i]] = true }
         for i in tasks.indices {
             if !descriptions[i].isEmpty { tasks[i].description = descriptions[i].joined(separator: "\n") }
-            if parents[i] >= 0 { tasks[parents[i]].isGroup = true }
+            if kinds[i] == Self.heading, !tasks[i].steps.isEmpty {
+                tasks[i].markedDone = tasks[i].steps.allSatisfy(\.done)
+            }
+            guard hasChildren[i] else { continue }
+            // A parent with work of its own (its own description, requirements or steps) runs it;
+            // a heading's prose is not work.
+            let ownWork =
+                !tasks[i].steps.isEmpty
+                || (kinds[i] != Self.heading && (!descriptions[i].isEmpty || tasks[i].metadata["requirements"] != nil))
+            if ownWork { tasks[i].runsOwnWork = true } else { tasks[i].isGroup = true }
         }
+    }
+
+    /// Unnumbered checkboxes outside any task are the tasks of a file that has no numbered task,
+    /// numbered in order; in a file that has, they are ignored with a warning.
+    private mutating func dropOrNumberLooseCheckboxes() {
+        guard kinds.contains(Self.loose) else { return }
+        if !kinds.contains(where: { $0 != Self.loose }) {
+            var number = 0
+            for i in tasks.indices {
+                number += 1
+                tasks[i].id = TaskID(String(number))
+                kinds[i] = Self.numbered
+            }
+            layout.numberedInOrder = true
+            return
+        }
+        var newIndex = [Int](repeating: -1, count: tasks.count)
+        var kept = 0
+        for i in tasks.indices {
+            if kinds[i] == Self.loose {
+                issues.append(
+                    .warning(
+                        .ignoredChecklist, at: SourceLocation(file: file, line: Int(origins[i].line)),
+                        "an unnumbered checkbox outside the task list\(layout.sectionNote(forLine: Int(origins[i].line))) is not a task and is ignored; number it (- [ ] 7. …) to make it one, or indent it under a task to make it a step"
+                    ))
+            } else {
+                newIndex[i] = kept
+                kept += 1
+            }
+        }
+        func compact<T>(_ array: inout [T]) {
+            var write = 0
+            for i in array.indices where newIndex[i] >= 0 {
+                if write != i { array.swapAt(write, i) }
+                write += 1
+            }
+            array.removeSubrange(write...)
+        }
+        for i in parents.indices where parents[i] >= 0 { parents[i] = newIndex[parents[i]] }
+        compact(&tasks)
+        compact(&origins)
+        compact(&descriptions)
+        compact(&indents)
+        compact(&parents)
+        compact(&kinds)
+        indexByID = nil
     }
 
     /// An upper bound of the number of tasks: the "[" that follow "- ". One fast pass saves
@@ -152,6 +271,7 @@ struct KiroTasksParser {
         descriptions.reserveCapacity(count)
         indents.reserveCapacity(count)
         parents.reserveCapacity(count)
+        kinds.reserveCapacity(count)
     }
 
     private static func isSpace(_ byte: UInt8) -> Bool { byte == 32 || byte == 9 || byte == 13 }
@@ -167,6 +287,10 @@ struct KiroTasksParser {
 
     private static func string(_ bytes: Bytes) -> String { String(decoding: bytes, as: UTF8.self) }
 
+    private static func startsWithFence(_ text: Bytes) -> Bool {
+        text.count >= 3 && ((text[0] == 96 && text[1] == 96 && text[2] == 96) || (text[0] == 126 && text[1] == 126 && text[2] == 126))
+    }
+
     private mutating func parseLine(_ line: Bytes, line number: Int) {
         var indent = 0
         var i = 0
@@ -175,73 +299,262 @@ struct KiroTasksParser {
             i += 1
         }
         let text = Self.trimmed(line, i, line.count)
+        if inFence {
+            if Self.startsWithFence(text) {
+                inFence = false
+                if let lines = fenceText { readWaves(lines.joined(separator: "\n"), line: fenceLine) }
+                fenceText = nil
+            } else {
+                fenceText?.append(Self.string(text))
+                if fenceOwner >= 0, !text.isEmpty { descriptions[fenceOwner].append(Self.string(text)) }
+            }
+            return
+        }
         guard !text.isEmpty else { return }  // blank lines end nothing
+        if Self.startsWithFence(text) {
+            inFence = true
+            fenceLine = number
+            fenceOwner = owner(at: indent) ?? -1
+            // A block that may hold Kiro's waves: json, or no language at all.
+            let language = Self.string(Self.trimmed(text, 3, text.count)).lowercased()
+            fenceText = language.isEmpty || language == "json" ? [] : nil
+            return
+        }
+        if indent < 4, text[0] == 35 {  // "#"
+            parseHeading(text, line: number)
+            return
+        }
         let isBullet = (text[0] == 45 || text[0] == 42 || text[0] == 43) && text.count > 1 && text[1] == 32
         if isBullet, text.count >= 5, text[2] == 91, text[4] == 93 {  // "- [?]"
-            parseTask(text, mark: text[3], indent: indent, line: number)
+            parseCheckbox(text, mark: text[3], indent: indent, line: number)
             return
         }
         // Not a task: it belongs to the innermost open task indented less than it, if any.
-        while let last = open.last, indents[last] >= indent { open.removeLast() }
-        guard let owner = open.last else { return }
+        guard let owner = owner(at: indent) else { return }
         let body = isBullet ? Self.trimmed(text, 2, text.count) : text
-        if body.count >= 3, body[0] == 95, body[body.count - 1] == 95,  // "_Key: value_"
-            let colon = body.firstIndex(of: 58)
-        {
-            let key = Self.string(Self.trimmed(body, 1, colon)).lowercased()
-            attribute(key, Self.trimmed(body, colon + 1, body.count - 1), task: owner, line: number)
-        } else {
-            descriptions[owner].append(Self.string(body))
+        if body.count >= 3, body[0] == 95, let colon = body.firstIndex(of: 58) {
+            // "_Key: value_", or "_Key:_ value"
+            if colon + 1 < body.count, body[colon + 1] == 95 {
+                let key = Self.string(Self.trimmed(body, 1, colon)).lowercased()
+                attribute(key, Self.trimmed(body, colon + 2, body.count), task: owner, line: number)
+                return
+            }
+            if body[body.count - 1] == 95 {
+                let key = Self.string(Self.trimmed(body, 1, colon)).lowercased()
+                attribute(key, Self.trimmed(body, colon + 1, body.count - 1), task: owner, line: number)
+                return
+            }
         }
+        descriptions[owner].append(Self.string(body))
     }
 
-    private mutating func parseTask(_ text: Bytes, mark: UInt8, indent: Int, line number: Int) {
+    /// The innermost open task a line indented by `indent` belongs to, closing those it is not in.
+    private mutating func owner(at indent: Int) -> Int? {
+        while let last = open.last, indents[last] >= indent { open.removeLast() }
+        return open.last
+    }
+
+    /// A heading ends the tasks and the heading section before it; one numbered like a task starts
+    /// a heading task, kept only if checkboxes follow (steps or subtasks).
+    private mutating func parseHeading(_ text: Bytes, line number: Int) {
+        closeHeadingSection()
+        open.removeAll()
+        var level = 0
+        while level < text.count, text[level] == 35 { level += 1 }
+        var rest = Self.trimmed(text, level, text.count)
+        lastHeading = Self.string(rest)
+        headingSinceTask = true
+        layout.sections.append(SpecLayout.Section(line: number, title: lastHeading))
+        // "**1. Title**": bold around the whole heading.
+        if rest.count > 4, rest[0] == 42, rest[1] == 42 {
+            var end = rest.count
+            if rest[end - 1] == 42, rest[end - 2] == 42 { end -= 2 }
+            rest = Self.trimmed(rest, 2, end)
+        }
+        var i = 0
+        // "Task 3: Title" and its translations.
+        if i < rest.count, !(rest[0] >= 48 && rest[0] <= 57) {
+            while i < rest.count, rest[i] != 32, !(rest[i] >= 48 && rest[i] <= 57) { i += 1 }
+            let word = Self.string(Self.trimmed(rest, 0, i)).lowercased()
+            guard Self.taskWords.contains(word) else { return }
+            while i < rest.count, rest[i] == 32 { i += 1 }
+        }
+        let idStart = i
+        while i < rest.count, (rest[i] >= 48 && rest[i] <= 57) || rest[i] == 46 { i += 1 }
+        var idEnd = i
+        while idEnd > idStart, rest[idEnd - 1] == 46 { idEnd -= 1 }
+        guard idEnd > idStart, i == rest.count || Self.isSeparator(rest[i]) else { return }
+        // Separators between the number and the title: ". ", ": ", ") ", " - ", " — ".
+        while i < rest.count, Self.isSeparator(rest[i]) { i += 1 }
+        if i + 2 < rest.count, rest[i] == 0xE2, rest[i + 1] == 0x80, rest[i + 2] == 0x94 || rest[i + 2] == 0x93 {  // — –
+            i += 3
+            while i < rest.count, Self.isSeparator(rest[i]) { i += 1 }
+        }
+        let title = Self.string(Self.trimmed(rest, i, rest.count))
+        guard !title.isEmpty else { return }
+        let index = addTask(
+            TaskID(Self.string(Bytes(rebasing: rest[idStart..<idEnd]))), title: title, optional: false, done: false,
+            indent: -1, parent: -1, kind: Self.heading, line: number)
+        headingTask = index
+    }
+
+    private static func isSeparator(_ byte: UInt8) -> Bool { byte == 32 || byte == 46 || byte == 58 || byte == 41 || byte == 45 }
+
+    /// Words that may stand before a heading's task number (`## Task 3: …`), lowercased.
+    private static let taskWords: Set<String> = [
+        "task", "tarea", "tarefa", "tâche", "tache", "aufgabe", "compito", "taak", "zadanie", "задача", "タスク", "任务", "任務", "태스크",
+        "작업",
+    ]
+
+    /// Ends the section of a heading task: one without steps or subtasks was a section heading, and
+    /// is taken back.
+    private mutating func closeHeadingSection() {
+        guard let index = headingTask else { return }
+        headingTask = nil
+        guard index == tasks.count - 1, tasks[index].steps.isEmpty else { return }
+        if indexByID?[tasks[index].id] == index { indexByID![tasks[index].id] = nil }
+        tasks.removeLast()
+        origins.removeLast()
+        descriptions.removeLast()
+        indents.removeLast()
+        parents.removeLast()
+        kinds.removeLast()
+        open.removeAll { $0 == index }
+    }
+
+    private mutating func parseCheckbox(_ text: Bytes, mark: UInt8, indent: Int, line number: Int) {
         var i = 5
         var optional = false
+        if i + 1 < text.count, text[i] == 92, text[i + 1] == 42 { i += 1 }  // "\*": an escaped star
         if i < text.count, text[i] == 42 {  // "*" right after the checkbox
             optional = true
             i += 1
         }
+        if mark == 45 || mark == 126 { layout.inProgressMarks += 1 }  // "[-]", "[~]"
+        let done = mark == 120 || mark == 88
         while i < text.count, text[i] == 32 || text[i] == 9 { i += 1 }
         let idStart = i
         while i < text.count, text[i] != 32, text[i] != 9 { i += 1 }
         var idEnd = i
         if idEnd > idStart, text[idEnd - 1] == 46 { idEnd -= 1 }  // "1." → "1"
         let location = SourceLocation(file: file, line: number)
-        // A task line closes the tasks it is not nested in, even when it cannot be read: its
-        // attribute lines must not land on the task before it.
-        while let last = open.last, indents[last] >= indent { open.removeLast() }
         guard idEnd > idStart, text[idStart] >= 48, text[idStart] <= 57 else {
-            issues.append(SpecIssue(.invalidValue, at: location, "expected a task id such as 1.2 after the checkbox"))
+            unnumberedCheckbox(Self.string(Self.trimmed(text, idStart, text.count)), done: done, optional: optional, indent: indent, at: location)
             return
         }
         let id = TaskID(Self.string(Bytes(rebasing: text[idStart..<idEnd])))
         let title = Self.string(Self.trimmed(text, i, text.count))
         if title.isEmpty { issues.append(SpecIssue(.missingField, at: location, "task \(id) has no title")) }
-
-        var parent = open.last ?? -1
-        let index = tasks.count
+        // A task line closes the tasks it is not nested in, even when it cannot be read: its
+        // attribute lines must not land on the task before it. Unnumbered checkboxes outside the
+        // task list never hold numbered tasks.
+        var parent = owner(at: indent) ?? -1
+        while parent >= 0, kinds[parent] == Self.loose {
+            open.removeLast()
+            parent = open.last ?? -1
+        }
+        if let heading = headingTask, parent == heading {
+            // Under a heading task: its subtask if the id extends the heading's, else the heading
+            // was only a section.
+            if id.dottedParent != tasks[heading].id {
+                closeHeadingSection()
+                open.removeAll()
+                parent = -1
+            }
+        }
         if parent < 0, let dotted = id.dottedParent {
             parent = lookUp(dotted) ?? -1  // "- [ ] 2.1" written flush under "- [ ] 2."
-            if parent < 0 { unresolvedParents.append((index, dotted)) }  // maybe in an earlier piece
+            if parent < 0 { unresolvedParents.append((tasks.count, dotted)) }  // maybe in an earlier piece
         }
+        headingSinceTask = false
+        addTask(id, title: title, optional: optional, done: done, indent: indent, parent: parent, kind: Self.numbered, line: number)
+    }
+
+    /// A checkbox without a number: a step of the task it is under, or of the heading task whose
+    /// section this is; else a checkbox outside any task (a task only if no task is numbered).
+    private mutating func unnumberedCheckbox(_ title: String, done: Bool, optional: Bool, indent: Int, at location: SourceLocation) {
+        if title.isEmpty {
+            issues.append(SpecIssue(.missingField, at: location, "a checkbox without a title"))
+            return
+        }
+        if let owner = owner(at: indent) {
+            tasks[owner].steps.append(TaskStep(title, done: done))
+            return
+        }
+        if let last = tasks.indices.last, kinds[last] == Self.numbered, !headingSinceTask {
+            issues.append(
+                SpecIssue(
+                    .ambiguous, at: location,
+                    "an unnumbered checkbox right after task \(tasks[last].id): number it (- [ ] 7. \(title)) to make it a task, or indent it under task \(tasks[last].id) to make it a step"
+                ))
+            return
+        }
+        addTask(TaskID(""), title: title, optional: optional, done: done, indent: indent, parent: -1, kind: Self.loose, line: location.line ?? 0)
+    }
+
+    @discardableResult
+    private mutating func addTask(
+        _ id: TaskID, title: String, optional: Bool, done: Bool, indent: Int, parent: Int, kind: UInt8, line: Int
+    ) -> Int {
+        let index = tasks.count
         tasks.append(
-            TaskSpec(
-                id: id, title: title, optional: optional, parent: parent >= 0 ? tasks[parent].id : nil,
-                markedDone: mark == 120 || mark == 88))
-        if indexByID != nil, indexByID![id] == nil { indexByID![id] = index }
-        origins.append(SpecOrigins.Task(line: Int32(number)))
+            TaskSpec(id: id, title: title, optional: optional, parent: parent >= 0 ? tasks[parent].id : nil, markedDone: done))
+        if kind != Self.loose, indexByID != nil, indexByID![id] == nil { indexByID![id] = index }
+        origins.append(SpecOrigins.Task(line: Int32(line)))
         descriptions.append([])
         indents.append(indent)
         parents.append(parent)
+        kinds.append(kind)
         open.append(index)
+        return index
+    }
+
+    /// Reads a fenced block that may be Kiro's task dependency graph:
+    /// `{"waves": [{"id": 0, "tasks": ["1.1", "4.1"]}, …]}`.
+    private mutating func readWaves(_ text: String, line: Int) {
+        guard text.contains("\"waves\"") else { return }
+        let location = SourceLocation(file: file, line: line)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            let waves = object["waves"] as? [Any]
+        else {
+            issues.append(
+                SpecIssue(
+                    .malformed, at: location,
+                    "the waves block is not valid JSON of the form {\"waves\": [{\"id\": 0, \"tasks\": [\"1.1\", \"1.2\"]}, …]}"))
+            return
+        }
+        var result: [[TaskID]] = []
+        for (n, wave) in waves.enumerated() {
+            guard let tasks = (wave as? [String: Any])?["tasks"] as? [Any] else {
+                issues.append(SpecIssue(.malformed, at: location, "wave \(n) of the waves block has no \"tasks\" list"))
+                return
+            }
+            var ids: [TaskID] = []
+            for task in tasks {
+                if let text = task as? String {
+                    ids.append(TaskID(text))
+                } else if let number = task as? NSNumber {
+                    ids.append(TaskID(number.stringValue))
+                } else {
+                    issues.append(SpecIssue(.wrongType, at: location, "wave \(n) of the waves block: task ids must be strings such as \"1.1\""))
+                    return
+                }
+            }
+            result.append(ids)
+        }
+        if layout.waves != nil {
+            issues.append(SpecIssue(.duplicateID, at: location, "a second waves block (the first is at line \(layout.wavesLine))"))
+            return
+        }
+        layout.waves = result
+        layout.wavesLine = line
     }
 
     /// The first task with an id, building the index on first use.
     private mutating func lookUp(_ id: TaskID) -> Int? {
         if indexByID == nil {
             var index: [TaskID: Int] = [:]
-            for (i, task) in tasks.enumerated() where index[task.id] == nil { index[task.id] = i }
+            for (i, task) in tasks.enumerated() where index[task.id] == nil && kinds[i] != Self.loose { index[task.id] = i }
             indexByID = index
         }
         return indexByID![id]
@@ -250,18 +563,31 @@ struct KiroTasksParser {
     private mutating func attribute(_ key: String, _ value: Bytes, task index: Int, line number: Int) {
         let location = SourceLocation(file: file, line: number)
         switch key {
-        case "requirements", "requirement":
+        case _ where Self.requirementKeys.contains(key):
             // References to requirements, kept as metadata: they are not dependencies.
             tasks[index].metadata["requirements"] = .array(Self.list(value).map { .string($0) })
         case "depends", "depends on", "dependencies", "dependency":
+            layout.dependencyDeclarations += 1
             let before = tasks[index].dependencies.count
-            Self.forEachItem(value) { tasks[index].dependencies.append(TaskID(Self.string($0))) }
+            Self.forEachItem(value) { item in
+                let text = Self.string(item)
+                if !Self.noDependency.contains(text.lowercased()) { tasks[index].dependencies.append(TaskID(text)) }
+            }
             let total = tasks[index].dependencies.count
             origins[index].addDependencies(total - before, atLine: Int32(number), total: total)
         default:
             otherAttribute(key, Self.string(value), task: index, at: location)
         }
     }
+
+    /// The requirements line, as written in the languages seen in real specs.
+    static let requirementKeys: Set<String> = [
+        "requirements", "requirement", "requisitos", "requisito", "requisiti", "anforderungen", "anforderung", "exigences",
+        "exigence", "vereisten", "требования", "需求", "要件", "要求", "요구사항",
+    ]
+
+    /// What a task that depends on nothing says: `_Depends:_ none`.
+    static let noDependency: Set<String> = ["none", "-", "—", "n/a", "nothing"]
 
     private mutating func otherAttribute(_ key: String, _ value: String, task index: Int, at location: SourceLocation) {
         let id = tasks[index].id

@@ -27,13 +27,20 @@ public struct LoadedSpec: Sendable {
     public var path: String
     public var format: SpecFormat
     public var validated: TaskSetValidator.Validated
+    /// The order the tasks run in, and why.
+    public var order: SpecOrder
+    /// What the file says beside its tasks.
+    public var layout: SpecLayout
+    /// Problems that do not make the spec invalid, located like errors.
+    public var warnings: [SpecIssue]
     public var spec: TaskSetSpec { validated.spec }
 }
 
 /// Reads spec files of the three formats into one model and validates them.
 public enum SpecLoader {
     /// Reads and validates a spec file. Throws `SpecValidationError` with every problem found.
-    public static func load(path: String) throws(SpecValidationError) -> LoadedSpec {
+    /// - Parameter order: the order asked for (`--order`), overriding the spec's own.
+    public static func load(path: String, order: SpecOrder.Mode? = nil) throws(SpecValidationError) -> LoadedSpec {
         let file = path
         guard let format = SpecFormat(path: path) else {
             throw SpecValidationError(issues: [
@@ -45,31 +52,36 @@ public enum SpecLoader {
                 SpecIssue(.unreadable, at: SourceLocation(file: file), "cannot read the spec file (missing, or not readable)")
             ])
         }
-        return try load(data: data, format: format, file: file, defaultName: defaultName(forPath: path))
+        return try load(data: data, format: format, file: file, defaultName: defaultName(forPath: path), order: order)
     }
 
     /// Reads and validates spec text, for specs that arrive without a file (the API).
-    public static func load(data: Data, format: SpecFormat, file: String, defaultName: String) throws(SpecValidationError)
-        -> LoadedSpec
-    {
-        let parsed = parse(data: data, format: format, file: file, defaultName: defaultName)
-        guard parsed.issues.isEmpty else {
+    public static func load(
+        data: Data, format: SpecFormat, file: String, defaultName: String, order requested: SpecOrder.Mode? = nil
+    ) throws(SpecValidationError) -> LoadedSpec {
+        var parsed = parse(data: data, format: format, file: file, defaultName: defaultName)
+        let (order, orderWarnings) = SpecOrder.apply(
+            to: &parsed.spec, layout: parsed.layout, requested: requested, structured: format != .kiroMarkdown, file: file)
+        let warnings = sortedByLine(parsed.issues.filter(\.isWarning) + orderWarnings)
+        let errors = parsed.issues.filter { !$0.isWarning }
+        guard errors.isEmpty else {
             // A spec with syntax or type errors may also have graph errors: report those too, but only
             // the ones that do not stem from the tasks that could not be read.
-            var issues = parsed.issues
+            var issues = errors
             if case .failure(let more) = TaskSetValidator.validate(parsed.spec, origins: parsed.origins) {
-                issues += more.issues.filter { $0.code != .missingField }
+                issues += more.issues.filter { $0.code != .missingField && $0.code != .noTasks }
             }
-            throw SpecValidationError(issues: sortedByLine(issues))
+            throw SpecValidationError(issues: sortedByLine(issues), warnings: warnings)
         }
         switch TaskSetValidator.validate(parsed.spec, origins: parsed.origins) {
-        case .success(let validated): return LoadedSpec(path: file, format: format, validated: validated)
-        case .failure(let error): throw SpecValidationError(issues: sortedByLine(error.issues))
+        case .success(let validated):
+            return LoadedSpec(path: file, format: format, validated: validated, order: order, layout: parsed.layout, warnings: warnings)
+        case .failure(let error): throw SpecValidationError(issues: sortedByLine(error.issues), warnings: warnings)
         }
     }
 
     /// File order where lines are known; a stable sort keeps the rest in the order found.
-    static func sortedByLine(_ issues: [SpecIssue]) -> [SpecIssue] {
+    public static func sortedByLine(_ issues: [SpecIssue]) -> [SpecIssue] {
         issues.enumerated().sorted { a, b in
             switch (a.element.location.line, b.element.location.line) {
             case let (x?, y?) where x != y: return x < y
@@ -81,7 +93,7 @@ public enum SpecLoader {
     }
 
     static func parse(data: Data, format: SpecFormat, file: String, defaultName: String) -> (
-        spec: TaskSetSpec, origins: SpecOrigins, issues: [SpecIssue]
+        spec: TaskSetSpec, origins: SpecOrigins, layout: SpecLayout, issues: [SpecIssue]
     ) {
         switch format {
         case .kiroMarkdown:
@@ -95,11 +107,11 @@ public enum SpecLoader {
             }
             switch node {
             case .failure(let issue):
-                return (TaskSetSpec(name: defaultName, tasks: []), SpecOrigins(file: file), [issue])
+                return (TaskSetSpec(name: defaultName, tasks: []), SpecOrigins(file: file), SpecLayout(), [issue])
             case .success(let root):
                 var decoder = TaskSetDecoder(file: file)
                 let (spec, origins) = decoder.decode(root, defaultName: defaultName)
-                return (spec, origins, decoder.issues)
+                return (spec, origins, decoder.layout, decoder.issues)
             }
         }
     }

@@ -7,16 +7,17 @@ struct TaskSetDecoder {
     var issues: [SpecIssue] { reader.issues }
     private(set) var tasks: [TaskSpec] = []
     private(set) var origins: [SpecOrigins.Task] = []
+    private(set) var layout = SpecLayout()
 
     init(file: String) {
         self.file = file
         reader = SpecNodeReader(file: file)
     }
 
-    static let taskSetKeys: Set<String> = ["spec_name", "weight", "description", "tasks"]
+    static let taskSetKeys: Set<String> = ["spec_name", "weight", "description", "order", "tasks"]
     static let taskKeys: Set<String> = [
         "id", "title", "description", "dependencies", "required_skill", "priority", "optional", "done", "resources",
-        "timeout_seconds", "max_attempts", "gates", "metadata", "subtasks",
+        "timeout_seconds", "max_attempts", "gates", "metadata", "steps", "subtasks",
     ]
 
     mutating func decode(_ root: SpecNode, defaultName: String) -> (TaskSetSpec, SpecOrigins) {
@@ -37,6 +38,14 @@ struct TaskSetDecoder {
                 }
             case "description":
                 _ = reader.string(node, key)
+            case "order":
+                if let text = reader.string(node, key) {
+                    if let mode = SpecOrder.Mode(rawValue: text) {
+                        layout.order = mode
+                    } else {
+                        reader.fail(.invalidValue, node, key, "order must be written or declared, found \"\(text)\"")
+                    }
+                }
             case "tasks":
                 sawTasks = true
                 guard case .array(let items) = node.value else {
@@ -127,6 +136,10 @@ struct TaskSetDecoder {
                 } else {
                     reader.fail(.wrongType, value, at, "expected a mapping, found \(value.kindName)")
                 }
+            case "steps":
+                for (j, item) in reader.list(value, at).enumerated() {
+                    if let step = self.step(item, "\(at)[\(j)]") { task.steps.append(step) }
+                }
             case "subtasks":
                 guard case .array(let items) = value.value else {
                     reader.fail(.wrongType, value, at, "expected a list of tasks, found \(value.kindName)")
@@ -143,6 +156,23 @@ struct TaskSetDecoder {
         tasks.append(task)
         origins.append(SpecOrigins.Task(line: Int32(node.line ?? 0), field: path, dependencyLines: dependencyLines))
         for (child, childPath) in subtasks { decodeTask(child, path: childPath, parent: task.id) }
+    }
+
+    /// A step: its title, or a mapping with `title` and `done`.
+    private mutating func step(_ node: SpecNode, _ path: String) -> TaskStep? {
+        if case .object(let fields) = node.value {
+            var step = TaskStep("")
+            for (key, value) in fields {
+                switch key {
+                case "title": step.title = reader.string(value, "\(path).title") ?? ""
+                case "done": step.done = reader.boolean(value, "\(path).done") ?? false
+                default: reader.fail(.unknownField, value, "\(path).\(key)", "unknown field \(key) (expected title, done)")
+                }
+            }
+            if step.title.isEmpty { reader.fail(.missingField, node, "\(path).title", "a step needs a title") }
+            return step.title.isEmpty ? nil : step
+        }
+        return reader.string(node, path).map { TaskStep($0) }
     }
 
     private mutating func resources(_ node: SpecNode, _ path: String) -> TaskResources {
