@@ -114,7 +114,7 @@ public struct SpecOrder: Sendable, Equatable {
                 }
                 if !indexes.isEmpty { resolved.append(indexes) }
             }
-            builder.orderWaves(resolved)
+            builder.orderWaves(resolved, barriers: barriers)
         }
         builder.addBarriers(barriers)
         order.addedEdges = builder.added
@@ -179,14 +179,16 @@ private struct OrderBuilder {
     }
 
     /// Each task of a wave after every task of the wave before; the tasks no wave lists (and no
-    /// wave lists a group of) after the last wave, one after another in the order written.
-    mutating func orderWaves(_ waves: [[Int]]) {
+    /// wave lists a group of) after the last wave, one after another in the order written. Barriers
+    /// are left to their own rule: Kiro leaves checkpoints out of its waves.
+    mutating func orderWaves(_ waves: [[Int]], barriers: [Int]) {
         for k in waves.indices.dropFirst() {
             for task in waves[k] { for before in waves[k - 1] { add(task, waitsOn: before) } }
         }
         guard let last = waves.last else { return }
         var listed = [Bool](repeating: false, count: tasks.count)
         for wave in waves { for task in wave { listed[task] = true } }
+        for barrier in barriers { listed[barrier] = true }
         var previous: Int?
         for i in tasks.indices where !isGroup(i) {
             var ancestor = i
