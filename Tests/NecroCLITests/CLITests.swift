@@ -109,9 +109,43 @@ private final class LineReader: @unchecked Sendable {  // used from one test at 
         #expect(result.stdout.contains("roots:         1 (1)"))
         #expect(result.stdout.contains("skills:        backend 5, database 3, devops 3, frontend 3"))
         #expect(result.stdout.contains("critical path: 10 tasks"))
+        #expect(result.stdout.contains("order:         declared — 13 tasks declare their dependencies (_Depends:_)"))
+        #expect(result.stdout.contains("at once:       at most 3 tasks"))
         let json = try NecroBinary.run(["validate", "\(example)/tasks.yaml", "--json"])
         let summary = try JSONDecoder().decode([String: JSONValue].self, from: Data(json.stdout.utf8))
         #expect(summary["criticalPathLength"] == 10 && summary["tasks"] == 14 && summary["format"] == "yaml")
+    }
+
+    @Test func validateSaysWhichOrderItChoseWhyAndHowManyTasksRunAtOnce() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let spec = try dir.write(
+            "plan/tasks.md",
+            """
+            # Implementation Plan
+            - [ ] 1. Schema
+            - [-] 2. Services
+            - [ ] 3. Checkpoint - ensure all tests pass
+
+            ## Notes
+            - [ ] Tasks marked * are optional
+            """)
+        let written = try NecroBinary.run(["validate", spec])
+        #expect(written.status == 0, "\(written.stderr)")
+        #expect(written.stdout.contains("order:         as written — no task declares a dependency"))
+        #expect(written.stdout.contains("at once:       at most 1 task (one after another, as written: declare dependencies"))
+        #expect(written.stdout.contains("barriers:      1 (3): each waits for every task before it"))
+        #expect(written.stdout.contains("1 marked [-] or [~]: read as not done"))
+        #expect(written.stderr.contains("\(spec):7: warning: an unnumbered checkbox outside the task list (under \"Notes\", line 6)"))
+        let declared = try NecroBinary.run(["validate", spec, "--order", "declared", "--json"])
+        let summary = try JSONDecoder().decode([String: JSONValue].self, from: Data(declared.stdout.utf8))
+        #expect(summary["order"] == "declared" && summary["mostAtOnce"] == 2 && summary["barriers"] == ["3"])
+        #expect(try NecroBinary.run(["validate", spec, "--order", "sideways"]).status != 0)
+        let graph = try NecroBinary.run(["graph", spec, "--order", "declared"])
+        #expect(graph.stdout.contains("t0 --> t2") && !graph.stdout.contains("t0 --> t1"), "\(graph.stdout)")
+        let empty = try dir.write("empty/tasks.md", "# Implementation Plan\n\nNothing yet.\n")
+        let refused = try NecroBinary.run(["validate", empty])
+        #expect(refused.status == 2 && refused.stderr.contains("the spec has no tasks"))
     }
 
     @Test func invalidSpecExitsTwoWithEveryErrorLocated() throws {

@@ -152,6 +152,21 @@ import Testing
         await f.finish()
     }
 
+    @Test func aSpecSentInTakesTheOrderAskedFor() async throws {
+        let f = try await ServerFixture(nil)
+        let body = "- [ ] 1. One\n- [ ] 2. Two\n- [ ] 3. Three\n  - _Depends: 1_\n"
+        let bad = try await f.call(.POST, "/v1/tasksets?name=w&order=sideways", token: "admin-secret", body: body)
+        #expect(bad.status == 400 && bad.json?["error"]?["field"] == "order")
+        let written = try await f.call(.POST, "/v1/tasksets?name=w&order=written", token: "admin-secret", body: body)
+        #expect(written.status == 201)
+        let dependencies = Dictionary(uniqueKeysWithValues: try f.registry.tasks(spec: "w").map { ($0.task.id, $0.task.dependencies) })
+        #expect(dependencies == ["1": [], "2": ["1"], "3": ["1", "2"]], "document order plus the declared edge")
+        let declared = try await f.call(.POST, "/v1/tasksets?name=d", token: "admin-secret", body: body)
+        #expect(declared.status == 201)
+        #expect(try f.registry.tasks(spec: "d").first { $0.task.id == "2" }?.task.dependencies == [], "declared by default here")
+        await f.finish()
+    }
+
     @Test func readsNeedTheAdminTokenWhenTheServerIsNotOnLoopbackOnly() async throws {
         let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]), openReads: false)
         #expect(try await f.get("/v1/tasks").status == 401)
