@@ -319,6 +319,14 @@ private func dependencies(_ loaded: LoadedSpec) -> [String: [String]] {
         #expect(loaded.spec.tasks.filter(\.markedDone).isEmpty)
     }
 
+    @Test func aPriorityInWordsIsANoteWithAWarningNotAnError() throws {
+        let loaded = try load("- [ ] 1. Raft log\n  - _Priority: Critical_\n- [ ] 2. Snapshots\n  - _Priority: 3_\n")
+        #expect(loaded.spec.tasks.map(\.priority) == [0, 3])
+        #expect(loaded.spec.tasks[0].metadata["priority"] == "Critical")
+        #expect(loaded.warnings.map(\.location.line) == [2])
+        #expect(loaded.warnings.first?.message.contains("\"Critical\" is kept as a note") == true)
+    }
+
     @Test func anUnnumberedCheckboxRightAfterATaskIsAnErrorThatSaysWhatToDo() throws {
         let error = try failure("- [ ] 1. One\n- [ ] something\n")
         #expect(error?.issues.map(\.code) == [.ambiguous])

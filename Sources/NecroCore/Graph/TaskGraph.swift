@@ -118,11 +118,8 @@ public struct TaskGraph: Sendable {
         for i in 0..<n {
             let start = targets.count
             for k in Int(declaredOffsets[i])..<Int(declaredOffsets[i + 1]) { appendDependency(declared[k], of: i) }
-            if runsOwnWork(i) {
-                // Its subtasks wait on it, not the other way round.
-            } else {
-                targets.append(contentsOf: children[Int(childCount[i])..<Int(childCount[i + 1])])
-            }
+            // A group waits on its subtasks; a parent with work of its own is waited on by them.
+            if !runsOwnWork(i) { targets.append(contentsOf: children[Int(childCount[i])..<Int(childCount[i + 1])]) }
             // Inherit the declared dependencies of every enclosing group, and wait on every
             // enclosing parent that has work of its own.
             var ancestor = parentIndex[i]

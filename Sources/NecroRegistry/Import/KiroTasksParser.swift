@@ -39,8 +39,7 @@ struct KiroTasksParser {
     private var indexByID: [TaskID: Int]?
     /// The heading task whose section this is, until the next heading.
     private var headingTask: Int?
-    /// The text of the last heading, and whether a heading came after the last numbered task.
-    private var lastHeading = ""
+    /// Whether a heading came after the last numbered task.
     private var headingSinceTask = true
     /// A fenced code block being read: its first line, and its lines when it may be a waves block.
     private var fenceLine = 0
@@ -228,7 +227,7 @@ struct KiroTasksParser {
                 issues.append(
                     .warning(
                         .ignoredChecklist, at: SourceLocation(file: file, line: Int(origins[i].line)),
-                        "an unnumbered checkbox outside the task list\(layout.sectionNote(forLine: Int(origins[i].line))) is not a task and is ignored; number it (- [ ] 7. …) to make it one, or indent it under a task to make it a step"
+                        "an unnumbered checkbox outside the task list\(layout.sectionNote(forLine: Int(origins[i].line))) is not a task and is ignored; give it a number of its own (- [ ] N. …) to make it one, or indent it under a task to make it a step"
                     ))
             } else {
                 newIndex[i] = kept
@@ -362,9 +361,8 @@ struct KiroTasksParser {
         var level = 0
         while level < text.count, text[level] == 35 { level += 1 }
         var rest = Self.trimmed(text, level, text.count)
-        lastHeading = Self.string(rest)
         headingSinceTask = true
-        layout.sections.append(SpecLayout.Section(line: number, title: lastHeading))
+        layout.sections.append(SpecLayout.Section(line: number, title: Self.string(rest)))
         // "**1. Title**": bold around the whole heading.
         if rest.count > 4, rest[0] == 42, rest[1] == 42 {
             var end = rest.count
@@ -485,7 +483,7 @@ struct KiroTasksParser {
             issues.append(
                 SpecIssue(
                     .ambiguous, at: location,
-                    "an unnumbered checkbox right after task \(tasks[last].id): number it (- [ ] 7. \(title)) to make it a task, or indent it under task \(tasks[last].id) to make it a step"
+                    "an unnumbered checkbox right after task \(tasks[last].id): give it a number of its own (- [ ] N. \(title)) to make it a task, or indent it under task \(tasks[last].id) to make it a step"
                 ))
             return
         }
@@ -602,7 +600,12 @@ struct KiroTasksParser {
             if let priority = Int(value) {
                 tasks[index].priority = priority
             } else {
-                issues.append(SpecIssue(.wrongType, at: location, "task \(id): priority must be an integer, found \"\(value)\""))
+                // Real specs write "_Priority: Critical_" as a note: kept, with a warning.
+                tasks[index].metadata["priority"] = .string(value)
+                issues.append(
+                    .warning(
+                        .wrongType, at: location,
+                        "task \(id): a priority is an integer (higher runs first); \"\(value)\" is kept as a note and the priority stays 0"))
             }
         case "timeout":
             if let seconds = DurationText.seconds(value), seconds > 0 {
