@@ -148,6 +148,18 @@ private final class LineReader: @unchecked Sendable {  // used from one test at 
         #expect(refused.status == 2 && refused.stderr.contains("the spec has no tasks"))
     }
 
+    @Test func graphDrawsAParentWithWorkOfItsOwnAsABoxThatWhatFollowsWaitsOn() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let spec = try dir.write(
+            "p/tasks.md", "- [ ] 1. Implement X\n  - its own work\n- [ ] 1.1 Test X\n- [ ] 2. Next\n")
+        let mermaid = try NecroBinary.run(["graph", spec]).stdout
+        #expect(mermaid.contains("subgraph g0[\"1 Implement X\"]"), "\(mermaid)")
+        #expect(mermaid.contains("t0 --> t1") && mermaid.contains("g0 --> t2") && !mermaid.contains("t0 --> t2"), "\(mermaid)")
+        let dot = try NecroBinary.run(["graph", spec, "--format", "dot"]).stdout
+        #expect(dot.contains("subgraph cluster_t0 {") && dot.contains("t0 -> t2 [ltail=cluster_t0];"), "\(dot)")
+    }
+
     @Test func invalidSpecExitsTwoWithEveryErrorLocated() throws {
         let dir = try TemporaryDirectory()
         let spec = try dir.write(

@@ -56,9 +56,15 @@ struct GraphRenderer {
         childrenByParent[index.map { spec.tasks[$0].id }] ?? []
     }
 
+    /// A parent with work of its own: drawn as a box holding its own node and its subtasks, with an
+    /// edge from its node to each subtask; what waits on it waits on the whole box.
+    private func runsOwnWork(_ index: Int) -> Bool { !graph.isGroup[index] && !children(of: index).isEmpty }
+
+    /// The box of a working parent, in Mermaid.
+    private func box(_ index: Int) -> String { "g\(index)" }
+
     /// Declared edges (dependency → dependent) and parent-to-group nesting are drawn; the implicit
-    /// group edges are shown by the nesting itself. A parent with work of its own is drawn beside
-    /// its subtasks, with an edge to each.
+    /// group edges are shown by the nesting itself.
     private var edges: [(from: Int, to: Int)] {
         var result: [(Int, Int)] = []
         for (i, task) in spec.tasks.enumerated() {
@@ -77,13 +83,23 @@ struct GraphRenderer {
                 lines.append("\(pad)subgraph \(node(index))[\"\(label(index))\"]")
                 for child in children(of: index) { emit(child, depth: depth + 1) }
                 lines.append("\(pad)end")
-            } else {
-                lines.append("\(pad)\(node(index))[\"\(label(index))\"]" + (task.markedDone ? ":::done" : task.optional ? ":::optional" : ""))
-                for child in children(of: index) { emit(child, depth: depth) }
+                return
+            }
+            let own = runsOwnWork(index)
+            if own { lines.append("\(pad)subgraph \(box(index))[\"\(label(index))\"]") }
+            let inner = own ? pad + "  " : pad
+            lines.append("\(inner)\(node(index))[\"\(label(index))\"]" + (task.markedDone ? ":::done" : task.optional ? ":::optional" : ""))
+            if own {
+                for child in children(of: index) { emit(child, depth: depth + 1) }
+                lines.append("\(pad)end")
             }
         }
         for root in children(of: nil) { emit(root, depth: 1) }
-        for edge in edges { lines.append("  \(node(edge.from)) --> \(node(edge.to))") }
+        for edge in edges {
+            // From a working parent's own node to its subtasks; from its box to what waits on it.
+            let from = runsOwnWork(edge.from) && spec.tasks[edge.to].parent != spec.tasks[edge.from].id ? box(edge.from) : node(edge.from)
+            lines.append("  \(from) --> \(node(edge.to))")
+        }
         lines.append("  classDef done fill:#d4edda,stroke:#2e7d32")
         lines.append("  classDef optional stroke-dasharray: 4 3")
         return lines.joined(separator: "\n")
@@ -100,23 +116,27 @@ struct GraphRenderer {
         func emit(_ index: Int, depth: Int) {
             let pad = String(repeating: "  ", count: depth)
             let task = spec.tasks[index]
-            if graph.isGroup[index] {
+            let own = runsOwnWork(index)
+            if graph.isGroup[index] || own {
                 lines.append("\(pad)subgraph cluster_\(node(index)) {")
                 lines.append("\(pad)  label=\"\(label(index))\";")
-                for child in children(of: index) { emit(child, depth: depth + 1) }
-                lines.append("\(pad)}")
-            } else {
+            }
+            if !graph.isGroup[index] {
                 var attributes = ["label=\"\(label(index))\""]
                 if task.markedDone { attributes.append("style=\"rounded,filled\", fillcolor=\"#d4edda\"") }
                 if task.optional { attributes.append("style=\"rounded,dashed\"") }
-                lines.append("\(pad)\(node(index)) [\(attributes.joined(separator: ", "))];")
-                for child in children(of: index) { emit(child, depth: depth) }
+                lines.append("\(own ? pad + "  " : pad)\(node(index)) [\(attributes.joined(separator: ", "))];")
+            }
+            if graph.isGroup[index] || own {
+                for child in children(of: index) { emit(child, depth: depth + 1) }
+                lines.append("\(pad)}")
             }
         }
         for root in children(of: nil) { emit(root, depth: 1) }
         for edge in edges {
             var attributes: [String] = []
-            if graph.isGroup[edge.from] { attributes.append("ltail=cluster_\(node(edge.from))") }
+            let fromBox = runsOwnWork(edge.from) && spec.tasks[edge.to].parent != spec.tasks[edge.from].id
+            if graph.isGroup[edge.from] || fromBox { attributes.append("ltail=cluster_\(node(edge.from))") }
             if graph.isGroup[edge.to] { attributes.append("lhead=cluster_\(node(edge.to))") }
             let suffix = attributes.isEmpty ? "" : " [\(attributes.joined(separator: ", "))]"
             lines.append("  \(node(anchor(edge.from))) -> \(node(anchor(edge.to)))\(suffix);")
