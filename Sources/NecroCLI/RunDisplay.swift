@@ -28,6 +28,7 @@ func describe(_ e: EventRecord) -> String? {
     case .taskBlocked: return p["reason"].map { "blocked: \($0.stringValue ?? "")" }
     case .runnerTimedOut: return "stopping the runner: \(text("reason"))"
     case .taskCancelled: return "cancelled"
+    case .taskSkipped: return "skipped: optional (--with-optional runs it)"
     case .taskSkillUnmapped: return "warning: no pool serves skill \(text("skill")); it goes to the default pool"
     case .taskWorkCommitted: return "committed what the agent left uncommitted: \(text("commit").prefix(7)) on \(text("branch"))"
     case .attemptSaved: return "saved the attempt's uncommitted work under \(text("ref"))"
@@ -149,6 +150,7 @@ final class RunDisplay: Sendable {
             }
             if event.type == .taskCompleted, event.payload["group"] == nil { state.counts[.done, default: 0] += 1 }
             if event.type == .taskFailed { state.counts[.failed, default: 0] += 1 }
+            if event.type == .taskSkipped { state.counts[.skipped, default: 0] += 1 }
         }
     }
 
@@ -193,6 +195,11 @@ final class RunDisplay: Sendable {
         let records = Dictionary(uniqueKeysWithValues: ((try? registry.tasks(spec: spec.name)) ?? []).map { ($0.task.id, $0) })
         for key in outcome.failed {
             lines.append("  failed   \(key.id): \(records[key.id]?.reason ?? "?")")
+        }
+        let skipped = records.values.filter { $0.state == .skipped }.map(\.task.id).sorted()
+        if !skipped.isEmpty {
+            let shown = skipped.prefix(20).map(\.rawValue).joined(separator: ", ") + (skipped.count > 20 ? ", …" : "")
+            lines.append("  skipped  \(shown): optional; necro run --with-optional runs them")
         }
         for stuck in outcome.stuck {
             let waits = stuck.waitingOn.isEmpty ? "" : " (waits on \(stuck.waitingOn.map(\.rawValue).joined(separator: ", ")))"

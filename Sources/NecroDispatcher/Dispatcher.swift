@@ -618,7 +618,7 @@ enum TaskContext {
             "required_skill": t.requiredSkill.map(JSONValue.string) ?? .null, "priority": .int(t.priority),
             "optional": .bool(t.optional), "timeout_seconds": t.timeoutSeconds.map(JSONValue.int) ?? .null,
             "gates": .array(t.gates.map { .array($0.map(JSONValue.string)) }), "metadata": .object(t.metadata),
-            "steps": .array(t.steps.map { .object(["title": .string($0.title), "done": .bool($0.done)]) }),
+            "steps": .array(t.steps.map(\.json)),
         ]
         let slot: [String: JSONValue] = [
             "id": request.slot.map { .string($0.id) } ?? .null, "path": .string(slotPath),

@@ -22,7 +22,7 @@ enum Dashboard {
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <style>
         :root { --bg:#0f1115; --panel:#171a21; --line:#2a2f3a; --text:#d7dae0; --dim:#8a909c;
-          --blocked:#5a6070; --ready:#3d7bd9; --running:#e0a42f; --done:#3fa66b; --failed:#d9534f; --cancelled:#8b6bb5; }
+          --blocked:#5a6070; --ready:#3d7bd9; --running:#e0a42f; --done:#3fa66b; --failed:#d9534f; --cancelled:#8b6bb5; --skipped:#39404d; }
         * { box-sizing: border-box; }
         body { margin:0; font:13px/1.4 system-ui, sans-serif; background:var(--bg); color:var(--text); }
         header { display:flex; gap:16px; align-items:center; padding:8px 14px; border-bottom:1px solid var(--line); }
@@ -42,6 +42,7 @@ enum Dashboard {
         [data-state=blocked] rect, .bar.blocked { fill:var(--blocked); } [data-state=ready] rect { fill:var(--ready); }
         [data-state=running] rect, .bar.running { fill:var(--running); } [data-state=done] rect, .bar.done { fill:var(--done); }
         [data-state=failed] rect, .bar.failed { fill:var(--failed); } [data-state=cancelled] rect { fill:var(--cancelled); }
+        [data-state=skipped] rect { fill:var(--skipped); stroke-dasharray:3 2; stroke:var(--dim); }
         .pool { margin:4px 0 8px; } .meter { height:8px; background:var(--bg); border-radius:4px; overflow:hidden; }
         .meter div { height:100%; background:var(--running); }
         .span { margin-left:12px; border-left:1px solid var(--line); padding-left:6px; }
@@ -94,6 +95,7 @@ enum Dashboard {
             case "TaskCompleted": return "done";
             case "TaskFailed": return "failed";
             case "TaskCancelled": return "cancelled";
+            case "TaskSkipped": return "skipped";
             case "TaskBlocked": case "recovery_requeued": return "blocked";
             case "TaskRetryScheduled": return p.requested ? "blocked" : "ready";
             case "RunnerFinished": return p.interrupted ? "ready" : current;
@@ -169,7 +171,7 @@ enum Dashboard {
         function drawCounts() {
           const counts = {};
           for (const t of state.tasks.values()) if (!t.group) counts[t.state] = (counts[t.state] || 0) + 1;
-          $("counts").innerHTML = ["running", "ready", "blocked", "done", "failed", "cancelled"].filter(s => counts[s])
+          $("counts").innerHTML = ["running", "ready", "blocked", "done", "failed", "cancelled", "skipped"].filter(s => counts[s])
             .map(s => `<span style="color:var(--${s})">${counts[s]} ${s}</span>`).join("");
         }
 
@@ -216,11 +218,16 @@ enum Dashboard {
           const head = document.createElement("div");
           head.innerHTML = `<b>${t.id}</b> ${t.title}<div class="muted">${t.state}, ${t.attempts} attempt(s)${t.reason ? " — " + t.reason : ""}</div>`;
           div.appendChild(head);
+          if (t.steps && t.steps.length) {
+            const steps = document.createElement("ul"); steps.className = "steps";
+            for (const s of t.steps) { const li = document.createElement("li"); li.textContent = (s.done ? "☑ " : "☐ ") + s.title; steps.appendChild(li); }
+            div.appendChild(steps);
+          }
           const controls = document.createElement("div");
           const button = (label, action) => { const b = document.createElement("button"); b.textContent = label; b.onclick = action; controls.appendChild(b); return b; };
           const base = `/v1/tasks/${encodeURIComponent(state.spec)}/${encodeURIComponent(id)}`;
           button("retry", () => post(base + "/retry")).disabled = !(t.state === "failed" || t.state === "cancelled");
-          button("cancel", () => post(base + "/cancel")).disabled = ["done", "failed", "cancelled"].includes(t.state);
+          button("cancel", () => post(base + "/cancel")).disabled = ["done", "failed", "cancelled", "skipped"].includes(t.state);
           const prio = document.createElement("input"); prio.type = "number"; prio.value = t.priority; prio.style.width = "4em"; controls.appendChild(prio);
           button("set priority", () => post(base + "/priority", { priority: parseInt(prio.value, 10) }));
           div.appendChild(controls);

@@ -185,12 +185,20 @@ public final class NecroAPI: Sendable {
             }
             order = mode
         }
-        let loaded: LoadedSpec
+        var runOptional = dispatcher.configuration.runOptionalTasks
+        if let text = query.get("with_optional") {
+            guard let value = ["true": true, "1": true, "false": false, "0": false][text] else {
+                throw APIError.badRequest("with_optional must be true or false, found \"\(text)\"", field: "with_optional")
+            }
+            runOptional = value
+        }
+        var loaded: LoadedSpec
         do throws(SpecValidationError) {
             loaded = try SpecLoader.load(data: data, format: format, file: file, defaultName: name, order: order)
         } catch {
             throw APIError.invalidSpec(error)
         }
+        loaded.validated.spec.runOptional = runOptional
         let spec = loaded.spec
         // A taskset whose runners are running keeps its definition until they are done.
         if let existing = try? registry.tasks(spec: spec.name), existing.contains(where: { $0.state == .running }) {

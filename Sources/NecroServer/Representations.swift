@@ -14,6 +14,7 @@ extension TaskRecord {
             "dependencies": .array(t.dependencies.map { .string($0.rawValue) }),
             "required_skill": t.requiredSkill.map(JSONValue.string) ?? .null, "priority": .int(t.priority),
             "optional": .bool(t.optional), "group": .bool(t.isGroup), "parent": t.parent.map { .string($0.rawValue) } ?? .null,
+            "runs_own_work": .bool(t.runsOwnWork), "steps": .array(t.steps.map(\.json)),
             "resources": .object(resources), "timeout_seconds": t.timeoutSeconds.map { .int($0) } ?? .null,
             "max_attempts": t.maxAttempts.map { .int($0) } ?? .null, "metadata": .object(t.metadata),
             "slot": slot.map { .object(["id": .string($0.id), "path": .string($0.path), "branch": .string($0.branch)]) } ?? .null,

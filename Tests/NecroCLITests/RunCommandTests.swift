@@ -102,7 +102,9 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("3.2  attempt failed: exit code 1"))
         #expect(result.stdout.contains("3.2  started on local, attempt 2"))
-        #expect(result.stdout.contains("\nchat-app: 14 done in "), "\(result.stdout)")
+        #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
+        #expect(result.stdout.contains("  skipped  2.3, 7: optional; necro run --with-optional runs them"), "\(result.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/7")), "the optional 7 did not run")
         let result32 = try String(contentsOfFile: dir.file(".necro/work/chat-app/3.2/docs/RESULT-3.2.md"), encoding: .utf8)
         #expect(result32.contains("Done by runner chat-app.3.2.a2-"))
         #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/1/docs/RESULT-1.md")), "1 was marked done")
@@ -113,6 +115,18 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
             (try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8)))?["event_type"]?.stringValue
         }
         #expect(types == ["DispatcherStarted", "DispatcherStopped"], "resumed: nothing left to run")
+
+        // Asked for, the optional tasks run, and only they.
+        let optional = try NecroBinary.run(["run", "chat-app/tasks.md", "--with-optional", "--json"], in: dir.path)
+        #expect(optional.status == 0, "\(optional.stderr)")
+        let started = optional.stdout.split(separator: "\n").compactMap { line -> String? in
+            guard let event = try? JSONDecoder().decode([String: JSONValue].self, from: Data(line.utf8)),
+                event["event_type"] == "TaskAssigned"
+            else { return nil }
+            return event["task_id"]?.stringValue
+        }
+        #expect(started.sorted() == ["2.3", "7"])
+        #expect(FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/7/docs/RESULT-7.md")))
     }
 
     @Test func theBundledExampleRunsInWorktreesOfTheSampleRepositoryAndListsItsBranches() throws {
@@ -126,21 +140,20 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(made.status == 0, "\(made.stderr)")
         let result = try NecroBinary.run(["run", "chat-app/tasks.md", "--workspace", "repo"], in: dir.path)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        #expect(result.stdout.contains("\nchat-app: 14 done in "), "\(result.stdout)")
-        // Thirteen tasks ran (1 was marked done); each has its branch in the summary.
-        #expect(result.stdout.contains("branches (13, from main):"), "\(result.stdout)")
+        #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
+        // Eleven tasks ran (1 was marked done, 2.3 and 7 are optional); each has its branch in the summary.
+        #expect(result.stdout.contains("branches (11, from main):"), "\(result.stdout)")
         let repo = GitRepository(existing: dir.file("repo"))
-        for id in ["2.1", "2.2", "2.3", "3.1", "3.2", "3.3", "3.4", "4.1", "4.2", "4.3", "5", "6", "7"] {
+        for id in ["2.1", "2.2", "3.1", "3.2", "3.3", "3.4", "4.1", "4.2", "4.3", "5", "6"] {
             #expect(result.stdout.contains("  necro/chat-app/\(id) "), "branch of \(id) listed")
             #expect(repo.show("necro/chat-app/\(id)", "docs/RESULT-\(id).md")?.contains("Done by runner chat-app.\(id).a") == true)
         }
         // The agent commits its own work; 2.2 leaves it uncommitted and the dispatcher commits it.
         #expect(try repo.git("log", "-1", "--format=%s", "necro/chat-app/3.1") == "3.1: JWT auth")
         #expect(try repo.git("log", "-1", "--format=%s %an", "necro/chat-app/2.2") == "necro: task 2.2 Write the migrations NecroCode Dispatcher")
-        // The last task's branch holds the work of everything it depends on, directly or not: all
-        // but 2.3, which nothing depends on.
-        let last = try repo.git("ls-tree", "--name-only", "necro/chat-app/7", "docs/").split(separator: "\n").filter { $0.contains("RESULT-") }
-        #expect(last.count == 12 && !last.contains("docs/RESULT-2.3.md"), "\(last)")
+        // The last task's branch holds the work of everything it depends on, directly or not.
+        let last = try repo.git("ls-tree", "--name-only", "necro/chat-app/6", "docs/").split(separator: "\n").filter { $0.contains("RESULT-") }
+        #expect(last.count == 11 && !last.contains("docs/RESULT-2.3.md"), "\(last)")
         // 3.2's failed first attempt is kept off its branch.
         #expect(repo.show("refs/necro/attempts/chat-app/3.2/1", "docs/RESULT-3.2.md") != nil)
         #expect(try repo.git("status", "--porcelain").isEmpty, "the user's checkout is untouched")

@@ -129,7 +129,7 @@ private func scrape(_ url: String) throws -> [String: Double] {
         for counter in ["necro_retries_total", "necro_heartbeat_timeouts_total", "necro_slot_allocation_failures_total", "necro_events_total", "necro_task_wait_seconds_count", "necro_task_run_seconds_count"] {
             #expect(initial[counter] == 0, "\(counter) starts at 0")
         }
-        try curl(["-X", "POST", "-H", "Authorization: Bearer t", "--data-binary", "@\(dir.file("spec.yaml"))", "\(serve.url)/v1/tasksets?format=yaml"])
+        try curl(["-X", "POST", "-H", "Authorization: Bearer t", "--data-binary", "@\(dir.file("spec.yaml"))", "\(serve.url)/v1/tasksets?format=yaml&with_optional=true"])
         // While "gate" runs, the other three are ready and wait for the only place.
         #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
         let during = try scrape(serve.url)

@@ -142,6 +142,34 @@ import Testing
         }
     }
 
+    @Test func optionalTasksAreSkippedUnlessAskedForAndWhatFollowsThemRuns() throws {
+        let dir = try TemporaryDirectory("optional")
+        defer { dir.remove() }
+        try configure(dir, seconds: "0.05")
+        try dir.write(
+            "spec/tasks.md",
+            """
+            # Implementation Plan
+            - [ ] 1. Implement the parser
+            - [ ]* 2. Write property tests for the parser
+            - [ ]* 3. Benchmarks
+              - [ ] 3.1 Write the benchmark
+            - [ ] 4. Implement the printer
+            """)
+        let result = try NecroBinary.run(["run", "spec/tasks.md", "--no-server"], in: dir.path)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("2  skipped: optional (--with-optional runs it)"), "\(result.stdout)")
+        #expect(result.stdout.contains("spec: 2 done, 2 skipped in "), "\(result.stdout)")
+        #expect(result.stdout.contains("  skipped  2, 3.1: optional; necro run --with-optional runs them"), "an optional group's tasks are optional")
+        let log = try String(contentsOfFile: dir.file("log"), encoding: .utf8)
+        #expect(log.split(separator: "\n").map { $0.split(separator: " ")[1] } == ["1", "1", "4", "4"], "\(log)")
+
+        try FileManager.default.removeItem(atPath: dir.file("log"))
+        let intervals = try run(dir, ["--with-optional"])
+        #expect(Set(intervals.keys) == ["2", "3.1"], "only what was skipped runs, what ran does not run again")
+        expect(intervals, "3.1", startsAfter: "2")
+    }
+
     @Test func aParentWithWorkOfItsOwnRunsItBeforeItsSubtasksAndWhatFollowsWaitsForAll() throws {
         let dir = try TemporaryDirectory("parent")
         defer { dir.remove() }

@@ -184,11 +184,62 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(outcome?.stuck.map(\.waitingOn) == [["1.2"], ["b"]])
     }
 
+    @Test func anOptionalTaskIsSkippedAndWhatWaitsOnItWaitsForWhatItWaitedFor() {
+        var h = Harness(configuration())
+        var optional = task("test", ["build"])
+        optional.optional = true
+        h.load(spec([task("build"), optional, task("ship", ["test"])]))
+        #expect(h.launched == [h.runner("build")], "the optional task waits for its turn like any other")
+        h.exit(h.runner("build"))
+        #expect(h.states["test"] == .skipped)
+        #expect(h.eventTypes("test").last == .taskSkipped)
+        #expect(h.launched == [h.runner("build"), h.runner("ship")], "what waits on the skipped task runs")
+        h.exit(h.runner("ship"))
+        #expect(h.outcome?.succeeded == true)
+        #expect(h.outcome?.counts[.skipped] == 1 && h.outcome?.counts[.done] == 2)
+    }
+
+    @Test func aTasksetThatRunsOptionalTasksRunsThemAndOneThatFailsHoldsNothingUp() {
+        var h = Harness(configuration(attempts: 1))
+        var optional = task("test", ["build"])
+        optional.optional = true
+        var set = spec([task("build"), optional, task("ship", ["test"])])
+        set.runOptional = true
+        h.load(set)
+        h.exit(h.runner("build"))
+        #expect(h.launched == [h.runner("build"), h.runner("test")])
+        h.exit(h.runner("test"), 1)
+        #expect(h.states["test"] == .failed)
+        #expect(h.events.last { $0.1 == .taskFailed }?.2["optional"] == true)
+        #expect(h.launched.last == h.runner("ship"), "an optional failure does not block what waits on it")
+        h.exit(h.runner("ship"))
+        #expect(h.outcome?.succeeded == true && h.outcome?.failed == [TaskKey(spec: "s", id: "test")])
+    }
+
+    @Test func skippedAndOptionalFailedTasksCountAsFinishedWhenATasksetIsLoadedAgain() {
+        var h = Harness(configuration())
+        var optional = task("test", ["build"])
+        optional.optional = true
+        var lint = task("lint", ["build"])
+        lint.optional = true
+        let tasks = [task("build"), optional, lint, task("ship", ["test", "lint"])]
+        let records = [
+            TaskRecord(spec: "s", task: tasks[0], state: .done, attempts: 1, reason: nil, updatedAt: Timestamp(secondsSince1970: 0)),
+            TaskRecord(spec: "s", task: tasks[1], state: .skipped, attempts: 0, reason: nil, updatedAt: Timestamp(secondsSince1970: 0)),
+            TaskRecord(spec: "s", task: tasks[2], state: .failed, attempts: 1, reason: "x", updatedAt: Timestamp(secondsSince1970: 0)),
+            TaskRecord(spec: "s", task: tasks[3], state: .blocked, attempts: 0, reason: nil, updatedAt: Timestamp(secondsSince1970: 0)),
+        ]
+        h.load(spec(tasks), records: records)
+        #expect(h.launched == [h.runner("ship")])
+    }
+
     @Test func anOptionalFailureDoesNotFailTheRun() {
         var h = Harness(configuration(attempts: 1))
         var optional = task("extra")
         optional.optional = true
-        h.load(spec([task("main"), optional]))
+        var set = spec([task("main"), optional])
+        set.runOptional = true
+        h.load(set)
         h.exit(h.runner("main"))
         h.exit(h.runner("extra"), 1)
         #expect(h.outcome?.succeeded == true)

@@ -143,6 +143,42 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         #expect(try states(registry, "s") == ["g": .done, "g.1": .done, "after": .ready])
     }
 
+    @Test func importedWithItsOptionalTasksASkippedTaskWaitsForItsTurnAgainAndTheChoiceIsKept() throws {
+        let dir = try TemporaryDirectory()
+        let registry = try openRegistry(dir)
+        var spec = simpleSpec([
+            TaskSpec(id: "a", title: "A"), TaskSpec(id: "b", title: "B", dependencies: ["a"], optional: true),
+            TaskSpec(id: "c", title: "C", dependencies: ["b"]),
+        ])
+        try registry.importTaskSet(spec, source: nil)
+        #expect(try registry.taskSets().map(\.runOptional) == [false])
+        try registry.apply([
+            Transition(spec: "s", task: "a", to: .done, events: []), Transition(spec: "s", task: "b", to: .skipped, events: []),
+            Transition(spec: "s", task: "c", to: .done, events: []),
+        ])
+        try registry.importTaskSet(spec, source: nil)
+        #expect(try states(registry, "s") == ["a": .done, "b": .skipped, "c": .done], "skipped stays skipped")
+        spec.runOptional = true
+        let report = try registry.importTaskSet(spec, source: nil)
+        #expect(report.version == 2, "running the optional tasks is a change")
+        #expect(try states(registry, "s") == ["a": .done, "b": .ready, "c": .done], "what ran does not run again")
+        #expect(try registry.taskSets().map(\.runOptional) == [true])
+        #expect(try registry.taskSetSpecs().map(\.runOptional) == [true])
+        #expect(try registry.events(EventQuery(task: "b")).map(\.type).suffix(2) == [.taskBlocked, .taskReady])
+    }
+
+    @Test func aDependentOfASkippedTaskIsReadyOnImport() throws {
+        let dir = try TemporaryDirectory()
+        let registry = try openRegistry(dir)
+        let spec = simpleSpec([TaskSpec(id: "b", title: "B", optional: true), TaskSpec(id: "c", title: "C", dependencies: ["b"])])
+        try registry.importTaskSet(spec, source: nil)
+        try registry.apply([Transition(spec: "s", task: "b", to: .skipped, events: [])])
+        var changed = spec
+        changed.tasks[1].title = "C, renamed"
+        try registry.importTaskSet(changed, source: nil)
+        #expect(try states(registry, "s") == ["b": .skipped, "c": .ready])
+    }
+
     @Test func theRegistryRefusesAnInvalidSpecEvenWithoutTheLoader() throws {
         let dir = try TemporaryDirectory()
         let registry = try openRegistry(dir)

@@ -164,6 +164,11 @@ import Testing
         let declared = try await f.call(.POST, "/v1/tasksets?name=d", token: "admin-secret", body: body)
         #expect(declared.status == 201)
         #expect(try f.registry.tasks(spec: "d").first { $0.task.id == "2" }?.task.dependencies == [], "declared by default here")
+        let badOptional = try await f.call(.POST, "/v1/tasksets?name=o&with_optional=maybe", token: "admin-secret", body: body)
+        #expect(badOptional.status == 400 && badOptional.json?["error"]?["field"] == "with_optional")
+        #expect(try await f.call(.POST, "/v1/tasksets?name=o&with_optional=true", token: "admin-secret", body: body).status == 201)
+        #expect(try f.registry.taskSets().first { $0.name == "o" }?.runOptional == true)
+        #expect(try f.registry.taskSets().first { $0.name == "d" }?.runOptional == false)
         await f.finish()
     }
 

@@ -40,10 +40,14 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Print each event as one JSON line.")
     var json = false
 
+    @Flag(help: "Run the optional tasks (- [ ]*) too, also those a previous run skipped; by default they are skipped.")
+    var withOptional = false
+
     func run() async throws {
         let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
         var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
-        let loaded = try loadSpecOrExit(spec, order: order.mode)
+        var loaded = try loadSpecOrExit(spec, order: order.mode)
+        loaded.validated.spec.runOptional = withOptional || configuration.runOptionalTasks
         let root = options.folder
         let paths = Self.paths(registry: options.registry, folder: root)
         let workspaces = try Self.openRepoPool(&configuration, workspace: workspace, specs: [loaded.spec], registryFolder: root)

@@ -60,6 +60,8 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     public var skillMapping: [String: [String]]
     /// Git worktrees for tasks; nil runs each task in a plain working folder.
     public var repoPool: RepoPoolConfiguration?
+    /// Run optional tasks (`- [ ]*`) too; by default they are skipped (`dispatcher.run_optional_tasks`).
+    public var runOptionalTasks = false
 
     public init(
         schedulingPolicy: SchedulingPolicy = .priority,

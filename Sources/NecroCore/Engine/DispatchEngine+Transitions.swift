@@ -73,7 +73,17 @@ extension DispatchEngine {
     // MARK: Tasks
 
     /// A task whose dependencies are all done: ready, and queued unless no pool could ever take it.
+    /// An optional task of a taskset that does not run them is skipped instead.
     mutating func makeReady(_ key: TaskKey, _ index: Int) {
+        if sets[key.spec]!.spec.tasks[index].optional && !sets[key.spec]!.spec.runOptional {
+            change(
+                key, index, to: .skipped, reason: .some(nil),
+                events: [
+                    NewEvent(.taskSkipped, payload: ["explanation": "optional: not run (necro run --with-optional runs optional tasks)"])
+                ])
+            releaseDependents(of: key, index)
+            return
+        }
         if sets[key.spec]!.states[index] != .ready {
             change(key, index, to: .ready, reason: .some(nil), events: [NewEvent(.taskReady)])
         }
@@ -107,6 +117,13 @@ extension DispatchEngine {
         }
         scheduler.queue.push(queued)
         queuedSince[key] = now
+    }
+
+    /// A task is finished (done, skipped, or an optional one failed): what waits on it may go on.
+    mutating func releaseDependents(of key: TaskKey, _ index: Int) {
+        let completion = sets[key.spec]!.tracker.finish(index)
+        finishGroups(completion.groupsFinished, spec: key.spec)
+        for ready in completion.ready { makeReady(TaskKey(spec: key.spec, id: sets[key.spec]!.tracker.graph.ids[ready]), ready) }
     }
 
     /// Marks groups done, and whatever that readies.
@@ -182,7 +199,12 @@ extension DispatchEngine {
         for dependent in graph.transitiveDependents(of: index) where sets[key.spec]!.reasons[dependent]?.hasPrefix(reason) == true {
             change(TaskKey(spec: key.spec, id: graph.ids[dependent]), dependent, to: .blocked, reason: .some(nil), events: [NewEvent(.taskBlocked, payload: ["waiting_on": .string(key.id.rawValue)])])
         }
-        if sets[key.spec]!.tracker.isReady(index) { makeReady(key, index) }
+        // An optional task that failed let what waited on it go on: it counts as finished, and
+        // runs again at once.
+        let tracker = sets[key.spec]!.tracker
+        if tracker.isReady(index) || (sets[key.spec]!.spec.tasks[index].optional && tracker.isFinished(index)) {
+            makeReady(key, index)
+        }
     }
 
     // MARK: Runners
@@ -290,9 +312,7 @@ extension DispatchEngine {
                     NewEvent(.runnerFinished, payload: finished),
                     NewEvent(.taskCompleted, payload: ["runner_id": .string(id.rawValue), "execution_time_seconds": finished["execution_time_seconds"]!].merging(runner.recovered ? ["recovered": true] : [:]) { a, _ in a }),
                 ])
-            let completion = sets[key.spec]!.tracker.finish(index)
-            finishGroups(completion.groupsFinished, spec: key.spec)
-            for ready in completion.ready { makeReady(TaskKey(spec: key.spec, id: sets[key.spec]!.tracker.graph.ids[ready]), ready) }
+            releaseDependents(of: key, index)
             return
         }
 
@@ -333,15 +353,15 @@ extension DispatchEngine {
             // Shutting down: the failure is recorded, the retry is left for the next run.
             change(key, index, to: .ready, reason: .some("attempt \(runner.attempt) failed: \(reason)"), events: [NewEvent(.runnerFinished, payload: finished)])
         } else {
+            var failedPayload: [String: JSONValue] = [
+                "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt),
+            ]
+            if task.optional { failedPayload["optional"] = true }
             change(
                 key, index, to: .failed, reason: .some(reason),
-                events: [
-                    NewEvent(.runnerFinished, payload: finished),
-                    NewEvent(.taskFailed, payload: [
-                        "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt),
-                    ]),
-                ])
-            blockDependents(of: key, index)
+                events: [NewEvent(.runnerFinished, payload: finished), NewEvent(.taskFailed, payload: failedPayload)])
+            // An optional task does not hold up the run: what waits on it goes on.
+            if task.optional { releaseDependents(of: key, index) } else { blockDependents(of: key, index) }
         }
     }
 }

@@ -142,7 +142,10 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         var states = spec.tasks.map { byID[$0.id]?.state ?? ($0.markedDone ? .done : .blocked) }
         let attempts = spec.tasks.map { byID[$0.id]?.attempts ?? 0 }
         let reasons = spec.tasks.map { byID[$0.id]?.reason }
-        let done = states.indices.filter { states[$0] == .done }
+        // Done, skipped, and optional tasks that failed for good: what waits on them goes on.
+        let finished = states.indices.filter {
+            states[$0] == .done || states[$0] == .skipped || (states[$0] == .failed && spec.tasks[$0].optional)
+        }
         let adoptedByTask = Dictionary(
             recovered.adopted.filter { $0.task.spec == spec.name }.map { ($0.task.id, $0) }, uniquingKeysWith: { first, _ in first })
         let endedByTask = Dictionary(
@@ -157,7 +160,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         var counts: [TaskState: Int] = [:]
         for index in states.indices where !graph.isGroup[index] { counts[states[index], default: 0] += 1 }
         sets[spec.name] = TaskSetState(
-            spec: spec, tracker: ReadyTracker(graph: graph, finished: done), states: states, attempts: attempts,
+            spec: spec, tracker: ReadyTracker(graph: graph, finished: finished), states: states, attempts: attempts,
             reasons: reasons, counts: counts)
         scheduler.queue.setWeight(spec.weight, forSpec: spec.name)
         record(
@@ -209,7 +212,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             }
         }
         // Failures block what depends on them; groups whose tasks are all done are done.
-        for index in graph.ids.indices where states[index] == .failed || states[index] == .cancelled {
+        for index in graph.ids.indices
+        where (states[index] == .failed && !spec.tasks[index].optional) || states[index] == .cancelled {
             blockDependents(of: TaskKey(spec: spec.name, id: graph.ids[index]), index)
         }
         for index in sets[spec.name]!.tracker.groupsReadyToFinish {

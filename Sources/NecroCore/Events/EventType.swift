@@ -29,6 +29,8 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let taskRetryScheduled = EventType("TaskRetryScheduled")
     public static let taskBlocked = EventType("TaskBlocked")
     public static let taskCancelled = EventType("TaskCancelled")
+    /// An optional task reached its turn and was not run.
+    public static let taskSkipped = EventType("TaskSkipped")
     public static let taskPriorityChanged = EventType("TaskPriorityChanged")
     /// A warning: no pool is mapped to the task's skill; it waits for the `default` pool.
     public static let taskSkillUnmapped = EventType("TaskSkillUnmapped")

@@ -23,6 +23,9 @@ public struct TaskStep: Hashable, Sendable, Codable {
         self.title = title
         self.done = done
     }
+
+    /// As `TASK_CONTEXT` and the API show it: `{"title": …, "done": …}`.
+    public var json: JSONValue { .object(["title": .string(title), "done": .bool(done)]) }
 }
 
 /// One task as the spec declares it: its definition, not its run state.
@@ -123,10 +126,13 @@ public struct TaskSetSpec: Hashable, Sendable, Codable {
     /// Share of the dispatcher under the `fair-share` policy, relative to other tasksets.
     public var weight: Double
     public var tasks: [TaskSpec]
+    /// Run the optional tasks too; by default they are skipped (`skipped`).
+    public var runOptional: Bool
 
-    public init(name: String, weight: Double = 1, tasks: [TaskSpec]) {
+    public init(name: String, weight: Double = 1, tasks: [TaskSpec], runOptional: Bool = false) {
         self.name = name
         self.weight = weight
         self.tasks = tasks
+        self.runOptional = runOptional
     }
 }

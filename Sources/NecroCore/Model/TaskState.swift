@@ -8,11 +8,13 @@ public enum TaskState: String, Hashable, Sendable, Codable, CaseIterable {
     /// Failed after its last attempt.
     case failed
     case cancelled
+    /// An optional task not run (`--with-optional` runs it): what waits on it goes on.
+    case skipped
 
     /// A terminal state ends the task's part in the run.
     public var isTerminal: Bool {
         switch self {
-        case .done, .failed, .cancelled: return true
+        case .done, .failed, .cancelled, .skipped: return true
         case .blocked, .ready, .running: return false
         }
     }

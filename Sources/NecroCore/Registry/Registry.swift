@@ -31,11 +31,14 @@ public struct TaskSetRecord: Hashable, Sendable {
     public var weight: Double
     public var source: String?
     public var importedAt: Timestamp
+    /// Its optional tasks run (`necro run --with-optional`); else they are skipped.
+    public var runOptional: Bool
 
-    public init(name: String, version: Int, weight: Double, source: String?, importedAt: Timestamp) {
+    public init(name: String, version: Int, weight: Double, source: String?, importedAt: Timestamp, runOptional: Bool = false) {
         self.name = name
         self.version = version
         self.weight = weight
+        self.runOptional = runOptional
         self.source = source
         self.importedAt = importedAt
     }

@@ -8,6 +8,7 @@ public enum ConfigurationLoader {
     static let dispatcherKeys = [
         "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
         "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
+        "run_optional_tasks",
     ]
     static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
     static let localConfigKeys = ["command", "env", "nice"]
@@ -139,6 +140,8 @@ private struct ConfigurationDecoder {
                 }
             case "graceful_shutdown_timeout":
                 if let timeout = reader.duration(value, path) { configuration.gracefulShutdownTimeout = timeout }
+            case "run_optional_tasks":
+                if let run = reader.boolean(value, path) { configuration.runOptionalTasks = run }
             default:
                 unknown(key, value, path, ConfigurationLoader.dispatcherKeys)
             }

@@ -60,6 +60,7 @@ public enum SpecLoader {
         data: Data, format: SpecFormat, file: String, defaultName: String, order requested: SpecOrder.Mode? = nil
     ) throws(SpecValidationError) -> LoadedSpec {
         var parsed = parse(data: data, format: format, file: file, defaultName: defaultName)
+        inheritOptional(&parsed.spec.tasks)
         let (order, orderWarnings) = SpecOrder.apply(
             to: &parsed.spec, layout: parsed.layout, requested: requested, structured: format != .kiroMarkdown, file: file)
         let warnings = sortedByLine(parsed.issues.filter(\.isWarning) + orderWarnings)
@@ -77,6 +78,17 @@ public enum SpecLoader {
         case .success(let validated):
             return LoadedSpec(path: file, format: format, validated: validated, order: order, layout: parsed.layout, warnings: warnings)
         case .failure(let error): throw SpecValidationError(issues: sortedByLine(error.issues), warnings: warnings)
+        }
+    }
+
+    /// An optional group (or parent) makes its subtasks optional. Parents come before their
+    /// subtasks in every format.
+    static func inheritOptional(_ tasks: inout [TaskSpec]) {
+        guard tasks.contains(where: { $0.optional && ($0.isGroup || $0.runsOwnWork) }) else { return }
+        var optional = Set<TaskID>()
+        for i in tasks.indices {
+            if let parent = tasks[i].parent, optional.contains(parent) { tasks[i].optional = true }
+            if tasks[i].optional { optional.insert(tasks[i].id) }
         }
     }
 

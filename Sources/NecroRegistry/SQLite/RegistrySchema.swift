@@ -96,6 +96,9 @@ enum RegistrySchema {
             try db.execute(sql: "ALTER TABLE runners ADD COLUMN status_table TEXT")
             try db.execute(sql: "ALTER TABLE runners ADD COLUMN status_offset INTEGER")
         }
+        migrator.registerMigration("v7: whether a taskset runs its optional tasks") { db in
+            try db.execute(sql: "ALTER TABLE tasksets ADD COLUMN run_optional INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 }

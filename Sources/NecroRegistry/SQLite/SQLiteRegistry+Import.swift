@@ -58,6 +58,16 @@ extension SQLiteRegistry {
                 var state: TaskState
                 if let previous, !previous.removed {
                     state = previous.state
+                    if state == .skipped && spec.runOptional {
+                        // Run with its optional tasks now: a skipped one waits for its turn again.
+                        state = .blocked
+                        try recorder.append(
+                            NewEvent(.taskBlocked, actor: "registry", payload: ["reason": "optional tasks run now (--with-optional)"]),
+                            spec: spec.name, task: task.id)
+                        try db.execute(
+                            sql: "UPDATE tasks SET state = ?, updated_at = ? WHERE spec = ? AND id = ?",
+                            arguments: [state.rawValue, at.secondsSince1970, spec.name, task.id.rawValue])
+                    }
                     if previous.definition == task {
                         states.append(state)
                         if previous.position != position {
@@ -107,7 +117,7 @@ extension SQLiteRegistry {
             // Recompute the waiting states, dependencies first.
             for index in order where states[index] == .blocked || states[index] == .ready {
                 let dependencies = graph.dependencies(of: index)
-                let allDone = dependencies.allSatisfy { states[Int($0)] == .done }
+                let allDone = dependencies.allSatisfy { states[Int($0)] == .done || states[Int($0)] == .skipped }
                 let next: TaskState = allDone ? (graph.isGroup[index] ? .done : .ready) : .blocked
                 guard next != states[index] else { continue }
                 states[index] = next
@@ -126,11 +136,14 @@ extension SQLiteRegistry {
 
             let previousVersion: Int = existingSet?["version"] ?? 0
             let previousWeight: Double = existingSet?["weight"] ?? spec.weight
-            let dirty = existingSet == nil || !added.isEmpty || !changed.isEmpty || !removed.isEmpty || previousWeight != spec.weight
+            let previousRunOptional: Bool = existingSet?["run_optional"] ?? spec.runOptional
+            let dirty =
+                existingSet == nil || !added.isEmpty || !changed.isEmpty || !removed.isEmpty || previousWeight != spec.weight
+                || previousRunOptional != spec.runOptional
             let version = dirty ? previousVersion + 1 : previousVersion
             try db.execute(
-                sql: "UPDATE tasksets SET version = ?, weight = ?, source = ?, imported_at = ? WHERE name = ?",
-                arguments: [version, spec.weight, source, at.secondsSince1970, spec.name])
+                sql: "UPDATE tasksets SET version = ?, weight = ?, source = ?, imported_at = ?, run_optional = ? WHERE name = ?",
+                arguments: [version, spec.weight, source, at.secondsSince1970, spec.runOptional, spec.name])
             return ImportReport(
                 spec: spec.name, version: version, created: existingSet == nil, added: added, changed: changed,
                 removed: removed, unchanged: spec.tasks.count - added.count - changed.count)

@@ -71,7 +71,7 @@ public final class SQLiteRegistry: Registry, Sendable {
             try Row.fetchAll(db, sql: "SELECT * FROM tasksets ORDER BY name").map { row in
                 TaskSetRecord(
                     name: row["name"], version: row["version"], weight: row["weight"], source: row["source"],
-                    importedAt: Timestamp(secondsSince1970: row["imported_at"]))
+                    importedAt: Timestamp(secondsSince1970: row["imported_at"]), runOptional: row["run_optional"])
             }
         }
     }
@@ -127,7 +127,9 @@ public final class SQLiteRegistry: Registry, Sendable {
 
     /// Every taskset as its spec (definitions as last imported, removed tasks left out).
     public func taskSetSpecs() throws -> [TaskSetSpec] {
-        try taskSets().map { set in TaskSetSpec(name: set.name, weight: set.weight, tasks: try tasks(spec: set.name).map(\.task)) }
+        try taskSets().map { set in
+            TaskSetSpec(name: set.name, weight: set.weight, tasks: try tasks(spec: set.name).map(\.task), runOptional: set.runOptional)
+        }
     }
 
     /// The global id of the last event recorded, 0 for none.
