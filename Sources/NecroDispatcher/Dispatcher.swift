@@ -76,7 +76,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     let baseEnvironment: [String: String]
     /// Git worktrees for runners, with a repo pool; its work runs on `workspaceQueue`, one call
     /// at a time, off the loop.
-    let workspaces: (any Workspaces)?
+    public let workspaces: (any Workspaces)?
     let workspaceQueue = DispatchQueue(label: "necro.workspaces")
     /// The slot each runner with one works in, until its exit is handed to the engine.
     private let slotUsers = Mutex<[RunnerID: (slot: TaskSlot, user: SlotUser)]>([:])

@@ -176,7 +176,13 @@ public final class NecroAPI: Sendable {
         let data = Data(buffer: body)
         let query = request.uri.queryParameters
         let format = try Self.specFormat(query.get("format"), contentType: request.headers[.contentType], data: data)
-        let name = query.get("name") ?? "spec"
+        // The name comes from ?name= or the spec's spec_name: Kiro's markdown carries none (every
+        // file starts "# Implementation Plan").
+        let name = query.get("name")
+        if name == nil, format == .kiroMarkdown {
+            throw APIError.badRequest("a markdown spec needs its taskset's name: ?name=NAME", field: "name")
+        }
+        let replace = try Self.boolean(query.get("replace"), "replace") ?? false
         let file = "request body (\(format))"
         var order: SpecOrder.Mode?
         if let text = query.get("order") {
@@ -185,28 +191,40 @@ public final class NecroAPI: Sendable {
             }
             order = mode
         }
-        var runOptional = dispatcher.configuration.runOptionalTasks
-        if let text = query.get("with_optional") {
-            guard let value = ["true": true, "1": true, "false": false, "0": false][text] else {
-                throw APIError.badRequest("with_optional must be true or false, found \"\(text)\"", field: "with_optional")
-            }
-            runOptional = value
-        }
+        let runOptional = try Self.boolean(query.get("with_optional"), "with_optional") ?? dispatcher.configuration.runOptionalTasks
         var loaded: LoadedSpec
         do throws(SpecValidationError) {
-            loaded = try SpecLoader.load(data: data, format: format, file: file, defaultName: name, order: order)
+            loaded = try SpecLoader.load(data: data, format: format, file: file, defaultName: name ?? "", order: order)
         } catch {
             throw APIError.invalidSpec(error)
         }
         loaded.validated.spec.runOptional = runOptional
+        if let name { loaded.validated.spec.name = name }
         let spec = loaded.spec
+        // Another taskset of this name is replaced only when asked: never silently.
+        if !replace, let existing = try registry.taskSets().first(where: { $0.name == spec.name }) {
+            throw APIError(
+                .conflict, "taskset_exists",
+                "taskset \(spec.name) exists (version \(existing.version)\(existing.source.map { ", from \($0)" } ?? "")): send ?replace=true to replace it, or choose another ?name=",
+                field: "name")
+        }
         // A taskset whose runners are running keeps its definition until they are done.
         if let existing = try? registry.tasks(spec: spec.name), existing.contains(where: { $0.state == .running }) {
             throw APIError(.conflict, "taskset_running", "taskset \(spec.name) has tasks running: send it again once they are done")
         }
         let report = try registry.importTaskSet(spec, source: file)
+        if let workspaces = dispatcher.workspaces { try registry.markApplied(workspaces.applyRenames(try registry.pendingTaskRenames())) }
         dispatcher.load(spec, records: try registry.tasks(spec: spec.name))
         return JSONResponse.make(report.json, status: report.created ? .created : .ok)
+    }
+
+    /// A true/false query parameter (`1`/`0` too); nil when absent.
+    static func boolean(_ text: String?, _ field: String) throws -> Bool? {
+        guard let text else { return nil }
+        guard let value = ["true": true, "1": true, "false": false, "0": false][text.lowercased()] else {
+            throw APIError.badRequest("\(field) must be true or false, found \"\(text)\"", field: field)
+        }
+        return value
     }
 
     static func specFormat(_ name: String?, contentType: String?, data: Data) throws -> SpecFormat {

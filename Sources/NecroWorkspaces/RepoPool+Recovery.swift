@@ -107,4 +107,47 @@ extension RepoPool {
             return branch
         }
     }
+
+    /// Moves the branch and the attempt refs of each renamed task to its new id, the renames of
+    /// one import in two steps (through `refs/necro/renaming/…`) so that tasks may trade ids.
+    public func applyRenames(_ renames: [TaskRename]) -> [TaskRename] {
+        var applied: [TaskRename] = []
+        var start = 0
+        while start < renames.count {
+            var end = start + 1
+            while end < renames.count, renames[end].spec == renames[start].spec, renames[end].version == renames[start].version { end += 1 }
+            let batch = Array(renames[start..<end])
+            start = end
+            var moves: [(from: String, to: String, commit: String)] = []
+            for rename in batch {
+                let branch = "refs/heads/" + branchTemplate.render(spec: rename.spec, task: rename.from)
+                if let commit = try? git.run(["rev-parse", "--verify", "-q", branch]) {
+                    moves.append((branch, "refs/heads/" + branchTemplate.render(spec: rename.spec, task: rename.to), commit))
+                }
+                let spec = RefName.component(rename.spec)
+                let prefix = "refs/necro/attempts/\(spec)/\(RefName.component(rename.from.rawValue))/"
+                let listing = (try? git.run(["for-each-ref", "--format=%(refname) %(objectname)", prefix])) ?? ""
+                for line in listing.split(separator: "\n") {
+                    let parts = line.split(separator: " ")
+                    guard parts.count == 2 else { continue }
+                    let suffix = parts[0].dropFirst(prefix.count)
+                    moves.append((String(parts[0]), "refs/necro/attempts/\(spec)/\(RefName.component(rename.to.rawValue))/\(suffix)", String(parts[1])))
+                }
+            }
+            do {
+                for (k, move) in moves.enumerated() {
+                    try git.run(["update-ref", "refs/necro/renaming/\(k)", move.commit])
+                    try git.run(["update-ref", "-d", move.from])
+                }
+                for (k, move) in moves.enumerated() {
+                    try git.run(["update-ref", move.to, move.commit])
+                    try git.run(["update-ref", "-d", "refs/necro/renaming/\(k)"])
+                }
+                applied += batch
+            } catch {
+                break  // left for the next start; what moved stays under refs/necro/renaming/
+            }
+        }
+        return applied
+    }
 }

@@ -190,11 +190,17 @@ private final class LineReader: @unchecked Sendable {  // used from one test at 
         #expect(first.stdout == "chat-app v1: imported 17 tasks\n")
         #expect(FileManager.default.fileExists(atPath: dir.file(".necro/registry.sqlite")), "default registry path")
 
-        let edited = try String(contentsOfFile: spec, encoding: .utf8).replacingOccurrences(of: "Login UI", with: "Sign-in UI")
+        let edited = try String(contentsOfFile: spec, encoding: .utf8).replacingOccurrences(
+            of: "Login UI\n    - _Requirements: 3.1_", with: "Login UI\n    - With a remember-me box\n    - _Requirements: 3.1_")
         try edited.write(toFile: spec, atomically: true, encoding: .utf8)
         let second = try NecroBinary.run(["import", spec, "--registry", dir.file(".necro/registry.sqlite")])
         #expect(second.status == 0)
-        #expect(second.stdout == "chat-app v2: 0 added, 1 changed (4.1), 0 removed, 16 unchanged\n")
+        #expect(second.stdout == "chat-app v2: 0 added, 1 changed (4.1), 0 removed, 16 unchanged\n", "\(second.stdout)")
+        // A new title under the same id is a new task: the old one leaves, with its history.
+        let renamed = try String(contentsOfFile: spec, encoding: .utf8).replacingOccurrences(of: "Presence tracking", with: "Typing indicators")
+        try renamed.write(toFile: spec, atomically: true, encoding: .utf8)
+        let third = try NecroBinary.run(["import", spec], in: dir.path)
+        #expect(third.stdout == "chat-app v3: 1 added (3.4), 0 changed, 1 removed (3.4, kept as 3.4@v3), 16 unchanged\n", "\(third.stdout)")
     }
 
     @Test func failedImportLeavesTheRegistryAsItWas() throws {

@@ -105,7 +105,7 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         let aEvents = try registry.events(EventQuery(task: "a"))
 
         var v2 = v1
-        v2.tasks[1].title = "B, renamed"  // changed
+        v2.tasks[1].description = "B, in more detail"  // changed (a new title would make it a new task)
         v2.tasks[2].dependencies = ["b"]  // c now waits on b: ready -> blocked
         v2.tasks.removeLast()  // removed
         v2.tasks.append(TaskSpec(id: "d", title: "D", dependencies: ["a"]))  // added, a is done
@@ -117,13 +117,13 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         let records = Dictionary(uniqueKeysWithValues: try registry.tasks(spec: "s").map { ($0.task.id, $0) })
         #expect(records.keys.sorted() == ["a", "b", "c", "d"], "the removed task is gone from the spec")
         #expect(records["a"]?.state == .done && records["a"]?.attempts == 1, "unchanged: state kept")
-        #expect(records["b"]?.state == .ready && records["b"]?.task.title == "B, renamed", "changed: new definition, state kept")
+        #expect(records["b"]?.state == .ready && records["b"]?.task.description == "B, in more detail", "changed: new definition, state kept")
         #expect(records["c"]?.state == .blocked)
         #expect(records["d"]?.state == .ready)
         #expect(try registry.events(EventQuery(task: "a")) == aEvents, "unchanged task: events untouched")
         let bEvents = try registry.events(EventQuery(task: "b"))
         #expect(bEvents.map(\.type) == [.taskImported, .taskReady, .taskSpecChanged])
-        #expect(bEvents.last?.payload["fields"] == ["title"])
+        #expect(bEvents.last?.payload["fields"] == ["description"])
         #expect(bEvents.map(\.seq) == [1, 2, 3])
         #expect(try registry.events(EventQuery(task: "c")).map(\.type) == [.taskImported, .taskReady, .taskSpecChanged, .taskBlocked])
         #expect(try registry.events(EventQuery(task: "gone")).last?.type == .taskRemovedFromSpec)
@@ -165,6 +165,28 @@ private func simpleSpec(_ tasks: [TaskSpec], name: String = "s") -> TaskSetSpec 
         #expect(try registry.taskSets().map(\.runOptional) == [true])
         #expect(try registry.taskSetSpecs().map(\.runOptional) == [true])
         #expect(try registry.events(EventQuery(task: "b")).map(\.type).suffix(2) == [.taskBlocked, .taskReady])
+    }
+
+    @Test func aTaskWhoseTitleChangedUnderTheSameIdIsANewTaskAndTheOldOneKeepsItsHistoryAside() throws {
+        let dir = try TemporaryDirectory()
+        let registry = try openRegistry(dir)
+        try registry.importTaskSet(simpleSpec([TaskSpec(id: "1", title: "Schema"), TaskSpec(id: "2", title: "Service")]), source: nil)
+        try registry.apply([
+            Transition(spec: "s", task: "2", to: .done, attempts: 1, events: [NewEvent(.taskCompleted, payload: ["runner_id": "r"])])
+        ])
+        let report = try registry.importTaskSet(
+            simpleSpec([TaskSpec(id: "1", title: "Schema"), TaskSpec(id: "2", title: "Billing")]), source: nil)
+        #expect(report.added == ["2"] && report.movedAside == [ReimportPlan.Rename(from: "2", to: "2@v2")])
+        let records = Dictionary(uniqueKeysWithValues: try registry.tasks(spec: "s").map { ($0.task.id, $0) })
+        #expect(records["2"]?.state == .ready && records["2"]?.attempts == 0, "nothing inherited")
+        let aside = try registry.read { db in try Row.fetchOne(db, sql: "SELECT title, state, removed FROM tasks WHERE spec = 's' AND id = '2@v2'") }
+        let title: String? = aside?["title"]
+        let state: String? = aside?["state"]
+        let removed: Bool? = aside?["removed"]
+        #expect(title == "Service" && state == "done" && removed == true)
+        #expect(try registry.events(EventQuery(task: "2")).map(\.type) == [.taskImported, .taskReady])
+        #expect(try registry.events(EventQuery(task: "2@v2")).map(\.type).contains(.taskCompleted), "its history went with it")
+        #expect(try registry.tasks(spec: "s").map(\.task.id) == ["1", "2"], "the old one is out of the list")
     }
 
     @Test func aDependentOfASkippedTaskIsReadyOnImport() throws {

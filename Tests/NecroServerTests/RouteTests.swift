@@ -146,9 +146,19 @@ import Testing
         let markdown = try await f.call(.POST, "/v1/tasksets?name=m", token: "admin-secret", body: "- [ ] 1. One\n- [ ] 2. Two\n  - _Depends: 1_\n")
         #expect(markdown.status == 201 && markdown.json?["spec"] == "m")
         #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "2" && $0.spec == "m" } != nil)
-        // Sent again, unchanged: nothing new, and it stays done.
-        let again = try await f.call(.POST, "/v1/tasksets?name=m", token: "admin-secret", body: "- [ ] 1. One\n- [ ] 2. Two\n  - _Depends: 1_\n")
+        // Sent again under the same name: refused unless it is to replace the taskset.
+        let clash = try await f.call(.POST, "/v1/tasksets?name=m", token: "admin-secret", body: "- [ ] 1. Other\n")
+        #expect(clash.status == 409 && clash.code == "taskset_exists", "never silently replaced")
+        #expect(clash.json?["error"]?["message"]?.stringValue?.contains("taskset m exists (version 1") == true)
+        #expect(try f.registry.tasks(spec: "m").map(\.task.title) == ["One", "Two"])
+        // Replacing it, unchanged: nothing new, and it stays done.
+        let again = try await f.call(
+            .POST, "/v1/tasksets?name=m&replace=true", token: "admin-secret", body: "- [ ] 1. One\n- [ ] 2. Two\n  - _Depends: 1_\n")
         #expect(again.status == 200 && again.json?["unchanged"] == 2)
+        // Markdown carries no name of its own.
+        let unnamed = try await f.call(.POST, "/v1/tasksets", token: "admin-secret", body: "# Implementation Plan\n- [ ] 1. One\n")
+        #expect(unnamed.status == 400 && unnamed.json?["error"]?["field"] == "name")
+        #expect(try await f.call(.POST, "/v1/tasksets?name=m&replace=perhaps", token: "admin-secret", body: "- [ ] 1. One\n").status == 400)
         await f.finish()
     }
 

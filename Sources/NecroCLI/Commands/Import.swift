@@ -17,13 +17,16 @@ struct Import: AsyncParsableCommand {
 
     @OptionGroup var order: SpecOrderOption
 
+    @OptionGroup var importing: SpecImportOptions
+
     @OptionGroup var options: RegistryOptions
 
     func run() async throws {
-        let loaded = try loadSpecOrExit(spec, order: order.mode)
+        let loaded = try importing.named(try loadSpecOrExit(spec, order: order.mode))
         do {
+            if importing.dryRun { return try SpecImportOptions.preview(loaded.spec, registry: options.registry) }
             let registry = try SQLiteRegistry(path: options.registry)
-            let report = try registry.importTaskSet(loaded.spec, source: loaded.path)
+            let report = try registry.importTaskSet(loaded.spec, source: loaded.path, origin: SpecImportOptions.origin(of: loaded.path))
             print(Self.describe(report))
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -36,8 +39,13 @@ struct Import: AsyncParsableCommand {
             return "\(report.spec) v\(report.version): imported \(report.added.count) tasks"
         }
         func list(_ ids: [TaskID]) -> String { ids.isEmpty ? "" : " (\(ids.map(\.rawValue).joined(separator: ", ")))" }
+        let renumbered = report.renumbered.map { "\($0.from) → \($0.to)" }
+        let aside = Dictionary(report.movedAside.map { ($0.to, $0.from) }, uniquingKeysWith: { first, _ in first })
+        let removed = report.removed.map { id in aside[id].map { "\($0), kept as \(id)" } ?? id.rawValue }
         return "\(report.spec) v\(report.version): \(report.added.count) added\(list(report.added)), "
-            + "\(report.changed.count) changed\(list(report.changed)), \(report.removed.count) removed\(list(report.removed)), "
+            + "\(report.changed.count) changed\(list(report.changed)), \(report.removed.count) removed"
+            + (removed.isEmpty ? "" : " (\(removed.joined(separator: ", ")))") + ", "
             + "\(report.unchanged) unchanged"
+            + (renumbered.isEmpty ? "" : "; renumbered, with their history: \(renumbered.joined(separator: ", "))")
     }
 }

@@ -27,6 +27,8 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var order: SpecOrderOption
 
+    @OptionGroup var importing: SpecImportOptions
+
     @Option(help: "The configuration file.")
     var config: String?
 
@@ -46,8 +48,14 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
         var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
-        var loaded = try loadSpecOrExit(spec, order: order.mode)
+        var loaded = try importing.named(try loadSpecOrExit(spec, order: order.mode))
         loaded.validated.spec.runOptional = withOptional || configuration.runOptionalTasks
+        if importing.dryRun {
+            do { return try SpecImportOptions.preview(loaded.spec, registry: options.registry) } catch let error as RegistryError {
+                printError("error: \(error.message)")
+                throw ExitStatus.failure
+            }
+        }
         let root = options.folder
         let paths = Self.paths(registry: options.registry, folder: root)
         let workspaces = try Self.openRepoPool(&configuration, workspace: workspace, specs: [loaded.spec], registryFolder: root)
@@ -56,7 +64,10 @@ struct Run: AsyncParsableCommand {
         let recovered: RecoveredRunners
         do {
             registry = try SQLiteRegistry(path: options.registry)
-            try registry.importTaskSet(loaded.spec, source: loaded.path)
+            // What a dispatcher that stopped left in its journal goes in first: under the ids it
+            // was written for, before an import may renumber tasks.
+            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
+            try registry.importTaskSet(loaded.spec, source: loaded.path, origin: SpecImportOptions.origin(of: loaded.path))
             recovered = try Recovery.takeOver([loaded.spec.name], in: registry, paths: paths, workspaces: workspaces)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
@@ -208,7 +219,11 @@ enum Recovery {
             recovered.adopted += found.adopted
             recovered.ended += found.ended
         }
-        if let workspaces { try recoverSlots(workspaces, registry: registry, recovered: recovered) }
+        if let workspaces {
+            try recoverSlots(workspaces, registry: registry, recovered: recovered)
+            // Branches and attempt refs follow the tasks an import renumbered.
+            try registry.markApplied(workspaces.applyRenames(try registry.pendingTaskRenames()))
+        }
         return recovered
     }
 

@@ -19,6 +19,8 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let taskImported = EventType("TaskImported")
     public static let taskSpecChanged = EventType("TaskSpecChanged")
     public static let taskRemovedFromSpec = EventType("TaskRemovedFromSpec")
+    /// A task renumbered in its spec goes on under its new id, with its history (`from`, `to`).
+    public static let taskRenumbered = EventType("TaskRenumbered")
     public static let taskReady = EventType("TaskReady")
     public static let taskAssigned = EventType("TaskAssigned")
     public static let runnerStarted = EventType("RunnerStarted")

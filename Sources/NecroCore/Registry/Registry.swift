@@ -53,9 +53,14 @@ public struct ImportReport: Hashable, Sendable {
     public var changed: [TaskID]
     public var removed: [TaskID]
     public var unchanged: Int
+    /// Tasks that went on under a new id (renumbered), with their history.
+    public var renumbered: [ReimportPlan.Rename]
+    /// Tasks moved aside, with their history, because their id now names another task.
+    public var movedAside: [ReimportPlan.Rename]
 
     public init(
-        spec: String, version: Int, created: Bool, added: [TaskID], changed: [TaskID], removed: [TaskID], unchanged: Int
+        spec: String, version: Int, created: Bool, added: [TaskID], changed: [TaskID], removed: [TaskID], unchanged: Int,
+        renumbered: [ReimportPlan.Rename] = [], movedAside: [ReimportPlan.Rename] = []
     ) {
         self.spec = spec
         self.version = version
@@ -64,6 +69,8 @@ public struct ImportReport: Hashable, Sendable {
         self.changed = changed
         self.removed = removed
         self.unchanged = unchanged
+        self.renumbered = renumbered
+        self.movedAside = movedAside
     }
 }
 
@@ -155,6 +162,8 @@ public struct RegistryError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let stateConflict = Code(rawValue: "state-conflict")
         public static let invalidSpec = Code(rawValue: "invalid-spec")
         public static let storage = Code(rawValue: "storage")
+        /// Another spec of the same name is already in the registry.
+        public static let specConflict = Code(rawValue: "spec-conflict")
     }
 
     public var code: Code

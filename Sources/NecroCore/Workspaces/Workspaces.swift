@@ -10,6 +10,28 @@ public protocol Workspaces: Sendable {
     /// After the runner ended: commits what a successful one left (on the branch) or saves what a
     /// failed one left (under the attempt's ref), then cleans and detaches the worktree.
     func release(_ slot: TaskSlot, of runner: SlotUser, succeeded: Bool) -> [SlotReport]
+    /// Renames the branch and attempt refs of renumbered tasks (in the order given; the renames of
+    /// one import together, so that tasks may trade ids). Returns the renames carried out.
+    func applyRenames(_ renames: [TaskRename]) -> [TaskRename]
+}
+
+/// A task renamed by an import, as the registry notes it for the git refs named after tasks.
+public struct TaskRename: Hashable, Sendable {
+    /// The note's number in the registry.
+    public var number: Int64
+    public var spec: String
+    /// The taskset's version that the import made: the renames of one import go together.
+    public var version: Int
+    public var from: TaskID
+    public var to: TaskID
+
+    public init(number: Int64, spec: String, version: Int, from: TaskID, to: TaskID) {
+        self.number = number
+        self.spec = spec
+        self.version = version
+        self.from = from
+        self.to = to
+    }
 }
 
 /// The runner a slot serves.

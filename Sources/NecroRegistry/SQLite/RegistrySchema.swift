@@ -99,6 +99,20 @@ enum RegistrySchema {
         migrator.registerMigration("v7: whether a taskset runs its optional tasks") { db in
             try db.execute(sql: "ALTER TABLE tasksets ADD COLUMN run_optional INTEGER NOT NULL DEFAULT 0")
         }
+        migrator.registerMigration("v8: task renames, for the git refs named after tasks; where a taskset's spec lives") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE task_renames (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        spec TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        from_id TEXT NOT NULL,
+                        to_id TEXT NOT NULL,
+                        applied INTEGER NOT NULL DEFAULT 0
+                    );
+                    ALTER TABLE tasksets ADD COLUMN origin TEXT;
+                    """)
+        }
         return migrator
     }
 }

@@ -17,8 +17,10 @@ public final class SQLiteRegistry: Registry, Sendable {
     /// - Parameters:
     ///   - now: the clock that stamps events and updates.
     ///   - busyTimeout: how long a write waits for another writer's lock before failing.
+    ///   - readOnly: only read it: not a byte of the file changes (for dry runs).
     public init(
-        path: String, busyTimeout: Duration = .seconds(30), now: @escaping @Sendable () -> Timestamp = SQLiteRegistry.systemNow
+        path: String, busyTimeout: Duration = .seconds(30), readOnly: Bool = false,
+        now: @escaping @Sendable () -> Timestamp = SQLiteRegistry.systemNow
     ) throws {
         self.path = path
         self.now = now
@@ -28,15 +30,20 @@ public final class SQLiteRegistry: Registry, Sendable {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             }
             var configuration = Configuration()
+            configuration.readonly = readOnly
             configuration.busyMode = .timeout(busyTimeout.seconds)
             configuration.foreignKeysEnabled = true
             configuration.prepareDatabase { db in
                 // WAL with NORMAL sync: every commit survives a crash of the process (kill -9); only a
                 // power loss may take the last commits back. FULL would fsync each commit.
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                if !readOnly { try db.execute(sql: "PRAGMA synchronous = NORMAL") }
             }
             pool = try DatabasePool(path: path, configuration: configuration)
-            try RegistrySchema.migrator.migrate(pool)
+            if !readOnly {
+                try RegistrySchema.migrator.migrate(pool)
+            } else if try !pool.read({ try RegistrySchema.migrator.hasCompletedMigrations($0) }) {
+                throw RegistryError(.storage, "registry \(path) was written by an earlier necro: open it once without --dry-run")
+            }
         } catch let error as DatabaseError {
             throw RegistryError(.storage, "cannot open registry \(path): \(error.message ?? "\(error)")")
         } catch {
