@@ -210,6 +210,21 @@ final class RunDisplay: Sendable {
         if mode == .json { printError(text) } else { print(text) }
     }
 
+    /// The branch holding every done task's work, or why it stops short.
+    func result(_ result: (branch: String, assembly: RepoPool.Assembly, total: Int)) {
+        let text: String
+        switch result.assembly {
+        case .assembled(let merged, let commit):
+            text = "result: \(result.branch) \(commit), every done task's work merged (\(merged.count) task\(merged.count == 1 ? "" : "s"))"
+        case .conflict(let merged, let task, let files):
+            text =
+                "result: \(result.branch) stops before \(task): merging it conflicts in \(files.prefix(10).joined(separator: ", "))\(files.count > 10 ? ", …" : "") (\(merged.count) of \(result.total) tasks merged; nothing forced)"
+        case .failed(let reason):
+            text = "result: \(result.branch) could not be made: \(reason)"
+        }
+        if mode == .json { printError(text) } else { print(text) }
+    }
+
     /// The branches the run produced, one line per task.
     func branches(_ branches: [RepoPool.TaskBranch], base: String) {
         var lines = ["branches (\(branches.count), from \(base)):"]

@@ -18,8 +18,13 @@ public final class RepoPool: Workspaces, Sendable {
     let git: Git
 
     /// Opens the pool: checks the repository and creates the slots folder.
-    /// - Parameter defaultSlotsDirectory: where slots go when the configuration does not say.
-    public init(_ configuration: RepoPoolConfiguration, slotCount: Int, defaultSlotsDirectory: String) throws(RepoPoolError) {
+    /// - Parameters:
+    ///   - defaultSlotsDirectory: where slots go when the configuration does not say.
+    ///   - ignoring: files whose uncommitted changes do not make the base dirty (the spec itself,
+    ///     which `--update-spec` ticks), as absolute paths.
+    public init(
+        _ configuration: RepoPoolConfiguration, slotCount: Int, defaultSlotsDirectory: String, ignoring: Set<String> = []
+    ) throws(RepoPoolError) {
         let path = URL(fileURLWithPath: configuration.repository).standardizedFileURL.path
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else {
@@ -49,8 +54,9 @@ public final class RepoPool: Workspaces, Sendable {
         // Work not committed on the base branch would be missing from every task's branch.
         if base == current {
             let changes = (try? git.run(["diff", "HEAD", "--name-only"])) ?? ""
-            if !changes.isEmpty {
-                let files = changes.split(separator: "\n")
+            let ignored = Set(ignoring.map { URL(fileURLWithPath: $0).standardizedFileURL.path })
+            let files = changes.split(separator: "\n").filter { !ignored.contains("\(top)/\($0)") }
+            if !files.isEmpty {
                 throw RepoPoolError(
                     "repo_pool.repo: \(top) has uncommitted changes on \(base) (\(files.prefix(5).joined(separator: ", "))\(files.count > 5 ? ", …" : "")): commit or stash them first, so that tasks start from them")
             }
@@ -67,6 +73,68 @@ public final class RepoPool: Workspaces, Sendable {
         self.slotCount = slotCount
         self.branchTemplate = configuration.branchTemplate
         self.git = git
+        excludeSlots()
+    }
+
+    /// The top folder of the git repository that holds `path` (a file or folder), if any.
+    public static func repository(containing path: String) -> String? {
+        var folder = URL(fileURLWithPath: path).standardizedFileURL
+        var isFolder: ObjCBool = false
+        if !(FileManager.default.fileExists(atPath: folder.path, isDirectory: &isFolder) && isFolder.boolValue) {
+            folder.deleteLastPathComponent()
+        }
+        return try? Git(folder.path).run(["rev-parse", "--show-toplevel"])
+    }
+
+    /// Slots inside the repository's own folder (`.necro/slots` when the registry is in it) are
+    /// kept out of git: `/.necro/` goes into `.git/info/exclude`.
+    private func excludeSlots() {
+        let top = repository.hasSuffix("/") ? repository : repository + "/"
+        guard slotsDirectory.hasPrefix(top), let first = slotsDirectory.dropFirst(top.count).split(separator: "/").first else { return }
+        let line = "/\(first)/"
+        guard let relative = try? git.run(["rev-parse", "--git-path", "info/exclude"]) else { return }
+        let file = relative.hasPrefix("/") ? relative : "\(repository)/\(relative)"
+        let existing = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        guard !existing.split(separator: "\n").contains(Substring(line)) else { return }
+        try? FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let text = existing + (existing.isEmpty || existing.hasSuffix("\n") ? "" : "\n") + "# necro's registry, logs and slots\n\(line)\n"
+        try? text.write(toFile: file, atomically: true, encoding: .utf8)
+    }
+
+    /// What `assemble` made of the result branch.
+    public enum Assembly: Hashable, Sendable {
+        /// Every task's branch is merged in.
+        case assembled(merged: [TaskID], commit: String)
+        /// Merging `task` conflicted in `files`: the branch holds what was merged before it.
+        case conflict(merged: [TaskID], task: TaskID, files: [String])
+        case failed(String)
+    }
+
+    /// Builds `branch` anew from the base, in a worktree of its own for the time it takes: the
+    /// branches of `tasks` merged into it one by one, in the order given (dependencies first). A
+    /// conflict stops it, reported, never forced.
+    public func assemble(_ branch: String, from tasks: [DependencyBranch]) -> Assembly {
+        let path = "\(slotsDirectory)/result"
+        do {
+            try ensureWorktree(path)
+            let tree = git.at(path)
+            defer { _ = try? git.attempt(["worktree", "remove", "--force", path]) }  // a worktree only while it is made
+            try tree.run(["checkout", "-q", "-B", branch, baseRef])
+            var merged: [TaskID] = []
+            for task in tasks where tree.check(["rev-parse", "--verify", "-q", "refs/heads/\(task.branch)"]) {
+                let result = try tree.attempt(["merge", "--no-edit", "-q", task.branch])
+                if !result.succeeded {
+                    let conflicted = (try? tree.run(["diff", "--name-only", "--diff-filter=U"])) ?? ""
+                    _ = try? tree.attempt(["merge", "--abort"])
+                    try clean(tree)
+                    return .conflict(merged: merged, task: task.task, files: conflicted.split(separator: "\n").map(String.init))
+                }
+                merged.append(task.task)
+            }
+            return .assembled(merged: merged, commit: try tree.run(["rev-parse", "--short", "HEAD"]))
+        } catch {
+            return .failed("\(error)")
+        }
     }
 
     /// The path of slot `id`; nil if `id` is not a slot id (so no name can lead outside the folder).

@@ -143,6 +143,8 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
         // Eleven tasks ran (1 was marked done, 2.3 and 7 are optional); each has its branch in the summary.
         #expect(result.stdout.contains("branches (11, from main):"), "\(result.stdout)")
+        #expect(result.stdout.contains("result: necro/chat-app/result "), "\(result.stdout)")
+        #expect(result.stdout.contains("every done task's work merged (11 tasks)"), "\(result.stdout)")
         let repo = GitRepository(existing: dir.file("repo"))
         for id in ["2.1", "2.2", "3.1", "3.2", "3.3", "3.4", "4.1", "4.2", "4.3", "5", "6"] {
             #expect(result.stdout.contains("  necro/chat-app/\(id) "), "branch of \(id) listed")

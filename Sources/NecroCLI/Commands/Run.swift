@@ -32,8 +32,13 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The configuration file.")
     var config: String?
 
-    @Option(help: "A git repository: each task runs in a worktree of it, on a branch of its own (short for repo_pool.repo).")
+    @Option(
+        help: "A git repository: each task runs in a worktree of it, on a branch of its own (short for repo_pool.repo). Default: the repository the spec is in, if any."
+    )
     var workspace: String?
+
+    @Flag(help: "Run each task in a plain folder of its own, even when the spec is inside a git repository.")
+    var noWorkspace = false
 
     @OptionGroup var options: RegistryOptions
 
@@ -58,7 +63,15 @@ struct Run: AsyncParsableCommand {
         }
         let root = options.folder
         let paths = Self.paths(registry: options.registry, folder: root)
-        let workspaces = try Self.openRepoPool(&configuration, workspace: workspace, specs: [loaded.spec], registryFolder: root)
+        // A spec inside a git repository works in that repository, unless told otherwise.
+        var workspace = self.workspace
+        if workspace == nil, configuration.repoPool == nil, !noWorkspace, let top = RepoPool.repository(containing: spec) {
+            workspace = top
+            printError("workspace: \(top), the spec's repository (--no-workspace: plain folders)")
+        }
+        let workspaces = try Self.openRepoPool(
+            &configuration, workspace: noWorkspace ? nil : workspace, specs: [loaded.spec], registryFolder: root,
+            ignoring: [SpecImportOptions.origin(of: spec)])
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         let recovered: RecoveredRunners
@@ -108,9 +121,41 @@ struct Run: AsyncParsableCommand {
         launcher.shutdown()
         Recovery.removeUnusedStatusTables(paths, registry: registry)
         display.summary(outcome, registry: registry)
-        if let workspaces { display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef) }
+        if let workspaces {
+            display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef)
+            display.result(Self.assembleResult(loaded, workspaces, registry: registry, template: configuration.repoPool?.branchTemplate ?? .standard))
+        }
         if outcome.interrupted { throw ExitStatus.interrupted }
         if !outcome.succeeded { throw ExitStatus.failure }
+    }
+
+    /// The branch that holds the run's result: `necro/<spec>/result`, every done task's branch
+    /// merged in, dependencies first.
+    static func assembleResult(
+        _ loaded: LoadedSpec, _ workspaces: RepoPool, registry: SQLiteRegistry, template: BranchTemplate
+    ) -> (branch: String, assembly: RepoPool.Assembly, total: Int) {
+        let graph = loaded.validated.graph
+        let done = Set(((try? registry.tasks(spec: loaded.spec.name)) ?? []).filter { $0.state == .done }.map(\.task.id))
+        let order = graph.topologicalOrder() ?? Array(0..<graph.count)
+        let tasks = order.filter { !graph.isGroup[$0] && done.contains(graph.ids[$0]) }.map { index in
+            DependencyBranch(task: graph.ids[index], branch: template.render(spec: loaded.spec.name, task: graph.ids[index]))
+        }
+        let branch = resultBranch(loaded.spec, template: template)
+        return (branch, workspaces.assemble(branch, from: tasks), tasks.count)
+    }
+
+    /// The branch template's name for a task called `result` (`necro/<spec>/result`): beside the
+    /// tasks' branches, since a branch `necro/<spec>` cannot be (git keeps branches as files and
+    /// folders); `result-2`… if a task is called `result`.
+    static func resultBranch(_ spec: TaskSetSpec, template: BranchTemplate) -> String {
+        let ids = Set(spec.tasks.map(\.id.rawValue))
+        var name = "result"
+        var n = 1
+        while ids.contains(name) {
+            n += 1
+            name = "result-\(n)"
+        }
+        return template.render(spec: spec.name, task: TaskID(name))
     }
 
     /// `necro pool` and `necro retry` leave requests in the registry and send SIGUSR1: carried out
@@ -163,7 +208,8 @@ struct Run: AsyncParsableCommand {
     /// The repo pool, if `repo_pool:` or --workspace asks for one; every problem with it is exit 2,
     /// found before the registry is touched.
     static func openRepoPool(
-        _ configuration: inout DispatcherConfiguration, workspace: String?, specs: [TaskSetSpec], registryFolder: String
+        _ configuration: inout DispatcherConfiguration, workspace: String?, specs: [TaskSetSpec], registryFolder: String,
+        ignoring: Set<String> = []
     ) throws -> RepoPool? {
         if let workspace {
             var repoPool = configuration.repoPool ?? RepoPoolConfiguration(repository: workspace)
@@ -178,7 +224,8 @@ struct Run: AsyncParsableCommand {
             throw ExitStatus.invalidInput
         }
         do {
-            let pool = try RepoPool(repoPool, slotCount: slotCount, defaultSlotsDirectory: absolute("\(registryFolder)/slots"))
+            let pool = try RepoPool(
+                repoPool, slotCount: slotCount, defaultSlotsDirectory: absolute("\(registryFolder)/slots"), ignoring: ignoring)
             repoPool.slotsDirectory = pool.slotsDirectory  // the engine names slot paths from it
             configuration.repoPool = repoPool
             return pool
