@@ -15,15 +15,18 @@ public final class RepoPool: Workspaces, Sendable {
     public let slotsDirectory: String
     public let slotCount: Int
     public let branchTemplate: BranchTemplate
+    /// The specs inside the repository (paths from its top): merging branches that differ in them
+    /// only by ticked checkboxes takes the union of the ticks.
+    let specFiles: Set<String>
     let git: Git
 
     /// Opens the pool: checks the repository and creates the slots folder.
     /// - Parameters:
     ///   - defaultSlotsDirectory: where slots go when the configuration does not say.
-    ///   - ignoring: files whose uncommitted changes do not make the base dirty (the spec itself,
-    ///     which `--update-spec` ticks), as absolute paths.
+    ///   - specs: the spec files (absolute paths): their uncommitted changes do not make the base
+    ///     dirty (`--update-spec` ticks them), and merges take the union of their ticks.
     public init(
-        _ configuration: RepoPoolConfiguration, slotCount: Int, defaultSlotsDirectory: String, ignoring: Set<String> = []
+        _ configuration: RepoPoolConfiguration, slotCount: Int, defaultSlotsDirectory: String, specs: Set<String> = []
     ) throws(RepoPoolError) {
         let path = URL(fileURLWithPath: configuration.repository).standardizedFileURL.path
         var isFolder: ObjCBool = false
@@ -54,8 +57,7 @@ public final class RepoPool: Workspaces, Sendable {
         // Work not committed on the base branch would be missing from every task's branch.
         if base == current {
             let changes = (try? git.run(["diff", "HEAD", "--name-only"])) ?? ""
-            let ignored = Set(ignoring.map { URL(fileURLWithPath: $0).standardizedFileURL.path })
-            let files = changes.split(separator: "\n").filter { !ignored.contains("\(top)/\($0)") }
+            let files = changes.split(separator: "\n").filter { !Self.relative(specs, to: top).contains(String($0)) }
             if !files.isEmpty {
                 throw RepoPoolError(
                     "repo_pool.repo: \(top) has uncommitted changes on \(base) (\(files.prefix(5).joined(separator: ", "))\(files.count > 5 ? ", …" : "")): commit or stash them first, so that tasks start from them")
@@ -72,8 +74,58 @@ public final class RepoPool: Workspaces, Sendable {
         self.slotsDirectory = slots
         self.slotCount = slotCount
         self.branchTemplate = configuration.branchTemplate
+        self.specFiles = Self.relative(specs, to: top)
         self.git = git
         excludeSlots()
+    }
+
+    /// The paths inside `top`, from it.
+    private static func relative(_ paths: Set<String>, to top: String) -> Set<String> {
+        Set(paths.compactMap { path in
+            let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+            return absolute.hasPrefix(top + "/") ? String(absolute.dropFirst(top.count + 1)) : nil
+        })
+    }
+
+    /// How merging a branch into a worktree went.
+    enum MergeOutcome {
+        case merged
+        case conflict([String])
+        case failed(String)
+    }
+
+    /// Merges `branch` into the worktree's branch; a conflict (or failure) leaves it as it was.
+    /// Conflicts only in spec files, only over checkbox marks, are resolved by taking every tick.
+    func merge(_ branch: String, into tree: Git) throws -> MergeOutcome {
+        let result = try tree.attempt(["merge", "--no-edit", "-q", branch])
+        if result.succeeded { return .merged }
+        let conflicted = ((try? tree.run(["diff", "--name-only", "--diff-filter=U"])) ?? "").split(separator: "\n").map(String.init)
+        if !conflicted.isEmpty, try resolveTicks(conflicted, in: tree) { return .merged }
+        _ = try? tree.attempt(["merge", "--abort"])
+        try clean(tree)
+        if !conflicted.isEmpty { return .conflict(conflicted) }
+        return .failed("merging \(branch): \((result.stderr + result.stdout).trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    /// Agents tick `tasks.md` on their branches: two branches that tick different tasks conflict
+    /// over nothing. Resolved, and the merge committed, when that is all there is.
+    private func resolveTicks(_ files: [String], in tree: Git) throws -> Bool {
+        guard files.allSatisfy(specFiles.contains) else { return false }
+        var joined: [(String, [UInt8])] = []
+        for file in files {
+            let ours = try tree.attempt(["show", ":2:\(file)"])
+            let theirs = try tree.attempt(["show", ":3:\(file)"])
+            guard ours.succeeded, theirs.succeeded,
+                let union = SpecCheckboxes.union(Array(ours.stdout.utf8), Array(theirs.stdout.utf8))
+            else { return false }
+            joined.append((file, union))
+        }
+        for (file, bytes) in joined {
+            try Data(bytes).write(to: URL(fileURLWithPath: "\(tree.directory)/\(file)"))
+            try tree.run(["add", "--", file])
+        }
+        try tree.run(["commit", "-q", "--no-edit", "--no-verify"])
+        return true
     }
 
     /// The top folder of the git repository that holds `path` (a file or folder), if any.
@@ -122,14 +174,11 @@ public final class RepoPool: Workspaces, Sendable {
             try tree.run(["checkout", "-q", "-B", branch, baseRef])
             var merged: [TaskID] = []
             for task in tasks where tree.check(["rev-parse", "--verify", "-q", "refs/heads/\(task.branch)"]) {
-                let result = try tree.attempt(["merge", "--no-edit", "-q", task.branch])
-                if !result.succeeded {
-                    let conflicted = (try? tree.run(["diff", "--name-only", "--diff-filter=U"])) ?? ""
-                    _ = try? tree.attempt(["merge", "--abort"])
-                    try clean(tree)
-                    return .conflict(merged: merged, task: task.task, files: conflicted.split(separator: "\n").map(String.init))
+                switch try merge(task.branch, into: tree) {
+                case .merged: merged.append(task.task)
+                case .conflict(let files): return .conflict(merged: merged, task: task.task, files: files)
+                case .failed(let reason): return .failed(reason)
                 }
-                merged.append(task.task)
             }
             return .assembled(merged: merged, commit: try tree.run(["rev-parse", "--short", "HEAD"]))
         } catch {
@@ -158,18 +207,16 @@ public final class RepoPool: Workspaces, Sendable {
             }
             var merged: [TaskID] = []
             for dependency in dependencies where tree.check(["rev-parse", "--verify", "-q", "refs/heads/\(dependency.branch)"]) {
-                let result = try tree.attempt(["merge", "--no-edit", "-q", dependency.branch])
-                if !result.succeeded {
-                    let conflicted = (try? tree.run(["diff", "--name-only", "--diff-filter=U"])) ?? ""
-                    _ = try? tree.attempt(["merge", "--abort"])
-                    try clean(tree)
+                switch try merge(dependency.branch, into: tree) {
+                case .merged:
+                    merged.append(dependency.task)
+                case .conflict(let files):
                     try removeLease(slot.id)
-                    if !conflicted.isEmpty {
-                        return .conflict(dependency: dependency.task, files: conflicted.split(separator: "\n").map(String.init))
-                    }
-                    return .failed("merging \(dependency.branch): \((result.stderr + result.stdout).trimmingCharacters(in: .whitespacesAndNewlines))")
+                    return .conflict(dependency: dependency.task, files: files)
+                case .failed(let reason):
+                    try removeLease(slot.id)
+                    return .failed(reason)
                 }
-                merged.append(dependency.task)
             }
             let head = try tree.run(["rev-parse", "HEAD"])
             return .ready(.prepared(created: !exists, merged: merged, head: head))

@@ -10,10 +10,15 @@ private struct Fixture {
     let repo: GitRepository
     let pool: RepoPool
 
-    init(slots: Int = 3, files: [String: String] = ["README.md": "# Sample\n", ".gitignore": "build/\n"]) throws {
-        dir = try TemporaryDirectory("repopool")
+    init(
+        slots: Int = 3, files: [String: String] = ["README.md": "# Sample\n", ".gitignore": "build/\n"], specs: [String] = []
+    ) throws {
+        let dir = try TemporaryDirectory("repopool")
+        self.dir = dir
         repo = try GitRepository(at: dir.file("repo"), files: files)
-        pool = try RepoPool(RepoPoolConfiguration(repository: repo.path), slotCount: slots, defaultSlotsDirectory: dir.file("slots"))
+        pool = try RepoPool(
+            RepoPoolConfiguration(repository: repo.path), slotCount: slots, defaultSlotsDirectory: dir.file("slots"),
+            specs: Set(specs.map { "\(dir.file("repo"))/\($0)" }))
     }
 
     func slot(_ number: Int, for task: TaskID) -> TaskSlot {
@@ -48,6 +53,31 @@ private struct Fixture {
 }
 
 @Suite struct RepoPoolTests {
+    @Test func branchesThatTickDifferentTasksOfTheSpecMergeWithEveryTickAndOtherConflictsStay() throws {
+        let spec = "- [ ] 1. One\n- [ ] 2. Two\n- [ ] 3. Three\n"
+        let f = try Fixture(files: ["README.md": "# Sample\n", "specs/tasks.md": spec, "notes.txt": "base\n"], specs: ["specs/tasks.md"])
+        defer { f.dir.remove() }
+        let one = try f.prepare(1, "1")
+        try f.agentCommit(one, "specs/tasks.md", "- [x] 1. One\n- [ ] 2. Two\n- [ ] 3. Three\n")
+        _ = f.pool.release(one, of: f.user("1"), succeeded: true)
+        let two = try f.prepare(2, "2")
+        try f.agentCommit(two, "specs/tasks.md", "- [ ] 1. One\n- [x] 2. Two\n- [-] 3. Three\n")
+        _ = f.pool.release(two, of: f.user("2"), succeeded: true)
+        let three = try f.prepare(3, "3", merging: ["1", "2"])
+        let joined = try String(contentsOfFile: "\(three.path)/specs/tasks.md", encoding: .utf8)
+        #expect(joined == "- [x] 1. One\n- [x] 2. Two\n- [-] 3. Three\n", "\(joined)")
+        _ = f.pool.release(three, of: f.user("3"), succeeded: true)
+
+        // Anything more than ticks is a conflict as before.
+        let four = try f.prepare(1, "4")
+        try f.agentCommit(four, "specs/tasks.md", "- [x] 1. One, renamed\n- [ ] 2. Two\n- [ ] 3. Three\n")
+        _ = f.pool.release(four, of: f.user("4"), succeeded: true)
+        let five = f.pool.prepare(f.slot(2, for: "5"), for: f.user("5"), merging: [
+            DependencyBranch(task: "1", branch: "necro/app/1"), DependencyBranch(task: "4", branch: "necro/app/4"),
+        ])
+        #expect(five == .conflict(dependency: "4", files: ["specs/tasks.md"]))
+    }
+
     @Test func eachSlotIsAWorktreeOnItsTasksBranchInsideTheSlotsFolder() throws {
         let f = try Fixture()
         defer { f.dir.remove() }

@@ -50,6 +50,9 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Run the optional tasks (- [ ]*) too, also those a previous run skipped; by default they are skipped.")
     var withOptional = false
 
+    @Flag(help: "Tick the tasks of a tasks.md as they go: [-] running, [x] done; nothing else of the file changes.")
+    var updateSpec = false
+
     func run() async throws {
         let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
         var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
@@ -71,7 +74,7 @@ struct Run: AsyncParsableCommand {
         }
         let workspaces = try Self.openRepoPool(
             &configuration, workspace: noWorkspace ? nil : workspace, specs: [loaded.spec], registryFolder: root,
-            ignoring: [SpecImportOptions.origin(of: spec)])
+            specFiles: [SpecImportOptions.origin(of: spec)])
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         let recovered: RecoveredRunners
@@ -116,8 +119,14 @@ struct Run: AsyncParsableCommand {
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let updates = dispatcher.updates()
         let watcher = Task { await display.follow(updates) }
+        let writeBack = updateSpec && loaded.format == .kiroMarkdown ? SpecWriteBack(path: spec, spec: loaded.spec.name) : nil
+        let ticking = writeBack.map { writeBack in
+            let updates = dispatcher.updates()
+            return Task { await writeBack.follow(updates) }
+        }
         let outcome = try await dispatcher.run([(loaded.spec, records)], recovered: recovered)
         await watcher.value
+        await ticking?.value
         launcher.shutdown()
         Recovery.removeUnusedStatusTables(paths, registry: registry)
         display.summary(outcome, registry: registry)
@@ -209,7 +218,7 @@ struct Run: AsyncParsableCommand {
     /// found before the registry is touched.
     static func openRepoPool(
         _ configuration: inout DispatcherConfiguration, workspace: String?, specs: [TaskSetSpec], registryFolder: String,
-        ignoring: Set<String> = []
+        specFiles: Set<String> = []
     ) throws -> RepoPool? {
         if let workspace {
             var repoPool = configuration.repoPool ?? RepoPoolConfiguration(repository: workspace)
@@ -225,7 +234,7 @@ struct Run: AsyncParsableCommand {
         }
         do {
             let pool = try RepoPool(
-                repoPool, slotCount: slotCount, defaultSlotsDirectory: absolute("\(registryFolder)/slots"), ignoring: ignoring)
+                repoPool, slotCount: slotCount, defaultSlotsDirectory: absolute("\(registryFolder)/slots"), specs: specFiles)
             repoPool.slotsDirectory = pool.slotsDirectory  // the engine names slot paths from it
             configuration.repoPool = repoPool
             return pool
