@@ -227,7 +227,7 @@ private final class LineReader: @unchecked Sendable {  // used from one test at 
         let spec = try dir.write("s.json", #"{"spec_name": "s", "tasks": [{"id": "1", "title": "A", "dependencies": ["1"]}]}"#)
         let result = try NecroBinary.run(["import", spec, "--registry", dir.file("r/registry.sqlite")])
         #expect(result.status == 2)
-        #expect(result.stderr.contains("s.json: tasks[0].dependencies[0]: error: task 1 depends on itself [self-dependency]"))
+        #expect(result.stderr.contains("s.json:1 (tasks[0].dependencies[0]): error: task 1 depends on itself [self-dependency]"), "JSON errors have their line too")
         #expect(!FileManager.default.fileExists(atPath: dir.file("r")))
     }
 

@@ -19,6 +19,11 @@ struct SpecNode {
     var value: Value
     var line: Int?
 
+    init(value: Value, line: Int?) {
+        self.value = value
+        self.line = line
+    }
+
     /// What the value is, in the words of an error message.
     var kindName: String {
         switch value {
@@ -125,61 +130,7 @@ extension SpecNode {
 
     /// Reads a JSON document; a syntax error comes back as one issue with its line and column.
     static func parseJSON(_ data: Data, file: String) -> Result<SpecNode, SpecIssue> {
-        do {
-            let value = try JSONDecoder().decode(JSONValue.self, from: data)
-            return .success(SpecNode(json: value))
-        } catch {
-            // JSONDecoder says only "not valid JSON"; JSONSerialization tells where.
-            var detail = "the data is not valid JSON"
-            var line: Int?
-            do {
-                _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-            } catch let parseError as NSError {
-                if let text = parseError.userInfo[NSDebugDescriptionErrorKey] as? String {
-                    detail = text
-                    if let offset = Self.number(after: "character ", in: text) {
-                        let position = Self.position(ofOffset: offset, in: data)
-                        line = position.line
-                        var message = text.replacingOccurrences(of: " around character \(offset)", with: "")
-                        if message.hasSuffix(".") { message.removeLast() }
-                        detail = "\(message.lowercased()) at column \(position.column)"
-                    }
-                }
-            }
-            return .failure(SpecIssue(.malformed, at: SourceLocation(file: file, line: line), "malformed JSON: \(detail)"))
-        }
+        JSONSpecParser.parse(data, file: file)
     }
 
-    private static func number(after marker: String, in message: String) -> Int? {
-        guard let range = message.range(of: marker) else { return nil }
-        return Int(message[range.upperBound...].prefix { $0.isNumber })
-    }
-
-    /// The 1-based line and column of a byte offset.
-    private static func position(ofOffset offset: Int, in data: Data) -> (line: Int, column: Int) {
-        var line = 1
-        var column = 1
-        for byte in data.prefix(offset) {
-            if byte == 10 {
-                line += 1
-                column = 1
-            } else {
-                column += 1
-            }
-        }
-        return (line, column)
-    }
-
-    private init(json: JSONValue) {
-        line = nil
-        switch json {
-        case .null: value = .null
-        case .bool(let b): value = .bool(b)
-        case .int(let i): value = .int(i)
-        case .double(let d): value = .double(d)
-        case .string(let s): value = .string(s)
-        case .array(let a): value = .array(a.map(SpecNode.init(json:)))
-        case .object(let o): value = .object(o.sorted { $0.key < $1.key }.map { ($0.key, SpecNode(json: $0.value)) })
-        }
-    }
 }

@@ -52,6 +52,9 @@ struct TaskSetDecoder {
                     reader.fail(.wrongType, node, key, "expected a list of tasks, found \(node.kindName)")
                     continue
                 }
+                // Room for the top-level tasks at once: regrowing arrays of a million tasks moves them all.
+                tasks.reserveCapacity(items.count)
+                origins.reserveCapacity(items.count)
                 for (i, item) in items.enumerated() { decodeTask(item, path: "tasks[\(i)]", parent: nil) }
             default:
                 reader.fail(.unknownField, node, key, "unknown field \(key) (expected one of \(Self.taskSetKeys.sorted().joined(separator: ", ")))")
@@ -72,60 +75,60 @@ struct TaskSetDecoder {
         var hasID = false
         var hasTitle = false
         for (key, value) in fields {
-            let at = "\(path).\(key)"
+            func at() -> String { "\(path).\(key)" }
             switch key {
             case "id":
                 hasID = true
-                if let id = reader.identifier(value, at) {
+                if let id = reader.identifier(value, at()) {
                     if id.isEmpty || id.contains(where: { $0 == " " || $0 == "," || $0 == "\n" }) {
-                        reader.fail(.invalidValue, value, at, "a task id must be non-empty, without spaces or commas")
+                        reader.fail(.invalidValue, value, at(), "a task id must be non-empty, without spaces or commas")
                     } else {
                         task.id = TaskID(id)
                     }
                 }
             case "title":
-                if let title = reader.string(value, at) {
+                if let title = reader.string(value, at()) {
                     task.title = title
                     hasTitle = !title.isEmpty
                 }
             case "description":
-                task.description = reader.string(value, at) ?? ""
+                task.description = reader.string(value, at()) ?? ""
             case "dependencies":
-                for (j, item) in reader.list(value, at).enumerated() {
-                    if let dep = reader.identifier(item, "\(at)[\(j)]") {
+                for (j, item) in reader.list(value, at()).enumerated() {
+                    if let dep = reader.identifier(item, "\(at())[\(j)]") {
                         task.dependencies.append(TaskID(dep))
                         dependencyLines.append(Int32(item.line ?? 0))
                     }
                 }
             case "required_skill":
-                task.requiredSkill = value.isNull ? nil : reader.string(value, at)
+                task.requiredSkill = value.isNull ? nil : reader.string(value, at())
             case "priority":
-                task.priority = reader.integer(value, at) ?? 0
+                task.priority = reader.integer(value, at()) ?? 0
             case "optional":
-                task.optional = reader.boolean(value, at) ?? false
+                task.optional = reader.boolean(value, at()) ?? false
             case "done":
-                task.markedDone = reader.boolean(value, at) ?? false
+                task.markedDone = reader.boolean(value, at()) ?? false
             case "resources":
-                task.resources = resources(value, at)
+                task.resources = resources(value, at())
             case "timeout_seconds":
                 if case .string(let text) = value.value {
                     if let seconds = DurationText.seconds(text), seconds > 0 {
                         task.timeoutSeconds = seconds
                     } else {
-                        reader.fail(.invalidValue, value, at, "expected seconds or a duration such as 30m, found \"\(text)\"")
+                        reader.fail(.invalidValue, value, at(), "expected seconds or a duration such as 30m, found \"\(text)\"")
                     }
-                } else if let seconds = reader.integer(value, at) {
-                    if seconds > 0 { task.timeoutSeconds = seconds } else { reader.fail(.invalidValue, value, at, "must be positive") }
+                } else if let seconds = reader.integer(value, at()) {
+                    if seconds > 0 { task.timeoutSeconds = seconds } else { reader.fail(.invalidValue, value, at(), "must be positive") }
                 }
             case "max_attempts":
-                if let attempts = reader.integer(value, at) {
-                    if attempts >= 1 { task.maxAttempts = attempts } else { reader.fail(.invalidValue, value, at, "must be at least 1") }
+                if let attempts = reader.integer(value, at()) {
+                    if attempts >= 1 { task.maxAttempts = attempts } else { reader.fail(.invalidValue, value, at(), "must be at() least 1") }
                 }
             case "gates":
-                for (j, gate) in reader.list(value, at).enumerated() {
-                    let argv = reader.list(gate, "\(at)[\(j)]").enumerated().compactMap { reader.string($0.element, "\(at)[\(j)][\($0.offset)]") }
+                for (j, gate) in reader.list(value, at()).enumerated() {
+                    let argv = reader.list(gate, "\(at())[\(j)]").enumerated().compactMap { reader.string($0.element, "\(at())[\(j)][\($0.offset)]") }
                     if argv.isEmpty {
-                        reader.fail(.invalidValue, gate, "\(at)[\(j)]", "a gate is a non-empty argv list such as [swift, test]")
+                        reader.fail(.invalidValue, gate, "\(at())[\(j)]", "a gate is a non-empty argv list such as [swift, test]")
                     } else {
                         task.gates.append(argv)
                     }
@@ -134,20 +137,20 @@ struct TaskSetDecoder {
                 if case .object = value.value, case .object(let metadata) = value.json {
                     task.metadata = metadata
                 } else {
-                    reader.fail(.wrongType, value, at, "expected a mapping, found \(value.kindName)")
+                    reader.fail(.wrongType, value, at(), "expected a mapping, found \(value.kindName)")
                 }
             case "steps":
-                for (j, item) in reader.list(value, at).enumerated() {
-                    if let step = self.step(item, "\(at)[\(j)]") { task.steps.append(step) }
+                for (j, item) in reader.list(value, at()).enumerated() {
+                    if let step = self.step(item, "\(at())[\(j)]") { task.steps.append(step) }
                 }
             case "subtasks":
                 guard case .array(let items) = value.value else {
-                    reader.fail(.wrongType, value, at, "expected a list of tasks, found \(value.kindName)")
+                    reader.fail(.wrongType, value, at(), "expected a list of tasks, found \(value.kindName)")
                     continue
                 }
-                subtasks = items.enumerated().map { ($0.element, "\(at)[\($0.offset)]") }
+                subtasks = items.enumerated().map { ($0.element, "\(at())[\($0.offset)]") }
             default:
-                reader.fail(.unknownField, value, at, "unknown field \(key) (expected one of \(Self.taskKeys.sorted().joined(separator: ", ")))")
+                reader.fail(.unknownField, value, at(), "unknown field \(key) (expected one of \(Self.taskKeys.sorted().joined(separator: ", ")))")
             }
         }
         if !hasID { reader.fail(.missingField, node, "\(path).id", "the task has no id") }
@@ -159,40 +162,40 @@ struct TaskSetDecoder {
     }
 
     /// A step: its title, or a mapping with `title` and `done`.
-    private mutating func step(_ node: SpecNode, _ path: String) -> TaskStep? {
+    private mutating func step(_ node: SpecNode, _ path: @autoclosure () -> String) -> TaskStep? {
         if case .object(let fields) = node.value {
             var step = TaskStep("")
             for (key, value) in fields {
                 switch key {
-                case "title": step.title = reader.string(value, "\(path).title") ?? ""
-                case "done": step.done = reader.boolean(value, "\(path).done") ?? false
-                default: reader.fail(.unknownField, value, "\(path).\(key)", "unknown field \(key) (expected title, done)")
+                case "title": step.title = reader.string(value, "\(path()).title") ?? ""
+                case "done": step.done = reader.boolean(value, "\(path()).done") ?? false
+                default: reader.fail(.unknownField, value, "\(path()).\(key)", "unknown field \(key) (expected title, done)")
                 }
             }
-            if step.title.isEmpty { reader.fail(.missingField, node, "\(path).title", "a step needs a title") }
+            if step.title.isEmpty { reader.fail(.missingField, node, "\(path()).title", "a step needs a title") }
             return step.title.isEmpty ? nil : step
         }
-        return reader.string(node, path).map { TaskStep($0) }
+        return reader.string(node, path()).map { TaskStep($0) }
     }
 
-    private mutating func resources(_ node: SpecNode, _ path: String) -> TaskResources {
+    private mutating func resources(_ node: SpecNode, _ path: @autoclosure () -> String) -> TaskResources {
         guard case .object(let fields) = node.value else {
-            reader.fail(.wrongType, node, path, "expected a mapping with cpu and memory_mb, found \(node.kindName)")
+            reader.fail(.wrongType, node, path(), "expected a mapping with cpu and memory_mb, found \(node.kindName)")
             return .unspecified
         }
         var resources = TaskResources()
         for (key, value) in fields {
             switch key {
             case "cpu":
-                if let cpu = reader.number(value, "\(path).cpu") {
-                    if cpu > 0 { resources.cpu = cpu } else { reader.fail(.invalidValue, value, "\(path).cpu", "must be positive") }
+                if let cpu = reader.number(value, "\(path()).cpu") {
+                    if cpu > 0 { resources.cpu = cpu } else { reader.fail(.invalidValue, value, "\(path()).cpu", "must be positive") }
                 }
             case "memory_mb":
-                if let memory = reader.integer(value, "\(path).memory_mb") {
-                    if memory > 0 { resources.memoryMB = memory } else { reader.fail(.invalidValue, value, "\(path).memory_mb", "must be positive") }
+                if let memory = reader.integer(value, "\(path()).memory_mb") {
+                    if memory > 0 { resources.memoryMB = memory } else { reader.fail(.invalidValue, value, "\(path()).memory_mb", "must be positive") }
                 }
             default:
-                reader.fail(.unknownField, value, "\(path).\(key)", "unknown field \(key) (expected cpu, memory_mb)")
+                reader.fail(.unknownField, value, "\(path()).\(key)", "unknown field \(key) (expected cpu, memory_mb)")
             }
         }
         return resources
