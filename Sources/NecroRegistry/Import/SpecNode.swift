@@ -82,6 +82,12 @@ struct SpecNode {
 extension SpecNode {
     /// Reads a YAML document; a syntax error comes back as one issue with its line.
     static func parseYAML(_ text: String, file: String) -> Result<SpecNode, SpecIssue> {
+        if let read = BlockYAMLParser.parse(text, file: file) { return read }
+        return parseYAMLWithLibrary(text, file: file)
+    }
+
+    /// Reads a YAML document with the YAML library (Yams), whatever it holds.
+    static func parseYAMLWithLibrary(_ text: String, file: String) -> Result<SpecNode, SpecIssue> {
         do {
             guard let root = try Yams.compose(yaml: text) else {
                 return .failure(SpecIssue(.malformed, at: SourceLocation(file: file, line: 1), "the file is empty"))
