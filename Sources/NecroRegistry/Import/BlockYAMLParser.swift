@@ -330,13 +330,11 @@ struct BlockYAMLParser {
             }
             let escape = bytes[i + 1]
             i += 2
+            if let byte = JSONSpecParser.escaped(escape) {
+                out.append(byte)
+                continue
+            }
             switch escape {
-            case 34, 92, 47: out.append(escape)
-            case 110: out.append(10)
-            case 116: out.append(9)
-            case 114: out.append(13)
-            case 98: out.append(8)
-            case 102: out.append(12)
             case 48: out.append(0)
             case 117:
                 guard i + 4 <= close, let code = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16),

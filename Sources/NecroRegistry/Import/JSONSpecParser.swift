@@ -222,13 +222,11 @@ struct JSONSpecParser {
             guard i < bytes.count else { throw error("a string is never closed") }
             let escape = bytes[i]
             i += 1
+            if let byte = Self.escaped(escape) {
+                scalars.append(byte)
+                continue
+            }
             switch escape {
-            case 34, 92, 47: scalars.append(escape)
-            case 98: scalars.append(8)
-            case 102: scalars.append(12)
-            case 110: scalars.append(10)
-            case 114: scalars.append(13)
-            case 116: scalars.append(9)
             case 117:
                 var code = try hex4()
                 if code >= 0xD800, code < 0xDC00 {
@@ -244,6 +242,19 @@ struct JSONSpecParser {
             default:
                 throw error("an unknown escape \\\(String(UnicodeScalar(escape)))")
             }
+        }
+    }
+
+    /// The byte a one-character escape stands for (`\n` → 10): those JSON and YAML share.
+    static func escaped(_ escape: UInt8) -> UInt8? {
+        switch escape {
+        case 34, 92, 47: return escape
+        case 98: return 8
+        case 102: return 12
+        case 110: return 10
+        case 114: return 13
+        case 116: return 9
+        default: return nil
         }
     }
 
