@@ -173,7 +173,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n")
         let result = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
         #expect(result.status == 2)
-        #expect(result.stderr.contains("necro.yaml:2 (dispatcher.max_global_concurrency): error: dispatcher.max_global_concurrency must be a positive integer, found 0"))
+        #expect(result.stderr.contains("necro.yaml:2 (dispatcher.max_global_concurrency): error: dispatcher.max_global_concurrency must be an integer from 1 to 1000000, found 0"))
         #expect(result.stderr.contains("necro.yaml:4 (agent_pools.local.type): error: pool type docker is not supported yet"))
         #expect(try SQLiteRegistry(path: registry).events(EventQuery()) == before)
         #expect(try SQLiteRegistry(path: registry).tasks(spec: dir.path.split(separator: "/").last.map(String.init) ?? "").count <= 1)

@@ -105,7 +105,7 @@ private func issues(_ text: String) -> [SpecIssue] {
         func at(_ field: String) -> SpecIssue? { found.first { $0.location.field == field } }
         #expect(at("dispatcher.scheduling_policy")?.location.line == 2)
         #expect(at("dispatcher.scheduling_policy")?.message.contains("unknown scheduling policy random") == true)
-        #expect(at("dispatcher.max_global_concurrency")?.message == "dispatcher.max_global_concurrency must be a positive integer, found 0")
+        #expect(at("dispatcher.max_global_concurrency")?.message == "dispatcher.max_global_concurrency must be an integer from 1 to 1000000, found 0")
         #expect(at("dispatcher.heartbeat_timout")?.code == .unknownField)
         #expect(at("dispatcher.heartbeat_timout")?.location.line == 4)
         #expect(at("dispatcher.retry_max_attempts")?.code == .wrongType)

@@ -1,10 +1,15 @@
 /// Durations as people write them in specs and configuration: `90`, `45s`, `30m`, `1h30m`, `2d`.
 public enum DurationText {
-    /// Whole seconds, or nil if the text is not a duration. A bare number is seconds.
+    /// The longest duration taken anywhere (ten years): a longer one is a mistake, and would
+    /// overflow the clock it is added to.
+    public static let maximumSeconds = 10 * 365 * 86_400
+
+    /// Whole seconds, or nil if the text is not a duration of at most `maximumSeconds`. A bare
+    /// number is seconds.
     public static func seconds(_ text: String) -> Int? {
         let trimmed = text.trimmingSpaces
         guard !trimmed.isEmpty else { return nil }
-        if let plain = Int(trimmed) { return plain >= 0 ? plain : nil }
+        if let plain = Int(trimmed) { return plain >= 0 && plain <= maximumSeconds ? plain : nil }
         var total = 0
         var number = ""
         for character in trimmed where character != " " {
@@ -22,8 +27,9 @@ public enum DurationText {
             default: return nil
             }
             let (product, overflow) = value.multipliedReportingOverflow(by: unit)
-            guard !overflow else { return nil }
+            guard !overflow, product <= maximumSeconds else { return nil }
             total += product
+            guard total <= maximumSeconds else { return nil }
             number = ""
         }
         return number.isEmpty ? total : nil

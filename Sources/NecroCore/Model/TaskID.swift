@@ -20,6 +20,18 @@ public struct TaskID: Hashable, Sendable, Comparable, Codable, CustomStringConve
 
     public var description: String { rawValue }
 
+    /// Why `text` cannot be a task id, or nil if it can: ids name branches, files and API paths,
+    /// so no whitespace, control character or comma, and no leading `-` (read as an option).
+    public static func problem(_ text: String) -> String? {
+        if text.isEmpty { return "a task id must not be empty" }
+        if text.hasPrefix("-") { return "a task id must not start with '-', found \"\(text)\"" }
+        for scalar in text.unicodeScalars where scalar.value < 0x20 || scalar.value == 0x7f || scalar == " " || scalar == "," {
+            let shown = scalar == " " ? "a space" : scalar == "," ? "a comma" : "a control character (U+\(String(scalar.value, radix: 16, uppercase: true)))"
+            return "a task id must not hold \(shown)"
+        }
+        return nil
+    }
+
     /// The id of the enclosing group by naming convention (`2.1` → `2`), if the id is dotted.
     public var dottedParent: TaskID? {
         let bytes = rawValue.utf8

@@ -84,10 +84,12 @@ private struct ConfigurationDecoder {
         reader.fail(.unknownField, node, path, "unknown key \(key) (expected one of \(known.joined(separator: ", ")))")
     }
 
-    private mutating func positive(_ node: SpecNode, _ path: String) -> Int? {
+    /// A positive integer, at most `maximum`: counts and sizes far beyond any machine are
+    /// mistakes (and would overflow what is added up from them).
+    private mutating func positive(_ node: SpecNode, _ path: String, maximum: Int = 1_000_000) -> Int? {
         guard let value = reader.integer(node, path) else { return nil }
-        guard value > 0 else {
-            reader.fail(.invalidValue, node, path, "\(path) must be a positive integer, found \(value)")
+        guard value > 0, value <= maximum else {
+            reader.fail(.invalidValue, node, path, "\(path) must be an integer from 1 to \(maximum), found \(value)")
             return nil
         }
         return value
@@ -121,7 +123,13 @@ private struct ConfigurationDecoder {
             case "max_global_concurrency":
                 configuration.maxGlobalConcurrency = positive(value, path)
             case "heartbeat_timeout":
-                if let timeout = reader.duration(value, path) { configuration.heartbeatTimeout = timeout }
+                if let timeout = reader.duration(value, path) {
+                    if timeout > .zero {
+                        configuration.heartbeatTimeout = timeout
+                    } else {
+                        reader.fail(.invalidValue, value, path, "\(path) must be more than 0: every runner would be stopped at once")
+                    }
+                }
             case "retry_max_attempts":
                 if let attempts = positive(value, path) { configuration.retry.maxAttempts = attempts }
             case "retry_backoff_base":
@@ -180,7 +188,7 @@ private struct ConfigurationDecoder {
                 case "cpu_quota":
                     limits.cpuQuota = positiveNumber(value, keyPath)
                 case "memory_quota":
-                    limits.memoryQuotaMB = positive(value, keyPath)
+                    limits.memoryQuotaMB = positive(value, keyPath, maximum: 1 << 30)
                 case "enabled":
                     limits.enabled = reader.boolean(value, keyPath) ?? true
                 case "default_resources":
@@ -188,7 +196,7 @@ private struct ConfigurationDecoder {
                     for (resource, amount) in resourceFields {
                         switch resource {
                         case "cpu": limits.defaultResources.cpu = positiveNumber(amount, "\(keyPath).cpu")
-                        case "memory_mb": limits.defaultResources.memoryMB = positive(amount, "\(keyPath).memory_mb")
+                        case "memory_mb": limits.defaultResources.memoryMB = positive(amount, "\(keyPath).memory_mb", maximum: 1 << 30)
                         default: unknown(resource, amount, "\(keyPath).\(resource)", ["cpu", "memory_mb"])
                         }
                     }
@@ -260,7 +268,7 @@ private struct ConfigurationDecoder {
             case "slots_dir":
                 repoPool.slotsDirectory = reader.string(value, path)
             case "max_slots":
-                repoPool.maxSlots = positive(value, path)
+                repoPool.maxSlots = positive(value, path, maximum: 1_000)  // each slot is a worktree
             case "branch_template":
                 guard let text = reader.string(value, path) else { continue }
                 switch BranchTemplate.parse(text) {

@@ -24,6 +24,8 @@ struct BlockYAMLParser {
     private let file: String
     private var lines: [Line] = []
     private var k = 0
+    /// How many blocks the one being read is inside.
+    private var nesting = 0
 
     private init(bytes: [UInt8], file: String) {
         self.bytes = bytes
@@ -89,6 +91,12 @@ struct BlockYAMLParser {
 
     private mutating func block(indent: Int) throws -> SpecNode {
         guard k < lines.count, lines[k].indent == indent else { throw Unsupported() }
+        nesting += 1
+        defer { nesting -= 1 }
+        if nesting > SpecNode.maximumDepth {
+            throw SpecIssue(
+                .malformed, at: SourceLocation(file: file, line: lines[k].number), "malformed YAML: nested more than \(SpecNode.maximumDepth) levels deep")
+        }
         return isDash(lines[k]) ? try sequence(indent: indent) : try mapping(indent: indent)
     }
 
@@ -203,8 +211,11 @@ struct BlockYAMLParser {
         return node
     }
 
-    private func flowNode(_ i: inout Int, end: Int, line: Int, inFlow: Bool) throws -> SpecNode {
+    private func flowNode(_ i: inout Int, end: Int, line: Int, inFlow: Bool, depth: Int = 0) throws -> SpecNode {
         guard i < end else { throw Unsupported() }
+        if depth > SpecNode.maximumDepth {
+            throw SpecIssue(.malformed, at: SourceLocation(file: file, line: line), "malformed YAML: nested more than \(SpecNode.maximumDepth) levels deep")
+        }
         switch bytes[i] {
         case 34, 39:
             guard let close = closingQuote(from: i, to: end) else { throw Unsupported() }
@@ -220,7 +231,7 @@ struct BlockYAMLParser {
                 return SpecNode(value: .array(items), line: line)
             }
             while true {
-                items.append(try flowNode(&i, end: end, line: line, inFlow: true))
+                items.append(try flowNode(&i, end: end, line: line, inFlow: true, depth: depth + 1))
                 skipSpaces(&i, end)
                 guard i < end else { throw Unsupported() }
                 if bytes[i] == 93 {
@@ -241,7 +252,7 @@ struct BlockYAMLParser {
                 return SpecNode(value: .object(pairs), line: line)
             }
             while true {
-                let keyNode = try flowNode(&i, end: end, line: line, inFlow: true)
+                let keyNode = try flowNode(&i, end: end, line: line, inFlow: true, depth: depth + 1)
                 let key: String
                 switch keyNode.value {
                 case .plain(let text), .string(let text): key = text
@@ -254,7 +265,7 @@ struct BlockYAMLParser {
                 guard names.insert(key).inserted else {
                     throw SpecIssue(.malformed, at: SourceLocation(file: file, line: line), "duplicate key \(key)")
                 }
-                pairs.append((key, try flowNode(&i, end: end, line: line, inFlow: true)))
+                pairs.append((key, try flowNode(&i, end: end, line: line, inFlow: true, depth: depth + 1)))
                 skipSpaces(&i, end)
                 guard i < end else { throw Unsupported() }
                 if bytes[i] == 125 {

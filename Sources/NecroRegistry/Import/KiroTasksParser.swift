@@ -441,6 +441,7 @@ struct KiroTasksParser {
             return
         }
         let id = TaskID(Self.string(Bytes(rebasing: text[idStart..<idEnd])))
+        if let problem = TaskID.problem(id.rawValue) { issues.append(SpecIssue(.invalidValue, at: location, problem)) }
         let title = Self.string(Self.trimmed(text, i, text.count))
         if title.isEmpty { issues.append(SpecIssue(.missingField, at: location, "task \(id) has no title")) }
         // A task line closes the tasks it is not nested in, even when it cannot be read: its
@@ -643,7 +644,7 @@ struct KiroTasksParser {
             }
             switch pieces[0].lowercased() {
             case "cpu":
-                if let cpu = Double(pieces[1]), cpu > 0 {
+                if let cpu = Double(pieces[1]), cpu > 0, cpu.isFinite {
                     tasks[index].resources.cpu = cpu
                 } else {
                     issues.append(SpecIssue(.invalidValue, at: location, "resources: cpu must be a positive number, found \"\(pieces[1])\""))

@@ -88,17 +88,34 @@ extension SpecNode {
 
     /// Reads a YAML document with the YAML library (Yams), whatever it holds.
     static func parseYAMLWithLibrary(_ text: String, file: String) -> Result<SpecNode, SpecIssue> {
+        if let (line, depth) = Self.deepestFlow(text), depth > Self.maximumDepth {
+            // The library would follow it until the stack runs out.
+            return .failure(SpecIssue(.malformed, at: SourceLocation(file: file, line: line), "malformed YAML: nested more than \(Self.maximumDepth) levels deep"))
+        }
         do {
             guard let root = try Yams.compose(yaml: text) else {
                 return .failure(SpecIssue(.malformed, at: SourceLocation(file: file, line: 1), "the file is empty"))
             }
-            return .success(try SpecNode(yaml: root, file: file))
+            // Aliases repeat what they name: a few lines may stand for billions of values ("billion
+            // laughs"). No document holds more values than it has bytes, unless aliases multiply them.
+            var budget = text.utf8.count + 64
+            return .success(try SpecNode(yaml: root, file: file, budget: &budget))
         } catch let error as YamlError {
             switch error {
-            case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _):
+            case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
+                let .composer(context, problem, mark, _):
                 let detail = [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
                 return .failure(
                     SpecIssue(.malformed, at: SourceLocation(file: file, line: mark.line), "malformed YAML: \(detail)"))
+            case let .reader(problem, offset, _, _):
+                // The offset is in bytes of the text: its line is the newlines before it, plus one.
+                let line = offset.map { offset in text.utf8.prefix(offset).reduce(1) { $1 == 10 ? $0 + 1 : $0 } }
+                return .failure(SpecIssue(.malformed, at: SourceLocation(file: file, line: line ?? 1), "malformed YAML: \(problem)"))
+            case let .duplicatedKeysInMapping(duplicates, context):
+                return .failure(
+                    SpecIssue(
+                        .malformed, at: SourceLocation(file: file, line: context.mark.line),
+                        "duplicate key \(duplicates.joined(separator: ", ")) in the mapping that starts here"))
             default:
                 return .failure(SpecIssue(.malformed, at: SourceLocation(file: file), "malformed YAML: \(error)"))
             }
@@ -109,13 +126,58 @@ extension SpecNode {
         }
     }
 
-    private init(yaml node: Node, file: String) throws {
+    /// Deeper nesting than any spec needs is refused rather than followed.
+    static let maximumDepth = 256
+
+    /// The deepest nesting of flow brackets (`[`, `{`) in a YAML text, and its line; quoted text
+    /// and comments skipped. Nil for none.
+    static func deepestFlow(_ text: String) -> (line: Int, depth: Int)? {
+        var depth = 0
+        var deepest: (line: Int, depth: Int)?
+        var line = 1
+        var quote: UInt8 = 0
+        var comment = false
+        var previous: UInt8 = 10
+        for byte in text.utf8 {
+            defer { previous = byte }
+            if byte == 10 {
+                line += 1
+                comment = false
+                continue
+            }
+            if comment { continue }
+            if quote != 0 {
+                if byte == quote { quote = 0 }
+                continue
+            }
+            switch byte {
+            case 34, 39: quote = byte
+            case 35 where previous == 32 || previous == 10 || previous == 9: comment = true
+            case 91, 123:
+                depth += 1
+                if depth > (deepest?.depth ?? 0) { deepest = (line, depth) }
+            case 93, 125: depth = max(0, depth - 1)
+            default: break
+            }
+        }
+        return deepest
+    }
+
+    private init(yaml node: Node, file: String, budget: inout Int) throws {
         line = node.mark?.line
+        budget -= 1
+        guard budget >= 0 else {
+            throw SpecIssue(
+                .malformed, at: SourceLocation(file: file, line: node.mark?.line),
+                "the document stands for more values than it has bytes: its YAML aliases multiply what they name, which specs and configurations never need")
+        }
         switch node {
         case .scalar(let scalar):
             value = scalar.style == .plain ? .plain(scalar.string) : .string(scalar.string)
         case .sequence(let sequence):
-            value = .array(try sequence.map { try SpecNode(yaml: $0, file: file) })
+            var items: [SpecNode] = []
+            for child in sequence { items.append(try SpecNode(yaml: child, file: file, budget: &budget)) }
+            value = .array(items)
         case .mapping(let mapping):
             var pairs: [(key: String, value: SpecNode)] = []
             var seen: Set<String> = []
@@ -126,7 +188,7 @@ extension SpecNode {
                 guard seen.insert(keyScalar.string).inserted else {
                     throw SpecIssue(.malformed, at: SourceLocation(file: file, line: key.mark?.line), "duplicate key \(keyScalar.string)")
                 }
-                pairs.append((keyScalar.string, try SpecNode(yaml: child, file: file)))
+                pairs.append((keyScalar.string, try SpecNode(yaml: child, file: file, budget: &budget)))
             }
             value = .object(pairs)
         case .alias:

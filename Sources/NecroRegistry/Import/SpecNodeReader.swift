@@ -46,15 +46,24 @@ struct SpecNodeReader {
         }
     }
 
+    /// A finite number: infinity and NaN (`.inf`, `1e400`) are refused where they are written.
     mutating func number(_ node: SpecNode, _ path: @autoclosure () -> String) -> Double? {
+        let value: Double?
         switch node.value {
-        case .int(let i): return Double(i)
-        case .double(let d): return d
-        case .plain(let s) where Double(s) != nil: return Double(s)
-        default:
+        case .int(let i): value = Double(i)
+        case .double(let d): value = d
+        case .plain(let s): value = Double(s)
+        default: value = nil
+        }
+        guard let value else {
             fail(.wrongType, node, path(), "expected a number, found \(node.kindName)")
             return nil
         }
+        guard value.isFinite else {
+            fail(.invalidValue, node, path(), "expected a finite number, found \(value)")
+            return nil
+        }
+        return value
     }
 
     mutating func boolean(_ node: SpecNode, _ path: @autoclosure () -> String) -> Bool? {
@@ -73,18 +82,29 @@ struct SpecNodeReader {
         return []
     }
 
-    /// Seconds, from a number or a duration such as `30m`.
+    /// Seconds, from a number or a duration such as `30m`, from 0 to ten years (a number out of
+    /// range, infinite or not a number is a located error, never a trap).
     mutating func duration(_ node: SpecNode, _ path: @autoclosure () -> String) -> Duration? {
+        let expected = "expected seconds (0 to \(DurationText.maximumSeconds)) or a duration such as 30s, 5m or 1h"
+        func seconds(_ d: Double) -> Duration? {
+            d.isFinite && d >= 0 && d <= Double(DurationText.maximumSeconds) ? .milliseconds(Int64(d * 1000)) : nil
+        }
         switch node.value {
-        case .int(let i) where i >= 0: return .seconds(i)
-        case .double(let d) where d >= 0: return .milliseconds(Int64(d * 1000))
+        case .int(let i) where i >= 0 && i <= DurationText.maximumSeconds: return .seconds(i)
+        case .double(let d) where seconds(d) != nil: return seconds(d)
+        case .int(let i):
+            fail(.invalidValue, node, path(), "\(expected), found \(i)")
+            return nil
+        case .double(let d):
+            fail(.invalidValue, node, path(), "\(expected), found \(d)")
+            return nil
         case .plain(let text), .string(let text):
-            if let d = Double(text), d >= 0 { return .milliseconds(Int64(d * 1000)) }
-            if let seconds = DurationText.seconds(text) { return .seconds(seconds) }
-            fail(.invalidValue, node, path(), "expected seconds or a duration such as 30s, 5m or 1h, found \"\(text)\"")
+            if let d = Double(text), let duration = seconds(d) { return duration }
+            if let whole = DurationText.seconds(text) { return .seconds(whole) }
+            fail(.invalidValue, node, path(), "\(expected), found \"\(text)\"")
             return nil
         default:
-            fail(.wrongType, node, path(), "expected seconds or a duration such as 30s, 5m or 1h, found \(node.kindName)")
+            fail(.wrongType, node, path(), "\(expected), found \(node.kindName)")
             return nil
         }
     }

@@ -80,8 +80,8 @@ struct TaskSetDecoder {
             case "id":
                 hasID = true
                 if let id = reader.identifier(value, at()) {
-                    if id.isEmpty || id.contains(where: { $0 == " " || $0 == "," || $0 == "\n" }) {
-                        reader.fail(.invalidValue, value, at(), "a task id must be non-empty, without spaces or commas")
+                    if let problem = TaskID.problem(id) {
+                        reader.fail(.invalidValue, value, at(), problem)
                     } else {
                         task.id = TaskID(id)
                     }
@@ -115,14 +115,20 @@ struct TaskSetDecoder {
                     if let seconds = DurationText.seconds(text), seconds > 0 {
                         task.timeoutSeconds = seconds
                     } else {
-                        reader.fail(.invalidValue, value, at(), "expected seconds or a duration such as 30m, found \"\(text)\"")
+                        reader.fail(
+                            .invalidValue, value, at(),
+                            "expected seconds (1 to \(DurationText.maximumSeconds)) or a duration such as 30m, found \"\(text)\"")
                     }
                 } else if let seconds = reader.integer(value, at()) {
-                    if seconds > 0 { task.timeoutSeconds = seconds } else { reader.fail(.invalidValue, value, at(), "must be positive") }
+                    if seconds > 0, seconds <= DurationText.maximumSeconds {
+                        task.timeoutSeconds = seconds
+                    } else {
+                        reader.fail(.invalidValue, value, at(), "must be from 1 to \(DurationText.maximumSeconds) seconds, found \(seconds)")
+                    }
                 }
             case "max_attempts":
                 if let attempts = reader.integer(value, at()) {
-                    if attempts >= 1 { task.maxAttempts = attempts } else { reader.fail(.invalidValue, value, at(), "must be at() least 1") }
+                    if attempts >= 1 { task.maxAttempts = attempts } else { reader.fail(.invalidValue, value, at(), "must be at least 1") }
                 }
             case "gates":
                 for (j, gate) in reader.list(value, at()).enumerated() {
