@@ -64,6 +64,7 @@ struct Run: AsyncParsableCommand {
                 throw ExitStatus.failure
             }
         }
+        try DispatcherLock.acquireOrExit(options.registry, command: "run")
         let root = options.folder
         let paths = Self.paths(registry: options.registry, folder: root)
         // A spec inside a git repository works in that repository, unless told otherwise.

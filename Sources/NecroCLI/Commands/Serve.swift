@@ -33,6 +33,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = try Run.loadConfiguration([config ?? "necro.yaml"], explicit: config != nil)
+        try DispatcherLock.acquireOrExit(options.registry, command: "serve")
         let root = options.folder
         let paths = Run.paths(registry: options.registry, folder: root)
         let registry: SQLiteRegistry

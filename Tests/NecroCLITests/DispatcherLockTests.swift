@@ -1,0 +1,78 @@
+import Foundation
+import NecroCore
+import NecroTesting
+import Testing
+
+/// One registry, one dispatcher: a second `necro run` or `necro serve` on a registry in use is
+/// refused before it touches anything, while the commands that read or ask keep working beside it.
+@Suite(.serialized) struct DispatcherLockTests {
+    @Test func aSecondDispatcherOnARegistryInUseIsRefusedAndTheFirstGoesOnUntouched() throws {
+        let dir = try TemporaryDirectory("lock")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0 && mkfifo(dir.file("gate"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Wait at the gate\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: [/bin/sh, -c, 'echo running > "$ROOT/ready"; read line < "$ROOT/gate"']
+                  env: {ROOT: "\(dir.path)"}
+            """)
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        first.arguments = ["run", "tasks.md", "--no-server"]
+        first.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+
+        for command in [["run", "tasks.md", "--no-server"], ["serve", "--listen", "127.0.0.1:0"]] {
+            let second = try NecroBinary.run(command, in: dir.path)
+            #expect(second.status == 2, "\(command): \(second.stderr)")
+            #expect(second.stderr.contains("registry .necro/registry.sqlite in use by pid \(first.processIdentifier) (necro run, started "), "\(second.stderr)")
+            #expect(second.stderr.contains("necro import SPEC"))
+        }
+        let status = try NecroBinary.run(["status"], in: dir.path)
+        #expect(status.status == 0 && status.stdout.contains("1 running"), "status works beside it: \(status.stdout)")
+        #expect(FileManager.default.fileExists(atPath: dir.file(".necro/registry.sqlite.dispatcher.pid")), "the first one's pid file is left alone")
+
+        release(dir.file("gate"))
+        first.waitUntilExit()
+        #expect(first.terminationStatus == 0, "the first run finished its task")
+        #expect(try NecroBinary.run(["run", "tasks.md", "--no-server"], in: dir.path).status == 0, "free again once it ended")
+    }
+
+    @Test func aDispatcherKilledWithSIGKILLLeavesNoLockBehind() throws {
+        let dir = try TemporaryDirectory("lock-kill")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Sleep\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: [/bin/sh, -c, 'echo running > "$ROOT/ready"; sleep 1']
+                  env: {ROOT: "\(dir.path)"}
+            """)
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        first.arguments = ["run", "tasks.md", "--no-server"]
+        first.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        // Its runner (and the runner's supervisor) still runs: they do not hold the lock.
+        let next = try NecroBinary.run(["run", "tasks.md", "--no-server"], in: dir.path)
+        #expect(next.status == 0, "\(next.stderr)")
+    }
+}
