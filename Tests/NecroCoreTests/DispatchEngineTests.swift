@@ -327,6 +327,25 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(h.outcome?.interrupted == true)
     }
 
+    @Test func aSecondSignalKillsAfterAShortGraceAndAThirdAtOnce() {
+        var h = Harness(configuration(concurrency: 2))
+        h.load(spec([task("a"), task("b")]))
+        h.send(.shutdown)
+        h.send(.shutdownNow)
+        #expect(h.signals.map(\.1) == [.terminate, .terminate])
+        h.advance(1)
+        #expect(h.signals.map(\.1) == [.terminate, .terminate, .kill, .kill], "a second Ctrl-C does not wait the ten seconds again")
+
+        // Past the graceful wait, runners got SIGTERM with the long grace: asked again, they die now.
+        var g = Harness(configuration(concurrency: 1))
+        g.load(spec([task("a")]))
+        g.send(.shutdown)
+        g.advance(300)
+        #expect(g.signals.map(\.1) == [.terminate])
+        g.send(.shutdownNow)
+        #expect(g.signals.map(\.1) == [.terminate, .kill])
+    }
+
     @Test func tasksLeftRunningByADeadDispatcherAreRequeued() {
         var h = Harness(configuration())
         let tasks = [task("done"), task("was-running", ["done"]), task("next", ["was-running"])]

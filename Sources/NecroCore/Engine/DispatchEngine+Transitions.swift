@@ -253,22 +253,22 @@ extension DispatchEngine {
     }
 
     /// Asks a runner's process group to stop (SIGTERM), and to die (SIGKILL) after the grace period.
-    mutating func stop(_ id: RunnerID, reason: String, event runner: RunnerState) {
+    mutating func stop(_ id: RunnerID, reason: String, event runner: RunnerState, grace: Duration? = nil) {
         guard runners[id]?.stopReason == nil else { return }
         runners[id]!.stopReason = reason
         if !runner.interrupted && !runner.cancelled && reason != "cancelled" {
             record(runner.key.spec, runner.key.id, events: [NewEvent(.runnerTimedOut, payload: runnerPayload(id, runner).merging(["reason": .string(reason)]) { a, _ in a })])
         }
         effects.append(.signal(id, .terminate))
-        schedule(.killGrace(id), at: now.advanced(by: options.killGrace))
+        schedule(.killGrace(id), at: now.advanced(by: grace ?? options.killGrace))
     }
 
     /// Shutdown: every runner is stopped; its task will go back to ready.
-    mutating func stopAll() {
+    mutating func stopAll(grace: Duration? = nil) {
         phase = .stopping
         for id in runners.keys.sorted() {
             runners[id]!.interrupted = true
-            stop(id, reason: "dispatcher shutdown", event: runners[id]!)
+            stop(id, reason: "dispatcher shutdown", event: runners[id]!, grace: grace)
         }
     }
 

@@ -10,6 +10,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     public struct Options: Sendable {
         /// Wait between SIGTERM and SIGKILL.
         public var killGrace: Duration = .seconds(10)
+        /// The same wait when the user asks a second time (a second Ctrl-C): stop now.
+        public var hurriedKillGrace: Duration = .seconds(1)
         /// End the run when nothing is left to do (`necro run`); keep waiting for work (`necro serve`).
         public var finishWhenIdle = true
         /// Seeds the jitter of retry delays.
@@ -276,7 +278,13 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 schedule(.shutdown, at: now.advanced(by: configuration.gracefulShutdownTimeout))
             }
         case .shutdownNow:
-            if phase == .running || phase == .draining { stopAll() }
+            switch phase {
+            case .running, .draining: stopAll(grace: options.hurriedKillGrace)
+            case .stopping:
+                // Already asked to stop: now they are killed.
+                for id in runners.keys.sorted() { effects.append(.signal(id, .kill)) }
+            case .finished: break
+            }
         }
         return settle()
     }
