@@ -18,7 +18,7 @@ import Testing
               local:
                 max_concurrency: 1
                 config:
-                  command: [/bin/sh, -c, 'echo running > "$ROOT/ready"; read line < "$ROOT/gate"']
+                  command: [/bin/sh, -c, 'if [ "$1" = 1 ]; then echo running > "$ROOT/ready"; read line < "$ROOT/gate"; else touch "$ROOT/ran-$1"; fi', sh, "{task.id}"]
                   env: {ROOT: "\(dir.path)"}
             """)
         let first = Process()
@@ -39,10 +39,15 @@ import Testing
         let status = try NecroBinary.run(["status"], in: dir.path)
         #expect(status.status == 0 && status.stdout.contains("1 running"), "status works beside it: \(status.stdout)")
         #expect(FileManager.default.fileExists(atPath: dir.file(".necro/registry.sqlite.dispatcher.pid")), "the first one's pid file is left alone")
+        // Work added beside it is taken up by it.
+        try dir.write("extra/tasks.md", "- [ ] 9. Added while it runs\n")
+        let imported = try NecroBinary.run(["import", "extra/tasks.md"], in: dir.path)
+        #expect(imported.status == 0 && imported.stdout.contains("extra: taken up by the running dispatcher"), "\(imported.stdout)\(imported.stderr)")
 
         release(dir.file("gate"))
         first.waitUntilExit()
         #expect(first.terminationStatus == 0, "the first run finished its task")
+        #expect(FileManager.default.fileExists(atPath: dir.file("ran-9")), "and the one imported beside it")
         #expect(try NecroBinary.run(["run", "tasks.md", "--no-server"], in: dir.path).status == 0, "free again once it ended")
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import NecroCore
 import NecroRegistry
 
@@ -28,6 +29,11 @@ struct Import: AsyncParsableCommand {
             let registry = try SQLiteRegistry(path: options.registry)
             let report = try registry.importTaskSet(loaded.spec, source: loaded.path, origin: SpecImportOptions.origin(of: loaded.path))
             print(Self.describe(report))
+            // A dispatcher running on this registry takes the taskset up.
+            if FileManager.default.fileExists(atPath: DispatcherProcess.pidFile(options.registry)) {
+                try registry.addControlRequest(.load, spec: report.spec, target: report.spec)
+                if DispatcherProcess.notify(options.registry) { print("\(report.spec): taken up by the running dispatcher") }
+            }
         } catch let error as RegistryError {
             printError("error: \(error.message)")
             throw ExitStatus.failure

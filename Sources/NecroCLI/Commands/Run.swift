@@ -184,6 +184,11 @@ struct Run: AsyncParsableCommand {
                     case .retry:
                         guard let spec = request.spec ?? defaultSpec else { continue }
                         dispatcher.send(.retry(TaskKey(spec: spec, id: TaskID(request.target))))
+                    case .load:
+                        guard let spec = try? registry.taskSetSpecs().first(where: { $0.name == request.target }),
+                            let records = try? registry.tasks(spec: spec.name)
+                        else { continue }
+                        dispatcher.load(spec, records: records)
                     }
                 }
             }

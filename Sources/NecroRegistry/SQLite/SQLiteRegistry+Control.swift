@@ -5,6 +5,8 @@ public import NecroCore
 public struct ControlRequest: Hashable, Sendable {
     public enum Kind: String, Hashable, Sendable {
         case retry, enablePool = "enable-pool", disablePool = "disable-pool"
+        /// A taskset imported beside a running dispatcher: it takes it up.
+        case load
     }
 
     public var id: Int64
