@@ -21,13 +21,7 @@ import Testing
                   command: [/bin/sh, -c, 'if [ "$1" = 1 ]; then echo running > "$ROOT/ready"; read line < "$ROOT/gate"; else touch "$ROOT/ran-$1"; fi', sh, "{task.id}"]
                   env: {ROOT: "\(dir.path)"}
             """)
-        let first = Process()
-        first.executableURL = URL(fileURLWithPath: NecroBinary.path)
-        first.arguments = ["run", "tasks.md", "--no-server"]
-        first.currentDirectoryURL = URL(fileURLWithPath: dir.path)
-        first.standardOutput = FileHandle.nullDevice
-        first.standardError = FileHandle.nullDevice
-        try first.run()
+        let first = try NecroBinary.start(["run", "tasks.md", "--no-server"], in: dir.path)
         #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
 
         for command in [["run", "tasks.md", "--no-server"], ["serve", "--listen", "127.0.0.1:0"]] {
@@ -66,13 +60,7 @@ import Testing
                   command: [/bin/sh, -c, 'echo running > "$ROOT/ready"; sleep 1']
                   env: {ROOT: "\(dir.path)"}
             """)
-        let first = Process()
-        first.executableURL = URL(fileURLWithPath: NecroBinary.path)
-        first.arguments = ["run", "tasks.md", "--no-server"]
-        first.currentDirectoryURL = URL(fileURLWithPath: dir.path)
-        first.standardOutput = FileHandle.nullDevice
-        first.standardError = FileHandle.nullDevice
-        try first.run()
+        let first = try NecroBinary.start(["run", "tasks.md", "--no-server"], in: dir.path)
         #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()

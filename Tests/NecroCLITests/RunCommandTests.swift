@@ -7,18 +7,6 @@ import Testing
 
 private let example = "\(repositoryRoot)/Examples/chat-app"
 
-/// Starts `necro` without waiting for it.
-private func start(_ arguments: [String], in directory: String) throws -> Process {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: NecroBinary.path)
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    return process
-}
-
 /// `necro run --json`, started without waiting for it; its events are read as it prints them.
 private final class WatchedRun {
     let process: Process
@@ -199,7 +187,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         try dir.write("tasks.md", "- [ ] 1. Long one\n- [ ] 2. Long two\n- [ ] 3. After\n  - _Depends: 1_\n")
         // Each says it runs, then works "forever"; SIGTERM ends it.
         try writeConfig(dir, script: #"echo running > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600"#)
-        let run = try start(["run", "tasks.md"], in: dir.path)
+        let run = try NecroBinary.start(["run", "tasks.md"], in: dir.path)
         #expect(awaitLine(fromFIFO: dir.file("ready-1")) == "running\n")
         #expect(awaitLine(fromFIFO: dir.file("ready-2")) == "running\n")
         kill(run.processIdentifier, SIGTERM)
@@ -234,7 +222,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         try dir.write("seed.md", "- [ ] 1. Seed\n")
         #expect(try NecroBinary.run(["import", "seed.md"], in: dir.path).status == 0)
         #expect(try NecroBinary.run(["pool", "disable", "local"], in: dir.path).stdout == "pool local disabled\n")
-        let run = try start(["run", "tasks.md"], in: dir.path)
+        let run = try NecroBinary.start(["run", "tasks.md"], in: dir.path)
         // The run waits: its only pool is disabled. Wait for it to be up (its pid file), then enable.
         let pidFile = dir.file(".necro/registry.sqlite.dispatcher.pid")
         for _ in 0..<500 where !FileManager.default.fileExists(atPath: pidFile) { usleep(10_000) }
@@ -387,7 +375,7 @@ extension CrashRecoveryTests {
         // The ledger line is the runner's last act: a task in it twice ran to completion twice.
         try writeConfig(dir, script: #"sleep 0.05; echo "$NECRO_TASK_ID" >> "$ROOT/ledger""#, concurrency: 8)
         for _ in 0..<20 {
-            let run = try start(["run", "tasks.md"], in: dir.path)
+            let run = try NecroBinary.start(["run", "tasks.md"], in: dir.path)
             usleep(UInt32(100_000 + random.next() % 300_000))  // the kill's moment: chaos by design, not a wait
             kill(run.processIdentifier, SIGKILL)
             run.waitUntilExit()

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// What a child process did.
 public struct CommandResult: Sendable {
@@ -21,6 +21,18 @@ public enum NecroBinary {
             candidate.deleteLastPathComponent()
         }
         return bundleFolder.appendingPathComponent("necro").path
+    }
+
+    /// Starts `necro` with arguments, in `directory`, without waiting for it; its output is dropped.
+    public static func start(_ arguments: [String], in directory: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
     }
 
     /// Runs `necro` with arguments, in `directory`, and waits for it.

@@ -57,6 +57,7 @@ struct Run: AsyncParsableCommand {
         let besideSpec = ((spec as NSString).deletingLastPathComponent as NSString).appendingPathComponent("necro.yaml")
         var configuration = try Self.loadConfiguration(config.map { [$0] } ?? [besideSpec, "necro.yaml"], explicit: config != nil)
         var loaded = try importing.named(try loadSpecOrExit(spec, order: order.mode))
+        let origin = SpecImportOptions.origin(of: spec)
         loaded.validated.spec.runOptional = withOptional || configuration.runOptionalTasks
         if importing.dryRun {
             do { return try SpecImportOptions.preview(loaded.spec, registry: options.registry) } catch let error as RegistryError {
@@ -75,7 +76,7 @@ struct Run: AsyncParsableCommand {
         }
         let workspaces = try Self.openRepoPool(
             &configuration, workspace: noWorkspace ? nil : workspace, specs: [loaded.spec], registryFolder: root,
-            specFiles: [SpecImportOptions.origin(of: spec)])
+            specFiles: [origin])
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         let recovered: RecoveredRunners
@@ -84,7 +85,7 @@ struct Run: AsyncParsableCommand {
             // What a dispatcher that stopped left in its journal goes in first: under the ids it
             // was written for, before an import may renumber tasks.
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
-            try registry.importTaskSet(loaded.spec, source: loaded.path, origin: SpecImportOptions.origin(of: loaded.path))
+            try registry.importTaskSet(loaded.spec, source: loaded.path, origin: origin)
             recovered = try Recovery.takeOver([loaded.spec.name], in: registry, paths: paths, workspaces: workspaces)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
