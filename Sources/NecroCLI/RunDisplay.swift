@@ -189,10 +189,17 @@ final class RunDisplay: Sendable {
     }
 
     /// The end of a run: counts, failures and why, what could not run and what it waits on.
-    func summary(_ outcome: RunOutcome, registry: SQLiteRegistry) {
-        let counts = TaskState.allCases.compactMap { state in outcome.counts[state].map { "\($0) \(state.rawValue)" } }
-        var lines = ["\(spec.name): \(counts.joined(separator: ", ")) in \(Int(Date().timeIntervalSince(started))) s"]
-        let records = Dictionary(uniqueKeysWithValues: ((try? registry.tasks(spec: spec.name)) ?? []).map { ($0.task.id, $0) })
+    /// The run's summary; `fromRegistry`: its counts are the registry's, not the run's (records
+    /// the registry has not taken: it never claims more than it holds).
+    func summary(_ outcome: RunOutcome, registry: SQLiteRegistry, fromRegistry: Bool = false) {
+        let records = Dictionary(((try? registry.tasks(spec: spec.name)) ?? []).map { ($0.task.id, $0) }) { first, _ in first }
+        var tally = outcome.counts
+        if fromRegistry {
+            tally = [:]
+            for record in records.values where !record.task.isGroup { tally[record.state, default: 0] += 1 }
+        }
+        let counts = TaskState.allCases.compactMap { state in tally[state].map { "\($0) \(state.rawValue)" } }
+        var lines = ["\(spec.name): \(counts.joined(separator: ", ")) in \(Int(Date().timeIntervalSince(started))) s\(fromRegistry ? " (as recorded)" : "")"]
         for key in outcome.failed {
             lines.append("  failed   \(key.id): \(records[key.id]?.reason ?? "?")")
         }

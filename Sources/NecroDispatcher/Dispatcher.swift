@@ -103,7 +103,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         self.paths = paths
         self.options = options
         self.baseEnvironment = environment ?? ProcessInfo.processInfo.environment
-        self.journal = EventJournal(registry: paths.registry)
+        self.journal = EventJournal(path: Self.journalPath(registry: paths.registry, configuration: configuration))
         self.runnerAPI = runnerAPI
     }
 
@@ -169,6 +169,69 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Whether records wait in the journal for the registry to take them.
     public var hasUnreplayedRecords: Bool { journal.hasPending }
 
+    /// Why no record can be written now (neither the registry nor the journal takes them): nothing
+    /// starts until one is. Nil while records are written.
+    public var recordFailure: String? { failures.withLock { $0.text } }
+
+    /// What cannot be written now: the turns' records (registry and journal), the runner status
+    /// table. While either cannot, the engine starts nothing.
+    private struct Failures {
+        var records: String?
+        var statusTable: String?
+        /// Whether a probe of the status table is waiting.
+        var probing = false
+        var text: String? {
+            let parts = [records, statusTable].compactMap { $0 }
+            return parts.isEmpty ? nil : parts.joined(separator: "; ")
+        }
+    }
+
+    private let failures = Mutex(Failures())
+
+    /// Notes what failed or works again, and tells the engine when that changes what it may do.
+    private func noteFailure(_ change: (inout Failures) -> Void) {
+        let (before, after) = failures.withLock { failures in
+            let before = failures.text
+            change(&failures)
+            return (before, failures.text)
+        }
+        if let after, after != before {
+            FileHandle.standardError.write(Data("necro: \(after); nothing new starts until they are\n".utf8))
+            inbox.post(.input(.recordsFailing(after)))
+        } else if after == nil, before != nil {
+            FileHandle.standardError.write(Data("necro: records are written again\n".utf8))
+            inbox.post(.input(.recordsWritten))
+        }
+    }
+
+    /// The status table had no room for a runner's record: looked at again every second until it has.
+    private func probeStatusTable(_ table: RunnerStatusTable) {
+        guard failures.withLock({ failures in defer { failures.probing = true }; return !failures.probing }) else { return }
+        Task { [weak self, clock] in
+            while true {
+                try? await clock.sleep(for: .seconds(1))
+                guard let self, !Task.isCancelled, inbox.isOpen else { return }
+                if table.canClaim {
+                    noteFailure {
+                        $0.statusTable = nil
+                        $0.probing = false
+                    }
+                    return
+                }
+            }
+        }
+    }
+
+    /// Why the registry refused (its error names it), and the journal.
+    private func failureText(_ registryError: String) -> String {
+        "records cannot be written: \(registryError); nor its journal \(journal.path): \(journal.failure ?? "not tried")"
+    }
+
+    /// Where the journal of the registry at `registry` lives.
+    public static func journalPath(registry: String, configuration: DispatcherConfiguration) -> String {
+        configuration.journalPath ?? registry + ".fallback.jsonl"
+    }
+
     // MARK: The loop
 
     /// Runs the tasksets until the engine finishes: every task done or stuck, or a shutdown.
@@ -190,7 +253,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             registry: registry, journal: journal,
             observers: .init(
                 recorded: { [weak self] events, statusRecords in self?.recorded(events, freeing: statusRecords) },
-                notRecorded: { [weak self] transitions in self?.publishUnrecorded(transitions) }))
+                notRecorded: { [weak self] transitions in self?.publishUnrecorded(transitions) },
+                failing: { [weak self] error in
+                    guard let self else { return }
+                    let text = failureText(error)
+                    noteFailure { $0.records = text }
+                },
+                caughtUp: { [weak self] in self?.noteFailure { $0.records = nil } }))
         self.writer.withLock { $0 = writer }
         launcher.deliver { [self] event in
             if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { return }
@@ -323,24 +392,43 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// Carries out one turn: its record, journalled, then its effects. `done` is called once the
     /// record is in the registry.
+    /// A turn whose record could not be written anywhere starts no runner: its launches are
+    /// withdrawn (the engine queues their tasks again), and nothing starts until a record is
+    /// written. Its other effects (stopping runners) are carried out.
     private func perform(_ actions: [EngineAction], done: [@Sendable () -> Void] = []) -> RunOutcome? {
         var transitions: [Transition] = []
+        var withdrawn: [RunnerID: String] = [:]
+        let at = wallNow()
         for action in actions {
             switch action {
-            case .record(let batch):
+            case .record(var batch):
+                for index in batch.indices { batch[index].at = at }
                 transitions += batch
                 noteCheckpoints(batch)
             // Its row, with the record its supervisor will write its status to, is saved with its
             // assignment: recovery finds every runner that may have started.
-            case .launch(let request): saveRunner(runnerRow(request))
+            case .launch(let request):
+                switch runnerRow(request) {
+                case .success(let row): saveRunner(row)
+                case .failure(let error):
+                    saveRunner(RunnerRecord(id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, startedAt: at))
+                    withdrawn[request.runner] = error.message
+                    noteFailure { $0.statusTable = error.message }
+                    if let table = statusTable.withLock({ $0 }) { probeStatusTable(table) }
+                }
             default: break
             }
         }
-        if !transitions.isEmpty || !done.isEmpty || runnerRows.withLock({ !$0.dirty.isEmpty }) { record(transitions, done: done) }
+        var durable = true
+        if !transitions.isEmpty || !done.isEmpty || runnerRows.withLock({ !$0.dirty.isEmpty }) {
+            durable = record(transitions, done: done)
+        }
         var outcome: RunOutcome?
         for action in actions {
             switch action {
             case .record: break
+            case .launch(let request) where !durable || withdrawn[request.runner] != nil:
+                withdraw(request, because: withdrawn[request.runner] ?? recordFailure ?? "its record could not be written")
             case .launch(let request): launch(request)
             case .signal(let id, let signal): self.signal(id, signal)
             case .checkLease(let id): inbox.post(.input(leaseAnswer(id)))
@@ -350,10 +438,27 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return outcome
     }
 
+    /// A launch not carried out: its runner's row says so, its status record is freed once that is
+    /// recorded, and the engine is told.
+    private func withdraw(_ request: LaunchRequest, because reason: String) {
+        if let status = runnerRows.withLock({ $0.all[request.runner]?.status }) {
+            consumedStatusRecords.withLock { $0.append(status) }
+        }
+        updateRunner(request.runner) {
+            $0.state = .exited
+            $0.endedAt = self.wallNow()
+            $0.exit = "not started: \(reason)"
+        }
+        inbox.post(.input(.launchWithdrawn(request.runner, reason: reason)))
+    }
+
     /// Records a turn: its transitions and the runner rows it changed go to the journal, then, off
-    /// the loop, to the registry (`RecordWriter`). Should the journal not take them, they are
-    /// written to the registry here.
-    private func record(_ transitions: [Transition], done: [@Sendable () -> Void] = []) {
+    /// the loop, to the registry (`RecordWriter`). Should the journal not take them, the writer
+    /// tries the registry at once, with what came before; should that fail too, records are
+    /// failing: the turn, and every turn after it until one is recorded, waits in memory, tried
+    /// again and again. Returns whether the turn is durably written (journal or registry).
+    @discardableResult
+    private func record(_ transitions: [Transition], done: [@Sendable () -> Void] = []) -> Bool {
         let rows = runnerRows.withLock { rows -> [RunnerRecord] in
             defer {
                 rows.dirty.removeAll()
@@ -365,27 +470,30 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard let writer = writer.withLock({ $0 }) else { return recordNow(transitions, rows, consumed, done) }
         if transitions.isEmpty && rows.isEmpty {
             writer.enqueue(.init(batch: nil, statusRecords: consumed, done: done))
-            return
+            return true
         }
+        let unjournalled = { RecordWriter.Turn(batch: JournalBatch(id: "", transitions: transitions, runners: rows), statusRecords: consumed, done: done, journalled: false) }
+        if writer.enqueueIfFailing(unjournalled) { return false }
         let journalled = journal.append(transitions, runners: rows, reason: "turn") { batch in
             writer.enqueue(.init(batch: batch, statusRecords: consumed, done: done))
         }
-        if !journalled {
-            writer.flush()  // what was journalled before goes first
-            recordNow(transitions, rows, consumed, done)
-        }
+        if journalled { return true }
+        writer.enqueue(unjournalled())
+        return writer.flush()
     }
 
-    /// Writes a turn to the registry at once (no journal to write it to).
+    /// Writes a turn to the registry at once (no writer: the dispatcher is not running).
     private func recordNow(
         _ transitions: [Transition], _ rows: [RunnerRecord], _ consumed: [StatusRecord], _ done: [@Sendable () -> Void]
-    ) {
+    ) -> Bool {
         defer { done.forEach { $0() } }
         do {
             recorded(try registry.apply(transitions, saving: rows), freeing: consumed)
+            return true
         } catch {
-            FileHandle.standardError.write(Data("necro: a turn's records were lost: neither the journal \(journal.path) nor the registry took them: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("necro: a turn's records were lost: the registry did not take them: \(error)\n".utf8))
             publishUnrecorded(transitions)
+            return false
         }
     }
 
@@ -411,12 +519,20 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 }))
     }
 
-    /// A new runner's row: where it logs, and where its supervisor will record how it ended.
-    private func runnerRow(_ request: LaunchRequest) -> RunnerRecord {
-        RunnerRecord(
-            id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool,
-            logPath: paths.logFile(for: request.runner), status: statusTable.withLock { $0 }?.claim(request.runner),
-            startedAt: wallNow())
+    /// A new runner's row: where it logs, and where its supervisor will record how it ended; an
+    /// error if that record cannot be written (the disk is full): the runner must not start.
+    private func runnerRow(_ request: LaunchRequest) -> Result<RunnerRecord, RunnerStatusTableError> {
+        var status: StatusRecord?
+        if let table = statusTable.withLock({ $0 }) {
+            switch table.claim(request.runner) {
+            case .success(let record): status = record
+            case .failure(let error): return .failure(error)
+            }
+        }
+        return .success(
+            RunnerRecord(
+                id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool,
+                logPath: paths.logFile(for: request.runner), status: status, startedAt: wallNow()))
     }
 
     private func launch(_ request: LaunchRequest) {
@@ -563,8 +679,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// Replays what a previous dispatcher left in the journal of this registry: before
     /// recovery looks at the registry, so that nothing is recorded twice.
-    public static func replayFallbackJournal(registryPath: String, into registry: any Registry) throws {
-        try EventJournal(registry: registryPath).replay(into: registry)
+    public static func replayFallbackJournal(
+        registryPath: String, configuration: DispatcherConfiguration = DispatcherConfiguration(), into registry: any Registry
+    ) throws {
+        try EventJournal(path: journalPath(registry: registryPath, configuration: configuration)).replay(into: registry)
     }
 
     private func saveRunner(_ runner: RunnerRecord) {

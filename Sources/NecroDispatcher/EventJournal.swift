@@ -25,6 +25,8 @@ final class EventJournal: Sendable {
         var size = 0
         /// Whether it holds lines not yet replayed; nil until looked at.
         var pending: Bool?
+        /// Why the last line could not be written, until one is.
+        var failure: String?
     }
 
     init(path: String) { self.path = path }
@@ -45,6 +47,9 @@ final class EventJournal: Sendable {
     /// Its size in bytes, as written by this process since it was last emptied.
     var size: Int { file.withLock { $0.size } }
 
+    /// Why the last line could not be written; nil once one is.
+    var failure: String? { file.withLock { $0.failure } }
+
     private func id(_ number: Int) -> String {
         let digits = String(number)
         return generation + "-" + String(repeating: "0", count: max(0, 12 - digits.count)) + digits
@@ -60,11 +65,15 @@ final class EventJournal: Sendable {
                 // (What an earlier dispatcher left, a line torn by its crash included, was replayed
                 // and removed before this one's first turn.)
                 file.descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-                guard file.descriptor >= 0 else { return false }
+                guard file.descriptor >= 0 else {
+                    file.failure = String(cString: strerror(errno))
+                    return false
+                }
             }
             let batch = JournalBatch(id: id(file.next), transitions: transitions, runners: runners)
             var line = batch.jsonLine(reason: reason)
             line.append(10)
+            let end = lseek(file.descriptor, 0, SEEK_END)
             let written = line.withUnsafeBytes { bytes -> Bool in
                 var offset = 0
                 while offset < bytes.count {
@@ -75,7 +84,14 @@ final class EventJournal: Sendable {
                 }
                 return true
             }
-            guard written else { return false }
+            guard written else {
+                // (A disk full mid-line.) What was written of it goes: the next line must start
+                // a line, or a reader would take both for one torn line.
+                file.failure = String(cString: strerror(errno))
+                if end >= 0 { _ = ftruncate(file.descriptor, end) }
+                return false
+            }
+            file.failure = nil
             if file.lines == 0 { file.first = file.next }
             file.next += 1
             file.lines += 1
@@ -157,6 +173,8 @@ final class EventJournal: Sendable {
             var reason: String?
             var slot: TaskSlot?
             var events: [Event]
+            /// Absent in journals written before turns were stamped.
+            var at: Double?
 
             var transition: Transition {
                 Transition(
@@ -164,7 +182,7 @@ final class EventJournal: Sendable {
                     to: state.flatMap(TaskState.init(rawValue:)), attempts: attempts, reason: sets_reason ? .some(reason) : nil,
                     slot: slot, events: events.map {
                         NewEvent(EventType($0.type), actor: $0.actor, spanID: $0.span_id, parentSpanID: $0.parent_span_id, phase: $0.phase, payload: $0.payload)
-                    })
+                    }, at: at.map(Timestamp.init(secondsSince1970:)))
             }
         }
 

@@ -27,6 +27,9 @@ final class Inbox<Element: Sendable>: Sendable {
         return true
     }
 
+    /// Whether it still takes posts (its loop runs).
+    var isOpen: Bool { items.withLock { $0.open } }
+
     /// Takes no more: what is left is returned, later posts are refused.
     func close() -> [Element] {
         items.withLock { items in

@@ -22,12 +22,19 @@ final class RecordWriter: Sendable {
         var batch: JournalBatch?
         var statusRecords: [StatusRecord] = []
         var done: [@Sendable () -> Void] = []
+        /// Whether its line is in the journal. One that is not (the journal could not take it)
+        /// lives only here until the registry has it.
+        var journalled = true
     }
 
-    /// What happens once turns are recorded, or could not be (each turn told once).
+    /// What happens once turns are recorded, or could not be (each turn told once); when a turn
+    /// that is nowhere but here could not be recorded (records are failing), and when everything
+    /// is recorded again.
     struct Observers: Sendable {
         var recorded: @Sendable ([EventRecord], [StatusRecord]) -> Void
         var notRecorded: @Sendable ([Transition]) -> Void
+        var failing: @Sendable (String) -> Void = { _ in }
+        var caughtUp: @Sendable () -> Void = {}
     }
 
     private let registry: any Registry
@@ -45,6 +52,8 @@ final class RecordWriter: Sendable {
         var turns: [Turn] = []
         var flushes: [DispatchSemaphore] = []
         var stopping = false
+        /// Why a turn that is nowhere else could not be recorded; nil once every turn is.
+        var failure: String?
 
         /// Whether what is queued may wait for more turns: nobody waits on it.
         var mayGather: Bool { !turns.isEmpty && !stopping && flushes.isEmpty && turns.allSatisfy(\.done.isEmpty) }
@@ -65,24 +74,45 @@ final class RecordWriter: Sendable {
         thread.start()
     }
 
-    /// Queues a turn whose line is in the journal (or that recorded nothing).
+    /// Queues a turn whose line is in the journal (or that recorded nothing, or, unjournalled,
+    /// that the journal could not take).
     func enqueue(_ turn: Turn) {
         queue.withLock { $0.turns.append(turn) }
         wake.signal()
     }
 
-    /// Returns once every turn queued before has been tried (recorded, unless the registry could
-    /// not be written).
-    func flush() {
+    /// Why records are failing (a turn that is nowhere but here could not be recorded); nil if
+    /// they are not.
+    var failure: String? { queue.withLock { $0.failure } }
+
+    /// While records are failing, queues the turn unjournalled (after those waiting already, so
+    /// that no later turn is journalled ahead of them) and returns true; else false: the caller
+    /// journals it.
+    func enqueueIfFailing(_ turn: () -> Turn) -> Bool {
+        let queued = queue.withLock { queue -> Bool in
+            guard queue.failure != nil else { return false }
+            queue.turns.append(turn())
+            return true
+        }
+        if queued { wake.signal() }
+        return queued
+    }
+
+    /// Returns once every turn queued before has been tried: true if recorded, false if records
+    /// are failing (see `failure`).
+    @discardableResult
+    func flush() -> Bool {
         let done = DispatchSemaphore(value: 0)
         let running = queue.withLock { queue -> Bool in
             guard !queue.stopping else { return false }
             queue.flushes.append(done)
             return true
         }
-        guard running else { return }
-        wake.signal()
-        done.wait()
+        if running {
+            wake.signal()
+            done.wait()
+        }
+        return queue.withLock { $0.failure == nil }
     }
 
     /// Tries what is queued once more and stops.
@@ -176,9 +206,21 @@ final class RecordWriter: Sendable {
             let untold = backlog.turns[backlog.told...].compactMap(\.batch).flatMap(\.transitions)
             backlog.told = backlog.turns.count
             if !untold.isEmpty { observers.notRecorded(untold) }
+            if backlog.turns.contains(where: { !$0.journalled }) {
+                let text = "\(error)"
+                let first = queue.withLock { queue in defer { queue.failure = text }; return queue.failure == nil }
+                if first { observers.failing(text) }
+            }
             return
         }
         emptyJournal(&backlog)
+        // Everything is in the registry, and nothing waits to be: records are written again.
+        let caughtUp = queue.withLock { queue in
+            guard queue.failure != nil, queue.turns.isEmpty else { return false }
+            queue.failure = nil
+            return true
+        }
+        if caughtUp { observers.caughtUp() }
     }
 
     /// Applies `turns` in one transaction, with the replay marks to forget, and lets them go: their
@@ -186,7 +228,7 @@ final class RecordWriter: Sendable {
     private func apply(_ turns: ArraySlice<Turn>, telling: Bool, _ backlog: inout Backlog) throws {
         let events = try registry.applyOnce(turns.compactMap(\.batch), forgetting: backlog.forgetting)
         backlog.forgetting = nil
-        backlog.recordedSinceEmpty += turns.lazy.filter { $0.batch != nil }.count
+        backlog.recordedSinceEmpty += turns.lazy.filter { $0.batch != nil && $0.journalled }.count
         observers.recorded(telling ? events : [], turns.flatMap(\.statusRecords))
         for turn in turns { turn.done.forEach { $0() } }
     }

@@ -24,7 +24,13 @@ public final class RunnerStatusTable: Sendable {
         var free: [Int] = []
         var count = 0
         var claimed = 0
+        /// Records the file has room for on the disk: a supervisor's status always fits in its
+        /// record, however full the disk is by the time its runner ends.
+        var allocated = 0
     }
+
+    /// Records reserved on the disk at a time.
+    static let reservation = 64
 
     /// Creates a new table in `folder` (made if needed), named after `name`.
     public init(folder: String, name: String) throws {
@@ -48,20 +54,54 @@ public final class RunnerStatusTable: Sendable {
 
     deinit { close(file) }
 
-    /// A record for `runner`: its identity written, no status yet.
-    public func claim(_ runner: RunnerID) -> StatusRecord {
-        let index = records.withLock { records -> Int in
+    /// A record for `runner`: its identity written, no status yet, its room on the disk reserved
+    /// (the runner must not start without it: its end could not be known).
+    public func claim(_ runner: RunnerID) -> Result<StatusRecord, RunnerStatusTableError> {
+        let claimed = records.withLock { records -> Result<Int, RunnerStatusTableError> in
+            if let index = records.free.popLast() {
+                records.claimed += 1
+                return .success(index)
+            }
+            if records.count == records.allocated {
+                let more = Self.reservation
+                let failed = posix_fallocate(file, off_t(records.allocated * Self.recordSize), off_t(more * Self.recordSize))
+                guard failed == 0 else {
+                    return .failure(RunnerStatusTableError(message: "cannot write the runner status table \(path): \(String(cString: strerror(failed)))"))
+                }
+                records.allocated += more
+            }
             records.claimed += 1
-            if let index = records.free.popLast() { return index }
             records.count += 1
-            return records.count - 1
+            return .success(records.count - 1)
+        }
+        let index: Int
+        switch claimed {
+        case .success(let claimedIndex): index = claimedIndex
+        case .failure(let error): return .failure(error)
         }
         var record = [UInt8](repeating: 0, count: Self.recordSize)
         let identity = Self.identity(of: runner)
         record.replaceSubrange(Self.statusSize..<(Self.statusSize + identity.count), with: identity)
         let offset = index * Self.recordSize
-        _ = record.withUnsafeBytes { pwrite(file, $0.baseAddress, Self.recordSize, off_t(offset)) }
-        return StatusRecord(path: path, offset: offset)
+        let written = record.withUnsafeBytes { pwrite(file, $0.baseAddress, Self.recordSize, off_t(offset)) }
+        guard written == Self.recordSize else {
+            let why = String(cString: strerror(errno))
+            release(StatusRecord(path: path, offset: offset))
+            return .failure(RunnerStatusTableError(message: "cannot write the runner status table \(path): \(why)"))
+        }
+        return .success(StatusRecord(path: path, offset: offset))
+    }
+
+    /// Whether a record could be claimed now (room reserved, or reserved now).
+    public var canClaim: Bool {
+        records.withLock { records in
+            if !records.free.isEmpty || records.count < records.allocated { return true }
+            guard posix_fallocate(file, off_t(records.allocated * Self.recordSize), off_t(Self.reservation * Self.recordSize)) == 0 else {
+                return false
+            }
+            records.allocated += Self.reservation
+            return true
+        }
     }
 
     /// The dispatcher has recorded the exit of the record's runner: the record may serve another.
@@ -137,6 +177,6 @@ public final class RunnerStatusTable: Sendable {
 }
 
 /// The status table could not be created.
-public struct RunnerStatusTableError: Error, Sendable {
+public struct RunnerStatusTableError: Error, Sendable, Hashable {
     public var message: String
 }

@@ -47,11 +47,14 @@ public final class NecroAPI: Sendable {
         router.add(middleware: JSONErrorMiddleware())
         router.get("/") { _, _ in Dashboard.response() }
         router.get("/healthz") { [self] _, _ in
-            JSONResponse.make(
-                .object([
-                    "status": "ok", "running": .int(dispatcher.snapshot.running),
-                    "last_event_id": .int(Int(try registry.lastEventID())),
-                ]))
+            // Records that cannot be written make the dispatcher unhealthy: it starts nothing.
+            let failure = dispatcher.recordFailure
+            var health: [String: JSONValue] = [
+                "status": failure == nil ? "ok" : "records_failing", "running": .int(dispatcher.snapshot.running),
+                "last_event_id": .int(Int((try? registry.lastEventID()) ?? 0)),
+            ]
+            if let failure { health["error"] = .string(failure) }
+            return JSONResponse.make(.object(health), status: failure == nil ? .ok : .serviceUnavailable)
         }
         router.get("/metrics") { [self] request, _ in
             try authorizeRead(request)

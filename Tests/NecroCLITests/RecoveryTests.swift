@@ -19,7 +19,7 @@ import Testing
             let id = RunnerID("s.\(task).a1-old")
             return RunnerRecord(
                 id: id, task: TaskKey(spec: "s", id: TaskID(task)), attempt: 1, pool: "local", pid: pid, processStartTime: startTime,
-                status: table.claim(id), startedAt: Timestamp(secondsSince1970: 0))
+                status: try? table.claim(id).get(), startedAt: Timestamp(secondsSince1970: 0))
         }
         // 1: started, but the dispatcher stopped before recording its pid; it still runs, the leader
         // of its own process group (as a supervisor is), with its runner id in its environment.

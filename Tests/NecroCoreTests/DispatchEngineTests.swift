@@ -315,6 +315,58 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(h.events.last { $0.1 == .dispatcherStopped }?.2["left"] == ["b", "c", "d"])
     }
 
+    @Test func whileRecordsFailNothingStartsAWithdrawnLaunchGivesItsAttemptBackAndWorkResumesOnceWritten() {
+        var h = Harness(configuration(concurrency: 2))
+        h.load(spec([task("a"), task("b"), task("c"), task("d")]))
+        #expect(h.launched == [h.runner("a"), h.runner("b")])
+        // The turn of b's launch could not be recorded: the dispatcher did not start it.
+        h.send(.recordsFailing("disk full"))
+        h.send(.launchWithdrawn(h.runner("b"), reason: "disk full"))
+        h.running.remove(h.runner("b"))
+        #expect(h.states["b"] == .ready)
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "b")) == 0, "the withdrawn attempt is given back")
+        h.exit(h.runner("a"))
+        #expect(h.launched.count == 2, "nothing starts while records fail, though a pool place is free")
+        #expect(h.outcome == nil, "nor does the run end: it waits for a write")
+        h.send(.recordsWritten)
+        #expect(h.launched.count == 4, "work resumes: both free places are taken")
+        while let next = h.running.sorted().first { h.exit(next) }
+        #expect(h.launched.filter { $0 == h.runner("b", attempt: 1) }.count == 2, "b again, under the same attempt number")
+        #expect(h.outcome?.succeeded == true && h.outcome?.unrecorded == nil)
+    }
+
+    @Test func aRunWhoseRecordsKeepFailingGivesUpOnceNothingRunsForTheTimeout() {
+        var configuration = configuration(concurrency: 2)
+        configuration.recordFailureTimeout = .seconds(30)
+        var h = Harness(configuration)
+        h.load(spec([task("a"), task("b"), task("c")]))
+        h.send(.recordsFailing("disk full"))
+        h.advance(20)
+        h.exit(h.runner("a"))
+        #expect(h.outcome == nil, "b still runs")
+        h.exit(h.runner("b"))
+        #expect(h.outcome == nil, "records have failed for 20 s only")
+        h.advance(9.9)
+        #expect(h.outcome == nil)
+        h.advance(0.1)
+        #expect(h.outcome?.succeeded == false)
+        #expect(h.outcome?.unrecorded == "disk full")
+        #expect(h.outcome?.stuck.isEmpty == true, "c is not said to be stuck: it was held back")
+        #expect(h.launched.count == 2)
+    }
+
+    @Test func aDispatcherThatKeepsRunningNeverGivesUpOnRecords() {
+        var h = Harness(configuration(concurrency: 1))
+        h.engine = DispatchEngine(configuration: configuration(concurrency: 1), options: .init(finishWhenIdle: false), now: h.now)
+        h.load(spec([task("a"), task("b")]))
+        h.send(.recordsFailing("disk full"))
+        h.exit(h.runner("a"))
+        h.advance(3600)
+        #expect(h.outcome == nil && h.launched.count == 1)
+        h.send(.recordsWritten)
+        #expect(h.launched.count == 2)
+    }
+
     @Test func shutdownNowStopsAtOnce() {
         var h = Harness(configuration(concurrency: 2))
         h.load(spec([task("a"), task("b")]))

@@ -161,6 +161,34 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(at("repo_pool.worktrees")?.code == .unknownField)
     }
 
+    @Test func theJournalLivesBesideTheConfigurationWhenMovedAndRecordFailuresHaveATimeout() throws {
+        let dir = try TemporaryDirectory("journal-config")
+        defer { dir.remove() }
+        try dir.write(
+            "conf/necro.yaml",
+            """
+            dispatcher:
+              journal_path: ../other-disk/necro.jsonl
+              record_failure_timeout: 45s
+            agent_pools:
+              local: {max_concurrency: 1, config: {command: [/bin/true]}}
+            """)
+        let configuration = try ConfigurationLoader.load(path: dir.file("conf/necro.yaml"))
+        #expect(configuration.journalPath == URL(fileURLWithPath: dir.file("other-disk/necro.jsonl")).standardizedFileURL.path)
+        #expect(configuration.recordFailureTimeout == .seconds(45))
+        #expect(DispatcherConfiguration().journalPath == nil && DispatcherConfiguration().recordFailureTimeout == .seconds(30))
+        let problems = issues(
+            """
+            dispatcher:
+              journal_path: "some/folder/"
+              record_failure_timeout: forever
+            agent_pools:
+              local: {max_concurrency: 1, config: {command: [/bin/true]}}
+            """)
+        #expect(problems.map(\.location.line) == [2, 3], "\(problems)")
+        #expect(problems.first?.message.contains("dispatcher.journal_path must name a file") == true)
+    }
+
     @Test func aPoolNeedsConcurrencyAndACommand() {
         let found = issues("agent_pools:\n  local:\n    type: local-process\n")
         #expect(Set(found.compactMap(\.location.field)) == ["agent_pools.local.max_concurrency", "agent_pools.local.config.command"])

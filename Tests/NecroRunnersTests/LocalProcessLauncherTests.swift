@@ -24,7 +24,7 @@ private struct Fixture {
         nice: Int = 0
     ) -> RunnerID {
         let id = RunnerID(name)
-        let record = supervised ? table.claim(id) : nil
+        let record = supervised ? try? table.claim(id).get() : nil
         records[id] = record
         launcher.launch(
             RunnerLaunch(
@@ -331,8 +331,8 @@ private struct Fixture {
         let dir = try TemporaryDirectory("table")
         defer { dir.remove() }
         let table = try RunnerStatusTable(folder: dir.file("status"), name: "t")
-        let first = table.claim(RunnerID("spec.1.a1"))
-        let second = table.claim(RunnerID("spec.1.a1-long"))
+        let first = try table.claim(RunnerID("spec.1.a1")).get()
+        let second = try table.claim(RunnerID("spec.1.a1-long")).get()
         #expect(first.offset != second.offset && first.path == table.path)
         // A supervisor writes 8 bytes at the record's offset.
         let file = open(table.path, O_WRONLY)
@@ -343,12 +343,12 @@ private struct Fixture {
         #expect(RunnerStatusTable.exit(of: RunnerID("spec.1.a1-long"), in: second) == nil, "nothing recorded yet")
         #expect(!table.removeIfUnused(), "records are in use")
         table.release(first)
-        let third = table.claim(RunnerID("spec.2.a1"))
+        let third = try table.claim(RunnerID("spec.2.a1")).get()
         #expect(third.offset == first.offset, "a released record is reused")
         #expect(RunnerStatusTable.exit(of: RunnerID("spec.2.a1"), in: third) == nil, "with its old status cleared")
         // A long id is kept as a hash: still told apart.
         let long = RunnerID(String(repeating: "x", count: 400))
-        let hashed = table.claim(long)
+        let hashed = try table.claim(long).get()
         #expect(RunnerStatusTable.exit(of: RunnerID(String(repeating: "x", count: 399)), in: hashed) == nil)
         // The table of a live dispatcher (this one: it holds its lock) is not removed.
         RunnerStatusTable.removeUnused(in: dir.file("status"), referenced: [])

@@ -84,9 +84,10 @@ struct Run: AsyncParsableCommand {
             registry = try SQLiteRegistry(path: options.registry)
             // What a dispatcher that stopped left in its journal goes in first: under the ids it
             // was written for, before an import may renumber tasks.
-            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
+            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path, origin: origin)
-            recovered = try Recovery.takeOver([loaded.spec.name], in: registry, paths: paths, workspaces: workspaces)
+            recovered = try Recovery.takeOver(
+                [loaded.spec.name], in: registry, paths: paths, configuration: configuration, workspaces: workspaces)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -130,8 +131,20 @@ struct Run: AsyncParsableCommand {
         await watcher.value
         await ticking?.value
         launcher.shutdown()
-        Recovery.removeUnusedStatusTables(paths, registry: registry)
-        display.summary(outcome, registry: registry)
+        // Records not in the registry yet: the status tables say how their runners ended.
+        let incomplete = outcome.unrecorded != nil || dispatcher.hasUnreplayedRecords
+        if !incomplete { Recovery.removeUnusedStatusTables(paths, registry: registry) }
+        display.summary(outcome, registry: registry, fromRegistry: incomplete)
+        if let failure = outcome.unrecorded {
+            printError(
+                "error: gave up after \(Int(configuration.recordFailureTimeout.seconds)) s with nothing running: \(failure). Nothing more was started; the summary above is what the registry holds. Free space (or move the journal: dispatcher.journal_path) and run necro run again: how the runners that finished meanwhile ended is kept beside the registry, and nothing done runs again."
+            )
+            throw ExitStatus.failure
+        } else if dispatcher.hasUnreplayedRecords {
+            printError(
+                "warning: the registry \(paths.registry) did not take the last records; they are kept in \(Dispatcher<ContinuousClock>.journalPath(registry: paths.registry, configuration: configuration)) and go in at the next start (necro run or serve); the summary above is what the registry holds now"
+            )
+        }
         if let workspaces {
             display.branches(workspaces.branches(spec: loaded.spec.name, tasks: loaded.spec.tasks.filter { !$0.isGroup }.map(\.id)), base: workspaces.baseRef)
             display.result(Self.assembleResult(loaded, workspaces, registry: registry, template: configuration.repoPool?.branchTemplate ?? .standard))
@@ -273,9 +286,10 @@ enum Recovery {
     /// to the registry, its runners are sorted out (adopted or taken at how they ended), and, with
     /// a repo pool, the slots it left busy are cleaned.
     static func takeOver(
-        _ specs: [String], in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, workspaces: RepoPool?
+        _ specs: [String], in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths,
+        configuration: DispatcherConfiguration, workspaces: RepoPool?
     ) throws -> RecoveredRunners {
-        try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, into: registry)
+        try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
         var recovered = RecoveredRunners()
         for spec in specs {
             let found = try sortOut(of: spec, in: registry, runnersSee: paths.registry)

@@ -42,7 +42,8 @@ struct Serve: AsyncParsableCommand {
             registry = try SQLiteRegistry(path: options.registry)
             let specs = try registry.taskSetSpecs()
             let workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: root)
-            let recovered = try Recovery.takeOver(specs.map(\.name), in: registry, paths: paths, workspaces: workspaces)
+            let recovered = try Recovery.takeOver(
+                specs.map(\.name), in: registry, paths: paths, configuration: configuration, workspaces: workspaces)
             for spec in specs { tasksets.append((spec, try registry.tasks(spec: spec.name))) }
             try await serve(configuration, registry: registry, paths: paths, root: root, workspaces: workspaces, tasksets: tasksets, recovered: recovered)
         } catch let error as RegistryError {

@@ -62,6 +62,14 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     public var repoPool: RepoPoolConfiguration?
     /// Run optional tasks (`- [ ]*`) too; by default they are skipped (`dispatcher.run_optional_tasks`).
     public var runOptionalTasks = false
+    /// How long a run goes on, with nothing running, while no record can be written anywhere
+    /// (`dispatcher.record_failure_timeout`): then `necro run` gives up, naming the file and the
+    /// error. `necro serve` keeps trying.
+    public var recordFailureTimeout: Duration = .seconds(30)
+    /// Where the dispatcher's write-ahead journal lives (`dispatcher.journal_path`); nil: beside
+    /// the registry, `<registry>.fallback.jsonl`. On another disk, it keeps the records when the
+    /// registry's disk is full.
+    public var journalPath: String?
 
     public init(
         schedulingPolicy: SchedulingPolicy = .priority,

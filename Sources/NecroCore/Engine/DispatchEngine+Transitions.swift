@@ -272,6 +272,23 @@ extension DispatchEngine {
         }
     }
 
+    /// A launch that was not carried out (its record could not be written): as if it had never
+    /// been assigned, but for the events that say so. The task is queued again.
+    mutating func withdraw(_ id: RunnerID, reason: String) {
+        guard let runner = runners.removeValue(forKey: id) else { return }
+        scheduler.release(runner.assignment)
+        if let number = runner.slot?.number { freeSlots.insert(number) }
+        change(
+            runner.key, runner.index, to: .ready, attempts: runner.attempt - 1, reason: .some(nil),
+            events: [
+                NewEvent(.taskReady, payload: [
+                    "runner_id": .string(id.rawValue), "reason": .string(reason),
+                    "explanation": "not started: its assignment could not be recorded; the attempt is given back",
+                ])
+            ])
+        if phase == .running { enqueue(runner.key, runner.index) }
+    }
+
     mutating func runnerExited(_ id: RunnerID, _ exit: RunnerExit) {
         guard let runner = runners.removeValue(forKey: id) else { return }
         scheduler.release(runner.assignment)

@@ -65,6 +65,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         case killGrace(RunnerID)
         case retry(TaskKey)
         case shutdown
+        /// Records have failed for the timeout: the run may give up.
+        case recordsFailing
     }
 
     struct Deadline: Comparable, Sendable {
@@ -95,6 +97,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var warnedSkills: Set<TaskKey> = []
     var random: SplitMix64
     var phase = Phase.running
+    /// Since when, and why, records cannot be written: nothing starts meanwhile.
+    var recordsFailing: (since: Instant, error: String)?
     var now: Instant
     // What one `handle` call produces.
     var transitions: [Transition] = []
@@ -277,6 +281,17 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 phase = .draining
                 schedule(.shutdown, at: now.advanced(by: configuration.gracefulShutdownTimeout))
             }
+        case .recordsFailing(let error):
+            if recordsFailing == nil {
+                recordsFailing = (now, error)
+                schedule(.recordsFailing, at: now.advanced(by: configuration.recordFailureTimeout))
+            } else {
+                recordsFailing!.error = error
+            }
+        case .recordsWritten:
+            recordsFailing = nil
+        case .launchWithdrawn(let id, let reason):
+            withdraw(id, reason: reason)
         case .shutdownNow:
             switch phase {
             case .running, .draining: stopAll(grace: options.hurriedKillGrace)
@@ -295,7 +310,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     /// back the turn's actions: the record first, then the effects.
     mutating func settle() -> [EngineAction] {
         fireDueDeadlines()
-        if phase == .running { dispatch() }
+        // A launch whose record cannot be written is not carried out: none is asked for.
+        if phase == .running && recordsFailing == nil { dispatch() }
         finishIfDone()
         var actions: [EngineAction] = []
         if !transitions.isEmpty { actions.append(.record(transitions)) }
@@ -330,6 +346,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 if phase == .running { enqueue(key, index) }
             case .shutdown:
                 stopAll()
+            case .recordsFailing:
+                break  // `finishIfDone` looks at how long
             }
         }
     }
@@ -390,7 +408,13 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         guard phase != .finished else { return }
         let stopping = phase == .draining || phase == .stopping
         guard runners.isEmpty else { return }
-        if !stopping {
+        // While records cannot be written, the run claims nothing: it waits for a write to succeed,
+        // and gives up once nothing has run for the timeout (unless asked to stop meanwhile).
+        let givingUp = recordsFailing.map { now >= $0.since.advanced(by: configuration.recordFailureTimeout) }
+        if givingUp == false && !stopping { return }
+        if givingUp == true && !stopping {
+            guard options.finishWhenIdle else { return }
+        } else if !stopping {
             guard options.finishWhenIdle, pendingRetries.isEmpty, scheduler.queue.isEmpty else { return }
         }
         phase = .finished
@@ -408,7 +432,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 let key = TaskKey(spec: name, id: graph.ids[index])
                 if state == .failed { failed.append(key) }
                 if state != .done && !set.spec.tasks[index].optional { succeeded = false }
-                if !state.isTerminal && !stopping {
+                if !state.isTerminal && !stopping && recordsFailing == nil {
                     let waiting = set.tracker.waitingOn(index).map { graph.ids[$0] }
                     let reason = set.reasons[index] ?? "waiting on \(waiting.map(\.rawValue).joined(separator: ", "))"
                     stuck.append(StuckTask(task: key, waitingOn: waiting, reason: reason))
@@ -430,7 +454,9 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         }
         effects.append(
             .finished(
-                RunOutcome(succeeded: succeeded && !stopping, interrupted: stopping, counts: counts, failed: failed, stuck: stuck)
+                RunOutcome(
+                    succeeded: succeeded && !stopping && recordsFailing == nil, interrupted: stopping, counts: counts, failed: failed,
+                    stuck: stuck, unrecorded: recordsFailing?.error)
             ))
     }
 }

@@ -83,6 +83,10 @@ public struct RunOutcome: Hashable, Sendable {
     public var counts: [TaskState: Int]
     public var failed: [TaskKey]
     public var stuck: [StuckTask]
+    /// Why the run gave up: its records could not be written anywhere (the registry nor its
+    /// journal) for `record_failure_timeout`, with nothing running. Its counts are the engine's:
+    /// more than the registry may hold.
+    public var unrecorded: String? = nil
 }
 
 /// Something the dispatcher must do, in order.
@@ -122,6 +126,14 @@ public enum EngineInput: Hashable, Sendable {
     case shutdown
     /// Stop running runners now.
     case shutdownNow
+    /// A turn's record could not be written anywhere (neither the journal nor the registry took
+    /// it): nothing more starts until one is. Runners running are watched as before.
+    case recordsFailing(String)
+    /// Records are written again: work starts again.
+    case recordsWritten
+    /// A launch the engine asked for was not carried out, because its record could not be written:
+    /// its task goes back to the queue and the attempt is given back.
+    case launchWithdrawn(RunnerID, reason: String)
 }
 
 /// The runners a dispatcher that stopped left `running`, as recovery found them.

@@ -19,6 +19,7 @@ extension JournalBatch {
                     json.field("attempts", t.attempts)
                     json.field("sets_reason", t.reason != nil)
                     json.field("reason", t.reason ?? nil)
+                    json.field("at", t.at?.secondsSince1970)
                     if let slot = t.slot {
                         json.key("slot")
                         json.object { json in

@@ -88,6 +88,9 @@ public struct Transition: Hashable, Sendable {
     /// Records the task's worktree and branch, when set.
     public var slot: TaskSlot?
     public var events: [NewEvent]
+    /// When it happened; nil: when it is written. The dispatcher stamps each turn as it makes it,
+    /// so that a registry that takes the record late (locked, full) does not date it late.
+    public var at: Timestamp?
 
     public init(
         spec: String,
@@ -97,8 +100,10 @@ public struct Transition: Hashable, Sendable {
         attempts: Int? = nil,
         reason: String?? = nil,
         slot: TaskSlot? = nil,
-        events: [NewEvent] = []
+        events: [NewEvent] = [],
+        at: Timestamp? = nil
     ) {
+        self.at = at
         self.spec = spec
         self.task = task
         self.expected = expected

@@ -8,7 +8,7 @@ public enum ConfigurationLoader {
     static let dispatcherKeys = [
         "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
         "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
-        "run_optional_tasks",
+        "run_optional_tasks", "record_failure_timeout", "journal_path",
     ]
     static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
     static let localConfigKeys = ["command", "env", "nice"]
@@ -28,6 +28,10 @@ public enum ConfigurationLoader {
             else { continue }
             configuration.pools[index].command.argv[0] = URL(fileURLWithPath: program, relativeTo: URL(fileURLWithPath: folder + "/"))
                 .standardizedFileURL.path
+        }
+        // So is the journal.
+        configuration.journalPath = configuration.journalPath.map {
+            URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: folder + "/")).standardizedFileURL.path
         }
         // So are the repository and the slots folder.
         if var repoPool = configuration.repoPool {
@@ -150,6 +154,16 @@ private struct ConfigurationDecoder {
                 if let timeout = reader.duration(value, path) { configuration.gracefulShutdownTimeout = timeout }
             case "run_optional_tasks":
                 if let run = reader.boolean(value, path) { configuration.runOptionalTasks = run }
+            case "record_failure_timeout":
+                if let timeout = reader.duration(value, path) { configuration.recordFailureTimeout = timeout }
+            case "journal_path":
+                if let journal = reader.string(value, path) {
+                    if journal.isEmpty || journal.utf8.contains(0) || journal.hasSuffix("/") {
+                        reader.fail(.invalidValue, value, path, "\(path) must name a file")
+                    } else {
+                        configuration.journalPath = journal
+                    }
+                }
             default:
                 unknown(key, value, path, ConfigurationLoader.dispatcherKeys)
             }

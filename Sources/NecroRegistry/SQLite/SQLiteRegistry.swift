@@ -219,7 +219,7 @@ public final class SQLiteRegistry: Registry, Sendable {
 
     /// Applies `transition` in the recorder's transaction, stamped with its time.
     static func apply(_ transition: Transition, db: Database, recorder: inout EventAppender) throws {
-        let at = recorder.at
+        let at = transition.at ?? recorder.at
         if let task = transition.task {
             // A few shapes only (which fields change, which states are expected), each cached: this
             // runs for every state change of every task, on the dispatcher's loop. The expected
@@ -259,7 +259,7 @@ public final class SQLiteRegistry: Registry, Sendable {
             else { throw RegistryError(.unknownSpec, "no spec \(transition.spec) in the registry") }
         }
         for event in transition.events {
-            try recorder.append(event, spec: transition.spec, task: transition.task)
+            try recorder.append(event, spec: transition.spec, task: transition.task, at: at)
         }
     }
 
@@ -272,7 +272,9 @@ public final class SQLiteRegistry: Registry, Sendable {
             }
             let replayed = try db.cachedStatement(sql: "SELECT 1 FROM journal_replays WHERE id = ?")
             for batch in batches {
-                guard try Bool.fetchOne(replayed, arguments: [batch.id]) == nil else { continue }
+                // A batch without an id was never journalled: nothing can replay it, no mark.
+                let journalled = !batch.id.isEmpty
+                guard try !journalled || Bool.fetchOne(replayed, arguments: [batch.id]) == nil else { continue }
                 for transition in batch.transitions {
                     do {
                         try Self.apply(transition, db: db, recorder: &recorder)
@@ -281,6 +283,7 @@ public final class SQLiteRegistry: Registry, Sendable {
                     }
                 }
                 for runner in batch.runners { try Self.save(runner, db: db) }
+                guard journalled else { continue }
                 var mark = BoundStatement(try db.cachedStatement(sql: "INSERT INTO journal_replays (id, replayed_at) VALUES (?, ?)"))
                 mark.bind(batch.id)
                 mark.bind(recorder.at.secondsSince1970)
@@ -308,7 +311,9 @@ struct EventAppender {
         self.at = at
     }
 
-    mutating func append(_ event: NewEvent, spec: String, task: TaskID?) throws {
+    /// Appends an event that happened `at` (default: now, the transaction's time).
+    mutating func append(_ event: NewEvent, spec: String, task: TaskID?, at happened: Timestamp? = nil) throws {
+        let at = happened ?? self.at
         let key = SeqKey(spec: spec, task: task?.rawValue ?? "")
         var seq = try nextSeq[key] ?? lastSeq(key) + 1
         let payload = JSONValue.object(event.payload).jsonText

@@ -1,0 +1,159 @@
+import Foundation
+import NecroCore
+import NecroRegistry
+import NecroTesting
+import Testing
+
+/// The dispatcher under faults of its storage: a disk that fills up mid-run, a registry another
+/// process holds locked.
+@Suite(.serialized) struct FaultTests {
+    /// 200 tasks with the registry on a 2 MB file system that fills up mid-run (a real tmpfs: the
+    /// test mounts it, as root; CI runs as root). The run must not claim, nor start, what it
+    /// could not record: it gives up, non-zero. Once space is freed, the run resumed does every
+    /// task that is left, and none twice.
+    @Test func aRunOnADiskThatFillsUpStopsStartingWorkFailsAndOnceSpaceIsFreedResumesWithoutRunningAnythingTwice() throws {
+        let dir = try TemporaryDirectory("full-disk")
+        defer { dir.remove() }
+        let mountPoint = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint])
+        guard mount.status == 0 else {
+            print("skipped: cannot mount a tmpfs here (\(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); CI runs as root and mounts it")
+            return
+        }
+        defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
+        let tasks = (1...200).map { "  - id: t\($0)\n    title: Task \($0)\n" }.joined()
+        try dir.write("spec.yaml", "spec_name: full\ntasks:\n" + tasks)
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher:
+              record_failure_timeout: 2s
+            agent_pools:
+              local:
+                max_concurrency: 4
+                config:
+                  command: [/bin/sh, -c, 'echo "$NECRO_TASK_ID" >> "$LEDGER"; echo working']
+                  env: {LEDGER: "\(dir.file("ledger"))"}
+            """)
+        let arguments = ["run", "spec.yaml", "--no-workspace", "--no-server", "--registry", "small/registry.sqlite"]
+
+        let first = try NecroBinary.run(arguments, in: dir.path)
+        #expect(first.status == 1, "the first run gives up: \(first.stdout)\(first.stderr)")
+        #expect(first.stderr.contains("error: gave up after 2 s with nothing running"), "\(first.stderr)")
+        #expect(first.stderr.contains("registry small/registry.sqlite: database or disk is full"), "it names the file and the error")
+        #expect(first.stderr.contains("journal \(mountPoint)/registry.sqlite.fallback.jsonl: No space left on device"))
+        let registry = try SQLiteRegistry(path: dir.file("small/registry.sqlite"), readOnly: true)
+        let recorded = try registry.tasks(spec: "full").filter { $0.state == .done }.count
+        #expect(recorded < 200, "the disk filled up before the end")
+        #expect(first.stdout.contains("full: ") && first.stdout.contains("\(recorded) done"), "the summary says what the registry holds: \(first.stdout)")
+        let ledgerAfterFirst = try String(contentsOfFile: dir.file("ledger"), encoding: .utf8).split(separator: "\n")
+        #expect(ledgerAfterFirst.count < 200, "it stopped starting work")
+
+        #expect(try runProcess("/bin/mount", ["-o", "remount,size=64m", mountPoint]).status == 0)
+        let second = try NecroBinary.run(arguments, in: dir.path)
+        #expect(second.status == 0, "\(second.stdout)\(second.stderr)")
+        #expect(second.stdout.contains("full: 200 done"), "\(second.stdout)")
+
+        let ledger = try String(contentsOfFile: dir.file("ledger"), encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(ledger.count == 200 && Set(ledger).count == 200, "every task ran exactly once: \(ledger.count) runs, \(Set(ledger).count) tasks")
+        let resumed = try SQLiteRegistry(path: dir.file("small/registry.sqlite"), readOnly: true)
+        for task in try resumed.tasks(spec: "full") {
+            let seqs = try resumed.events(EventQuery(spec: "full", task: task.task.id)).map(\.seq)
+            #expect(seqs == Array(1...Int64(seqs.count)), "\(task.task.id): seq \(seqs)")
+        }
+    }
+
+    /// The journal on another disk (`journal_path`) takes the records the full registry cannot:
+    /// the run goes on; the next start takes them in, and nothing runs twice.
+    @Test func aJournalOnAnotherDiskKeepsTheRecordsAFullRegistryCannotTake() throws {
+        let dir = try TemporaryDirectory("full-disk-journal")
+        defer { dir.remove() }
+        let mountPoint = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint])
+        guard mount.status == 0 else {
+            print("skipped: cannot mount a tmpfs here (\(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); CI runs as root and mounts it")
+            return
+        }
+        defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
+        let tasks = (1...200).map { "  - id: t\($0)\n    title: Task \($0)\n" }.joined()
+        try dir.write("spec.yaml", "spec_name: full\ntasks:\n" + tasks)
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher:
+              record_failure_timeout: 2s
+              journal_path: elsewhere/journal.jsonl
+            agent_pools:
+              local:
+                max_concurrency: 4
+                config:
+                  command: [/bin/sh, -c, 'echo "$NECRO_TASK_ID" >> "$LEDGER"']
+                  env: {LEDGER: "\(dir.file("ledger"))"}
+            """)
+        try FileManager.default.createDirectory(atPath: dir.file("elsewhere"), withIntermediateDirectories: true)
+        let arguments = ["run", "spec.yaml", "--no-workspace", "--no-server", "--registry", "small/registry.sqlite"]
+        let first = try NecroBinary.run(arguments, in: dir.path)
+        let journal = FileManager.default.contents(atPath: dir.file("elsewhere/journal.jsonl")) ?? Data()
+        #expect(!journal.isEmpty, "the journal beside the configuration held what the registry could not take")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("small/registry.sqlite.fallback.jsonl")))
+        let ranFirst = try String(contentsOfFile: dir.file("ledger"), encoding: .utf8).split(separator: "\n").count
+        let recorded = try SQLiteRegistry(path: dir.file("small/registry.sqlite"), readOnly: true).tasks(spec: "full").filter { $0.state == .done }.count
+        #expect(ranFirst > recorded, "work went on past what the registry took (\(ranFirst) runs, \(recorded) recorded): \(first.stderr)")
+
+        #expect(try runProcess("/bin/mount", ["-o", "remount,size=64m", mountPoint]).status == 0)
+        let second = try NecroBinary.run(arguments, in: dir.path)
+        #expect(second.status == 0 && second.stdout.contains("full: 200 done"), "\(second.stdout)\(second.stderr)")
+        let ledger = try String(contentsOfFile: dir.file("ledger"), encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(ledger.count == 200 && Set(ledger).count == 200, "every task ran exactly once: \(ledger.count) runs")
+    }
+
+    /// While another process holds the registry locked, events are stamped with the time they
+    /// happened, not the time the registry took them.
+    @Test func eventsRecordedLateCarryTheTimeTheyHappened() throws {
+        let dir = try TemporaryDirectory("late-events")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0 && mkfifo(dir.file("gate"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Wait at the gate\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: [/bin/sh, -c, 'echo running > "$ROOT/ready"; read line < "$ROOT/gate"']
+                  env: {ROOT: "\(dir.path)"}
+            """)
+        let run = try NecroBinary.start(["run", "tasks.md", "--no-server", "--no-workspace"], in: dir.path)
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+        // Another process takes the registry's write lock for 3 s.
+        let locker = Process()
+        locker.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        locker.arguments = [
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(3); c.execute('COMMIT')",
+            dir.file(".necro/registry.sqlite"),
+        ]
+        let out = Pipe()
+        locker.standardOutput = out
+        try locker.run()
+        var said = Data()
+        while !said.contains(10) {
+            let more = out.fileHandleForReading.availableData
+            if more.isEmpty { break }
+            said += more
+        }
+        #expect(String(decoding: said, as: UTF8.self) == "locked\n")
+        let finished = Date().timeIntervalSince1970
+        release(dir.file("gate"))
+        locker.waitUntilExit()
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"), readOnly: true)
+        let completed = try registry.events(EventQuery(type: .taskCompleted)).first
+        let stamp = try #require(completed).timestamp.secondsSince1970
+        #expect(stamp >= finished - 0.5 && stamp < finished + 1.5, "stamped \(stamp - finished) s after the task ended; the lock was held 3 s")
+    }
+}
