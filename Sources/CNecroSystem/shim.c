@@ -153,7 +153,7 @@ static void keep_output(struct supervision *s, struct log_writer *log, int drain
             return;
         }
         if (log->fd < 0) {
-            log->fd = (int)raw_syscall(SYS_openat, AT_FDCWD, (long)s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644, 0);
+            log->fd = (int)raw_syscall(SYS_openat, AT_FDCWD, (long)s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600, 0);
             log->size = log->fd >= 0 ? raw_syscall(SYS_lseek, log->fd, 0, SEEK_END, 0, 0) : 0;
         }
         long keep = log->limit - log->size;
@@ -225,7 +225,7 @@ static int supervise(void *context) {
     s->pipe_read_fd = keep;
     if (s->cwd != NULL) {
         // Made here, on the runner's time, not by the caller.
-        long error = raw_syscall(SYS_mkdirat, AT_FDCWD, (long)s->cwd, 0755, 0, 0);
+        long error = raw_syscall(SYS_mkdirat, AT_FDCWD, (long)s->cwd, 0700, 0, 0);
         if (error == -EEXIST) error = 0;
         if (error == 0) error = raw_syscall(SYS_chdir, (long)s->cwd, 0, 0, 0, 0);
         if (error != 0) {

@@ -1,4 +1,5 @@
 import Foundation
+import NecroCore
 
 /// One registry file, one dispatcher: `necro run` and `necro serve` hold an exclusive lock on a
 /// file beside the registry (`registry.sqlite.lock`) for as long as they live. The kernel lets go
@@ -14,7 +15,7 @@ enum DispatcherLock {
         guard held < 0 else { return }
         let file = path(registry)
         let folder = (file as NSString).deletingLastPathComponent
-        if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        if !folder.isEmpty { try? PrivateFiles.makeFolder(folder) }
         let fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             printError("error: cannot open \(file): \(String(cString: strerror(errno)))")

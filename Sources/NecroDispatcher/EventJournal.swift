@@ -64,7 +64,7 @@ final class EventJournal: Sendable {
             if file.descriptor < 0 {
                 // (What an earlier dispatcher left, a line torn by its crash included, was replayed
                 // and removed before this one's first turn.)
-                file.descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+                file.descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, PrivateFiles.fileMode)
                 guard file.descriptor >= 0 else {
                     file.failure = String(cString: strerror(errno))
                     return false

@@ -200,7 +200,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                     return 0
                 }
                 // Unsupervised, or no supervisor for this processor: the status will not outlive us.
-                mkdir(launch.workingDirectory, 0o755)
+                mkdir(launch.workingDirectory, PrivateFiles.folderMode)
                 let error = necro_spawn(executable, argv, envp, launch.workingDirectory, writeEnd, &pid)
                 if error == 0 {
                     pidfd = necro_pidfd_open(pid)
@@ -271,7 +271,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         guard let slash = file.utf8.lastIndex(of: UInt8(ascii: "/")) else { return }
         let folder = slash == file.startIndex ? "/" : String(file[..<slash])
         if createdFolders.withLock({ $0.insert(folder).inserted }) {
-            try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try? PrivateFiles.makeFolder(folder)
         }
     }
 
@@ -323,7 +323,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 guard count > 0 else { break }
                 gotOutput = true
                 let chunk = buffer[0..<count]
-                if watched.log < 0 { watched.log = open(watched.logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+                if watched.log < 0 { watched.log = open(watched.logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, PrivateFiles.fileMode) }
                 let keep = min(count, max(0, logLimitBytes - watched.written))
                 if keep > 0 { _ = chunk.withUnsafeBytes { write(watched.log, $0.baseAddress, keep) } }
                 watched.written += keep
@@ -418,7 +418,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         }
         // Its supervisor appends to the log from now on; start from its current end.
         ensureFolder(of: adoption.logPath)
-        let log = open(adoption.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let log = open(adoption.logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, PrivateFiles.fileMode)
         let offset = log >= 0 ? Int(lseek(log, 0, SEEK_END)) : 0
         if log >= 0 { close(log) }
         let watch = inotify_add_watch(inotify, adoption.logPath, UInt32(IN_MODIFY))

@@ -34,14 +34,14 @@ public final class RunnerStatusTable: Sendable {
 
     /// Creates a new table in `folder` (made if needed), named after `name`.
     public init(folder: String, name: String) throws {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        do { try PrivateFiles.makeFolder(folder) } catch { throw RunnerStatusTableError(message: error.message) }
         var candidate = "\(folder)/\(name).\(Self.fileExtension)"
         var attempt = 1
-        var opened = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        var opened = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFiles.fileMode)
         while opened < 0 && errno == EEXIST {
             attempt += 1
             candidate = "\(folder)/\(name)-\(attempt).\(Self.fileExtension)"
-            opened = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            opened = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, PrivateFiles.fileMode)
         }
         guard opened >= 0 else {
             throw RunnerStatusTableError(message: "cannot create the runner status table \(candidate): \(errnoText())")

@@ -56,8 +56,7 @@ public struct AccessKeys: Sendable {
     /// does not exist.
     private static func secret(at path: String, make: () -> [UInt8]) throws -> [UInt8] {
         if let existing = FileManager.default.contents(atPath: path), !existing.isEmpty { return Array(existing) }
-        try FileManager.default.createDirectory(
-            atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try PrivateFiles.makeFolder((path as NSString).deletingLastPathComponent)
         let bytes = make()
         let file = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard file >= 0 else {

@@ -65,9 +65,9 @@ public final class RepoPool: Workspaces, Sendable {
         }
         let slots = URL(fileURLWithPath: configuration.slotsDirectory ?? defaultSlotsDirectory).standardizedFileURL.path
         do {
-            try FileManager.default.createDirectory(atPath: slots, withIntermediateDirectories: true)
+            try PrivateFiles.makeFolder(slots)
         } catch {
-            throw RepoPoolError("repo_pool.slots_dir: cannot create \(slots): \(error.localizedDescription)")
+            throw RepoPoolError("repo_pool.slots_dir: cannot create \(slots): \(error.message)")
         }
         self.repository = top
         self.baseRef = base

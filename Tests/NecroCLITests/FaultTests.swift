@@ -109,6 +109,42 @@ import Testing
         #expect(ledger.count == 200 && Set(ledger).count == 200, "every task ran exactly once: \(ledger.count) runs")
     }
 
+    /// Under umask 000, everything necro makes beside its registry is still the user's alone:
+    /// folders 0700, files 0600 (the runners' logs, the status records recovery trusts, the
+    /// registry and its journal, the tokens).
+    @Test func whatNecroMakesBesideItsRegistryIsTheUsersAloneWhateverTheUmask() throws {
+        let dir = try TemporaryDirectory("modes")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Say hello\n- [ ] 2. Say it again\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 2
+                config:
+                  command: [/bin/sh, -c, 'echo hello']
+            """)
+        let run = try runProcess(
+            "/bin/sh", ["-c", "umask 000; exec \"$0\" \"$@\"", NecroBinary.path, "run", "tasks.md", "--no-workspace", "--listen", "127.0.0.1:0"],
+            in: dir.path)
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        var seen = 0
+        var open: [String] = []
+        let root = dir.file(".necro")
+        var attributes = stat()
+        #expect(stat(root, &attributes) == 0 && attributes.st_mode & 0o777 == 0o700, "the registry's folder")
+        for path in [root] + (FileManager.default.subpaths(atPath: root) ?? []).map({ "\(root)/\($0)" }) {
+            guard lstat(path, &attributes) == 0 else { continue }
+            seen += 1
+            let mode = attributes.st_mode & 0o777
+            let isFolder = attributes.st_mode & S_IFMT == S_IFDIR
+            if (isFolder && mode != 0o700) || (!isFolder && mode & 0o077 != 0) { open.append("\(path): \(String(mode, radix: 8))") }
+        }
+        #expect(seen >= 8, "the registry, its logs, statuses, work folders and tokens were looked at (\(seen))")
+        #expect(open.isEmpty, "readable or writable by others: \(open)")
+    }
+
     /// While another process holds the registry locked, events are stamped with the time they
     /// happened, not the time the registry took them.
     @Test func eventsRecordedLateCarryTheTimeTheyHappened() throws {

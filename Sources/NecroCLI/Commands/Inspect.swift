@@ -186,7 +186,11 @@ enum DispatcherProcess {
     static func write(_ registry: String) {
         let pid = getpid()
         let start = ProcessIdentity.startTime(of: pid).map(String.init) ?? ""
-        try? "\(pid) \(start)\n".write(toFile: pidFile(registry), atomically: true, encoding: .utf8)
+        let file = open(pidFile(registry), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, PrivateFiles.fileMode)
+        guard file >= 0 else { return }
+        let text = Array("\(pid) \(start)\n".utf8)
+        _ = Glibc.write(file, text, text.count)
+        close(file)
     }
 
     static func remove(_ registry: String) { try? FileManager.default.removeItem(atPath: pidFile(registry)) }

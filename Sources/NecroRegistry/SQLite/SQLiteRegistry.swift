@@ -26,8 +26,13 @@ public final class SQLiteRegistry: Registry, Sendable {
         self.now = now
         do {
             let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            if !directory.isEmpty && !readOnly {
+                do { try PrivateFiles.makeFolder(directory) } catch { throw RegistryError(.storage, error.message) }
+            }
+            // The user's alone (SQLite gives its -wal and -shm files the same mode).
+            if !readOnly {
+                let file = open(path, O_RDWR | O_CREAT | O_CLOEXEC, PrivateFiles.fileMode)
+                if file >= 0 { close(file) }
             }
             var configuration = Configuration()
             configuration.readonly = readOnly
