@@ -84,6 +84,38 @@ public final class DispatcherMetrics: Sendable {
         for (state, gauge) in tasks { gauge.record(counts[state] ?? 0) }
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: ResponseBody(byteBuffer: ByteBuffer(bytes: collector.emitToBuffer())))
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.withHelp(collector.emitToBuffer()))))
+    }
+
+    /// What each metric counts, and in which unit: its `# HELP` line.
+    static let help: [String: String] = [
+        "necro_queue_depth": "Tasks ready and waiting for a place in a pool (tasks).",
+        "necro_tasks_running": "Runners running now, per pool (runners).",
+        "necro_pool_utilization_ratio": "Runners running over the pool's max_concurrency, per pool (0 to 1).",
+        "necro_tasks": "Tasks of every loaded taskset in each state, groups aside (tasks).",
+        "necro_task_wait_seconds": "Time a task waited from ready to assigned (seconds).",
+        "necro_task_run_seconds": "Time a runner ran, from its start to its exit (seconds).",
+        "necro_retries_total": "Retries scheduled after a failed attempt (retries).",
+        "necro_heartbeat_timeouts_total": "Runners stopped for staying silent past heartbeat_timeout (runners).",
+        "necro_events_total": "Events recorded in the registry by this dispatcher and beside it (events).",
+        "necro_slot_allocation_failures_total": "Worktree slots that could not be prepared for a runner (slots).",
+    ]
+
+    /// The exposition with a `# HELP` line before each metric's `# TYPE` line (the swift-metrics
+    /// factory names none).
+    static func withHelp(_ exposition: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(exposition.count + 1024)
+        let typePrefix = Array("# TYPE ".utf8)
+        for line in exposition.split(separator: 10, omittingEmptySubsequences: false) {
+            if line.starts(with: typePrefix) {
+                let name = String(decoding: line.dropFirst(typePrefix.count).prefix { $0 != 32 }, as: UTF8.self)
+                out += Array("# HELP \(name) \(help[name] ?? name)\n".utf8)
+            }
+            out += line
+            out.append(10)
+        }
+        if exposition.last == 10 || exposition.isEmpty { out.removeLast() }
+        return out
     }
 }

@@ -65,6 +65,14 @@ import Testing
 
         let metrics = try await f.get("/metrics")
         #expect(metrics.status == 200 && metrics.text.contains("necro_tasks{state=\"done\"} 3"))
+        // Every metric says what it counts, and in which unit.
+        let lines = metrics.text.split(separator: "\n").map(String.init)
+        let types = lines.indices.filter { lines[$0].hasPrefix("# TYPE ") }
+        #expect(types.count >= 8)
+        for index in types {
+            let name = lines[index].split(separator: " ")[2]
+            #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) ") && lines[index - 1].hasSuffix(")."), "\(lines[index])")
+        }
         let dashboard = try await f.get("/")
         #expect(dashboard.status == 200 && dashboard.text.contains("new EventSource(") && !dashboard.text.contains("http://") == false)
         #expect(!dashboard.text.contains("src=\"http"), "nothing loaded from elsewhere")
