@@ -29,7 +29,7 @@ func describe(_ e: EventRecord) -> String? {
     case .runnerTimedOut: return "stopping the runner: \(text("reason"))"
     case .taskCancelled: return "cancelled"
     case .taskSkipped: return "skipped: optional (--with-optional runs it)"
-    case .taskSkillUnmapped: return "warning: no pool serves skill \(text("skill")); it goes to the default pool"
+    case .taskSkillUnmapped: return "warning: no pool serves skill \(text("skill")); its tasks go to the default pool (skill_mapping maps skills to pools)"
     case .taskWorkCommitted: return "committed what the agent left uncommitted: \(text("commit").prefix(7)) on \(text("branch"))"
     case .attemptSaved: return "saved the attempt's uncommitted work under \(text("ref"))"
     case .slotAllocationFailed: return "slot \(text("slot_id")) could not be prepared: \(text("reason"))"

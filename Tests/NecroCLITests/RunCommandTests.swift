@@ -92,6 +92,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(result.stdout.contains("3.2  started on local, attempt 2"))
         #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
         #expect(result.stdout.contains("  skipped  2.3, 7: optional; necro run --with-optional runs them"), "\(result.stdout)")
+        #expect(!result.stdout.contains("no pool serves skill"), "the example maps its skills")
         #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/7")), "the optional 7 did not run")
         let result32 = try String(contentsOfFile: dir.file(".necro/work/chat-app/3.2/docs/RESULT-3.2.md"), encoding: .utf8)
         #expect(result32.contains("Done by runner chat-app.3.2.a2-"))

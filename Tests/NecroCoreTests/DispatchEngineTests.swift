@@ -452,11 +452,14 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         design.requiredSkill = "ux"
         var train = task("train")
         train.requiredSkill = "ml"
-        h.load(spec([design, train]))
+        var review = task("review")
+        review.requiredSkill = "ux"
+        h.load(spec([design, train, review]))
+        #expect(h.events.filter { $0.1 == .taskSkillUnmapped }.count == 1, "said once per skill")
         #expect(h.eventTypes("design").contains(.taskSkillUnmapped))
         #expect(h.events.first { $0.1 == .taskSkillUnmapped }?.2["pools"] == ["local"])
         #expect(!h.eventTypes("train").contains(.taskSkillUnmapped), "ml has a pool")
-        #expect(h.launched.count == 2, "both run: design on the default pool")
+        #expect(h.launched.count == 3, "all run: design and review on the default pool")
         #expect(h.events.first { $0.0 == "design" && $0.1 == .taskAssigned }?.2["pool_name"] == "local")
         #expect(h.events.first { $0.0 == "train" && $0.1 == .taskAssigned }?.2["pool_name"] == "gpu")
     }

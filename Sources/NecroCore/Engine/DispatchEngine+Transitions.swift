@@ -105,13 +105,13 @@ extension DispatchEngine {
             return
         }
         let mapping = scheduler.pools.skillMapping
-        if let skill = task.requiredSkill, !mapping.isEmpty, mapping[skill]?.isEmpty ?? true, warnedSkills.insert(key).inserted {
+        if let skill = task.requiredSkill, !mapping.isEmpty, mapping[skill]?.isEmpty ?? true, warnedSkills.insert(skill).inserted {
             record(
                 key.spec, key.id,
                 events: [
                     NewEvent(.taskSkillUnmapped, payload: [
                         "skill": .string(skill), "pools": .array((mapping["default"] ?? []).map { .string($0) }),
-                        "explanation": "no pool is mapped to this skill: the task goes to the default pool",
+                        "explanation": "no pool is mapped to this skill: its tasks go to the default pool (said once per run)",
                     ])
                 ])
         }

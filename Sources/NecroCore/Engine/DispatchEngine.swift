@@ -93,8 +93,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var freeSlots = Heap<Int>()
     /// When each queued task was queued: its wait is recorded when it is assigned.
     var queuedSince: [TaskKey: Instant] = [:]
-    /// Tasks already warned that no pool serves their skill.
-    var warnedSkills: Set<TaskKey> = []
+    /// Skills already warned of, once per run: no pool serves them.
+    var warnedSkills: Set<String> = []
     var random: SplitMix64
     var phase = Phase.running
     /// Since when, and why, records cannot be written: nothing starts meanwhile.
