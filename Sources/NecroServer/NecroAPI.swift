@@ -102,6 +102,8 @@ public final class NecroAPI: Sendable {
         v1.post("tasks/:spec/:id/retry") { [self] request, context in
             try authorizeAdmin(request)
             let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
+            let state = try registry.tasks(spec: key.spec).first { $0.task.id == key.id }?.state
+            if let state, let refusal = TaskKey.retryRefusal(key, state) { throw APIError(.conflict, "conflict", refusal) }
             await dispatcher.apply(.retry(key))
             return try task(key.spec, key.id.rawValue)
         }

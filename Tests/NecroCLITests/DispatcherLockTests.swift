@@ -30,6 +30,8 @@ import Testing
             #expect(second.stderr.contains("registry .necro/registry.sqlite in use by pid \(first.processIdentifier) (necro run, started "), "\(second.stderr)")
             #expect(second.stderr.contains("necro import SPEC"))
         }
+        let retryRunning = try NecroBinary.run(["retry", "1"], in: dir.path)
+        #expect(retryRunning.status == 1 && retryRunning.stderr.contains("/1 is running: wait for it to end, or cancel it"), "\(retryRunning.stdout)\(retryRunning.stderr)")
         let status = try NecroBinary.run(["status"], in: dir.path)
         #expect(status.status == 0 && status.stdout.contains("1 running"), "status works beside it: \(status.stdout)")
         #expect(FileManager.default.fileExists(atPath: dir.file(".necro/registry.sqlite.dispatcher.pid")), "the first one's pid file is left alone")
@@ -41,6 +43,9 @@ import Testing
         release(dir.file("gate"))
         first.waitUntilExit()
         #expect(first.terminationStatus == 0, "the first run finished its task")
+        let spec = (dir.path as NSString).lastPathComponent
+        let retryDone = try NecroBinary.run(["retry", "1", "--spec", spec], in: dir.path)
+        #expect(retryDone.status == 1 && retryDone.stderr.contains("\(spec)/1 is done: nothing to retry"), "\(retryDone.stderr)")
         #expect(FileManager.default.fileExists(atPath: dir.file("ran-9")), "and the one imported beside it")
         #expect(try NecroBinary.run(["run", "tasks.md", "--no-server"], in: dir.path).status == 0, "free again once it ended")
     }

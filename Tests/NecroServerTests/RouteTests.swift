@@ -126,6 +126,8 @@ import Testing
 
         release(f.dir.file("go"))
         #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.taskID == "other" } != nil)
+        let done = try await f.post("/v1/tasks/s/other/retry")
+        #expect(done.status == 409 && done.json?["error"]?["message"]?.stringValue?.contains("s/other is done: nothing to retry") == true, "\(done.text)")
         await f.finish()
     }
 

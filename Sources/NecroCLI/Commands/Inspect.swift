@@ -228,6 +228,14 @@ struct Retry: AsyncParsableCommand {
             throw ExitStatus.invalidInput
         }
         let key = TaskKey(spec: name, id: TaskID(task))
+        guard let record = try registry.tasks(spec: name).first(where: { $0.task.id == key.id }) else {
+            printError("error: no task \(task) in spec \(name)")
+            throw ExitStatus.failure
+        }
+        if let refusal = TaskKey.retryRefusal(key, record.state) {
+            printError("error: \(refusal)")
+            throw ExitStatus.failure
+        }
         if FileManager.default.fileExists(atPath: DispatcherProcess.pidFile(options.registry)) {
             try registry.addControlRequest(.retry, spec: name, target: task)
             if DispatcherProcess.notify(options.registry) {
