@@ -24,7 +24,7 @@ func describe(_ e: EventRecord) -> String? {
     case .runnerFinished where p["interrupted"] == true: return "stopped by the shutdown; it will run again"
     case .runnerFinished where p["success"] == false: return "attempt failed: \(text("failure_reason"))"
     case .taskRetryScheduled where p["requested"] == nil: return "retrying in \(seconds("delay_seconds"))"
-    case .taskFailed: return "FAILED after \(p["retry_count"]?.intValue ?? 0) attempts: \(text("failure_reason"))"
+    case .taskFailed: return "FAILED after \(counted(p["attempts"]?.intValue ?? (p["retry_count"]?.intValue ?? 0) + 1, "attempt")): \(text("failure_reason"))"
     case .taskBlocked: return p["reason"].map { "blocked: \($0.stringValue ?? "")" }
     case .runnerTimedOut: return "stopping the runner: \(text("reason"))"
     case .taskCancelled: return "cancelled"
@@ -36,8 +36,8 @@ func describe(_ e: EventRecord) -> String? {
     case .slotMergeConflict: return "merge conflict with \(text("dependency")) in \(p["files"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ", ") ?? "?"): resolve it on \(text("branch")), then necro retry"
     case .runnerAdopted: return "adopted: still running from the previous dispatcher (pid \(p["pid"]?.intValue.map(String.init) ?? "?"))"
     case .recoveryRequeued: return "requeued after the previous dispatcher stopped"
-    case .recoveryDetected: return "recovery: \(p["expired_count"]?.intValue ?? 0) task(s) were left running"
-    case .dispatcherStarted: return "dispatcher started (\(text("scheduling_policy")), \(p["tasks"]?.intValue ?? 0) tasks)"
+    case .recoveryDetected: return "recovery: \(counted(p["expired_count"]?.intValue ?? 0, "task")) left running"
+    case .dispatcherStarted: return "dispatcher started (\(text("scheduling_policy")), \(counted(p["tasks"]?.intValue ?? 0, "task")))"
     case .dispatcherStopped: return p["interrupted"] == true ? "dispatcher stopped before the end" : "dispatcher finished"
     default: return nil
     }
@@ -225,7 +225,7 @@ final class RunDisplay: Sendable {
             text = "result: \(result.branch) \(commit), every done task's work merged (\(merged.count) task\(merged.count == 1 ? "" : "s"))"
         case .conflict(let merged, let task, let files):
             text =
-                "result: \(result.branch) stops before \(task): merging it conflicts in \(files.prefix(10).joined(separator: ", "))\(files.count > 10 ? ", …" : "") (\(merged.count) of \(result.total) tasks merged; nothing forced)"
+                "result: \(result.branch) stops before \(task): merging it conflicts in \(files.prefix(10).joined(separator: ", "))\(files.count > 10 ? ", …" : "") (\(merged.count) of \(counted(result.total, "task")) merged; nothing forced)"
         case .failed(let reason):
             text = "result: \(result.branch) could not be made: \(reason)"
         }

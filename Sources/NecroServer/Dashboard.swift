@@ -216,7 +216,7 @@ enum Dashboard {
           const t = await get(`/v1/tasks/${encodeURIComponent(state.spec)}/${encodeURIComponent(id)}`);
           const div = $("task"); div.className = ""; div.innerHTML = "";
           const head = document.createElement("div");
-          head.innerHTML = `<b>${t.id}</b> ${t.title}<div class="muted">${t.state}, ${t.attempts} attempt(s)${t.reason ? " — " + t.reason : ""}</div>`;
+          head.innerHTML = `<b>${t.id}</b> ${t.title}<div class="muted">${t.state}, ${t.attempts} attempt${t.attempts == 1 ? "" : "s"}${t.reason ? " — " + t.reason : ""}</div>`;
           div.appendChild(head);
           if (t.steps && t.steps.length) {
             const steps = document.createElement("ul"); steps.className = "steps";

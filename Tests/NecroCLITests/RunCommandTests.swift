@@ -275,7 +275,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
         #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
         // Adopted, then stopped as any silent runner is after heartbeat_timeout, and retried.
-        #expect(second.stderr.contains("recovery: adopting 2 runner(s) still running from the previous dispatcher"))
+        #expect(second.stderr.contains("recovery: adopting 2 runners still running from the previous dispatcher"))
         #expect(second.stdout.contains("1  adopted: still running from the previous dispatcher (pid "), "\(second.stdout)")
         for orphan in [orphan1, orphan2] {
             let state = try? String(contentsOfFile: "/proc/\(orphan)/stat", encoding: .utf8)
@@ -432,7 +432,7 @@ extension CrashRecoveryTests {
         try dir.write("recovered", "")
         let second = try NecroBinary.run(["run", "tasks.md", "--workspace", "repo"], in: dir.path)
         #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
-        #expect(second.stderr.contains("recovery: adopting 2 runner(s)"), "\(second.stderr)")
+        #expect(second.stderr.contains("recovery: adopting 2 runners"), "\(second.stderr)")
         #expect(second.stderr.contains("recovery: slot-9: removed a worktree that was never finished"))
         #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/slots/slot-9")))
         let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))

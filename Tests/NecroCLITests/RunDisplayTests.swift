@@ -29,4 +29,17 @@ import Testing
         live.assigned(other, task: "b", pool: "local", at: Date())
         #expect(live.running[other]?.lastLine == "")
     }
+
+    @Test func countsOfOneAreSingular() {
+        func event(_ type: EventType, _ payload: [String: JSONValue]) -> EventRecord {
+            EventRecord(
+                id: 1, spec: "s", taskID: "a", seq: 1, type: type, actor: "dispatcher", spanID: nil, parentSpanID: nil, phase: nil,
+                payload: payload, timestamp: Timestamp(secondsSince1970: 0))
+        }
+        #expect(describe(event(.taskFailed, ["retry_count": 0, "attempts": 1, "failure_reason": "exit code 1"])) == "FAILED after 1 attempt: exit code 1")
+        #expect(describe(event(.taskFailed, ["retry_count": 2, "attempts": 3, "failure_reason": "exit code 1"])) == "FAILED after 3 attempts: exit code 1")
+        #expect(describe(event(.dispatcherStarted, ["scheduling_policy": "priority", "tasks": 1])) == "dispatcher started (priority, 1 task)")
+        #expect(describe(event(.recoveryDetected, ["expired_count": 1])) == "recovery: 1 task left running")
+        #expect(counted(1, "task") == "1 task" && counted(0, "task") == "0 tasks" && counted(2, "runner") == "2 runners")
+    }
 }

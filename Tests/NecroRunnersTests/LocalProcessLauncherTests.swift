@@ -283,8 +283,15 @@ private struct Fixture {
         // supervisor, after the start was reported; the record says why.
         try f.dir.write("not-a-program", "\u{7f}ELF garbage")
         chmod(f.dir.file("not-a-program"), 0o755)
-        let id = f.start("garbage", [f.dir.file("not-a-program")], supervised: true)
-        let (exit, _) = await f.untilExit(id)
+        // (A process another test forks meanwhile may hold the file open for writing for a moment:
+        // "Text file busy" then, and it is tried again.)
+        var exit: RunnerExit?
+        for attempt in 1...20 {
+            let id = f.start("garbage-\(attempt)", [f.dir.file("not-a-program")], supervised: true)
+            exit = await f.untilExit(id).0
+            if exit != .launchFailed("cannot start the command: Text file busy") { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
         #expect(exit == .launchFailed("cannot start the command: Exec format error"))
         // A working folder that cannot be entered.
         try f.dir.write("a-file", "")

@@ -42,7 +42,7 @@ struct Import: AsyncParsableCommand {
 
     static func describe(_ report: ImportReport) -> String {
         if report.created {
-            return "\(report.spec) v\(report.version): imported \(report.added.count) tasks"
+            return "\(report.spec) v\(report.version): imported \(counted(report.added.count, "task"))"
         }
         func list(_ ids: [TaskID]) -> String { ids.isEmpty ? "" : " (\(ids.map(\.rawValue).joined(separator: ", ")))" }
         let renumbered = report.renumbered.map { "\($0.from) → \($0.to)" }

@@ -340,7 +340,7 @@ enum Recovery {
             recovered.ended.append(EndedRunner(runner: runner, exit: exit))
         }
         if !recovered.adopted.isEmpty {
-            printError("recovery: adopting \(recovered.adopted.count) runner(s) still running from the previous dispatcher")
+            printError("recovery: adopting \(counted(recovered.adopted.count, "runner")) still running from the previous dispatcher")
         }
         return recovered
     }

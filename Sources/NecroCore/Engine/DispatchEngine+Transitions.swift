@@ -346,8 +346,8 @@ extension DispatchEngine {
                 events: [
                     NewEvent(.runnerFinished, payload: finished), NewEvent(.slotMergeConflict, payload: conflict),
                     NewEvent(.taskFailed, payload: [
-                        "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt),
-                        "retryable": false,
+                        "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt - 1),
+                        "attempts": .int(runner.attempt), "retryable": false,
                     ]),
                 ])
             blockDependents(of: key, index)
@@ -371,7 +371,8 @@ extension DispatchEngine {
             change(key, index, to: .ready, reason: .some("attempt \(runner.attempt) failed: \(reason)"), events: [NewEvent(.runnerFinished, payload: finished)])
         } else {
             var failedPayload: [String: JSONValue] = [
-                "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt),
+                "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt - 1),
+                "attempts": .int(runner.attempt),
             ]
             if task.optional { failedPayload["optional"] = true }
             change(
