@@ -23,14 +23,20 @@ public enum NecroBinary {
         return bundleFolder.appendingPathComponent("necro").path
     }
 
-    /// Starts `necro` with arguments, in `directory`, without waiting for it; its output is dropped.
-    public static func start(_ arguments: [String], in directory: String) throws -> Process {
+    /// Starts `necro` with arguments, in `directory`, without waiting for it; its output is dropped,
+    /// but for its standard error if `errorFile` names a file to write it to.
+    public static func start(_ arguments: [String], in directory: String, errorFile: String? = nil) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if let errorFile {
+            _ = FileManager.default.createFile(atPath: errorFile, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: errorFile)
+        } else {
+            process.standardError = FileHandle.nullDevice
+        }
         try process.run()
         return process
     }

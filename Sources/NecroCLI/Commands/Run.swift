@@ -107,11 +107,18 @@ struct Run: AsyncParsableCommand {
         }
         defer { served?.stop() }
         if let served { printError("dashboard: \(served.dashboardURL)") }
+        let grace = configuration.gracefulShutdownTimeout
         let signals = Task {
             var count = 0
             for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
                 count += 1
-                if count == 1 { dispatcher.shutdown() } else { dispatcher.shutdownNow() }
+                if count == 1 {
+                    printError(Self.stoppingNotice(running: dispatcher.snapshot.running, grace: grace))
+                    dispatcher.shutdown()
+                } else {
+                    printError("stopping now: runners get SIGTERM, then SIGKILL after 1 s")
+                    dispatcher.shutdownNow()
+                }
             }
         }
         defer { signals.cancel() }
@@ -207,6 +214,13 @@ struct Run: AsyncParsableCommand {
                 }
             }
         }
+    }
+
+    /// What the first SIGINT or SIGTERM does, said as it happens.
+    static func stoppingNotice(running: Int, grace: Duration) -> String {
+        guard running > 0 else { return "stopping: nothing new starts" }
+        let seconds = Int(grace.components.seconds)
+        return "stopping: nothing new starts; waiting up to \(seconds) s for \(counted(running, "runner")) to finish; a second Ctrl-C (or SIGTERM) stops them now"
     }
 
     /// Four base-36 characters, new at each start.
