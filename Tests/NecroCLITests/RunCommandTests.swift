@@ -236,6 +236,25 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(run.terminationStatus == 0)
     }
 
+    @Test func logsPrintsWhatATasksRunnerPrintedItsLastAttemptOrOneAskedFor() throws {
+        let dir = try TemporaryDirectory("logs")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Fails once\n- [ ] 2. Never runs\n  - _Depends: 3_\n- [ ] 3. Fails\n")
+        try writeConfig(
+            dir, script: #"echo "task $NECRO_TASK_ID attempt $NECRO_ATTEMPT"; [ "$NECRO_TASK_ID" = 1 ] && [ "$NECRO_ATTEMPT" = 2 ]"#)
+        #expect(try NecroBinary.run(["run", "tasks.md"], in: dir.path).status == 1)
+        let last = try NecroBinary.run(["logs", "1"], in: dir.path)
+        #expect(last.status == 0 && last.stdout == "task 1 attempt 2\n", "\(last.stdout)\(last.stderr)")
+        let first = try NecroBinary.run(["logs", "1", "--attempt", "1"], in: dir.path)
+        #expect(first.stdout == "task 1 attempt 1\n")
+        let missing = try NecroBinary.run(["logs", "1", "--attempt", "5"], in: dir.path)
+        #expect(missing.status == 1 && missing.stderr.contains("has no attempt 5; it ran attempts 1, 2"), "\(missing.stderr)")
+        let never = try NecroBinary.run(["logs", "2"], in: dir.path)
+        #expect(never.status == 1 && never.stderr.contains("/2 has not run (yet): no log"))
+        let followed = try NecroBinary.run(["logs", "3", "--follow"], in: dir.path)
+        #expect(followed.status == 0 && followed.stdout == "task 3 attempt 2\n", "an ended runner: printed, and done")
+    }
+
     @Test func retryPutsAFailedTaskBackForTheNextRun() throws {
         let dir = try TemporaryDirectory("retry")
         defer { dir.remove() }

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import NecroCore
+import NecroRegistry
+
+/// `necro logs TASK`: what a task's runner printed, from its log beside the registry.
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print what a task's runner printed (its last attempt, or --attempt N); --follow goes on while it runs.")
+
+    @Argument(help: "The task id.")
+    var task: String
+
+    @Option(help: "The spec (needed when the registry holds several).")
+    var spec: String?
+
+    @Option(help: "Which attempt (1 is the first); default: the last.")
+    var attempt: Int?
+
+    @Flag(name: .shortAndLong, help: "Keep printing what the runner prints until it ends.")
+    var follow = false
+
+    @OptionGroup var options: RegistryOptions
+
+    func run() async throws {
+        let registry = try openExisting(options.registry)
+        let sets = try registry.taskSets().map(\.name)
+        guard let name = spec ?? (sets.count == 1 ? sets.first : nil) else {
+            printError("error: the registry holds \(sets.count) specs (\(sets.joined(separator: ", "))): pass --spec")
+            throw ExitStatus.invalidInput
+        }
+        let key = TaskKey(spec: name, id: TaskID(task))
+        let runners = try registry.runners(runningOnly: false).filter { $0.task == key }.sorted { $0.startedAt.secondsSince1970 < $1.startedAt.secondsSince1970 }
+        let chosen = attempt.map { number in runners.last { $0.attempt == number } } ?? runners.last
+        guard let runner = chosen else {
+            let attempts = Set(runners.map(\.attempt)).sorted().map(String.init).joined(separator: ", ")
+            printError(
+                runners.isEmpty
+                    ? "error: \(name)/\(task) has not run (yet): no log"
+                    : "error: \(name)/\(task) has no attempt \(attempt ?? 0); it ran attempts \(attempts)")
+            throw ExitStatus.failure
+        }
+        guard let path = runner.logPath, let file = FileHandle(forReadingAtPath: path) else {
+            printError("error: the log of \(runner.id) is gone (\(runner.logPath ?? "no path recorded"))")
+            throw ExitStatus.failure
+        }
+        defer { try? file.close() }
+        let out = FileHandle.standardOutput
+        while true {
+            let chunk = file.readDataToEndOfFile()
+            if !chunk.isEmpty { out.write(chunk) }
+            guard follow else { return }
+            // Until the runner has ended (its row says so), and what it printed last is read.
+            let ended = (try? registry.runners(runningOnly: true).contains { $0.id == runner.id }) == false
+            if ended {
+                let rest = file.readDataToEndOfFile()
+                if !rest.isEmpty { out.write(rest) }
+                return
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}
