@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -187,6 +188,46 @@ static void record_status(struct supervision *s, char prefix, int number) {
     raw_syscall(SYS_close, file, 0, 0, 0, 0);
 }
 
+/// Stops whatever the runner left behind once it has ended: the supervisor is a subreaper, so every
+/// descendant whose parent ended (a daemon double-forked with setsid, a job left in the
+/// background) is its child now. Each is killed and reaped; their own children come to the
+/// supervisor in turn, until none is left. Without /proc's list of children nothing is done.
+static void stop_descendants(void) {
+    char path[64] = "/proc/self/task/";
+    int length = 16;
+    char digits[12];
+    int count = 0;
+    unsigned long self = (unsigned long)raw_syscall(SYS_getpid, 0, 0, 0, 0, 0);
+    do {
+        digits[count++] = (char)('0' + self % 10);
+        self /= 10;
+    } while (self > 0 && count < 11);
+    while (count > 0) path[length++] = digits[--count];
+    memcpy(path + length, "/children", 10);
+    for (int round = 0; round < 100000; round++) {
+        long reaped = raw_syscall(SYS_wait4, -1, 0, WNOHANG | __WALL, 0, 0);
+        if (reaped == -EINTR || reaped > 0) continue;
+        if (reaped < 0) return;  // ECHILD: nothing left
+        long file = raw_syscall(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC, 0, 0);
+        if (file < 0) return;
+        char list[4096];
+        long got = raw_syscall(SYS_read, file, (long)list, sizeof list - 1, 0, 0);
+        raw_syscall(SYS_close, file, 0, 0, 0, 0);
+        if (got <= 0) return;  // children, but none listed: not ours to find
+        long pid = 0;
+        for (long i = 0; i <= got; i++) {
+            char c = i < got ? list[i] : ' ';
+            if (c >= '0' && c <= '9') {
+                pid = pid * 10 + (c - '0');
+            } else if (pid > 0) {
+                raw_syscall(SYS_kill, pid, SIGKILL, 0, 0, 0);
+                pid = 0;
+            }
+        }
+        while (raw_syscall(SYS_wait4, -1, 0, __WALL, 0, 0) == -EINTR) {}  // one is gone; look again
+    }
+}
+
 static int run_runner(void *context) {  // in the runner's process, until execve
     struct supervision *s = context;
     raw_signal(SIGTERM, SIG_DFL);
@@ -211,6 +252,8 @@ static int supervise(void *context) {
     raw_signal(SIGHUP, SIG_IGN);
     unsigned long none = 0;
     raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none, 0);
+    // What the runner leaves behind when its parent ends comes here, not to init: stopped at its end.
+    raw_syscall(SYS_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     // The read end of the output pipe stays (above the standard three, closed on the runner's exec);
     // nothing else of the caller: no registry file, socket or pipe.
     // (Each is first moved above 2, should the caller have run without a standard descriptor.)
@@ -269,6 +312,7 @@ static int supervise(void *context) {
     int signalled = (status & 0x7f) != 0;
     int code = signalled ? 128 + (status & 0x7f) : (status >> 8) & 0xff;
     record_status(s, 0, code);
+    stop_descendants();
     if (signalled) {
         // End the same way, so that the caller sees the signal itself; never dump core for it.
         struct rlimit no_core = {0, 0};

@@ -255,6 +255,31 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(followed.status == 0 && followed.stdout == "task 3 attempt 2\n", "an ended runner: printed, and done")
     }
 
+    @Test func whatARunnerLeavesBehindIsStoppedAtTheEndOfItsAttempt() throws {
+        let dir = try TemporaryDirectory("daemons")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Leaves a daemon and a background job\n- [ ] 2. After\n  - _Depends: 1_\n")
+        // A daemon in a session of its own (setsid: out of the runner's process group), and a job
+        // left in the background, still holding the runner's output.
+        try writeConfig(
+            dir,
+            script: #"""
+                if [ "$NECRO_TASK_ID" = 1 ]; then
+                  setsid sh -c "echo \$\$ > \"$ROOT/daemon.pid\"; exec sleep 600" < /dev/null > /dev/null 2>&1 &
+                  sh -c "echo \$\$ > \"$ROOT/job.pid\"; exec sleep 600" &
+                  while [ ! -s "$ROOT/daemon.pid" ] || [ ! -s "$ROOT/job.pid" ]; do :; done
+                fi
+                """#)
+        let run = try NecroBinary.run(["run", "tasks.md", "--no-workspace"], in: dir.path)
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        for name in ["daemon.pid", "job.pid"] {
+            let text = try String(contentsOfFile: dir.file(name), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let pid = try #require(Int32(text))
+            // Killed and reaped by the runner's supervisor before it ended.
+            #expect(kill(pid, 0) == -1 && errno == ESRCH, "\(name): \(pid) still runs")
+        }
+    }
+
     @Test func retryPutsAFailedTaskBackForTheNextRun() throws {
         let dir = try TemporaryDirectory("retry")
         defer { dir.remove() }
