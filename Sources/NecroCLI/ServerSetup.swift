@@ -10,7 +10,7 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Where to serve the API and dashboard (HOST:PORT; port 0: any free one). Default 127.0.0.1:7777.")
     var listen: String?
 
-    @Flag(help: "Serve neither the API nor the dashboard.")
+    @Flag(help: "Serve neither the API nor the dashboard on the network: runners reach theirs on a private unix socket.")
     var noServer = false
 
     static let defaultAddress = ListenAddress(host: "127.0.0.1", port: 7777)
@@ -32,6 +32,11 @@ struct ServedAPI {
     let keys: AccessKeys
     let server: Task<Void, Never>
     let metrics: Task<Void, Never>
+    /// The private folder of the runners' socket, with `--no-server`.
+    var socketFolder: String?
+
+    /// Whether it is served on the network (not only on the runners' socket).
+    var isPublic: Bool { address.socket == nil }
 
     /// The dashboard's address, with the admin token in its fragment (never sent to the server;
     /// the page keeps it for its controls).
@@ -40,14 +45,14 @@ struct ServedAPI {
     func stop() {
         server.cancel()
         metrics.cancel()
+        if let socketFolder { try? FileManager.default.removeItem(atPath: socketFolder) }
     }
 }
 
 enum ServerSetup {
     /// The keys, and what runners will be told of the API (its address is set once it listens).
     static func prepare(_ options: ServerOptions, registryFolder: String) throws -> (AccessKeys, RunnerAPI)? {
-        guard !options.noServer else { return nil }
-        _ = try options.address()  // a bad address is an error before anything starts
+        if !options.noServer { _ = try options.address() }  // a bad address is an error before anything starts
         do {
             let keys = try AccessKeys.load(folder: registryFolder)
             return (keys, RunnerAPI(token: keys.token(for:)))
@@ -66,6 +71,29 @@ enum ServerSetup {
         let metrics = DispatcherMetrics(pools: dispatcher.configuration.pools.map(\.name))
         let updates = dispatcher.updates()
         let following = Task { await metrics.follow(updates) }
+        if options.noServer {
+            // Runners still report (heartbeats, events), on a unix socket in a folder of its own,
+            // outside the registry's, that only this user can enter.
+            var template = Array(((ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"] ?? "/tmp") + "/necro-XXXXXX").utf8CString)
+            let folder = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!).map { String(cString: $0) } }
+            guard let folder else {
+                following.cancel()
+                printError("error: cannot make a folder for the runners' socket: \(String(cString: strerror(errno)))")
+                throw ExitStatus.failure
+            }
+            let address = ListenAddress(socket: folder + "/api.sock")
+            let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: false)
+            do {
+                let (_, server) = try await HTTPServer.start(api, at: address)
+                runnerAPI.socket = address.socket
+                return ServedAPI(address: address, keys: keys, server: server, metrics: following, socketFolder: folder)
+            } catch {
+                following.cancel()
+                try? FileManager.default.removeItem(atPath: folder)
+                printError("error: \(error)")
+                throw ExitStatus.failure
+            }
+        }
         let wanted = try options.address()
         let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: wanted.isLoopback)
         do {

@@ -16,7 +16,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         public var logs: String
         /// Per-task working folders, `<work>/<spec>/<task-id>`, until tasks get git worktrees.
         public var work: String
-        /// Given to runners as NECRO_REGISTRY, for `necro heartbeat`.
+        /// The registry's path; runners get only a marker made from it (`runnerMarker`).
         public var registry: String
         /// Where runners' supervisors record how they ended, so that it outlives the dispatcher: a
         /// table per dispatcher start (`RunnerStatusTable`); nil runs runners unsupervised.
@@ -225,6 +225,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Why the registry refused (its error names it), and the journal.
     private func failureText(_ registryError: String) -> String {
         "records cannot be written: \(registryError); nor its journal \(journal.path): \(journal.failure ?? "not tried")"
+    }
+
+    /// What marks the runners of the registry at `registry` (`NECRO_DISPATCHER` in their
+    /// environment): a hash of its path, which it does not reveal.
+    public static func runnerMarker(registry: String) -> String {
+        String(FNV1a.hash(Array(registry.utf8)), radix: 16)
     }
 
     /// Where the journal of the registry at `registry` lives.
@@ -608,7 +614,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         environment.merge(pool?.environment ?? [:]) { $1 }
         environment["RUNNER_ID"] = request.runner.rawValue
         environment["POOL_NAME"] = request.pool
-        environment["NECRO_REGISTRY"] = paths.registry
+        // Not the registry's path: a runner talks to the API with its own token, and never needs
+        // the registry (nor the admin token beside it). Recovery finds runners by this marker.
+        environment["NECRO_REGISTRY"] = nil
+        environment["NECRO_DISPATCHER"] = Self.runnerMarker(registry: paths.registry)
         environment["NECRO_TASK_ID"] = request.task.id.rawValue
         environment["NECRO_SPEC"] = request.task.spec
         environment["NECRO_ATTEMPT"] = String(request.attempt)
@@ -616,8 +625,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             environment["NECRO_SLOT_ID"] = slot.id
             environment["NECRO_BRANCH"] = slot.branch
         }
+        environment["NECRO_API_URL"] = nil
+        environment["NECRO_API_SOCKET"] = nil
         if let runnerAPI {
-            environment["NECRO_API_URL"] = runnerAPI.url
+            if !runnerAPI.url.isEmpty { environment["NECRO_API_URL"] = runnerAPI.url }
+            if let socket = runnerAPI.socket { environment["NECRO_API_SOCKET"] = socket }
             environment["NECRO_RUNNER_TOKEN"] = runnerAPI.token(request.runner)
         }
         // A later attempt may go on from where an earlier one left off: its last checkpoint.
@@ -713,6 +725,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 /// the token that lets each runner (and only it, while it runs) report on its task.
 public final class RunnerAPI: Sendable {
     private let address: Mutex<String>
+    private let socketPath = Mutex<String?>(nil)
     public let token: @Sendable (RunnerID) -> String
 
     public init(url: String = "", token: @escaping @Sendable (RunnerID) -> String) {
@@ -724,6 +737,12 @@ public final class RunnerAPI: Sendable {
     public var url: String {
         get { address.withLock { $0 } }
         set { address.withLock { $0 = newValue } }
+    }
+
+    /// The unix socket the API is served on for runners, given to them as `NECRO_API_SOCKET`.
+    public var socket: String? {
+        get { socketPath.withLock { $0 } }
+        set { socketPath.withLock { $0 = newValue } }
     }
 }
 

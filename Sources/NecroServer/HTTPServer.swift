@@ -6,10 +6,19 @@ import Logging
 public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
     public var host: String
     public var port: Int
+    /// A unix socket's path instead of a host and port.
+    public var socket: String?
 
     public init(host: String, port: Int) {
         self.host = host
         self.port = port
+    }
+
+    /// A unix socket: only processes that can reach its folder connect.
+    public init(socket: String) {
+        self.host = "localhost"
+        self.port = 0
+        self.socket = socket
     }
 
     /// `127.0.0.1:7777`, `[::1]:7777`, `localhost:0`; nil if it is not one.
@@ -24,10 +33,10 @@ public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var description: String { socket ?? (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)") }
 
     /// Whether only this machine can connect.
-    public var isLoopback: Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
+    public var isLoopback: Bool { socket != nil || host == "localhost" || host == "::1" || host.hasPrefix("127.") }
 
     /// The base URL clients on this machine use.
     public var url: String { "http://\(self)" }
@@ -44,7 +53,8 @@ public enum HTTPServer {
         logger.logLevel = .warning
         let app = Application(
             router: api.router(),
-            configuration: ApplicationConfiguration(address: .hostname(address.host, port: address.port), serverName: "necro"),
+            configuration: ApplicationConfiguration(
+                address: address.socket.map { .unixDomainSocket(path: $0) } ?? .hostname(address.host, port: address.port), serverName: "necro"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? address.port) },
             logger: logger)
         try await app.run()

@@ -1,5 +1,6 @@
 import Foundation
 import NecroCore
+import NecroDispatcher
 import NecroRegistry
 import NecroRunners
 import NecroTesting
@@ -29,7 +30,7 @@ import Testing
         launcher.launch(
             RunnerLaunch(
                 runner: RunnerID("s.1.a1-old"), argv: ["/bin/sleep", "30"],
-                environment: ["PATH": "/usr/bin:/bin", "RUNNER_ID": "s.1.a1-old", "NECRO_REGISTRY": registry.path],
+                environment: ["PATH": "/usr/bin:/bin", "RUNNER_ID": "s.1.a1-old", "NECRO_DISPATCHER": Dispatcher<ContinuousClock>.runnerMarker(registry: registry.path)],
                 workingDirectory: dir.path, logPath: dir.file("1.log")))
         guard case .started(_, let pid, _)? = await next(&events) else {
             Issue.record("the runner did not start")

@@ -380,25 +380,42 @@ extension CrashRecoveryTests {
 }
 
 @Suite(.serialized) struct HeartbeatCommandTests {
-    @Test func aSilentRunnerThatCallsNecroHeartbeatKeepsItsLeaseAndOneThatDoesNotIsStopped() throws {
+    /// Runners reach the API with their own token, never the registry: over TCP when it is served,
+    /// over a private unix socket with --no-server.
+    @Test(arguments: [["--no-server"], ["--listen", "127.0.0.1:0"]])
+    func aSilentRunnerThatCallsNecroHeartbeatKeepsItsLeaseAndOneThatDoesNotIsStopped(_ serving: [String]) throws {
         let dir = try TemporaryDirectory("heartbeat")
         defer { dir.remove() }
         try dir.write("tasks.md", "- [ ] 1. Beats\n- [ ] 2. Silent\n")
         // Both stay quiet for 2.4 s, longer than the 1 s lease; task 1 renews it with `necro heartbeat`.
-        let script = #"for i in 1 2 3 4; do if [ "$NECRO_TASK_ID" = 1 ]; then "$NECRO" heartbeat; fi; sleep 0.6; done"#
+        let script = #"env > "$ROOT/env-$NECRO_TASK_ID"; for i in 1 2 3 4; do if [ "$NECRO_TASK_ID" = 1 ]; then "$NECRO" heartbeat || exit 9; fi; sleep 0.6; done"#
         try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
         var config = try String(contentsOfFile: dir.file("necro.yaml"), encoding: .utf8)
         config = config.replacingOccurrences(of: "env: {ROOT:", with: "env: {NECRO: \"\(NecroBinary.path)\", ROOT:")
         try config.write(toFile: dir.file("necro.yaml"), atomically: true, encoding: .utf8)
-        let result = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
+        let result = try NecroBinary.run(["run", "tasks.md", "--no-workspace"] + serving, in: dir.path)
         #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
         let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
         let spec = try #require(try registry.taskSets().first?.name)
         let records = Dictionary(uniqueKeysWithValues: try registry.tasks(spec: spec).map { ($0.task.id, $0) })
-        #expect(records["1"]?.state == .done)
+        #expect(records["1"]?.state == .done, "\(result.stdout)\(result.stderr)")
         #expect(records["2"]?.state == .failed && records["2"]?.reason == "no heartbeat for 1 s")
         let beats = try registry.runners(runningOnly: false).first { $0.task.id == "1" }?.lastHeartbeat
         #expect(beats != nil, "the heartbeats were recorded")
+
+        // What a runner is given: its own token and the way to the API; not the registry, nor the
+        // admin token beside it.
+        let environment = try String(contentsOfFile: dir.file("env-2"), encoding: .utf8).split(separator: "\n")
+        #expect(!environment.contains { $0.hasPrefix("NECRO_REGISTRY=") })
+        #expect(!environment.contains { $0.contains("registry.sqlite") || $0.contains("admin.token") })
+        #expect(environment.contains { $0.hasPrefix("NECRO_RUNNER_TOKEN=") })
+        #expect(environment.contains { $0.hasPrefix(serving == ["--no-server"] ? "NECRO_API_SOCKET=/" : "NECRO_API_URL=http://127.0.0.1:") })
+        #expect(environment.contains { $0.hasPrefix("NECRO_DISPATCHER=") })
+        if serving == ["--no-server"] {
+            let socket = environment.first { $0.hasPrefix("NECRO_API_SOCKET=") }.map { String($0.dropFirst("NECRO_API_SOCKET=".count)) } ?? ""
+            #expect(!socket.hasPrefix(dir.path), "outside the registry's folder: \(socket)")
+            #expect(!FileManager.default.fileExists(atPath: socket), "removed once the run is over")
+        }
     }
 }
 

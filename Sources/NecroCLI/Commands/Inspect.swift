@@ -154,15 +154,16 @@ struct Events: AsyncParsableCommand {
     }
 }
 
-/// `necro heartbeat`: a runner says it is alive.
+/// `necro heartbeat`: a runner says it is alive, to its dispatcher's API.
 struct Heartbeat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Renew the calling runner's lease (uses RUNNER_ID and NECRO_REGISTRY from its environment).")
+        abstract:
+            "Renew the calling runner's lease, through the API it was given (RUNNER_ID, NECRO_RUNNER_TOKEN, and NECRO_API_SOCKET or NECRO_API_URL from its environment).")
 
     @Option(help: "The runner (default: $RUNNER_ID).")
     var runner: String?
 
-    @Option(help: "The registry (default: $NECRO_REGISTRY, else .necro/registry.sqlite).")
+    @Option(help: "Renew it in this registry directly, instead of through the API (for use by hand).")
     var registry: String?
 
     func run() async throws {
@@ -171,9 +172,27 @@ struct Heartbeat: AsyncParsableCommand {
             printError("error: no runner: pass --runner or set RUNNER_ID")
             throw ExitStatus.invalidInput
         }
-        let store = try openExisting(registry ?? environment["NECRO_REGISTRY"] ?? ".necro/registry.sqlite")
-        guard try store.heartbeat(runner: RunnerID(id)) else {
-            printError("error: runner \(id) is not running")
+        if let registry {
+            let store = try openExisting(registry)
+            guard try store.heartbeat(runner: RunnerID(id)) else {
+                printError("error: runner \(id) is not running")
+                throw ExitStatus.failure
+            }
+            return
+        }
+        guard let call = RunnerCall(environment: environment) else {
+            printError("error: no API to call: a runner gets NECRO_RUNNER_TOKEN and NECRO_API_SOCKET or NECRO_API_URL from its dispatcher (or pass --registry)")
+            throw ExitStatus.invalidInput
+        }
+        let path = "/v1/runners/\(id.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? id)/heartbeat"
+        do {
+            let (status, body) = try call.post(path)
+            guard (200..<300).contains(status) else {
+                printError("error: the dispatcher refused the heartbeat of \(id) (\(status)): \(body.trimmingCharacters(in: .whitespacesAndNewlines))")
+                throw ExitStatus.failure
+            }
+        } catch let failure as RunnerCall.Failure {
+            printError("error: \(failure)")
             throw ExitStatus.failure
         }
     }

@@ -106,7 +106,7 @@ struct Run: AsyncParsableCommand {
             try await ServerSetup.start(dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server)
         }
         defer { served?.stop() }
-        if let served { printError("dashboard: \(served.dashboardURL)") }
+        if let served, served.isPublic { printError("dashboard: \(served.dashboardURL)") }
         let grace = configuration.gracefulShutdownTimeout
         let signals = Task {
             var count = 0
@@ -398,10 +398,10 @@ enum Recovery {
         if !transitions.isEmpty { try registry.apply(transitions) }
     }
 
-    /// The process groups of the live runners whose environment names this registry, by their
+    /// The process groups of the live runners whose environment carries this registry's marker, by their
     /// `RUNNER_ID`: a runner's group is led by its supervisor.
     static func runnerGroups(registry: String) -> [String: Int32] {
-        let marker = Array("NECRO_REGISTRY=\(registry)".utf8)
+        let marker = Array("NECRO_DISPATCHER=\(Dispatcher<ContinuousClock>.runnerMarker(registry: registry))".utf8)
         let runnerPrefix = Array("RUNNER_ID=".utf8)
         let me = getpid()
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }

@@ -69,7 +69,7 @@ struct Serve: AsyncParsableCommand {
             try await ServerSetup.start(dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server)
         }
         defer { served?.stop() }
-        if let served {
+        if let served, served.isPublic {
             printError("necro serve: listening on \(served.address.url)")
             printError("dashboard: \(served.dashboardURL)")
         }
