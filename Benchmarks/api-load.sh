@@ -44,14 +44,14 @@ url=$(sed -n 's/^necro serve: listening on //p' serve.err)
 post() { curl -sf -X POST -H "Authorization: Bearer $token" -H "Content-Type: application/json" --data-binary "@$1" "$url/v1/tasksets" > /dev/null; }
 post holders.json
 for _ in $(seq 600); do
-    [ "$(curl -sf "$url/v1/pools" | python3 -c 'import json,sys; print([p["running"] for p in json.load(sys.stdin) if p["name"]=="holders"][0])')" = 1000 ] && break
+    [ "$(curl -sf -H "Authorization: Bearer $token" "$url/v1/pools" | python3 -c 'import json,sys; print([p["running"] for p in json.load(sys.stdin) if p["name"]=="holders"][0])')" = 1000 ] && break
     sleep 0.1
 done
 post work.json
 
 # Each runner's token is HMAC-SHA256 of its id under the registry's runner key: what the
 # dispatcher gave it in NECRO_RUNNER_TOKEN.
-curl -sf "$url/v1/runners?running=true" | python3 -c '
+curl -sf -H "Authorization: Bearer $token" "$url/v1/runners?running=true" | python3 -c '
 import hmac, hashlib, json, sys
 key = open(".necro/runner.key", "rb").read()
 runners = [r for r in json.load(sys.stdin) if r["pool"] == "holders"]
@@ -75,7 +75,7 @@ response = function(status)
 end
 LUA
 
-done_work() { curl -sf "$url/v1/tasksets" | python3 -c 'import json,sys; print([s["tasks"]["done"] for s in json.load(sys.stdin) if s["name"]=="work"][0])'; }
+done_work() { curl -sf -H "Authorization: Bearer $token" "$url/v1/tasksets" | python3 -c 'import json,sys; print([s["tasks"]["done"] for s in json.load(sys.stdin) if s["name"]=="work"][0])'; }
 measure() {
     local label="$1"; shift
     local before after
@@ -90,6 +90,6 @@ measure() {
 echo "machine: $(nproc) cores; wrk -t2 -c64 -d${seconds}s; 1,000 runners running, 101,000 tasks in the registry"
 before=$(done_work); sleep "$seconds"; after=$(done_work)
 printf '%-48s %46s %5d no-op tasks done (%d/s)\n' "no load" "" $((after - before)) $(((after - before) / seconds))
-measure "GET /v1/tasks?spec=holders (1,000 tasks)" "$url/v1/tasks?spec=holders"
-measure "GET /v1/tasks?state=running&limit=50" "$url/v1/tasks?state=running&limit=50"
+measure "GET /v1/tasks?spec=holders (1,000 tasks)" -H "Authorization: Bearer $token" "$url/v1/tasks?spec=holders"
+measure "GET /v1/tasks?state=running&limit=50" -H "Authorization: Bearer $token" "$url/v1/tasks?state=running&limit=50"
 measure "POST heartbeat, 1,000 runners' own tokens" -s runners.lua "$url"

@@ -82,7 +82,7 @@ enum ServerSetup {
                 throw ExitStatus.failure
             }
             let address = ListenAddress(socket: folder + "/api.sock")
-            let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: false)
+            let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics)
             do {
                 let (_, server) = try await HTTPServer.start(api, at: address)
                 runnerAPI.socket = address.socket
@@ -95,7 +95,7 @@ enum ServerSetup {
             }
         }
         let wanted = try options.address()
-        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: wanted.isLoopback)
+        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics)
         do {
             let (port, server): (Int, Task<Void, Never>)
             do {

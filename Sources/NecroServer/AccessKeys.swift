@@ -46,6 +46,13 @@ public struct AccessKeys: Sendable {
     /// Whether `token` is the admin token.
     public func isAdmin(_ token: String) -> Bool { Self.equal(token, adminToken) }
 
+    /// The read-only token (`necro token --read`): reads everything, changes nothing. Made from the
+    /// runner key under a name no runner id can have.
+    public var readToken: String { token(for: RunnerID("\u{0}read")) }
+
+    /// Whether `token` is the read-only token.
+    public func isReadToken(_ token: String) -> Bool { Self.equal(token, readToken) }
+
     static func equal(_ a: String, _ b: String) -> Bool {
         let (x, y) = (Array(a.utf8), Array(b.utf8))
         guard x.count == y.count else { return false }

@@ -57,7 +57,7 @@ enum Dashboard {
           <select id="spec"></select>
           <div id="counts"></div>
           <span id="conn">connecting…</span>
-          <input id="token" type="password" placeholder="admin token (for controls)" size="22">
+          <input id="token" type="password" placeholder="token (admin, or necro token --read)" size="22">
         </header>
         <main>
           <section id="graph-section"><h2>Tasks</h2><svg id="graph" width="100" height="100"></svg></section>
@@ -275,7 +275,7 @@ enum Dashboard {
         // Live: the event stream, resumed from the last id seen if it drops.
         function follow(spec) {
           if (state.source) state.source.close();
-          const source = new EventSource(`/v1/events/stream?spec=${encodeURIComponent(spec)}&after=${state.lastId}`);
+          const source = new EventSource(`/v1/events/stream?spec=${encodeURIComponent(spec)}&after=${state.lastId}&token=${encodeURIComponent($("token").value)}`);
           state.source = source;
           source.onopen = () => $("conn").textContent = "live";
           source.onerror = () => $("conn").textContent = "reconnecting…";

@@ -16,27 +16,23 @@ public final class NecroAPI: Sendable {
     let dispatcher: Dispatcher<ContinuousClock>
     let keys: AccessKeys
     let metrics: DispatcherMetrics
-    /// Whether reads need no token (the server listens on loopback only).
-    let openReads: Bool
     /// Keep-alive comments on idle event streams, this often.
     let keepAlive: Duration
     /// Updates an event stream's subscriber may fall behind by before it is dropped.
     let streamBuffer: Int
 
     /// - Parameters:
-    ///   - openReads: reads need no token: only when the server listens on loopback.
     ///   - keepAlive: how often an idle event stream gets a keep-alive comment.
     ///   - streamBuffer: how many updates an event stream may fall behind by before it is closed
     ///     (its client resumes with `Last-Event-ID`).
     public init(
         registry: SQLiteRegistry, dispatcher: Dispatcher<ContinuousClock>, keys: AccessKeys, metrics: DispatcherMetrics,
-        openReads: Bool, keepAlive: Duration = .seconds(15), streamBuffer: Int = 4096
+        keepAlive: Duration = .seconds(15), streamBuffer: Int = 4096
     ) {
         self.registry = registry
         self.dispatcher = dispatcher
         self.keys = keys
         self.metrics = metrics
-        self.openReads = openReads
         self.keepAlive = keepAlive
         self.streamBuffer = streamBuffer
     }
@@ -56,9 +52,9 @@ public final class NecroAPI: Sendable {
             if let failure { health["error"] = .string(failure) }
             return JSONResponse.make(.object(health), status: failure == nil ? .ok : .serviceUnavailable)
         }
-        router.get("/metrics") { [self] request, _ in
-            try authorizeRead(request)
-            return metrics.exposition(snapshot: dispatcher.snapshot)
+        // Open, as /healthz is: counts and durations, no task's data.
+        router.get("/metrics") { [self] _, _ in
+            metrics.exposition(snapshot: dispatcher.snapshot)
         }
         let v1 = router.group("v1")
         // Tasksets.
@@ -80,8 +76,9 @@ public final class NecroAPI: Sendable {
             return try listTasks(request)
         }
         v1.get("tasks/:spec/:id") { [self] request, context in
-            try authorizeRead(request)
-            return try task(try context.parameters.require("spec"), try context.parameters.require("id"))
+            let (spec, id) = (try context.parameters.require("spec"), try context.parameters.require("id"))
+            try authorizeRead(request, task: TaskKey(spec: spec, id: TaskID(id)))
+            return try task(spec, id)
         }
         v1.post("tasks/:spec/:id/priority") { [self] request, context in
             try authorizeAdmin(request)
@@ -114,11 +111,11 @@ public final class NecroAPI: Sendable {
             return JSONResponse.make(.array(try registry.runners(runningOnly: running).map(\.json)))
         }
         v1.get("runners/:id") { [self] request, context in
-            try authorizeRead(request)
+            try authorizeRead(request, runner: RunnerID(try context.parameters.require("id")))
             return JSONResponse.make(try runner(try context.parameters.require("id")).json)
         }
         v1.get("runners/:id/log") { [self] request, context in
-            try authorizeRead(request)
+            try authorizeRead(request, runner: RunnerID(try context.parameters.require("id")))
             return try logTail(try runner(try context.parameters.require("id")), request)
         }
         // Runner callbacks: each runner's own token, while it runs.
@@ -153,7 +150,8 @@ public final class NecroAPI: Sendable {
             return JSONResponse.make(.array(try registry.events(query).map(\.json)))
         }
         v1.get("events/stream") { [self] request, _ in
-            try authorizeRead(request)
+            // A browser's EventSource sends no header: its token may come as ?token=.
+            try authorizeRead(request, tokenInQuery: true)
             return try eventStream(request)
         }
         return router
@@ -346,10 +344,22 @@ public final class NecroAPI: Sendable {
 
     // MARK: Access
 
-    /// Reads are open on loopback; elsewhere they need the admin token.
-    func authorizeRead(_ request: Request) throws {
-        if openReads { return }
-        try authorizeAdmin(request)
+    /// Reads need a token, wherever the server listens: the admin token, the read-only token
+    /// (`necro token --read`), or a runner's own token for its own task and its own runner while
+    /// it runs.
+    func authorizeRead(_ request: Request, task: TaskKey? = nil, runner: RunnerID? = nil, tokenInQuery: Bool = false) throws {
+        guard let token = Self.bearer(request) ?? (tokenInQuery ? request.uri.queryParameters.get("token").map { String($0) } : nil) else {
+            throw APIError(
+                .unauthorized, "unauthorized",
+                "reading needs a token: Authorization: Bearer <token>, the admin token or the read-only one (necro token --read)")
+        }
+        if keys.isAdmin(token) || keys.isReadToken(token) { return }
+        if let runner, keys.isToken(token, of: runner), dispatcher.task(ofRunner: runner) != nil { return }
+        if let task {
+            let running = (try? registry.runners(runningOnly: true)) ?? []
+            if running.contains(where: { $0.task == task && keys.isToken(token, of: $0.id) }) { return }
+        }
+        throw APIError(.forbidden, "forbidden", "this token may not read this: a runner's token reads its own task only")
     }
 
     /// Changes need the admin token as a bearer token.

@@ -129,6 +129,15 @@ private func scrape(_ url: String) throws -> [String: Double] {
         for counter in ["necro_retries_total", "necro_heartbeat_timeouts_total", "necro_slot_allocation_failures_total", "necro_events_total", "necro_task_wait_seconds_count", "necro_task_run_seconds_count"] {
             #expect(initial[counter] == 0, "\(counter) starts at 0")
         }
+        // Reads need a token: `necro token --read` prints the read-only one.
+        let readToken = try NecroBinary.run(["token", "--read"], in: dir.path).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(readToken.count == 64)
+        func status(_ arguments: [String]) throws -> String {
+            try runProcess("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}"] + arguments).stdout
+        }
+        #expect(try status(["-H", "Authorization: Bearer \(readToken)", "\(serve.url)/v1/tasks"]) == "200")
+        #expect(try status(["\(serve.url)/v1/tasks"]) == "401")
+        #expect(try status(["-X", "POST", "-H", "Authorization: Bearer \(readToken)", "\(serve.url)/v1/pools/local/disable"]) == "403")
         try curl(["-X", "POST", "-H", "Authorization: Bearer t", "--data-binary", "@\(dir.file("spec.yaml"))", "\(serve.url)/v1/tasksets?format=yaml&with_optional=true"])
         // While "gate" runs, the other three are ready and wait for the only place.
         #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")

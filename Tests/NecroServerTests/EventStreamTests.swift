@@ -25,7 +25,7 @@ private struct StreamReader {
         lastEventID: Int64? = nil, stopAfter: Int? = nil, onFirstEvent: @Sendable () -> Void = {},
         onFirstKeepAlive: @Sendable () -> Void = {}, into result: inout Result
     ) async throws {
-        var request = HTTPClientRequest(url: url + "/v1/events/stream")
+        var request = HTTPClientRequest(url: url + "/v1/events/stream?token=admin-secret")
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
         let response = try await client.execute(request, timeout: .seconds(120))
         guard response.status == .ok, response.headers.first(name: "Content-Type") == "text/event-stream" else {

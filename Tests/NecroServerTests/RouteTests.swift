@@ -192,12 +192,22 @@ import Testing
         await f.finish()
     }
 
-    @Test func readsNeedTheAdminTokenWhenTheServerIsNotOnLoopbackOnly() async throws {
-        let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]), openReads: false)
-        #expect(try await f.get("/v1/tasks").status == 401)
-        #expect(try await f.get("/metrics").status == 401)
+    @Test func readsNeedATokenEvenOnLoopbackTheAdminsOrTheReadOnlyOne() async throws {
+        let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]))
+        for path in ["/v1/tasks", "/v1/tasks/s/a", "/v1/tasksets", "/v1/tasksets/s", "/v1/events", "/v1/runners", "/v1/pools", "/v1/events/stream"] {
+            let anonymous = try await f.get(path, token: nil)
+            #expect(anonymous.status == 401 && anonymous.text.contains("necro token --read"), "\(path): \(anonymous.status)")
+            #expect(try await f.get(path, token: "guess").status == 403, "\(path)")
+        }
         #expect(try await f.get("/v1/tasks", token: "admin-secret").status == 200)
-        #expect(try await f.get("/healthz").status == 200, "health is for probes")
+        let read = f.keys.readToken
+        #expect(read != f.keys.adminToken && read.count == 64)
+        #expect(try await f.get("/v1/tasks", token: read).status == 200)
+        #expect(try await f.get("/v1/events?limit=1", token: read).status == 200)
+        let change = try await f.post("/v1/pools/local/disable", token: read)
+        #expect(change.status == 403, "the read-only token changes nothing")
+        #expect(try await f.get("/healthz", token: nil).status == 200, "health is for probes")
+        #expect(try await f.get("/metrics", token: nil).status == 200, "metrics hold no task's data")
         await f.finish()
     }
 }

@@ -67,6 +67,14 @@ call() { curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Beare
         let peer = RunnerID(try String(contentsOfFile: f.dir.file("peer-id"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))
         // The peer's own token, while it runs, works for it.
         #expect(try await f.post("/v1/runners/\(peer.rawValue)/heartbeat", token: f.keys.token(for: peer)).status == 204)
+        // It reads its own task and runner, nothing else.
+        let own = f.keys.token(for: peer)
+        #expect(try await f.get("/v1/tasks/s/peer", token: own).status == 200)
+        #expect(try await f.get("/v1/runners/\(peer.rawValue)", token: own).status == 200)
+        #expect(try await f.get("/v1/runners/\(peer.rawValue)/log", token: own).status == 200)
+        #expect(try await f.get("/v1/tasks/s/talker", token: own).status == 403)
+        #expect(try await f.get("/v1/runners/\(talker.id.rawValue)", token: own).status == 403)
+        #expect(try await f.get("/v1/tasks", token: own).status == 403)
         let noToken = try await f.post("/v1/runners/\(peer.rawValue)/heartbeat", token: nil)
         #expect(noToken.status == 401)
         let badBody = try await f.call(

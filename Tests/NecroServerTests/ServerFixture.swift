@@ -29,7 +29,7 @@ final class ServerFixture: Sendable {
 
     /// Runs `spec` (and what is sent in later) with `script` as every runner's command.
     init(
-        _ spec: TaskSetSpec?, script: String = "true", concurrency: Int = 2, openReads: Bool = true, keepRunning: Bool = true,
+        _ spec: TaskSetSpec?, script: String = "true", concurrency: Int = 2, keepRunning: Bool = true,
         streamBuffer: Int = 4096, keepAlive: Duration = .seconds(15), retries: Int = 1, startRun: Bool = true
     ) async throws {
         dir = try TemporaryDirectory("server")
@@ -51,7 +51,7 @@ final class ServerFixture: Sendable {
         let updates = dispatcher.updates()
         Task { await metrics.follow(updates) }
         api = NecroAPI(
-            registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, openReads: openReads, keepAlive: keepAlive,
+            registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics, keepAlive: keepAlive,
             streamBuffer: streamBuffer)
         let port: Int
         (port, server) = try await HTTPServer.start(api, at: ListenAddress(host: "127.0.0.1", port: 0))
@@ -105,7 +105,8 @@ final class ServerFixture: Sendable {
         return Reply(status: Int(response.status.code), text: String(buffer: buffer))
     }
 
-    func get(_ path: String, token: String? = nil) async throws -> Reply { try await call(.GET, path, token: token) }
+    /// A read, with the admin token unless told otherwise.
+    func get(_ path: String, token: String? = "admin-secret") async throws -> Reply { try await call(.GET, path, token: token) }
 
     func post(_ path: String, token: String? = "admin-secret", json: String? = nil) async throws -> Reply {
         try await call(.POST, path, token: token, body: json, contentType: json == nil ? nil : "application/json")

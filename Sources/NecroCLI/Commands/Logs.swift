@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NecroCore
 import NecroRegistry
+import NecroServer
 
 /// `necro logs TASK`: what a task's runner printed, from its log beside the registry.
 struct Logs: AsyncParsableCommand {
@@ -58,6 +59,27 @@ struct Logs: AsyncParsableCommand {
                 return
             }
             try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}
+
+/// `necro token [--read]`: the API's tokens, for scripts and the dashboard.
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the API's admin token, or with --read its read-only token (reads everything, changes nothing).")
+
+    @Flag(help: "The read-only token.")
+    var read = false
+
+    @OptionGroup var options: RegistryOptions
+
+    func run() throws {
+        do {
+            let keys = try AccessKeys.load(folder: options.folder)
+            print(read ? keys.readToken : keys.adminToken)
+        } catch {
+            printError("error: \(error)")
+            throw ExitStatus.failure
         }
     }
 }
