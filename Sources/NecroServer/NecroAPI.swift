@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 public import Hummingbird
 import NecroCore
 public import NecroDispatcher
@@ -54,7 +55,7 @@ public final class NecroAPI: Sendable {
         }
         // Open, as /healthz is: counts and durations, no task's data.
         router.get("/metrics") { [self] _, _ in
-            metrics.exposition(snapshot: dispatcher.snapshot)
+            metrics.exposition(snapshot: dispatcher.snapshot, lastEventID: try? registry.lastEventID())
         }
         let v1 = router.group("v1")
         // Tasksets.
@@ -167,16 +168,14 @@ public final class NecroAPI: Sendable {
         guard let set = try registry.taskSets().first(where: { $0.name == name }) else { throw APIError.notFound("no taskset \(name)") }
         let tasks = try registry.tasks(spec: name)
         var object = set.jsonFields(tasks: tasks)
-        // One taskset: its counts beside its tasks themselves.
-        object["counts"] = object["tasks"]
+        // One taskset: its tasks themselves beside their counts (named as in the list).
         object["tasks"] = .array(tasks.map(\.json))
         return JSONResponse.make(.object(object))
     }
 
     /// Validates a spec sent as the body (markdown, YAML or JSON), imports it and has it run.
     private func importTaskSet(_ request: Request, context: Context) async throws -> Response {
-        let body = try await request.body.collect(upTo: 64 << 20)
-        let data = Data(buffer: body)
+        let data = Data(buffer: try await body(of: request, upTo: dispatcher.configuration.maxRequestBodyMB << 20))
         let query = request.uri.queryParameters
         let format = try Self.specFormat(query.get("format"), contentType: request.headers[.contentType], data: data)
         // The name comes from ?name= or the spec's spec_name: Kiro's markdown carries none (every
@@ -392,9 +391,23 @@ public final class NecroAPI: Sendable {
         return String(parts[1]).trimmingCharacters(in: .whitespaces)
     }
 
+    /// The request's body, up to `limit` bytes: a larger one is a 413, before any of it is read if
+    /// its Content-Length says so.
+    func body(of request: Request, upTo limit: Int) async throws -> ByteBuffer {
+        let refusal = APIError(
+            .contentTooLarge, "too_large",
+            "the body is larger than \(limit >> 20) MB (dispatcher.max_request_body_mb, at most 4 MB for a runner's reports)")
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw refusal }
+        do {
+            return try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw refusal
+        }
+    }
+
     /// The request's JSON object body; a body that is not one is a 400 that says so.
     func jsonBody(_ request: Request, context: Context) async throws -> [String: JSONValue] {
-        let body = try await request.body.collect(upTo: 4 << 20)
+        let body = try await body(of: request, upTo: min(4, dispatcher.configuration.maxRequestBodyMB) << 20)
         guard body.readableBytes > 0 else { return [:] }
         do {
             return try JSONDecoder().decode([String: JSONValue].self, from: Data(buffer: body))

@@ -19,7 +19,7 @@ import Testing
         #expect(health.status == 200 && health.json?["status"] == "ok")
         #expect((health.json?["last_event_id"]?.intValue ?? 0) > 0)
         let sets = try await f.get("/v1/tasksets")
-        #expect(sets.json?.arrayValue?.first?["tasks"]?["done"] == 3)
+        #expect(sets.json?.arrayValue?.first?["counts"]?["done"] == 3, "the list names the counts as one taskset does")
         let set = try await f.get("/v1/tasksets/s")
         #expect(set.json?["tasks"]?.arrayValue?.map { $0["id"]?.stringValue } == ["a", "b", "c"])
         #expect(set.json?["counts"]?["done"] == 3 && set.json?["counts"]?["failed"] == 0 && set.json?["version"] == 1)
@@ -192,6 +192,31 @@ import Testing
         await f.finish()
     }
 
+    /// A body over the limit is refused before it is read, and so is one sent without a valid
+    /// token: the answer comes while the client has sent only its headers.
+    @Test func anOversizedOrUnauthorizedBodyIsRefusedBeforeItIsRead() async throws {
+        let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]), bodyLimitMB: 1)
+        let port = try #require(Int(f.url.split(separator: ":").last ?? ""))
+        let hundredMB = 100 << 20
+        let anonymous = try answerToHeadersOnly(port: port, "POST /v1/tasksets?name=x HTTP/1.1\r\nHost: t\r\nContent-Type: application/yaml\r\nContent-Length: \(hundredMB)\r\n\r\n")
+        #expect(anonymous.hasPrefix("HTTP/1.1 401"), "\(anonymous)")
+        let large = try answerToHeadersOnly(
+            port: port,
+            "POST /v1/tasksets?name=x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer admin-secret\r\nContent-Type: application/yaml\r\nContent-Length: \(hundredMB)\r\n\r\n")
+        #expect(large.hasPrefix("HTTP/1.1 413") && large.contains("larger than 1 MB (dispatcher.max_request_body_mb"), "\(large)")
+        // Sent in chunks (no length said): cut off at the limit, 413 as well, not a 500.
+        let chunk = String(repeating: "x", count: 1 << 19)
+        var chunked = "POST /v1/tasksets?name=x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer admin-secret\r\nContent-Type: application/yaml\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunked += String(repeating: "80000\r\n\(chunk)\r\n", count: 3) + "0\r\n\r\n"
+        let cut = try answerToHeadersOnly(port: port, chunked)
+        #expect(cut.hasPrefix("HTTP/1.1 413"), "\(cut.prefix(200))")
+        // A runner's call is checked before its body too.
+        let runner = try answerToHeadersOnly(
+            port: port, "POST /v1/runners/nobody/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer admin-secret\r\nContent-Length: \(hundredMB)\r\n\r\n")
+        #expect(runner.hasPrefix("HTTP/1.1 403"), "\(runner.prefix(200))")
+        await f.finish()
+    }
+
     @Test func readsNeedATokenEvenOnLoopbackTheAdminsOrTheReadOnlyOne() async throws {
         let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]))
         for path in ["/v1/tasks", "/v1/tasks/s/a", "/v1/tasksets", "/v1/tasksets/s", "/v1/events", "/v1/runners", "/v1/pools", "/v1/events/stream"] {
@@ -212,3 +237,35 @@ import Testing
     }
 }
 
+/// Sends `request` (headers, and whatever else it holds) on a new connection and returns what the
+/// server answers within 10 s, without sending anything more.
+private func answerToHeadersOnly(port: Int, _ request: String) throws -> String {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port)).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return "cannot connect" }
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let bytes = Array(request.utf8)
+    var sent = 0
+    while sent < bytes.count {
+        let count = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if count <= 0 { break }  // the server may close once it has answered
+        sent += count
+    }
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while !String(decoding: answer, as: UTF8.self).contains("\r\n\r\n") || answer.count < 20 {
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if count <= 0 { break }
+        answer += buffer[..<count]
+        if String(decoding: answer, as: UTF8.self).contains("}\n") { break }
+    }
+    return String(decoding: answer, as: UTF8.self)
+}

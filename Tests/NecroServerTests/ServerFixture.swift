@@ -30,17 +30,18 @@ final class ServerFixture: Sendable {
     /// Runs `spec` (and what is sent in later) with `script` as every runner's command.
     init(
         _ spec: TaskSetSpec?, script: String = "true", concurrency: Int = 2, keepRunning: Bool = true,
-        streamBuffer: Int = 4096, keepAlive: Duration = .seconds(15), retries: Int = 1, startRun: Bool = true
+        streamBuffer: Int = 4096, keepAlive: Duration = .seconds(15), retries: Int = 1, startRun: Bool = true, bodyLimitMB: Int = 64
     ) async throws {
         dir = try TemporaryDirectory("server")
         registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
-        let configuration = DispatcherConfiguration(
+        var configuration = DispatcherConfiguration(
             retry: RetryPolicy(maxAttempts: retries, initialDelay: .milliseconds(10), base: 2, maxDelay: .milliseconds(50)),
             pools: [
                 PoolConfiguration(
                     name: "local", limits: PoolLimits(name: "local", maxConcurrency: concurrency),
                     command: CommandTemplate(["/bin/sh", "-c", script]), environment: ["ROOT": dir.path])
             ])
+        configuration.maxRequestBodyMB = bodyLimitMB
         let keys = self.keys
         let runnerAPI = RunnerAPI(token: { keys.token(for: $0) })
         dispatcher = Dispatcher(

@@ -70,6 +70,9 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     /// the registry, `<registry>.fallback.jsonl`. On another disk, it keeps the records when the
     /// registry's disk is full.
     public var journalPath: String?
+    /// The largest request body the API takes, in MB (`dispatcher.max_request_body_mb`): a spec
+    /// sent to `POST /v1/tasksets` larger than this is refused with 413 before it is read.
+    public var maxRequestBodyMB = 64
 
     public init(
         schedulingPolicy: SchedulingPolicy = .priority,

@@ -8,7 +8,7 @@ public enum ConfigurationLoader {
     static let dispatcherKeys = [
         "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
         "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
-        "run_optional_tasks", "record_failure_timeout", "journal_path",
+        "run_optional_tasks", "record_failure_timeout", "journal_path", "max_request_body_mb",
     ]
     static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
     static let localConfigKeys = ["command", "env", "nice"]
@@ -156,6 +156,8 @@ private struct ConfigurationDecoder {
                 if let run = reader.boolean(value, path) { configuration.runOptionalTasks = run }
             case "record_failure_timeout":
                 if let timeout = reader.duration(value, path) { configuration.recordFailureTimeout = timeout }
+            case "max_request_body_mb":
+                if let size = positive(value, path, maximum: 4096) { configuration.maxRequestBodyMB = size }
             case "journal_path":
                 if let journal = reader.string(value, path) {
                     if journal.isEmpty || journal.utf8.contains(0) || journal.hasSuffix("/") {
