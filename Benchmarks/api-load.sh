@@ -75,7 +75,7 @@ response = function(status)
 end
 LUA
 
-done_work() { curl -sf -H "Authorization: Bearer $token" "$url/v1/tasksets" | python3 -c 'import json,sys; print([s["tasks"]["done"] for s in json.load(sys.stdin) if s["name"]=="work"][0])'; }
+done_work() { curl -sf -H "Authorization: Bearer $token" "$url/v1/tasksets" | python3 -c 'import json,sys; print([s["counts"]["done"] for s in json.load(sys.stdin) if s["name"]=="work"][0])'; }
 measure() {
     local label="$1"; shift
     local before after

@@ -68,7 +68,7 @@ enum ServerSetup {
         _ dispatcher: Dispatcher<ContinuousClock>, registry: SQLiteRegistry, keys: AccessKeys, runnerAPI: RunnerAPI,
         options: ServerOptions
     ) async throws -> ServedAPI {
-        let metrics = DispatcherMetrics(pools: dispatcher.configuration.pools.map(\.name))
+        let metrics = DispatcherMetrics(pools: dispatcher.configuration.pools.map(\.name), eventsAfter: (try? registry.lastEventID()) ?? 0)
         let updates = dispatcher.updates()
         let following = Task { await metrics.follow(updates) }
         if options.noServer {

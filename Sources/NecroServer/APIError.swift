@@ -40,16 +40,7 @@ public struct APIError: Error, HTTPResponseError, Sendable {
 
     /// A spec's validation problems, each with its file, line and field.
     static func invalidSpec(_ error: SpecValidationError) -> APIError {
-        let issues: [JSONValue] = error.issues.map { issue in
-            var fields: [String: JSONValue] = [:]
-            fields["file"] = .string(issue.location.file)
-            fields["line"] = issue.location.line.map { JSONValue.int($0) } ?? .null
-            fields["field"] = issue.location.field.map { JSONValue.string($0) } ?? .null
-            fields["code"] = .string(issue.code.rawValue)
-            fields["message"] = .string(issue.message)
-            fields["description"] = .string(issue.description)
-            return .object(fields)
-        }
+        let issues = error.issues.map(\.json)
         let count = error.issues.count
         return APIError(
             .badRequest, "invalid_spec", "the spec has \(count) problem\(count == 1 ? "" : "s"): \(error.issues.first?.description ?? "")",

@@ -4,6 +4,7 @@ public import Hummingbird
 public import NecroCore
 public import NecroDispatcher
 import Prometheus
+import Synchronization
 
 /// The dispatcher's metrics, through swift-metrics, exported in Prometheus's text format.
 ///
@@ -21,9 +22,13 @@ public final class DispatcherMetrics: Sendable {
     private let heartbeatTimeouts: CoreMetrics.Counter
     private let events: CoreMetrics.Counter
     private let slotFailures: CoreMetrics.Counter
+    /// The registry's last event id when counting began, and the events counted since.
+    private let eventsCounted: Mutex<(after: Int64, counted: Int64)>
 
-    /// Metrics for a dispatcher with these pools.
-    public init(pools: [String]) {
+    /// Metrics for a dispatcher with these pools; events are counted from those recorded after
+    /// `eventsAfter` (the registry's last event id as serving begins).
+    public init(pools: [String], eventsAfter: Int64 = 0) {
+        eventsCounted = Mutex((eventsAfter, 0))
         collector = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: collector)
         let seconds: [Duration] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400]
@@ -52,7 +57,6 @@ public final class DispatcherMetrics: Sendable {
 
     /// Counts what these events tell.
     public func observe(_ batch: [EventRecord]) {
-        events.increment(by: batch.count)
         for event in batch {
             switch event.type {
             case .taskRetryScheduled where event.payload["requested"] == nil:
@@ -73,7 +77,17 @@ public final class DispatcherMetrics: Sendable {
     }
 
     /// The exposition, with the gauges as of `snapshot`.
-    public func exposition(snapshot: DispatchSnapshot) -> Response {
+    /// `lastEventID`: the registry's, so that every event counts, also those recorded beside the
+    /// dispatcher (imports, other processes).
+    public func exposition(snapshot: DispatchSnapshot, lastEventID: Int64? = nil) -> Response {
+        if let lastEventID {
+            let more = eventsCounted.withLock { counted -> Int64 in
+                let total = max(0, lastEventID - counted.after)
+                defer { counted.counted = max(counted.counted, total) }
+                return max(0, total - counted.counted)
+            }
+            if more > 0 { events.increment(by: more) }
+        }
         queueDepth.record(snapshot.queueDepth)
         for pool in snapshot.pools {
             running[pool.limits.name]?.record(pool.usage.running)

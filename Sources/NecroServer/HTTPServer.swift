@@ -50,7 +50,10 @@ public enum HTTPServer {
         async throws
     {
         var logger = Logger(label: "necro.http")
-        logger.logLevel = .warning
+        // Its errors reach us otherwise: a failure to listen is thrown from `run`, a request's is
+        // its answer. What it would log besides is noise, such as the cancellation that stops it
+        // at the end of every run.
+        logger.logLevel = .critical
         let app = Application(
             router: api.router(),
             configuration: ApplicationConfiguration(

@@ -64,7 +64,7 @@ extension TaskSetRecord {
         return [
             "name": .string(name), "version": .int(version), "weight": .double(weight),
             "source": source.map(JSONValue.string) ?? .null, "imported_at": .string(importedAt.iso8601),
-            "tasks": .object(Dictionary(uniqueKeysWithValues: TaskState.allCases.map { ($0.rawValue, .int(counts[$0] ?? 0)) })),
+            "counts": .object(Dictionary(uniqueKeysWithValues: TaskState.allCases.map { ($0.rawValue, .int(counts[$0] ?? 0)) })),
         ]
     }
 }

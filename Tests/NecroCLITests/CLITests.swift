@@ -114,6 +114,17 @@ private final class LineReader: @unchecked Sendable {  // used from one test at 
         let json = try NecroBinary.run(["validate", "\(example)/tasks.yaml", "--json"])
         let summary = try JSONDecoder().decode([String: JSONValue].self, from: Data(json.stdout.utf8))
         #expect(summary["criticalPathLength"] == 10 && summary["tasks"] == 14 && summary["format"] == "yaml")
+
+        // An invalid spec: its errors as JSON too, on standard output, exit 2.
+        let dir = try TemporaryDirectory("validate-json")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. One\n  - _Depends: 9_\n")
+        let invalid = try NecroBinary.run(["validate", "tasks.md", "--json"], in: dir.path)
+        #expect(invalid.status == 2)
+        let answer = try JSONDecoder().decode([String: JSONValue].self, from: Data(invalid.stdout.utf8))
+        #expect(answer["valid"] == false)
+        let first = answer["errors"]?.arrayValue?.first
+        #expect(first?["file"] == "tasks.md" && first?["line"] == 2 && first?["message"]?.stringValue?.contains("9") == true, "\(invalid.stdout)")
     }
 
     @Test func validateSaysWhichOrderItChoseWhyAndHowManyTasksRunAtOnce() throws {

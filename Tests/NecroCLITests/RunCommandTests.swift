@@ -93,6 +93,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
         #expect(result.stdout.contains("  skipped  2.3, 7: optional; necro run --with-optional runs them"), "\(result.stdout)")
         #expect(!result.stdout.contains("no pool serves skill"), "the example maps its skills")
+        #expect(!result.stderr.contains("HummingbirdCore") && !result.stderr.contains("error"), "nothing stray: \(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.file(".necro/work/chat-app/7")), "the optional 7 did not run")
         let result32 = try String(contentsOfFile: dir.file(".necro/work/chat-app/3.2/docs/RESULT-3.2.md"), encoding: .utf8)
         #expect(result32.contains("Done by runner chat-app.3.2.a2-"))
@@ -278,6 +279,23 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
             // Killed and reaped by the runner's supervisor before it ended.
             #expect(kill(pid, 0) == -1 && errno == ESRCH, "\(name): \(pid) still runs")
         }
+    }
+
+    @Test func pathsGivenWithDotsAreShownAndRecordedPlain() throws {
+        let dir = try TemporaryDirectory("dots")
+        defer { dir.remove() }
+        try dir.write("specs/tasks.md", "- [ ] 1. Fails\n")
+        try writeConfig(dir, script: "exit 3")
+        try FileManager.default.moveItem(atPath: dir.file("necro.yaml"), toPath: dir.file("specs/necro.yaml"))
+        let run = try NecroBinary.run(
+            ["run", "./specs/../specs/tasks.md", "--registry", "./state/../.necro/registry.sqlite", "--no-workspace", "--no-server"], in: dir.path)
+        #expect(run.status == 1)
+        #expect(!(run.stdout + run.stderr).contains("/./") && !(run.stdout + run.stderr).contains("/../"), "\(run.stdout)\(run.stderr)")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let logs = try registry.runners(runningOnly: false).compactMap(\.logPath)
+        #expect(!logs.isEmpty && logs.allSatisfy { !$0.contains("/./") && !$0.contains("/../") && $0.hasPrefix("/") }, "\(logs)")
+        let status = try NecroBinary.run(["status"], in: dir.path)
+        #expect(!status.stdout.contains("/./"), "\(status.stdout)")
     }
 
     @Test func retryPutsAFailedTaskBackForTheNextRun() throws {

@@ -42,4 +42,15 @@ import Testing
         #expect(describe(event(.recoveryDetected, ["expired_count": 1])) == "recovery: 1 task left running")
         #expect(counted(1, "task") == "1 task" && counted(0, "task") == "0 tasks" && counted(2, "runner") == "2 runners")
     }
+
+    @Test func eventsInTextShowActorSpanAndPhaseWhenTheyHaveThem() {
+        let reported = EventRecord(
+            id: 7, spec: "s", taskID: "a", seq: 3, type: .workItemStart, actor: "worker", spanID: "work_wi_1", parentSpanID: "main",
+            phase: "executing", payload: ["work_item_id": "wi_1"], timestamp: Timestamp(secondsSince1970: 0))
+        #expect(Events.text(reported).contains("work_item_start  [actor worker, span work_wi_1 < main, phase executing] {"))
+        let own = EventRecord(
+            id: 8, spec: "s", taskID: "a", seq: 4, type: .taskReady, actor: "dispatcher", spanID: nil, parentSpanID: nil, phase: nil,
+            payload: [:], timestamp: Timestamp(secondsSince1970: 0))
+        #expect(Events.text(own).hasSuffix("seq 4  TaskReady"), "\(Events.text(own))")
+    }
 }

@@ -163,6 +163,12 @@ private func scrape(_ url: String) throws -> [String: Double] {
         #expect((after["necro_task_wait_seconds_count"] ?? 0) >= 4)
         #expect((after["necro_task_run_seconds_count"] ?? 0) >= 4 && (after["necro_task_run_seconds_sum"] ?? 0) >= 1)
         #expect((after["necro_events_total"] ?? 0) > (during["necro_events_total"] ?? 0))
+        // Every event counts, the imports recorded beside the dispatcher too: as many as the
+        // registry holds (it was empty when serving began).
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"), readOnly: true)
+        let recorded = try registry.events(EventQuery()).count
+        let counted = try scrape(serve.url)["necro_events_total"]
+        #expect(counted == Double(recorded), "\(counted ?? -1) counted, \(recorded) recorded")
         #expect(serve.stop() == 0)
     }
 }

@@ -139,7 +139,7 @@ struct Events: AsyncParsableCommand {
         var after: Int64 = 0
         while true {
             let events = try registry.events(EventQuery(after: after, spec: spec, task: task.map { TaskID($0) }, type: type.map { EventType($0) }, limit: 10_000))
-            for event in events { print(json ? event.json.jsonText : text(event)) }
+            for event in events { print(json ? event.json.jsonText : Self.text(event)) }
             after = events.last?.id ?? after
             if events.count == 10_000 { continue }
             guard follow else { return }
@@ -148,9 +148,15 @@ struct Events: AsyncParsableCommand {
         }
     }
 
-    private func text(_ e: EventRecord) -> String {
+    static func text(_ e: EventRecord) -> String {
         let payload = e.payload.isEmpty ? "" : " " + jsonLine(e.payload)
-        return "\(e.timestamp.iso8601)  #\(e.id)  \(e.spec)/\(e.taskID?.rawValue ?? "-")  seq \(e.seq)  \(e.type)\(payload)"
+        // Who, in which span and phase, when the event says (a runner's own reports do).
+        var context: [String] = []
+        if e.actor != "dispatcher" { context.append("actor \(e.actor)") }
+        if let span = e.spanID { context.append("span \(span)" + (e.parentSpanID.map { " < \($0)" } ?? "")) }
+        if let phase = e.phase { context.append("phase \(phase)") }
+        let said = context.isEmpty ? "" : "  [" + context.joined(separator: ", ") + "]"
+        return "\(e.timestamp.iso8601)  #\(e.id)  \(e.spec)/\(e.taskID?.rawValue ?? "-")  seq \(e.seq)  \(e.type)\(said)\(payload)"
     }
 }
 

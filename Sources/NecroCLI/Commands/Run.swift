@@ -238,7 +238,8 @@ struct Run: AsyncParsableCommand {
     }
 
     static func absolute(_ path: String) -> String {
-        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        // Standardized: no `/./` nor `a/../` in what is printed and recorded.
+        URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath + "/")).standardizedFileURL.path
     }
 
     /// Where runners of the registry at `registry` (in `folder`) log, work and leave their statuses.

@@ -18,7 +18,21 @@ struct Validate: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let loaded = try loadSpecOrExit(spec, order: order.mode)
+        let loaded: LoadedSpec
+        if json {
+            // Errors as JSON too, on standard output, for the program that asked.
+            do {
+                loaded = try SpecLoader.load(path: spec, order: order.mode)
+            } catch {
+                let answer: JSONValue = .object([
+                    "valid": false, "errors": .array(error.issues.map(\.json)), "warnings": .array(error.warnings.map(\.json)),
+                ])
+                print(answer.jsonText)
+                throw ExitStatus.invalidInput
+            }
+        } else {
+            loaded = try loadSpecOrExit(spec, order: order.mode)
+        }
         let summary = SpecSummary(loaded)
         print(json ? jsonLine(summary) : summary.text)
         // The process ends here: let it hand the memory back at once rather than free a

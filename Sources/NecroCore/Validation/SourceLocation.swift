@@ -87,3 +87,15 @@ public struct SpecValidationError: Error, Sendable, CustomStringConvertible {
         issues.map(\.description).joined(separator: "\n")
     }
 }
+
+extension SpecIssue {
+    /// The issue as JSON: its file, line and field (null where unknown), code, message, and the
+    /// line a compiler would print.
+    public var json: JSONValue {
+        .object([
+            "file": .string(location.file), "line": location.line.map { JSONValue.int($0) } ?? .null,
+            "field": location.field.map { JSONValue.string($0) } ?? .null, "code": .string(code.rawValue),
+            "message": .string(message), "description": .string(description),
+        ])
+    }
+}
