@@ -38,6 +38,13 @@ func describe(_ e: EventRecord) -> String? {
     case .recoveryRequeued: return "requeued after the previous dispatcher stopped"
     case .recoveryDetected: return "recovery: \(counted(p["expired_count"]?.intValue ?? 0, "task")) left running"
     case .dispatcherStarted: return "dispatcher started (\(text("scheduling_policy")), \(counted(p["tasks"]?.intValue ?? 0, "task")))"
+    case .tasksWaitingOnPool:
+        let pools = (p["pools"]?.arrayValue ?? []).compactMap(\.stringValue)
+        let tasks = (p["tasks"]?.arrayValue ?? []).compactMap(\.stringValue)
+        let count = p["count"]?.intValue ?? tasks.count
+        let shown = tasks.joined(separator: ", ") + (count > tasks.count ? ", …" : "")
+        let where_ = pools.count == 1 ? "pool \(pools[0]), which is disabled" : "pools \(pools.joined(separator: ", ")), which are disabled"
+        return "waiting: \(counted(count, "task")) (\(shown)) can only go to \(where_): `\(text("hint"))` lets them start"
     case .dispatcherStopped: return p["interrupted"] == true ? "dispatcher stopped before the end" : "dispatcher finished"
     default: return nil
     }

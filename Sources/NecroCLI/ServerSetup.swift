@@ -38,6 +38,9 @@ struct ServedAPI {
     /// Whether it is served on the network (not only on the runners' socket).
     var isPublic: Bool { address.socket == nil }
 
+    /// Its address as `necro status` shows it.
+    var shownAddress: String { isPublic ? address.url : "runners only, on \(address)" }
+
     /// The dashboard's address, with the admin token in its fragment (never sent to the server;
     /// the page keeps it for its controls).
     var dashboardURL: String { "\(address.url)/#token=\(keys.adminToken)" }

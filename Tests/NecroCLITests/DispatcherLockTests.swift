@@ -50,6 +50,48 @@ import Testing
         #expect(try NecroBinary.run(["run", "tasks.md", "--no-server"], in: dir.path).status == 0, "free again once it ended")
     }
 
+    @Test func statusShowsTheRunningDispatcherItsPoolsAndWhatWaitsOnADisabledPool() throws {
+        let dir = try TemporaryDirectory("disabled-pool")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. One\n- [ ] 2. Two\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 2
+                enabled: false
+                config:
+                  command: [/bin/true]
+            """)
+        let before = try NecroBinary.run(["status"], in: dir.path)
+        #expect(before.status == 1, "no registry yet")
+        let run = try NecroBinary.start(
+            ["run", "tasks.md", "--order", "declared", "--no-workspace", "--no-server"], in: dir.path, outputFile: dir.file("out"))
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        var status = ""
+        for _ in 0..<100 where !status.contains("waiting: ") {
+            usleep(100_000)  // another process's state, seen only by asking again
+            status = (try? NecroBinary.run(["status"], in: dir.path).stdout) ?? ""
+        }
+        let spec = (dir.path as NSString).lastPathComponent
+        #expect(status.contains("dispatcher: pid \(run.processIdentifier), necro run since "), "\(status)")
+        #expect(status.contains("pools: local (local-process) 0/2 running, disabled: necro pool enable local"), "\(status)")
+        #expect(status.contains("queue: 2 ready to start, 0 running"), "\(status)")
+        #expect(status.contains("waiting: 2 tasks (\(spec)/1, \(spec)/2) can only go to disabled pool local: necro pool enable local"), "\(status)")
+        let json = try NecroBinary.run(["status", "--json"], in: dir.path)
+        let report = try JSONDecoder().decode([String: JSONValue].self, from: Data(json.stdout.utf8))
+        #expect(report["dispatcher"]?["pid"] == .int(Int(run.processIdentifier)) && report["dispatcher"]?["waiting"]?.arrayValue?.count == 1)
+
+        #expect(try NecroBinary.run(["pool", "enable", "local"], in: dir.path).status == 0)
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
+        let out = try String(contentsOfFile: dir.file("out"), encoding: .utf8)
+        #expect(out.contains("waiting: 2 tasks (1, 2) can only go to pool local, which is disabled: `necro pool enable local` lets them start"), "\(out)")
+        let after = try NecroBinary.run(["status"], in: dir.path)
+        #expect(after.stdout.contains("dispatcher: none running on .necro/registry.sqlite"), "\(after.stdout)")
+    }
+
     @Test func aDispatcherKilledWithSIGKILLLeavesNoLockBehind() throws {
         let dir = try TemporaryDirectory("lock-kill")
         defer { dir.remove() }

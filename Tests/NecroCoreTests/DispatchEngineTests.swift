@@ -368,6 +368,27 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(h.launched.count == 2)
     }
 
+    @Test func tasksThatCanOnlyGoToADisabledPoolAreSaidToWaitOnItOnceAndStartWhenItIsEnabled() {
+        var config = configuration(concurrency: 1)
+        config.pools[0].limits.enabled = false
+        var h = Harness(config)
+        h.load(spec([task("a"), task("b")]))
+        #expect(h.launched.isEmpty)
+        let said = h.events.filter { $0.1 == .tasksWaitingOnPool }
+        #expect(said.count == 1)
+        #expect(said.first?.2["pools"] == ["local"] && said.first?.2["tasks"] == ["a", "b"] && said.first?.2["hint"] == "necro pool enable local")
+        #expect(h.engine.snapshot.waitingOnDisabledPools == [["local"]: [TaskKey(spec: "s", id: "a"), TaskKey(spec: "s", id: "b")]])
+        h.advance(60)
+        #expect(h.events.filter { $0.1 == .tasksWaitingOnPool }.count == 1, "said once")
+        #expect(h.outcome == nil, "the run waits: the pool may be enabled")
+        h.send(.setPoolEnabled("local", true))
+        #expect(h.launched == [h.runner("a")])
+        #expect(h.engine.snapshot.waitingOnDisabledPools.isEmpty)
+        h.exit(h.runner("a"))
+        h.exit(h.runner("b"))
+        #expect(h.outcome?.succeeded == true)
+    }
+
     @Test func shutdownNowStopsAtOnce() {
         var h = Harness(configuration(concurrency: 2))
         h.load(spec([task("a"), task("b")]))

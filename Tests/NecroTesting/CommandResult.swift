@@ -25,12 +25,17 @@ public enum NecroBinary {
 
     /// Starts `necro` with arguments, in `directory`, without waiting for it; its output is dropped,
     /// but for its standard error if `errorFile` names a file to write it to.
-    public static func start(_ arguments: [String], in directory: String, errorFile: String? = nil) throws -> Process {
+    public static func start(_ arguments: [String], in directory: String, errorFile: String? = nil, outputFile: String? = nil) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        process.standardOutput = FileHandle.nullDevice
+        if let outputFile {
+            _ = FileManager.default.createFile(atPath: outputFile, contents: nil)
+            process.standardOutput = FileHandle(forWritingAtPath: outputFile)
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+        }
         if let errorFile {
             _ = FileManager.default.createFile(atPath: errorFile, contents: nil)
             process.standardError = FileHandle(forWritingAtPath: errorFile)

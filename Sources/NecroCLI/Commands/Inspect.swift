@@ -21,7 +21,8 @@ func openExisting(_ path: String) throws -> SQLiteRegistry {
 /// `necro status`: where every taskset stands.
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show tasksets, task counts per state, running runners and the last failures.")
+        abstract:
+            "Show the whole picture: the dispatcher running (pid, since, address), its pools, queue and what waits on a disabled pool; tasksets with counts per state; running runners; the last failures.")
 
     @OptionGroup var options: RegistryOptions
 
@@ -54,6 +55,10 @@ struct Status: AsyncParsableCommand {
             var reason: String
         }
 
+        /// The dispatcher running on the registry, as it last said (every second); nil if none runs.
+        var dispatcher: DispatcherStatus?
+        /// Pools disabled with `necro pool disable`, as the registry keeps them.
+        var disabled_pools: [String]
         var tasksets: [TaskSet]
         var running: [Runner]
         var failures: [Failure]
@@ -64,7 +69,10 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let registry = try openExisting(options.registry)
         let now = Date().timeIntervalSince1970
-        var report = Report(tasksets: [], running: [], failures: [], slot_allocation_failures: try registry.count(of: .slotAllocationFailed))
+        var report = Report(
+            dispatcher: DispatcherStatus.read(registry: options.registry),
+            disabled_pools: try registry.poolSettings().filter { !$0.value }.map(\.key).sorted(), tasksets: [], running: [], failures: [],
+            slot_allocation_failures: try registry.count(of: .slotAllocationFailed))
         var slots: [TaskKey: TaskSlot] = [:]
         for set in try registry.taskSets() {
             let tasks = try registry.tasks(spec: set.name).filter { !$0.task.isGroup }
@@ -87,6 +95,24 @@ struct Status: AsyncParsableCommand {
         if json {
             print(jsonLine(report))
             return
+        }
+        if let d = report.dispatcher {
+            print("dispatcher: pid \(d.pid), necro \(d.command) since \(d.started_at)\(d.address.map { ", API \($0)" } ?? "")")
+            let pools = d.pools.map { p in
+                "\(p.name) (\(p.type)) \(p.running)/\(p.max_concurrency) running" + (p.enabled ? "" : ", disabled: necro pool enable \(p.name)")
+            }
+            print("pools: \(pools.joined(separator: "; "))")
+            print("queue: \(d.queue_depth) ready to start, \(d.running) running")
+            for w in d.waiting {
+                let shown = w.tasks.joined(separator: ", ") + (w.count > w.tasks.count ? ", …" : "")
+                print("waiting: \(counted(w.count, "task")) (\(shown)) can only go to disabled \(w.pools.count == 1 ? "pool" : "pools") \(w.pools.joined(separator: ", ")): necro pool enable \(w.pools[0])")
+            }
+            if let failing = d.records_failing { print("records failing: \(failing)") }
+        } else {
+            print("dispatcher: none running on \(options.registry) (necro run SPEC, or necro serve)")
+            if !report.disabled_pools.isEmpty {
+                print("pools disabled: \(report.disabled_pools.joined(separator: ", ")) (necro pool enable NAME)")
+            }
         }
         if report.tasksets.isEmpty { print("no tasksets: run `necro run SPEC` or `necro import SPEC`") }
         for set in report.tasksets {

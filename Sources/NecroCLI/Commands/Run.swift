@@ -126,6 +126,11 @@ struct Run: AsyncParsableCommand {
         defer { control.cancel() }
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
+        let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "run", address: served?.shownAddress)
+        defer {
+            statusFile.cancel()
+            unlink(DispatcherStatus.path(options.registry))
+        }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let updates = dispatcher.updates()
         let watcher = Task { await display.follow(updates) }

@@ -94,6 +94,11 @@ struct Serve: AsyncParsableCommand {
         defer { control.cancel() }
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
+        let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "serve", address: served?.shownAddress)
+        defer {
+            statusFile.cancel()
+            unlink(DispatcherStatus.path(options.registry))
+        }
         try await group.run()
         Recovery.removeUnusedStatusTables(paths, registry: registry)
     }

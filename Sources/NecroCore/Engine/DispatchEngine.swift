@@ -97,6 +97,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var warnedSkills: Set<String> = []
     var random: SplitMix64
     var phase = Phase.running
+    /// The disabled pools the queued tasks were last said to wait on (said once per situation).
+    var waitingOnPools: [[String]: [TaskKey]]?
     /// Since when, and why, records cannot be written: nothing starts meanwhile.
     var recordsFailing: (since: Instant, error: String)?
     var now: Instant
@@ -120,7 +122,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     public var snapshot: DispatchSnapshot {
         DispatchSnapshot(
             pools: scheduler.pools.pools.map { DispatchSnapshot.Pool(limits: $0, usage: scheduler.pools.usage[$0.name] ?? .init()) },
-            queueDepth: scheduler.queue.count, tasks: sets.mapValues(\.counts), running: runners.count)
+            queueDepth: scheduler.queue.count, tasks: sets.mapValues(\.counts), running: runners.count,
+            waitingOnDisabledPools: waitingOnPools ?? [:])
     }
 
     /// Whether the run is over.
@@ -276,6 +279,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             retry(key)
         case .setPoolEnabled(let pool, let enabled):
             scheduler.pools.setEnabled(enabled, pool: pool)
+            waitingOnPools = nil
         case .shutdown:
             if phase == .running {
                 phase = .draining
@@ -312,6 +316,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         fireDueDeadlines()
         // A launch whose record cannot be written is not carried out: none is asked for.
         if phase == .running && recordsFailing == nil { dispatch() }
+        noteDisabledPools()
         finishIfDone()
         var actions: [EngineAction] = []
         if !transitions.isEmpty { actions.append(.record(transitions)) }
@@ -401,6 +406,39 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 }
             }
             effects.append(.launch(request))
+        }
+    }
+
+    /// When nothing runs and what is queued can only go to disabled pools, says so once (per
+    /// taskset, which tasks wait on which pools, and the command that enables them): the run
+    /// waits, since a pool can be enabled while it goes on.
+    mutating func noteDisabledPools() {
+        guard phase == .running, runners.isEmpty, recordsFailing == nil, !scheduler.queue.isEmpty else {
+            if !runners.isEmpty { waitingOnPools = nil }
+            return
+        }
+        var waiting: [[String]: [TaskKey]] = [:]
+        for task in scheduler.queue.tasks {
+            let candidates = scheduler.pools.candidatePools(forSkill: task.skill)
+            guard !candidates.isEmpty, candidates.allSatisfy({ scheduler.pools.limits(of: $0)?.enabled == false }) else { continue }
+            waiting[candidates.sorted(), default: []].append(task.key)
+        }
+        for pools in waiting.keys { waiting[pools]!.sort { ($0.spec, $0.id.rawValue) < ($1.spec, $1.id.rawValue) } }
+        guard waiting != waitingOnPools else { return }
+        waitingOnPools = waiting
+        for (pools, keys) in waiting.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+            for (spec, tasks) in Dictionary(grouping: keys, by: \.spec).sorted(by: { $0.key < $1.key }) {
+                record(
+                    spec, nil,
+                    events: [
+                        NewEvent(.tasksWaitingOnPool, payload: [
+                            "pools": .array(pools.map { .string($0) }), "count": .int(tasks.count),
+                            "tasks": .array(tasks.prefix(20).map { .string($0.id.rawValue) }),
+                            "hint": .string("necro pool enable \(pools[0])"),
+                            "explanation": "nothing runs, and these tasks can only go to disabled pools: they wait until one is enabled",
+                        ])
+                    ])
+            }
         }
     }
 

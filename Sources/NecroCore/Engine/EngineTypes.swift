@@ -178,8 +178,14 @@ public struct DispatchSnapshot: Hashable, Sendable {
     public var tasks: [String: [TaskState: Int]]
     /// Runners running, in all pools.
     public var running: Int
+    /// Tasks that can only go to disabled pools, by those pools (when nothing runs).
+    public var waitingOnDisabledPools: [[String]: [TaskKey]] = [:]
 
-    public init(pools: [Pool] = [], queueDepth: Int = 0, tasks: [String: [TaskState: Int]] = [:], running: Int = 0) {
+    public init(
+        pools: [Pool] = [], queueDepth: Int = 0, tasks: [String: [TaskState: Int]] = [:], running: Int = 0,
+        waitingOnDisabledPools: [[String]: [TaskKey]] = [:]
+    ) {
+        self.waitingOnDisabledPools = waitingOnDisabledPools
         self.pools = pools
         self.queueDepth = queueDepth
         self.tasks = tasks

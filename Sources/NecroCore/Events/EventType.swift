@@ -36,6 +36,9 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let taskPriorityChanged = EventType("TaskPriorityChanged")
     /// A warning: no pool is mapped to the task's skill; it waits for the `default` pool.
     public static let taskSkillUnmapped = EventType("TaskSkillUnmapped")
+    /// Nothing runs and the tasks left can only go to disabled pools: they wait for one to be
+    /// enabled (`pools`, `tasks`, `count`, `hint`).
+    public static let tasksWaitingOnPool = EventType("TasksWaitingOnPool")
     public static let dispatcherStarted = EventType("DispatcherStarted")
     /// A runner a previous dispatcher left running, watched by this one.
     public static let runnerAdopted = EventType("RunnerAdopted")

@@ -51,6 +51,9 @@ public struct ReadyQueue: Sendable {
 
     public func task(_ key: TaskKey) -> QueuedTask? { live[key]?.task }
 
+    /// Every queued task, in no order.
+    public var tasks: [QueuedTask] { live.values.map(\.task) }
+
     public mutating func setWeight(_ weight: Double, forSpec spec: String) {
         weights[spec] = weight
     }
