@@ -409,8 +409,13 @@ public final class NecroAPI: Sendable {
     func jsonBody(_ request: Request, context: Context) async throws -> [String: JSONValue] {
         let body = try await body(of: request, upTo: min(4, dispatcher.configuration.maxRequestBodyMB) << 20)
         guard body.readableBytes > 0 else { return [:] }
+        let data = Data(buffer: body)
+        // A key given twice is refused, as in a spec: which of the two was meant is not known.
+        if let issue = StrictJSON.problem(in: data, named: "body") {
+            throw APIError.badRequest("the body must be a JSON object: \(issue.message) (line \(issue.location.line ?? 1))")
+        }
         do {
-            return try JSONDecoder().decode([String: JSONValue].self, from: Data(buffer: body))
+            return try JSONDecoder().decode([String: JSONValue].self, from: data)
         } catch {
             throw APIError.badRequest("the body must be a JSON object: \(Self.describe(error))")
         }

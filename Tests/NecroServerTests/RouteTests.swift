@@ -110,6 +110,8 @@ import Testing
         #expect(badPriority.status == 400 && badPriority.json?["error"]?["field"] == "priority")
         let notJSON = try await f.post("/v1/tasks/s/other/priority", json: "{priority")
         #expect(notJSON.status == 400 && notJSON.code == "bad_request")
+        let twice = try await f.post("/v1/tasks/s/other/priority", json: "{\"priority\": 1,\n \"priority\": 9}")
+        #expect(twice.status == 400 && twice.text.contains("duplicate key priority (line 2)"), "\(twice.text)")
         #expect(try await f.post("/v1/tasks/s/missing/retry").status == 404)
 
         let disabled = try await f.post("/v1/pools/local/disable")

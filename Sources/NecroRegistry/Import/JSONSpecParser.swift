@@ -1,5 +1,5 @@
-import Foundation
-import NecroCore
+public import Foundation
+public import NecroCore
 
 /// Reads JSON straight into `SpecNode`s, in one pass over the bytes: the line of every value (so
 /// that problems found later point at it), keys in the order written, a repeated key refused as
@@ -274,5 +274,15 @@ struct JSONSpecParser {
             i += 1
         }
         return code
+    }
+}
+
+/// JSON as the API takes it: what a generic decoder lets through and a spec would not (a key
+/// given twice, nesting past the bound) is refused, with its line.
+public enum StrictJSON {
+    /// The first problem of `data` as JSON, nil if it has none.
+    public static func problem(in data: Data, named name: String) -> SpecIssue? {
+        if case .failure(let issue) = JSONSpecParser.parse(data, file: name) { return issue }
+        return nil
     }
 }
