@@ -288,7 +288,7 @@ struct Run: AsyncParsableCommand {
     /// does or it is not valid.
     static func loadConfiguration(_ candidates: [String], explicit: Bool) throws -> DispatcherConfiguration {
         guard let path = candidates.first(where: { explicit || FileManager.default.fileExists(atPath: $0) }) else {
-            printError("error: no configuration: write necro.yaml beside the spec or here (see docs/reference.md, "Configuration"), or pass --config")
+            printError("error: no configuration: write necro.yaml beside the spec or here (see docs/reference.md, Configuration), or pass --config")
             throw ExitStatus.invalidInput
         }
         do {
