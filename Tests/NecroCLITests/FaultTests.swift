@@ -64,6 +64,78 @@ import Testing
         }
     }
 
+    /// `necro serve` on a disk that fills up: it starts nothing while no record can be written,
+    /// says so on /healthz (503, with the file and the error), keeps trying, and goes on once
+    /// there is room again.
+    @Test func aServedDispatcherOnAFullDiskReportsItOnHealthzAndGoesOnOnceThereIsRoom() throws {
+        let dir = try TemporaryDirectory("full-disk-serve")
+        defer { dir.remove() }
+        let mountPoint = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", mountPoint])
+        guard mount.status == 0 else {
+            print("skipped: cannot mount a tmpfs here (\(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines))); CI runs as root and mounts it")
+            return
+        }
+        defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0 && mkfifo(dir.file("gate"), 0o644) == 0)
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: [/bin/sh, -c, 'if [ "$NECRO_TASK_ID" = gate ]; then echo running > "$ROOT/ready"; read line < "$ROOT/gate"; fi']
+                  env: {ROOT: "\(dir.path)"}
+            """)
+        try dir.write("spec.yaml", "spec_name: full\ntasks:\n  - {id: gate, title: Gate}\n  - {id: after, title: After, dependencies: [gate]}\n")
+        let serve = try ServeProcess(in: dir.path, arguments: ["--registry", "small/registry.sqlite"], environment: ["NECRO_ADMIN_TOKEN": "t"])
+        defer { _ = serve.stop() }
+        func health() throws -> (code: String, body: String) {
+            let result = try runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "\(serve.url)/healthz"]).stdout
+            let parts = result.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(parts.last ?? ""), parts.dropLast().joined(separator: "\n"))
+        }
+        #expect(try health().code == "200")
+        let posted = try runProcess(
+            "/usr/bin/curl",
+            ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer t", "--data-binary", "@\(dir.file("spec.yaml"))",
+             "\(serve.url)/v1/tasksets?format=yaml"])
+        try #require(posted.stdout == "201", "the spec was taken: \(posted.stdout)")
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+        // No slack left anywhere: the WAL emptied into the database and cut to nothing, then the
+        // rest of the disk filled.
+        let checkpoint = try runProcess(
+            "/usr/bin/python3", ["-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone())", dir.file("small/registry.sqlite")])
+        #expect(checkpoint.stdout.hasPrefix("(0,"), "\(checkpoint.stdout)\(checkpoint.stderr)")
+        _ = try runProcess("/bin/dd", ["if=/dev/zero", "of=\(dir.file("small/filler"))", "bs=64k"])
+        release(dir.file("gate"))
+        var answer = try health()
+        for _ in 0..<100 where answer.code != "503" {
+            usleep(100_000)  // another process's state, seen only by asking again
+            answer = try health()
+        }
+        #expect(answer.code == "503", "\(answer)")
+        #expect(answer.body.contains("\"status\":\"records_failing\"") && answer.body.contains("registry small/registry.sqlite"), "\(answer.body)")
+        #expect(answer.body.contains("No space left on device"), "\(answer.body)")
+        let ledger = try SQLiteRegistry(path: dir.file("small/registry.sqlite"), readOnly: true)
+        #expect(try ledger.tasks(spec: "full").first { $0.task.id == "after" }?.state != .running, "nothing started meanwhile")
+
+        try FileManager.default.removeItem(atPath: dir.file("small/filler"))
+        for _ in 0..<100 where answer.code != "200" {
+            usleep(100_000)
+            answer = try health()
+        }
+        #expect(answer.code == "200", "records are written again: \(answer)")
+        var states: [TaskID: TaskState] = [:]
+        for _ in 0..<100 where states["after"] != .done {
+            usleep(100_000)
+            states = Dictionary(try ledger.tasks(spec: "full").map { ($0.task.id, $0.state) }) { a, _ in a }
+        }
+        #expect(states == ["gate": .done, "after": .done], "\(states)")
+    }
+
     /// The journal on another disk (`journal_path`) takes the records the full registry cannot:
     /// the run goes on; the next start takes them in, and nothing runs twice.
     @Test func aJournalOnAnotherDiskKeepsTheRecordsAFullRegistryCannotTake() throws {
