@@ -38,7 +38,8 @@ import Testing
             (try String(contentsOfFile: "\(folder)/tasks.yaml", encoding: .utf8), "yaml"),
             (try String(contentsOfFile: "\(folder)/tasks.json", encoding: .utf8), "json"),
         ]
-        let f = try await ServerFixture(nil)
+        // The pool is disabled: what is taken waits, nothing runs (the bodies are what is tested).
+        let f = try await ServerFixture(nil, poolEnabled: false)
         var random = SplitMix64(seed: 14)
         var statuses: [Int: Int] = [:]
         var slowest = Duration.zero
@@ -61,7 +62,7 @@ import Testing
         }
         print("fuzzed \(statuses.values.reduce(0, +)) API bodies: \(statuses.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")); slowest \(slowest)")
         #expect(statuses.values.reduce(0, +) == 600)
-        #expect(slowest < .seconds(5))
+        #expect(slowest < .seconds(30), "no body hangs the server")
         await f.finish()
     }
 

@@ -30,7 +30,7 @@ final class ServerFixture: Sendable {
     /// Runs `spec` (and what is sent in later) with `script` as every runner's command.
     init(
         _ spec: TaskSetSpec?, script: String = "true", concurrency: Int = 2, keepRunning: Bool = true,
-        streamBuffer: Int = 4096, keepAlive: Duration = .seconds(15), retries: Int = 1, startRun: Bool = true, bodyLimitMB: Int = 64
+        streamBuffer: Int = 4096, keepAlive: Duration = .seconds(15), retries: Int = 1, startRun: Bool = true, bodyLimitMB: Int = 64, poolEnabled: Bool = true
     ) async throws {
         dir = try TemporaryDirectory("server")
         registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
@@ -38,7 +38,7 @@ final class ServerFixture: Sendable {
             retry: RetryPolicy(maxAttempts: retries, initialDelay: .milliseconds(10), base: 2, maxDelay: .milliseconds(50)),
             pools: [
                 PoolConfiguration(
-                    name: "local", limits: PoolLimits(name: "local", maxConcurrency: concurrency),
+                    name: "local", limits: PoolLimits(name: "local", maxConcurrency: concurrency, enabled: poolEnabled),
                     command: CommandTemplate(["/bin/sh", "-c", script]), environment: ["ROOT": dir.path])
             ])
         configuration.maxRequestBodyMB = bodyLimitMB
