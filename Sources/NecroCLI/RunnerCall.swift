@@ -54,11 +54,15 @@ struct RunnerCall {
             if count <= 0 { break }
             response += buffer[..<count]
         }
-        let text = String(decoding: response, as: UTF8.self)
-        let statusLine = text.prefix { $0 != "\r" && $0 != "\n" }.split(separator: " ")
-        guard statusLine.count >= 2, statusLine[0].hasPrefix("HTTP/"), let status = Int(statusLine[1]) else {
+        // The status line, up to its CR LF, as bytes: `HTTP/1.1 204` may come without a reason.
+        let lineEnd = response.firstIndex(of: 13) ?? response.firstIndex(of: 10) ?? response.endIndex
+        let statusLine = response[..<lineEnd].split(separator: 32)
+        guard statusLine.count >= 2, statusLine[0].starts(with: Array("HTTP/".utf8)),
+            let status = Int(String(decoding: statusLine[1], as: UTF8.self))
+        else {
             throw Failure(description: "the dispatcher did not answer (\(response.isEmpty ? "no response" : "not HTTP"))")
         }
+        let text = String(decoding: response, as: UTF8.self)
         let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
         return (status, body)
     }

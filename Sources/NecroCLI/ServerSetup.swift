@@ -48,7 +48,10 @@ struct ServedAPI {
     func stop() {
         server.cancel()
         metrics.cancel()
-        if let socketFolder { try? FileManager.default.removeItem(atPath: socketFolder) }
+        if let socketFolder {
+            unlink(socketFolder + "/api.sock")
+            rmdir(socketFolder)
+        }
     }
 }
 
@@ -65,6 +68,22 @@ enum ServerSetup {
         }
     }
 
+    /// The folder of the runners' socket for the registry at `registry`: under `XDG_RUNTIME_DIR`
+    /// (else /tmp), named after the user and the registry, 0700. One found there that is not this
+    /// user's own private folder (a link, another owner, open to others) is not used: a fresh
+    /// one is made instead.
+    static func runnersSocketFolder(registry: String) -> String? {
+        let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let folder = "\(runtime)/necro-\(getuid())-\(Dispatcher<ContinuousClock>.runnerMarker(registry: registry))"
+        if mkdir(folder, PrivateFiles.folderMode) == 0 { return folder }
+        var found = stat()
+        if errno == EEXIST, lstat(folder, &found) == 0, found.st_mode & S_IFMT == S_IFDIR, found.st_uid == getuid(), found.st_mode & 0o077 == 0 {
+            return folder
+        }
+        var template = Array("\(runtime)/necro-XXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!).map { String(cString: $0) } }
+    }
+
     /// Serves the API of `dispatcher` until stopped, at the address asked for; without an explicit
     /// `--listen`, a busy default port falls back to any free one.
     static func start(
@@ -76,15 +95,15 @@ enum ServerSetup {
         let following = Task { await metrics.follow(updates) }
         if options.noServer {
             // Runners still report (heartbeats, events), on a unix socket in a folder of its own,
-            // outside the registry's, that only this user can enter.
-            var template = Array(((ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"] ?? "/tmp") + "/necro-XXXXXX").utf8CString)
-            let folder = template.withUnsafeMutableBufferPointer { buffer in mkdtemp(buffer.baseAddress!).map { String(cString: $0) } }
-            guard let folder else {
+            // outside the registry's, that only this user can enter; the same one at every start
+            // on this registry, so that runners adopted after a restart still reach it.
+            guard let folder = runnersSocketFolder(registry: Run.absolute(registry.path)) else {
                 following.cancel()
                 printError("error: cannot make a folder for the runners' socket: \(String(cString: strerror(errno)))")
                 throw ExitStatus.failure
             }
             let address = ListenAddress(socket: folder + "/api.sock")
+            unlink(folder + "/api.sock")  // left by a dispatcher that died (this one holds the registry's lock)
             let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics)
             do {
                 let (_, server) = try await HTTPServer.start(api, at: address)

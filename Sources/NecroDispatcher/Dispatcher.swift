@@ -512,11 +512,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// Tells observers of events the registry could not take yet (they have no id: 0).
     private func publishUnrecorded(_ transitions: [Transition]) {
-        let stamp = wallNow()
+        let now = wallNow()
         publish(
             .events(
                 transitions.flatMap { transition in
-                    transition.events.map { event in
+                    let stamp = transition.at ?? now
+                    return transition.events.map { event in
                         EventRecord(
                             id: 0, spec: transition.spec, taskID: transition.task, seq: 0, type: event.type,
                             actor: event.actor, spanID: event.spanID, parentSpanID: event.parentSpanID, phase: event.phase,
@@ -627,6 +628,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         environment["NECRO_API_URL"] = nil
         environment["NECRO_API_SOCKET"] = nil
+        environment["NECRO_ADMIN_TOKEN"] = nil
+        environment["NECRO_RUNNER_TOKEN"] = nil
         if let runnerAPI {
             if !runnerAPI.url.isEmpty { environment["NECRO_API_URL"] = runnerAPI.url }
             if let socket = runnerAPI.socket { environment["NECRO_API_SOCKET"] = socket }

@@ -27,6 +27,9 @@ final class EventJournal: Sendable {
         var pending: Bool?
         /// Why the last line could not be written, until one is.
         var failure: String?
+        /// A torn line could not be cut off: nothing more is appended after it (the registry takes
+        /// the turns directly), or a reader would take the next line for part of it.
+        var torn = false
     }
 
     init(path: String) { self.path = path }
@@ -61,6 +64,7 @@ final class EventJournal: Sendable {
         _ transitions: [Transition], runners: [RunnerRecord], reason: String, then: (JournalBatch) -> Void
     ) -> Bool {
         file.withLock { file in
+            guard !file.torn else { return false }
             if file.descriptor < 0 {
                 // (What an earlier dispatcher left, a line torn by its crash included, was replayed
                 // and removed before this one's first turn.)
@@ -88,7 +92,7 @@ final class EventJournal: Sendable {
                 // (A disk full mid-line.) What was written of it goes: the next line must start
                 // a line, or a reader would take both for one torn line.
                 file.failure = String(cString: strerror(errno))
-                if end >= 0 { _ = ftruncate(file.descriptor, end) }
+                if end < 0 || ftruncate(file.descriptor, end) != 0 { file.torn = true }
                 return false
             }
             file.failure = nil

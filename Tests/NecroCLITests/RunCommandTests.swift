@@ -411,7 +411,10 @@ extension CrashRecoveryTests {
         var config = try String(contentsOfFile: dir.file("necro.yaml"), encoding: .utf8)
         config = config.replacingOccurrences(of: "env: {ROOT:", with: "env: {NECRO: \"\(NecroBinary.path)\", ROOT:")
         try config.write(toFile: dir.file("necro.yaml"), atomically: true, encoding: .utf8)
-        let result = try NecroBinary.run(["run", "tasks.md", "--no-workspace"] + serving, in: dir.path)
+        // An admin token set in the dispatcher's environment is not handed on either.
+        let result = try runProcess(
+            "/usr/bin/env", ["NECRO_ADMIN_TOKEN=the-admins-own", "NECRO_RUNNER_TOKEN=inherited", NecroBinary.path, "run", "tasks.md", "--no-workspace"] + serving,
+            in: dir.path)
         #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
         let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
         let spec = try #require(try registry.taskSets().first?.name)
@@ -426,6 +429,7 @@ extension CrashRecoveryTests {
         let environment = try String(contentsOfFile: dir.file("env-2"), encoding: .utf8).split(separator: "\n")
         #expect(!environment.contains { $0.hasPrefix("NECRO_REGISTRY=") })
         #expect(!environment.contains { $0.contains("registry.sqlite") || $0.contains("admin.token") })
+        #expect(!environment.contains { $0.contains("the-admins-own") || $0.contains("inherited") || $0.hasPrefix("NECRO_ADMIN_TOKEN=") })
         #expect(environment.contains { $0.hasPrefix("NECRO_RUNNER_TOKEN=") })
         #expect(environment.contains { $0.hasPrefix(serving == ["--no-server"] ? "NECRO_API_SOCKET=/" : "NECRO_API_URL=http://127.0.0.1:") })
         #expect(environment.contains { $0.hasPrefix("NECRO_DISPATCHER=") })
@@ -435,6 +439,31 @@ extension CrashRecoveryTests {
             #expect(!FileManager.default.fileExists(atPath: socket), "removed once the run is over")
         }
     }
+    /// With --no-server the runners' socket is the same at every start on a registry: a runner
+    /// adopted after a kill -9 reaches the next dispatcher there, and keeps its lease.
+    @Test func aRunnerAdoptedAfterAKill9KeepsReachingItsDispatcherWithoutAServer() throws {
+        let dir = try TemporaryDirectory("adopt-socket")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Beats through a restart\n")
+        let script = #"echo running > "$ROOT/ready"; for i in 1 2 3 4 5 6 7 8 9 10; do "$NECRO" heartbeat 2> /dev/null || echo miss >> "$ROOT/misses"; sleep 0.3; done; echo done >> "$ROOT/ledger""#
+        try writeConfig(dir, script: script, extra: "  heartbeat_timeout: 1")
+        var config = try String(contentsOfFile: dir.file("necro.yaml"), encoding: .utf8)
+        config = config.replacingOccurrences(of: "env: {ROOT:", with: "env: {NECRO: \"\(NecroBinary.path)\", ROOT:")
+            .replacingOccurrences(of: "retry_max_attempts: 2", with: "retry_max_attempts: 1")
+        try config.write(toFile: dir.file("necro.yaml"), atomically: true, encoding: .utf8)
+        let first = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+        usleep(400_000)  // a heartbeat or two reach the first dispatcher
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let second = try NecroBinary.run(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        #expect(second.status == 0, "the adopted runner kept its lease: \(second.stdout)\(second.stderr)")
+        #expect(second.stderr.contains("recovery: adopting 1 runner still running"), "\(second.stderr)")
+        let ledger = (try? String(contentsOfFile: dir.file("ledger"), encoding: .utf8)) ?? ""
+        #expect(ledger == "done\n", "it ran once, to its end")
+    }
+
 }
 
 @Suite(.serialized) struct ChaosTests {

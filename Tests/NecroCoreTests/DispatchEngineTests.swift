@@ -336,7 +336,41 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(h.outcome?.succeeded == true && h.outcome?.unrecorded == nil)
     }
 
-    @Test func aRunWhoseRecordsKeepFailingGivesUpOnceNothingRunsForTheTimeout() {
+    @Test func aWithdrawnLaunchOfACancelledTaskLeavesItCancelledAndAGivenBackAttemptMeetsNoOldDeadline() {
+        var config = configuration(concurrency: 1)
+        config.heartbeatTimeout = .seconds(600)
+        var h = Harness(config)
+        var slow = task("a")
+        slow.timeoutSeconds = 10
+        h.load(spec([slow, task("b")]))
+        #expect(h.launched == [h.runner("a")])
+        // a's launch could not be recorded; b is cancelled meanwhile, a's withdrawal comes after.
+        h.send(.recordsFailing("disk full"))
+        h.send(.cancel(TaskKey(spec: "s", id: "b")))
+        h.advance(8)
+        h.send(.launchWithdrawn(h.runner("a"), reason: "disk full"))
+        h.running.remove(h.runner("a"))
+        h.send(.recordsWritten)
+        #expect(h.launched == [h.runner("a"), h.runner("a")], "launched again, under the same id")
+        h.advance(5)
+        #expect(h.signals.isEmpty, "the first launch's 10 s timeout (due at 10 s) does not stop the second, started at 8 s")
+        h.advance(13)
+        #expect(h.signals.map(\.0) == [h.runner("a")], "its own timeout does")
+    }
+
+    @Test func aCancelThatMeetsAWithdrawnLaunchLeavesTheTaskCancelled() {
+        var h = Harness(configuration(concurrency: 1))
+        h.load(spec([task("a"), task("b", ["a"])]))
+        h.send(.recordsFailing("disk full"))
+        h.send(.cancel(TaskKey(spec: "s", id: "a")))
+        h.send(.launchWithdrawn(h.runner("a"), reason: "disk full"))
+        h.running.remove(h.runner("a"))
+        #expect(h.states["a"] == .cancelled && h.states["b"] == .blocked)
+        h.send(.recordsWritten)
+        #expect(h.launched == [h.runner("a")], "not run again")
+    }
+
+    @Test func aRunWhoseRecordsKeepFailingGivesUpOnceTheyHaveFailedForTheTimeoutAndNothingRuns() {
         var configuration = configuration(concurrency: 2)
         configuration.recordFailureTimeout = .seconds(30)
         var h = Harness(configuration)

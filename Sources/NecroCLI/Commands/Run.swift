@@ -149,7 +149,7 @@ struct Run: AsyncParsableCommand {
         display.summary(outcome, registry: registry, fromRegistry: incomplete)
         if let failure = outcome.unrecorded {
             printError(
-                "error: gave up after \(Int(configuration.recordFailureTimeout.seconds)) s with nothing running: \(failure). Nothing more was started; the summary above is what the registry holds. Free space (or move the journal: dispatcher.journal_path) and run necro run again: how the runners that finished meanwhile ended is kept beside the registry, and nothing done runs again."
+                "error: gave up: no record could be written for \(Int(configuration.recordFailureTimeout.seconds)) s, and nothing runs: \(failure). Nothing more was started; the summary above is what the registry holds. Free space (or move the journal: dispatcher.journal_path) and run necro run again: how the runners that finished meanwhile ended is kept beside the registry, and nothing done runs again."
             )
             throw ExitStatus.failure
         } else if dispatcher.hasUnreplayedRecords {

@@ -1,3 +1,5 @@
+import HeapModule
+
 extension DispatchEngine {
     // MARK: Recording
 
@@ -278,6 +280,13 @@ extension DispatchEngine {
         guard let runner = runners.removeValue(forKey: id) else { return }
         scheduler.release(runner.assignment)
         if let number = runner.slot?.number { freeSlots.insert(number) }
+        // Its deadlines go with it: a launch again under the same id must not meet them.
+        deadlines = Heap(deadlines.unordered.filter { !$0.kind.concerns(id) })
+        if runner.cancelled {
+            change(runner.key, runner.index, to: .cancelled, attempts: runner.attempt - 1, reason: .some("cancelled"), events: [NewEvent(.taskCancelled)])
+            blockDependents(of: runner.key, runner.index)
+            return
+        }
         change(
             runner.key, runner.index, to: .ready, attempts: runner.attempt - 1, reason: .some(nil),
             events: [

@@ -67,6 +67,14 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         case shutdown
         /// Records have failed for the timeout: the run may give up.
         case recordsFailing
+
+        /// Whether it is about runner `id`.
+        func concerns(_ id: RunnerID) -> Bool {
+            switch self {
+            case .lease(let runner), .taskTimeout(let runner), .killGrace(let runner): runner == id
+            default: false
+            }
+        }
     }
 
     struct Deadline: Comparable, Sendable {
