@@ -124,6 +124,8 @@ struct supervision {
     const char *status_path;
     const char *log_path;
     int input_fd, output_fd, pipe_read_fd;
+    /// Holds the lock over the runner's record while the supervisor lives (-1: none).
+    int status_lock_fd;
     pid_t caller;
     long status_offset;
     long log_limit;
@@ -228,6 +230,26 @@ static void stop_descendants(void) {
     }
 }
 
+/// Writes `S<pid>` (no newline: not a status) into the runner's status field: the supervisor's
+/// pid, for a dispatcher that finds the record locked and the runner not recorded as started.
+static void record_start(struct supervision *s) {
+    char text[NECRO_STATUS_SIZE] = {0};
+    text[0] = 'S';
+    char digits[12];
+    int count = 0;
+    unsigned long pid = (unsigned long)raw_syscall(SYS_getpid, 0, 0, 0, 0, 0);
+    do {
+        digits[count++] = (char)('0' + pid % 10);
+        pid /= 10;
+    } while (pid > 0 && count < 11);
+    if (count > NECRO_STATUS_SIZE - 1) return;  // a pid this long does not fit: found by its lock alone
+    for (int i = 1; count > 0; i++) text[i] = digits[--count];
+    long file = raw_syscall(SYS_openat, AT_FDCWD, (long)s->status_path, O_WRONLY | O_CLOEXEC, 0, 0);
+    if (file < 0) return;
+    while (raw_syscall(SYS_pwrite64, file, (long)text, NECRO_STATUS_SIZE, s->status_offset, 0) == -EINTR) {}
+    raw_syscall(SYS_close, file, 0, 0, 0, 0);
+}
+
 static int run_runner(void *context) {  // in the runner's process, until execve
     struct supervision *s = context;
     raw_signal(SIGTERM, SIG_DFL);
@@ -263,9 +285,16 @@ static int supervise(void *context) {
     raw_syscall(SYS_dup3, input, 0, 0, 0, 0);
     raw_syscall(SYS_dup3, output, 1, 0, 0, 0);
     raw_syscall(SYS_dup3, output, 2, 0, 0, 0);
+    // The lock over the runner's record goes right above the pipe (whatever was there is no longer
+    // needed: the standard three are in place), and stays with the supervisor.
+    int lock = -1;
+    if (s->status_lock_fd >= 0) {
+        lock = s->status_lock_fd == keep + 1 ? keep + 1 : (int)raw_syscall(SYS_dup3, s->status_lock_fd, keep + 1, O_CLOEXEC, 0, 0);
+    }
     if (keep > 3) raw_syscall(SYS_close_range, 3, keep - 1, 0, 0, 0);
-    raw_syscall(SYS_close_range, keep + 1, ~0U, 0, 0, 0);
+    raw_syscall(SYS_close_range, lock == keep + 1 ? keep + 2 : keep + 1, ~0U, 0, 0, 0);
     s->pipe_read_fd = keep;
+    record_start(s);
     if (s->cwd != NULL) {
         // Made here, on the runner's time, not by the caller.
         long error = raw_syscall(SYS_mkdirat, AT_FDCWD, (long)s->cwd, 0700, 0, 0);
@@ -359,10 +388,37 @@ void necro_supervisor_block_free(void *block, size_t size) {
     if (block != NULL) munmap(block, size);
 }
 
+int necro_lock_status_record(const char *path, long offset) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = NECRO_STATUS_RECORD_SIZE};
+    if (fcntl(fd, F_OFD_SETLK, &lock) != 0) {
+        int error = errno;
+        close(fd);
+        errno = error;
+        return -1;
+    }
+    return fd;
+}
+
+int necro_status_record_locked(const char *path, long offset) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = NECRO_STATUS_RECORD_SIZE};
+    int result = fcntl(fd, F_OFD_GETLK, &lock);
+    int error = errno;
+    close(fd);
+    if (result != 0) {
+        errno = error;
+        return -1;
+    }
+    return lock.l_type != F_UNLCK;
+}
+
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
                            int output_fd, int output_read_fd, const char *status_path, long status_offset,
-                           const char *log_path, long log_limit, int nice, void *block, size_t block_size,
-                           pid_t *pid, int *pidfd) {
+                           int status_lock_fd, const char *log_path, long log_limit, int nice, void *block,
+                           size_t block_size, pid_t *pid, int *pidfd) {
     // The block holds the supervisor's stacks and everything it reads: the caller need not wait
     // for it, and may free its own copies at once.
     if (necro_supervisor_block_size(path, argv, envp, cwd, status_path, log_path) > block_size) return E2BIG;
@@ -388,6 +444,7 @@ int necro_spawn_supervised(const char *path, char *const argv[], char *const env
         .input_fd = input_fd,
         .output_fd = output_fd,
         .pipe_read_fd = output_read_fd,
+        .status_lock_fd = status_lock_fd,
         .caller = getpid(),
         .status_offset = status_offset,
         .log_limit = log_limit,
@@ -414,10 +471,12 @@ void *necro_supervisor_block_allocate(size_t size) { return NULL; }
 void necro_supervisor_block_free(void *block, size_t size) {}
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
                            int output_fd, int output_read_fd, const char *status_path, long status_offset,
-                           const char *log_path, long log_limit, int nice, void *block, size_t block_size,
-                           pid_t *pid, int *pidfd) {
+                           int status_lock_fd, const char *log_path, long log_limit, int nice, void *block,
+                           size_t block_size, pid_t *pid, int *pidfd) {
     return ENOSYS;
 }
+int necro_lock_status_record(const char *path, long offset) { errno = ENOSYS; return -1; }
+int necro_status_record_locked(const char *path, long offset) { errno = ENOSYS; return -1; }
 #endif
 
 int necro_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

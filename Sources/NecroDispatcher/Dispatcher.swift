@@ -227,8 +227,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         "records cannot be written: \(registryError); nor its journal \(journal.path): \(journal.failure ?? "not tried")"
     }
 
-    /// What marks the runners of the registry at `registry` (`NECRO_DISPATCHER` in their
-    /// environment): a hash of its path, which it does not reveal.
+    /// A name for the registry at `registry` that does not reveal its path (a hash of it): the
+    /// runners' socket folder is named after it.
     public static func runnerMarker(registry: String) -> String {
         String(FNV1a.hash(Array(registry.utf8)), radix: 16)
     }
@@ -616,9 +616,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         environment["RUNNER_ID"] = request.runner.rawValue
         environment["POOL_NAME"] = request.pool
         // Not the registry's path: a runner talks to the API with its own token, and never needs
-        // the registry (nor the admin token beside it). Recovery finds runners by this marker.
+        // the registry (nor the admin token beside it).
         environment["NECRO_REGISTRY"] = nil
-        environment["NECRO_DISPATCHER"] = Self.runnerMarker(registry: paths.registry)
         environment["NECRO_TASK_ID"] = request.task.id.rawValue
         environment["NECRO_SPEC"] = request.task.spec
         environment["NECRO_ATTEMPT"] = String(request.attempt)

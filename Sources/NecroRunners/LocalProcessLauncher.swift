@@ -188,9 +188,13 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 let needed = statusPath.map { necro_supervisor_block_size(executable, argv, envp, launch.workingDirectory, $0, logPath) } ?? 0
                 if let status = launch.status, let statusPath, needed > 0 {
                     guard let taken = takeBlock(size: needed) else { return ENOMEM }
+                    // Locked before the supervisor exists, held by it until it ends: whoever finds
+                    // the runner not recorded as started knows from the lock whether it lives.
+                    let lock = necro_lock_status_record(statusPath, status.offset)
+                    defer { if lock >= 0 { close(lock) } }
                     let error = necro_spawn_supervised(
                         executable, argv, envp, launch.workingDirectory, devNull, writeEnd, readEnd, statusPath,
-                        status.offset, logPath, logLimitBytes, niceness(launch) ?? NECRO_NICE_UNCHANGED, taken.memory,
+                        status.offset, lock, logPath, logLimitBytes, niceness(launch) ?? NECRO_NICE_UNCHANGED, taken.memory,
                         taken.size, &pid, &pidfd)
                     guard error == 0 else {
                         giveBack(taken)

@@ -136,6 +136,26 @@ public final class RunnerStatusTable: Sendable {
         return exit(fromStatus: bytes[0..<statusSize])
     }
 
+    /// Whether the supervisor of the record's runner lives, as the lock over its record says (taken
+    /// before the supervisor starts, held until it ends), with its pid once it has written it.
+    public enum Supervisor: Equatable, Sendable {
+        case gone
+        case alive(pid: Int32?)
+    }
+
+    public static func supervisor(of runner: RunnerID, in record: StatusRecord) -> Supervisor {
+        guard necro_status_record_locked(record.path, record.offset) == 1 else { return .gone }
+        let file = open(record.path, O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return .alive(pid: nil) }
+        defer { close(file) }
+        var bytes = [UInt8](repeating: 0, count: recordSize)
+        guard pread(file, &bytes, recordSize, off_t(record.offset)) == recordSize,
+            Array(bytes[statusSize...].prefix { $0 != 0 }) == Self.identity(of: runner), bytes[0] == UInt8(ascii: "S")
+        else { return .alive(pid: nil) }
+        let digits = bytes[1..<statusSize].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        return .alive(pid: Int32(String(decoding: digits, as: UTF8.self)))
+    }
+
     /// The status text a supervisor writes: `N\n` (exit code, or 128 + signal), `EN\n` (exec failed
     /// with errno N), `CN\n` (the working directory could not be made or entered).
     static func exit(fromStatus bytes: ArraySlice<UInt8>) -> RunnerExit? {

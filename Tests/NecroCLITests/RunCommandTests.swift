@@ -432,7 +432,6 @@ extension CrashRecoveryTests {
         #expect(!environment.contains { $0.contains("the-admins-own") || $0.contains("inherited") || $0.hasPrefix("NECRO_ADMIN_TOKEN=") })
         #expect(environment.contains { $0.hasPrefix("NECRO_RUNNER_TOKEN=") })
         #expect(environment.contains { $0.hasPrefix(serving == ["--no-server"] ? "NECRO_API_SOCKET=/" : "NECRO_API_URL=http://127.0.0.1:") })
-        #expect(environment.contains { $0.hasPrefix("NECRO_DISPATCHER=") })
         if serving == ["--no-server"] {
             let socket = environment.first { $0.hasPrefix("NECRO_API_SOCKET=") }.map { String($0.dropFirst("NECRO_API_SOCKET=".count)) } ?? ""
             #expect(!socket.hasPrefix(dir.path), "outside the registry's folder: \(socket)")

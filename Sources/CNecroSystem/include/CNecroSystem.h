@@ -41,10 +41,21 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
 /// Returns 0, or an errno
 /// value if no supervisor could be started (E2BIG: the block is too small); ENOSYS where there is
 /// no supervisor for this processor.
+/// `status_lock_fd`: a descriptor of the status table on which the caller holds an open-file-
+/// description lock over the runner's record (`necro_lock_status_record`): the supervisor keeps it
+/// until it ends, so that the lock says, to anyone, whether the runner's supervisor lives — from
+/// before it starts (the caller may die at any moment after this call) to after its status is
+/// written. The supervisor also writes `S<pid>` into the status field when it starts: its pid.
 int necro_spawn_supervised(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
                            int output_fd, int output_read_fd, const char *status_path, long status_offset,
-                           const char *log_path, long log_limit, int nice, void *block, size_t block_size,
-                           pid_t *pid, int *pidfd);
+                           int status_lock_fd, const char *log_path, long log_limit, int nice, void *block,
+                           size_t block_size, pid_t *pid, int *pidfd);
+/// Opens the status table at `path` and takes a lock over the record at `offset` (an open-file-
+/// description write lock): the descriptor, or -1 with errno.
+int necro_lock_status_record(const char *path, long offset);
+/// Whether a lock is held over the record at `offset` of the status table at `path`: 1 held (its
+/// supervisor lives), 0 not, -1 unknown (errno).
+int necro_status_record_locked(const char *path, long offset);
 #define NECRO_NICE_UNCHANGED (-100)
 /// The size of block a supervised start of these needs.
 size_t necro_supervisor_block_size(const char *path, char *const argv[], char *const envp[], const char *cwd,

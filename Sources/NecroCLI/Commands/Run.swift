@@ -312,7 +312,7 @@ enum Recovery {
         try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
         var recovered = RecoveredRunners()
         for spec in specs {
-            let found = try sortOut(of: spec, in: registry, runnersSee: paths.registry)
+            let found = try sortOut(of: spec, in: registry)
             recovered.adopted += found.adopted
             recovered.ended += found.ended
         }
@@ -334,35 +334,52 @@ enum Recovery {
 
     /// Sorts out the runners of `spec` that a dispatcher that stopped left `running` in the
     /// registry (a runner's row is saved before it starts). Those still alive are adopted: found by
-    /// the pid and start time recorded at their start or, should the dispatcher have stopped
-    /// before recording them, by the `RUNNER_ID` in their environment. The others ended meanwhile
-    /// (or never started), and their supervisors recorded how, if they did.
-    static func sortOut(of spec: String, in registry: SQLiteRegistry, runnersSee path: String) throws -> RecoveredRunners {
+    /// the pid and start time recorded at their start or, should the dispatcher have stopped before
+    /// recording them, by their status record: locked from before their supervisor starts until it
+    /// ends, with the supervisor's pid in it once it runs. The others ended meanwhile (or never
+    /// started), and their supervisors recorded how, if they did.
+    static func sortOut(of spec: String, in registry: SQLiteRegistry) throws -> RecoveredRunners {
         var recovered = RecoveredRunners()
-        var byEnvironment: [String: Int32]?
         for var runner in try registry.runners(runningOnly: true) where runner.task.spec == spec {
             // Without a status record (started unsupervised) its end could not be known: not adopted.
-            if let pid = runner.pid, let start = runner.processStartTime {
-                if runner.status != nil && ProcessIdentity.isAlive(pid: pid, startTime: start) {
-                    recovered.adopted.append(runner)
-                    continue
-                }
-            } else if runner.status != nil {
-                byEnvironment = byEnvironment ?? runnerGroups(registry: path)
-                if let group = byEnvironment?[runner.id.rawValue], let start = ProcessIdentity.startTime(of: group) {
-                    runner.pid = group
-                    runner.processStartTime = start
-                    recovered.adopted.append(runner)
-                    continue
-                }
+            guard let status = runner.status else {
+                recovered.ended.append(EndedRunner(runner: runner, exit: nil))
+                continue
             }
-            let exit = runner.status.flatMap { RunnerStatusTable.exit(of: runner.id, in: $0) }
-            recovered.ended.append(EndedRunner(runner: runner, exit: exit))
+            if let pid = runner.pid, let start = runner.processStartTime, ProcessIdentity.isAlive(pid: pid, startTime: start) {
+                recovered.adopted.append(runner)
+                continue
+            }
+            if runner.pid == nil, let (pid, start) = liveSupervisor(of: runner.id, in: status) {
+                runner.pid = pid
+                runner.processStartTime = start
+                recovered.adopted.append(runner)
+                continue
+            }
+            recovered.ended.append(EndedRunner(runner: runner, exit: RunnerStatusTable.exit(of: runner.id, in: status)))
         }
         if !recovered.adopted.isEmpty {
             printError("recovery: adopting \(counted(recovered.adopted.count, "runner")) still running from the previous dispatcher")
         }
         return recovered
+    }
+
+    /// The supervisor of a runner whose start was not recorded, if it lives: its pid and start
+    /// time. A supervisor that has just started writes its pid in a moment: waited for, up to 2 s.
+    static func liveSupervisor(of runner: RunnerID, in record: StatusRecord) -> (Int32, UInt64)? {
+        for _ in 0..<400 {
+            if RunnerStatusTable.exit(of: runner, in: record) != nil { return nil }  // it has ended: its status says how
+            switch RunnerStatusTable.supervisor(of: runner, in: record) {
+            case .gone:
+                return nil
+            case .alive(let pid?):
+                if let start = ProcessIdentity.startTime(of: pid) { return (pid, start) }
+                return nil
+            case .alive(nil):
+                usleep(5_000)  // its pid is on its way: the supervisor writes it first thing
+            }
+        }
+        return nil
     }
 
     /// Cleans the slots a dead dispatcher left busy: what a finished task's agent left is committed
@@ -402,27 +419,5 @@ enum Recovery {
             if !events.isEmpty { transitions.append(Transition(spec: user.task.spec, task: user.task.id, events: events)) }
         }
         if !transitions.isEmpty { try registry.apply(transitions) }
-    }
-
-    /// The process groups of the live runners whose environment carries this registry's marker, by their
-    /// `RUNNER_ID`: a runner's group is led by its supervisor.
-    static func runnerGroups(registry: String) -> [String: Int32] {
-        let marker = Array("NECRO_DISPATCHER=\(Dispatcher<ContinuousClock>.runnerMarker(registry: registry))".utf8)
-        let runnerPrefix = Array("RUNNER_ID=".utf8)
-        let me = getpid()
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }
-        var groups: [String: Int32] = [:]
-        for entry in entries {
-            guard let pid = Int32(entry), pid != me,
-                let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ")
-            else { continue }
-            let variables = environment.split(separator: 0)
-            guard variables.contains(where: { Array($0) == marker }),
-                let runner = variables.first(where: { $0.starts(with: runnerPrefix) })
-            else { continue }
-            let group = getpgid(pid)
-            if group > 0 { groups[String(decoding: runner.dropFirst(runnerPrefix.count), as: UTF8.self)] = group }
-        }
-        return groups
     }
 }
