@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <malloc.h>
 #include <openssl/crypto.h>
@@ -190,10 +191,31 @@ static void record_status(struct supervision *s, char prefix, int number) {
     raw_syscall(SYS_close, file, 0, 0, 0, 0);
 }
 
+static long monotonic_ms(void) {
+    struct timespec now = {0, 0};
+    raw_syscall(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&now, 0, 0, 0);
+    return now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/// Reaps the children that have ended other than the runner: what the runner left behind comes to
+/// the supervisor (a subreaper) when its parent ends, and would stay a zombie until the end.
+static void reap_orphans(long runner) {
+    for (int i = 0; i < 1024; i++) {
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        long result = raw_syscall(SYS_waitid, P_ALL, 0, (long)&info, WEXITED | WNOHANG | WNOWAIT | __WALL, 0);
+        if (result == -EINTR) continue;
+        if (result != 0 || info.si_pid == 0 || info.si_pid == runner) return;
+        while (raw_syscall(SYS_wait4, info.si_pid, 0, __WALL, 0, 0) == -EINTR) {}
+    }
+}
+
 /// Stops whatever the runner left behind once it has ended: the supervisor is a subreaper, so every
 /// descendant whose parent ended (a daemon double-forked with setsid, a job left in the
 /// background) is its child now. Each is killed and reaped; their own children come to the
-/// supervisor in turn, until none is left. Without /proc's list of children nothing is done.
+/// supervisor in turn, until none is left. The list of children is read to its end (a pid is never
+/// cut in two). What cannot be killed (another user's, stuck in the kernel) is left after 5 s;
+/// without /proc's list of children nothing is done.
 static void stop_descendants(void) {
     char path[64] = "/proc/self/task/";
     int length = 16;
@@ -206,27 +228,35 @@ static void stop_descendants(void) {
     } while (self > 0 && count < 11);
     while (count > 0) path[length++] = digits[--count];
     memcpy(path + length, "/children", 10);
-    for (int round = 0; round < 100000; round++) {
+    long deadline = monotonic_ms() + 5000;
+    for (;;) {
         long reaped = raw_syscall(SYS_wait4, -1, 0, WNOHANG | __WALL, 0, 0);
         if (reaped == -EINTR || reaped > 0) continue;
         if (reaped < 0) return;  // ECHILD: nothing left
+        if (monotonic_ms() > deadline) return;
         long file = raw_syscall(SYS_openat, AT_FDCWD, (long)path, O_RDONLY | O_CLOEXEC, 0, 0);
         if (file < 0) return;
-        char list[4096];
-        long got = raw_syscall(SYS_read, file, (long)list, sizeof list - 1, 0, 0);
-        raw_syscall(SYS_close, file, 0, 0, 0, 0);
-        if (got <= 0) return;  // children, but none listed: not ours to find
+        char chunk[512];
         long pid = 0;
-        for (long i = 0; i <= got; i++) {
-            char c = i < got ? list[i] : ' ';
-            if (c >= '0' && c <= '9') {
-                pid = pid * 10 + (c - '0');
-            } else if (pid > 0) {
-                raw_syscall(SYS_kill, pid, SIGKILL, 0, 0, 0);
-                pid = 0;
+        int killed = 0;
+        for (;;) {
+            long got = raw_syscall(SYS_read, file, (long)chunk, sizeof chunk, 0, 0);
+            if (got == -EINTR) continue;
+            if (got <= 0) break;
+            for (long i = 0; i < got; i++) {
+                if (chunk[i] >= '0' && chunk[i] <= '9') {
+                    pid = pid * 10 + (chunk[i] - '0');
+                } else {
+                    if (pid > 0 && raw_syscall(SYS_kill, pid, SIGKILL, 0, 0, 0) == 0) killed++;
+                    pid = 0;
+                }
             }
         }
-        while (raw_syscall(SYS_wait4, -1, 0, __WALL, 0, 0) == -EINTR) {}  // one is gone; look again
+        if (pid > 0 && raw_syscall(SYS_kill, pid, SIGKILL, 0, 0, 0) == 0) killed++;
+        raw_syscall(SYS_close, file, 0, 0, 0, 0);
+        if (killed == 0) return;  // children none of which can be killed: left
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        raw_syscall(SYS_nanosleep, (long)&pause, 0, 0, 0, 0);
     }
 }
 
@@ -322,8 +352,14 @@ static int supervise(void *context) {
     while (ended >= 0) {
         int first = keeping ? s->pipe_read_fd : (caller >= 0 ? (int)caller : -1);  // -1: not watched
         struct pollfd watch[2] = {{first, POLLIN, 0}, {(int)ended, POLLIN, 0}};
-        long ready = raw_syscall(SYS_ppoll, (long)watch, 2, 0, 0, 8);
+        // Woken once a second besides: what the runner left behind and has ended is reaped.
+        struct timespec second = {1, 0};
+        long ready = raw_syscall(SYS_ppoll, (long)watch, 2, (long)&second, 0, 8);
         if (ready == -EINTR) continue;
+        if (ready == 0) {
+            reap_orphans(runner);
+            continue;
+        }
         if (ready < 0 || watch[1].revents != 0) break;
         if (!keeping && watch[0].revents != 0) {
             keeping = 1;

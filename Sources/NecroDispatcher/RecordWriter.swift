@@ -204,6 +204,14 @@ final class RecordWriter: Sendable {
             }
         } catch {
             let untold = backlog.turns[backlog.told...].compactMap(\.batch).flatMap(\.transitions)
+            // Whoever waits on a turn that is nowhere but here is let go now, not when (if ever)
+            // it is recorded: a runner's heartbeat must not hang while the disk is full. (A
+            // journalled turn is answered once the registry has it.) Told once: emptied.
+            for index in backlog.told..<backlog.turns.count where !backlog.turns[index].journalled {
+                let waiting = backlog.turns[index].done
+                backlog.turns[index].done = []
+                waiting.forEach { $0() }
+            }
             backlog.told = backlog.turns.count
             if !untold.isEmpty { observers.notRecorded(untold) }
             if backlog.turns.contains(where: { !$0.journalled }) {

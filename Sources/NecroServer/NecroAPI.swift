@@ -122,17 +122,25 @@ public final class NecroAPI: Sendable {
         // Runner callbacks: each runner's own token, while it runs.
         v1.post("runners/:id/heartbeat") { [self] request, context in
             let id = try authorizeRunner(request, context)
-            await dispatcher.apply(.heartbeat(id))
+            // While records cannot be written, a sign of life is taken without waiting for its
+            // record: the runner keeps its lease, and its call does not hang.
+            if dispatcher.recordFailure != nil {
+                dispatcher.send(.heartbeat(id))
+            } else {
+                await dispatcher.apply(.heartbeat(id))
+            }
             return Response(status: .noContent)
         }
         v1.post("runners/:id/events") { [self] request, context in
             let id = try authorizeRunner(request, context)
+            try refuseWhileRecordsFail()
             let events = try RunnerReports.events(try await jsonBody(request, context: context))
             await dispatcher.apply(.runnerReported(id, events))
             return JSONResponse.make(.object(["recorded": .int(events.count)]))
         }
         v1.post("runners/:id/checkpoints") { [self] request, context in
             let id = try authorizeRunner(request, context)
+            try refuseWhileRecordsFail()
             let checkpoint = try RunnerReports.checkpoint(try await jsonBody(request, context: context))
             await dispatcher.apply(.runnerReported(id, [checkpoint]))
             return JSONResponse.make(.object(["checkpoint_id": checkpoint.payload["checkpoint_id"] ?? .null]), status: .created)
@@ -367,6 +375,14 @@ public final class NecroAPI: Sendable {
             throw APIError(.unauthorized, "unauthorized", "this call needs the admin token: Authorization: Bearer <token> (admin.token beside the registry, or NECRO_ADMIN_TOKEN)")
         }
         guard keys.isAdmin(token) else { throw APIError(.forbidden, "forbidden", "the bearer token is not the admin token") }
+    }
+
+    /// What a runner reports is answered once recorded: while records cannot be written, at once,
+    /// with 503, for it to send again.
+    func refuseWhileRecordsFail() throws {
+        if let failure = dispatcher.recordFailure {
+            throw APIError(.serviceUnavailable, "records_failing", "\(failure): send it again later")
+        }
     }
 
     /// A runner's callback: its own token, and only while it runs here.

@@ -83,17 +83,27 @@ import Testing
         }
         defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
         #expect(mkfifo(dir.file("ready"), 0o644) == 0 && mkfifo(dir.file("gate"), 0o644) == 0)
+        // "gate" waits at the gate; "beater" calls `necro heartbeat` until told to stop, noting
+        // each call's outcome (outside the small disk); "after" waits on "gate".
+        let script = #"""
+            case "$NECRO_TASK_ID" in
+              gate) echo running > "$ROOT/ready"; read line < "$ROOT/gate" ;;
+              beater) while [ ! -e "$ROOT/stop" ]; do if "$NECRO" heartbeat 2> /dev/null; then echo ok >> "$ROOT/beats"; else echo failed >> "$ROOT/beats"; fi; sleep 0.1; done ;;
+              *) touch "$ROOT/ran-$NECRO_TASK_ID" ;;
+            esac
+            """#
         try dir.write(
             "necro.yaml",
             """
             agent_pools:
               local:
-                max_concurrency: 1
+                max_concurrency: 2
                 config:
-                  command: [/bin/sh, -c, 'if [ "$NECRO_TASK_ID" = gate ]; then echo running > "$ROOT/ready"; read line < "$ROOT/gate"; else touch "$ROOT/ran-$NECRO_TASK_ID"; fi']
-                  env: {ROOT: "\(dir.path)"}
+                  command: [/bin/sh, -c, '\(script)']
+                  env: {ROOT: "\(dir.path)", NECRO: "\(NecroBinary.path)"}
             """)
-        try dir.write("spec.yaml", "spec_name: full\ntasks:\n  - {id: gate, title: Gate}\n  - {id: after, title: After, dependencies: [gate]}\n")
+        try dir.write(
+            "spec.yaml", "spec_name: full\ntasks:\n  - {id: gate, title: Gate}\n  - {id: beater, title: Beater}\n  - {id: after, title: After, dependencies: [gate]}\n")
         let serve = try ServeProcess(in: dir.path, arguments: ["--registry", "small/registry.sqlite"], environment: ["NECRO_ADMIN_TOKEN": "t"])
         defer { _ = serve.stop() }
         func health() throws -> (code: String, body: String) {
@@ -123,6 +133,14 @@ import Testing
         #expect(answer.code == "503", "\(answer)")
         #expect(answer.body.contains("\"status\":\"records_failing\"") && answer.body.contains("registry small/registry.sqlite"), "\(answer.body)")
         #expect(answer.body.contains("No space left on device"), "\(answer.body)")
+        // A running runner's heartbeats are still answered, at once.
+        let beatsBefore = ((try? String(contentsOfFile: dir.file("beats"), encoding: .utf8)) ?? "").split(separator: "\n").count
+        var beats: [Substring] = []
+        for _ in 0..<100 where beats.count < beatsBefore + 3 {
+            usleep(100_000)
+            beats = ((try? String(contentsOfFile: dir.file("beats"), encoding: .utf8)) ?? "").split(separator: "\n")
+        }
+        #expect(beats.count >= beatsBefore + 3 && !beats.contains("failed"), "\(beats)")
         let ledger = try SQLiteRegistry(path: dir.file("small/registry.sqlite"), readOnly: true)
         // (Outside the full disk: what a runner of "after" would leave.)
         #expect(!FileManager.default.fileExists(atPath: dir.file("ran-after")), "nothing started meanwhile")
@@ -133,12 +151,13 @@ import Testing
             answer = try health()
         }
         #expect(answer.code == "200", "records are written again: \(answer)")
+        try dir.write("stop", "")
         var states: [TaskID: TaskState] = [:]
-        for _ in 0..<100 where states["after"] != .done {
+        for _ in 0..<100 where states["after"] != .done || states["beater"] != .done {
             usleep(100_000)
             states = Dictionary(try ledger.tasks(spec: "full").map { ($0.task.id, $0.state) }) { a, _ in a }
         }
-        #expect(states == ["gate": .done, "after": .done], "\(states)")
+        #expect(states == ["gate": .done, "beater": .done, "after": .done], "\(states)")
         #expect(FileManager.default.fileExists(atPath: dir.file("ran-after")))
     }
 

@@ -298,6 +298,31 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(!status.stdout.contains("/./"), "\(status.stdout)")
     }
 
+    @Test func whatARunnerLeavesBehindAndEndsIsReapedWhileTheRunnerStillRuns() throws {
+        let dir = try TemporaryDirectory("orphans")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Leaves an orphan that ends at once, then works on\n")
+        // The subshell ends at once: its child is handed to the supervisor, and ends too.
+        try writeConfig(dir, script: #"( sh -c "echo \$\$ > \"$ROOT/orphan.pid\"" & ); sleep 3"#)
+        let run = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        var pid: Int32?
+        for _ in 0..<200 where pid == nil {
+            usleep(10_000)  // another process's state, seen only by asking again
+            pid = (try? String(contentsOfFile: dir.file("orphan.pid"), encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        let orphan = try #require(pid)
+        var gone = false
+        for _ in 0..<250 where !gone {
+            usleep(10_000)
+            gone = !FileManager.default.fileExists(atPath: "/proc/\(orphan)")
+        }
+        #expect(gone, "reaped, not left a zombie until the runner ends")
+        #expect(run.isRunning, "while the runner still runs")
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
+    }
+
     @Test func retryPutsAFailedTaskBackForTheNextRun() throws {
         let dir = try TemporaryDirectory("retry")
         defer { dir.remove() }
