@@ -323,6 +323,32 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(run.terminationStatus == 0)
     }
 
+    @Test func logsFollowPrintsWhatARunningRunnerPrintsUntilItEnds() throws {
+        let dir = try TemporaryDirectory("logs-follow")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("gate"), 0o644) == 0)
+        try dir.write("tasks.md", "- [ ] 1. Talks, waits, talks\n")
+        try writeConfig(dir, script: #"echo first; read line < "$ROOT/gate"; echo second"#)
+        let run = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        var said = ""
+        var follow: Process?
+        for _ in 0..<200 where !said.contains("first") {
+            usleep(20_000)  // another process's state, seen only by asking again
+            if follow == nil, (try? NecroBinary.run(["logs", "1"], in: dir.path).status) == 0 {
+                follow = try NecroBinary.start(["logs", "1", "--follow"], in: dir.path, outputFile: dir.file("followed"))
+            }
+            said = (try? String(contentsOfFile: dir.file("followed"), encoding: .utf8)) ?? ""
+        }
+        #expect(said == "first\n")
+        #expect(follow?.isRunning == true, "it follows while the runner runs")
+        release(dir.file("gate"))
+        follow?.waitUntilExit()
+        #expect(follow?.terminationStatus == 0)
+        #expect(try String(contentsOfFile: dir.file("followed"), encoding: .utf8) == "first\nsecond\n")
+        run.waitUntilExit()
+    }
+
     @Test func retryPutsAFailedTaskBackForTheNextRun() throws {
         let dir = try TemporaryDirectory("retry")
         defer { dir.remove() }

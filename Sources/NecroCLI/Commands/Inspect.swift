@@ -246,14 +246,20 @@ enum DispatcherProcess {
 
     static func remove(_ registry: String) { try? FileManager.default.removeItem(atPath: pidFile(registry)) }
 
-    /// Tells the running dispatcher, if there is one, to read its control requests.
-    @discardableResult
-    static func notify(_ registry: String) -> Bool {
-        guard let text = try? String(contentsOfFile: pidFile(registry), encoding: .utf8) else { return false }
+    /// The pid of the dispatcher running on the registry, if one is.
+    static func running(_ registry: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: pidFile(registry), encoding: .utf8) else { return nil }
         let parts = text.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         guard let pid = parts.first.flatMap({ Int32($0) }), let start = parts.dropFirst().first.flatMap({ UInt64($0) }),
             ProcessIdentity.isAlive(pid: pid, startTime: start)
-        else { return false }
+        else { return nil }
+        return pid
+    }
+
+    /// Tells the running dispatcher, if there is one, to read its control requests.
+    @discardableResult
+    static func notify(_ registry: String) -> Bool {
+        guard let pid = running(registry) else { return false }
         return kill(pid, SIGUSR1) == 0
     }
 }

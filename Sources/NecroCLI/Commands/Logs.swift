@@ -51,8 +51,10 @@ struct Logs: AsyncParsableCommand {
             let chunk = file.readDataToEndOfFile()
             if !chunk.isEmpty { out.write(chunk) }
             guard follow else { return }
-            // Until the runner has ended (its row says so), and what it printed last is read.
+            // Until the runner has ended (its row says so), and what it printed last is read; or
+            // until no dispatcher runs (a row left running by one that died says nothing more).
             let ended = (try? registry.runners(runningOnly: true).contains { $0.id == runner.id }) == false
+                || DispatcherProcess.running(options.registry) == nil
             if ended {
                 let rest = file.readDataToEndOfFile()
                 if !rest.isEmpty { out.write(rest) }
