@@ -273,9 +273,15 @@ enum Dashboard {
         }
 
         // Live: the event stream, resumed from the last id seen if it drops.
-        function follow(spec) {
+        // The stream's token travels in its address (an EventSource sends no header): the
+        // read-only one, never the admin token, which a proxy's log or the history could keep.
+        async function streamToken() {
+          try { return (await get("/v1/tokens/read")).token; } catch (e) { return $("token").value; }
+        }
+        async function follow(spec) {
           if (state.source) state.source.close();
-          const source = new EventSource(`/v1/events/stream?spec=${encodeURIComponent(spec)}&after=${state.lastId}&token=${encodeURIComponent($("token").value)}`);
+          const token = await streamToken();
+          const source = new EventSource(`/v1/events/stream?spec=${encodeURIComponent(spec)}&after=${state.lastId}&token=${encodeURIComponent(token)}`);
           state.source = source;
           source.onopen = () => $("conn").textContent = "live";
           source.onerror = () => $("conn").textContent = "reconnecting…";

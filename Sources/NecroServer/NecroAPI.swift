@@ -158,6 +158,12 @@ public final class NecroAPI: Sendable {
             let query = try eventQuery(request, defaultLimit: 1000)
             return JSONResponse.make(.array(try registry.events(query).map(\.json)))
         }
+        // The read-only token, for the admin (the dashboard puts it, not the admin token, in the
+        // event stream's address).
+        v1.get("tokens/read") { [self] request, _ in
+            try authorizeAdmin(request)
+            return JSONResponse.make(.object(["token": .string(keys.readToken)]))
+        }
         v1.get("events/stream") { [self] request, _ in
             // A browser's EventSource sends no header: its token may come as ?token=.
             try authorizeRead(request, tokenInQuery: true)

@@ -231,6 +231,8 @@ import Testing
         #expect(read != f.keys.adminToken && read.count == 64)
         #expect(try await f.get("/v1/tasks", token: read).status == 200)
         #expect(try await f.get("/v1/events?limit=1", token: read).status == 200)
+        #expect(try await f.get("/v1/tokens/read").json?["token"]?.stringValue == read, "the admin may ask for it (the dashboard does)")
+        #expect(try await f.get("/v1/tokens/read", token: read).status == 403)
         let change = try await f.post("/v1/pools/local/disable", token: read)
         #expect(change.status == 403, "the read-only token changes nothing")
         #expect(try await f.get("/healthz", token: nil).status == 200, "health is for probes")
