@@ -9,6 +9,8 @@ if [ -d "$dir/.git" ]; then
     echo "sample repository: $dir (exists)"
     exit 0
 fi
+# necro's folder, if this makes it, is yours alone, as necro makes it (0700).
+if [ "$dir" = .necro/chat-app-repo ] && [ ! -d .necro ]; then mkdir -m 700 .necro; fi
 mkdir -p "$dir/Sources/ChatServer" "$dir/web" "$dir/docs"
 cd "$dir"
 git init -q -b main

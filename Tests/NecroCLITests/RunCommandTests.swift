@@ -128,6 +128,12 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         }
         let made = try runProcess("/bin/sh", ["chat-app/sample-repo.sh", "repo"], in: dir.path)
         #expect(made.status == 0, "\(made.stderr)")
+        // With its default path it makes necro's folder as necro would: the user's alone.
+        let byDefault = try TemporaryDirectory("sample-default")
+        defer { byDefault.remove() }
+        #expect(try runProcess("/bin/sh", ["\(example)/sample-repo.sh"], in: byDefault.path).status == 0)
+        var folder = stat()
+        #expect(stat(byDefault.file(".necro"), &folder) == 0 && folder.st_mode & 0o777 == 0o700)
         let result = try NecroBinary.run(["run", "chat-app/tasks.md", "--workspace", "repo"], in: dir.path)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
