@@ -481,9 +481,15 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         let unjournalled = { RecordWriter.Turn(batch: JournalBatch(id: "", transitions: transitions, runners: rows), statusRecords: consumed, done: done, journalled: false) }
         if writer.enqueueIfFailing(unjournalled) { return false }
         let journalled = journal.append(transitions, runners: rows, reason: "turn") { batch in
-            writer.enqueue(.init(batch: batch, statusRecords: consumed, done: done))
+            writer.enqueue(.init(batch: batch, done: done))
         }
-        if journalled { return true }
+        if journalled {
+            // The exits this turn records are durable now (replayed from the journal should the
+            // registry not have them): their status records may serve other runners, though the
+            // registry may take the turn much later (its disk full, the journal on another).
+            if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
+            return true
+        }
         writer.enqueue(unjournalled())
         return writer.flush()
     }
