@@ -147,6 +147,22 @@ final class RunDisplay: Sendable {
         }
     }
 
+    /// A line of the run's own (what a signal does), with the time, where event lines go: above the
+    /// live block on a terminal (a line printed under it would be erased by the next redraw), on
+    /// standard error with --json (standard output is for events).
+    func say(_ text: String) {
+        let line = "\(clockTime(Date()))  \(text)"
+        switch mode {
+        case .json:
+            printError(line)
+        case .plain, .terminal:
+            clear()
+            print(line)
+            fflush(nil)
+            draw(force: true)
+        }
+    }
+
     private func track(_ event: EventRecord) {
         state.withLock { state in
             if event.type == .taskAssigned, let id = event.payload["runner_id"]?.stringValue, let task = event.taskID {

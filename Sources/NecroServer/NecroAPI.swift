@@ -102,7 +102,12 @@ public final class NecroAPI: Sendable {
             let key = try existingTask(try context.parameters.require("spec"), try context.parameters.require("id"))
             let state = try registry.tasks(spec: key.spec).first { $0.task.id == key.id }?.state
             if let state, let refusal = TaskKey.retryRefusal(key, state) { throw APIError(.conflict, "conflict", refusal) }
-            await dispatcher.apply(.retry(key))
+            if dispatcher.snapshot.tasks[key.spec] != nil {
+                await dispatcher.apply(.retry(key))
+            } else if try registry.retryTask(key), let set = try registry.taskSetSpecs().first(where: { $0.name == key.spec }) {
+                // A taskset the dispatcher does not run (yet): put back, then taken up.
+                await dispatcher.apply(.load(set, try registry.tasks(spec: key.spec)))
+            }
             return try task(key.spec, key.id.rawValue)
         }
         // Runners.
@@ -361,10 +366,15 @@ public final class NecroAPI: Sendable {
     /// (`necro token --read`), or a runner's own token for its own task and its own runner while
     /// it runs.
     func authorizeRead(_ request: Request, task: TaskKey? = nil, runner: RunnerID? = nil, tokenInQuery: Bool = false) throws {
-        guard let token = Self.bearer(request) ?? (tokenInQuery ? request.uri.queryParameters.get("token").map { String($0) } : nil) else {
+        let inAddress = tokenInQuery ? request.uri.queryParameters.get("token").map { String($0) } : nil
+        guard let token = Self.bearer(request) ?? inAddress else {
             throw APIError(
                 .unauthorized, "unauthorized",
                 "reading needs a token: Authorization: Bearer <token>, the admin token or the read-only one (necro token --read)")
+        }
+        if Self.bearer(request) == nil, keys.isAdmin(token) {
+            throw APIError(
+                .forbidden, "forbidden", "the admin token is not taken in an address (logs and histories keep addresses): send the read-only token (necro token --read)")
         }
         if keys.isAdmin(token) || keys.isReadToken(token) { return }
         if let runner, keys.isToken(token, of: runner), dispatcher.task(ofRunner: runner) != nil { return }

@@ -53,13 +53,6 @@ private final class WatchedRun {
     }
 }
 
-/// Blocks until a runner writes a line into the FIFO: the event that it is running.
-func awaitLine(fromFIFO path: String) -> String {
-    let handle = FileHandle(forReadingAtPath: path)!  // opening blocks until a writer opens it
-    defer { try? handle.close() }
-    return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-}
-
 private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency: Int = 2, extra: String = "") throws {
     try dir.write(
         "necro.yaml",
@@ -195,14 +188,15 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         try dir.write("tasks.md", "- [ ] 1. Long one\n- [ ] 2. Long two\n- [ ] 3. After\n  - _Depends: 1_\n")
         // Each says it runs, then works "forever"; SIGTERM ends it.
         try writeConfig(dir, script: #"echo running > "$ROOT/ready-$NECRO_TASK_ID"; exec sleep 600"#)
-        let run = try NecroBinary.start(["run", "tasks.md"], in: dir.path, errorFile: dir.file("stderr"))
+        let run = try NecroBinary.start(["run", "tasks.md"], in: dir.path, outputFile: dir.file("stdout"))
         #expect(awaitLine(fromFIFO: dir.file("ready-1")) == "running\n")
         #expect(awaitLine(fromFIFO: dir.file("ready-2")) == "running\n")
         kill(run.processIdentifier, SIGTERM)
         run.waitUntilExit()
         #expect(run.terminationStatus == 130)
-        let said = try String(contentsOfFile: dir.file("stderr"), encoding: .utf8)
-        #expect(said.contains("stopping: nothing new starts; waiting up to 1 s for 2 runners to finish; a second Ctrl-C (or SIGTERM) stops them now"), "\(said)")
+        // Said with the time, where the run's lines go (above the live block, on a terminal).
+        let said = try String(contentsOfFile: dir.file("stdout"), encoding: .utf8)
+        #expect(said.contains("  stopping: nothing new starts; waiting up to 1 s for 2 runners to finish; a second Ctrl-C (or SIGTERM) stops them now"), "\(said)")
         let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
         let spec = try #require(try registry.taskSets().first?.name)
         let records = Dictionary(uniqueKeysWithValues: try registry.tasks(spec: spec).map { ($0.task.id, $0) })
@@ -256,6 +250,8 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(first.stdout == "task 1 attempt 1\n")
         let missing = try NecroBinary.run(["logs", "1", "--attempt", "5"], in: dir.path)
         #expect(missing.status == 1 && missing.stderr.contains("has no attempt 5; it ran attempts 1, 2"), "\(missing.stderr)")
+        let unknown = try NecroBinary.run(["logs", "9"], in: dir.path)
+        #expect(unknown.status == 1 && unknown.stderr.contains("no task 9 in spec"), "\(unknown.stderr)")
         let never = try NecroBinary.run(["logs", "2"], in: dir.path)
         #expect(never.status == 1 && never.stderr.contains("/2 has not run (yet): no log"))
         let followed = try NecroBinary.run(["logs", "3", "--follow"], in: dir.path)
@@ -353,6 +349,30 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(follow?.terminationStatus == 0)
         #expect(try String(contentsOfFile: dir.file("followed"), encoding: .utf8) == "first\nsecond\n")
         run.waitUntilExit()
+    }
+
+    @Test func retryOfATasksetTheRunningDispatcherDoesNotRunIsTakenUpByIt() throws {
+        let dir = try TemporaryDirectory("retry-other")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0 && mkfifo(dir.file("gate"), 0o644) == 0)
+        try dir.write("a/tasks.md", "- [ ] 1. Fails until fixed\n")
+        try dir.write("b/tasks.md", "- [ ] 1. Waits at the gate\n")
+        try writeConfig(
+            dir, script: #"if [ "$NECRO_SPEC" = b ]; then echo running > "$ROOT/ready"; read line < "$ROOT/gate"; else [ -f "$ROOT/fixed" ] && touch "$ROOT/ran-a"; fi"#)
+        let config = dir.file("necro.yaml")
+        #expect(try NecroBinary.run(["run", "a/tasks.md", "--config", config, "--no-workspace", "--no-server"], in: dir.path).status == 1)
+        let run = try NecroBinary.start(["run", "b/tasks.md", "--config", config, "--no-workspace", "--no-server"], in: dir.path)
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        #expect(awaitLine(fromFIFO: dir.file("ready")) == "running\n")
+        try dir.write("fixed", "")
+        let retry = try NecroBinary.run(["retry", "1", "--spec", "a"], in: dir.path)
+        #expect(retry.status == 0 && retry.stdout.contains("a/1: retry requested from the running dispatcher"), "\(retry.stdout)\(retry.stderr)")
+        release(dir.file("gate"))
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
+        #expect(FileManager.default.fileExists(atPath: dir.file("ran-a")), "the running dispatcher ran a's task")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        #expect(try registry.tasks(spec: "a").first?.state == .done)
     }
 
     @Test func retryPutsAFailedTaskBackForTheNextRun() throws {

@@ -25,7 +25,9 @@ private struct StreamReader {
         lastEventID: Int64? = nil, stopAfter: Int? = nil, onFirstEvent: @Sendable () -> Void = {},
         onFirstKeepAlive: @Sendable () -> Void = {}, into result: inout Result
     ) async throws {
-        var request = HTTPClientRequest(url: url + "/v1/events/stream?token=admin-secret")
+        // The read-only token, in the address, as the dashboard sends it.
+        let token = AccessKeys(adminToken: "admin-secret", runnerKey: Array(repeating: 7, count: 32)).readToken
+        var request = HTTPClientRequest(url: url + "/v1/events/stream?token=\(token)")
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
         let response = try await client.execute(request, timeout: .seconds(120))
         guard response.status == .ok, response.headers.first(name: "Content-Type") == "text/event-stream" else {

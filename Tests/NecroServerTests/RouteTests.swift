@@ -219,6 +219,18 @@ import Testing
         await f.finish()
     }
 
+    @Test func aRetryOfATasksetTheDispatcherDoesNotRunPutsItBackAndHasItRun() async throws {
+        let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]))
+        var updates = f.dispatcher.updates().makeAsyncIterator()
+        // Imported beside the dispatcher and failed in an earlier run: not one it runs.
+        try f.registry.importTaskSet(TaskSetSpec(name: "other", tasks: [task("x")]), source: nil)
+        try f.registry.apply([Transition(spec: "other", task: "x", to: .failed, attempts: 1, reason: .some("exit code 1"))])
+        let retried = try await f.post("/v1/tasks/other/x/retry")
+        #expect(retried.status == 200 && retried.json?["state"] != "failed", "\(retried.text)")
+        #expect(await f.awaitEvent(&updates) { $0.type == .taskCompleted && $0.spec == "other" && $0.taskID == "x" } != nil)
+        await f.finish()
+    }
+
     @Test func readsNeedATokenEvenOnLoopbackTheAdminsOrTheReadOnlyOne() async throws {
         let f = try await ServerFixture(TaskSetSpec(name: "s", tasks: [task("a")]))
         for path in ["/v1/tasks", "/v1/tasks/s/a", "/v1/tasksets", "/v1/tasksets/s", "/v1/events", "/v1/runners", "/v1/pools", "/v1/events/stream"] {
@@ -233,6 +245,7 @@ import Testing
         #expect(try await f.get("/v1/events?limit=1", token: read).status == 200)
         #expect(try await f.get("/v1/tokens/read").json?["token"]?.stringValue == read, "the admin may ask for it (the dashboard does)")
         #expect(try await f.get("/v1/tokens/read", token: read).status == 403)
+        #expect(try await f.get("/v1/events/stream?token=admin-secret", token: nil).status == 403, "never the admin token in an address")
         let change = try await f.post("/v1/pools/local/disable", token: read)
         #expect(change.status == 403, "the read-only token changes nothing")
         #expect(try await f.get("/healthz", token: nil).status == 200, "health is for probes")

@@ -31,6 +31,10 @@ struct Logs: AsyncParsableCommand {
             throw ExitStatus.invalidInput
         }
         let key = TaskKey(spec: name, id: TaskID(task))
+        guard try registry.tasks(spec: name).contains(where: { $0.task.id == key.id }) else {
+            printError("error: no task \(task) in spec \(name)")
+            throw ExitStatus.failure
+        }
         let runners = try registry.runners(runningOnly: false).filter { $0.task == key }.sorted { $0.startedAt.secondsSince1970 < $1.startedAt.secondsSince1970 }
         let chosen = attempt.map { number in runners.last { $0.attempt == number } } ?? runners.last
         guard let runner = chosen else {

@@ -107,21 +107,6 @@ struct Run: AsyncParsableCommand {
         }
         defer { served?.stop() }
         if let served, served.isPublic { printError("dashboard: \(served.dashboardURL)") }
-        let grace = configuration.gracefulShutdownTimeout
-        let signals = Task {
-            var count = 0
-            for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
-                count += 1
-                if count == 1 {
-                    printError(Self.stoppingNotice(running: dispatcher.snapshot.running, grace: grace))
-                    dispatcher.shutdown()
-                } else {
-                    printError("stopping now: runners get SIGTERM, then SIGKILL after 1 s")
-                    dispatcher.shutdownNow()
-                }
-            }
-        }
-        defer { signals.cancel() }
         let control = Self.followControlRequests(registry, dispatcher, defaultSpec: loaded.spec.name)
         defer { control.cancel() }
         DispatcherProcess.write(options.registry)
@@ -132,6 +117,21 @@ struct Run: AsyncParsableCommand {
             unlink(DispatcherStatus.path(options.registry))
         }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
+        let grace = configuration.gracefulShutdownTimeout
+        let signals = Task {
+            var count = 0
+            for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+                count += 1
+                if count == 1 {
+                    display.say(Self.stoppingNotice(running: dispatcher.snapshot.running, grace: grace))
+                    dispatcher.shutdown()
+                } else {
+                    display.say("stopping now: runners get SIGTERM, then SIGKILL after 1 s")
+                    dispatcher.shutdownNow()
+                }
+            }
+        }
+        defer { signals.cancel() }
         let updates = dispatcher.updates()
         let watcher = Task { await display.follow(updates) }
         let writeBack = updateSpec && loaded.format == .kiroMarkdown ? SpecWriteBack(path: spec, spec: loaded.spec.name) : nil
@@ -209,7 +209,15 @@ struct Run: AsyncParsableCommand {
                     case .disablePool: dispatcher.send(.setPoolEnabled(request.target, false))
                     case .retry:
                         guard let spec = request.spec ?? defaultSpec else { continue }
-                        dispatcher.send(.retry(TaskKey(spec: spec, id: TaskID(request.target))))
+                        let key = TaskKey(spec: spec, id: TaskID(request.target))
+                        if dispatcher.snapshot.tasks[spec] != nil {
+                            dispatcher.send(.retry(key))
+                        } else if (try? registry.retryTask(key)) == true,
+                            let set = try? registry.taskSetSpecs().first(where: { $0.name == spec }), let records = try? registry.tasks(spec: spec)
+                        {
+                            // A taskset this dispatcher does not run: put back, then taken up.
+                            dispatcher.load(set, records: records)
+                        }
                     case .load:
                         guard let spec = try? registry.taskSetSpecs().first(where: { $0.name == request.target }),
                             let records = try? registry.tasks(spec: spec.name)
