@@ -16,7 +16,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         public var logs: String
         /// Per-task working folders, `<work>/<spec>/<task-id>`, until tasks get git worktrees.
         public var work: String
-        /// The registry's path; runners get only a marker made from it (`runnerMarker`).
+        /// The registry's path (never given to runners).
         public var registry: String
         /// Where runners' supervisors record how they ended, so that it outlives the dispatcher: a
         /// table per dispatcher start (`RunnerStatusTable`); nil runs runners unsupervised.
