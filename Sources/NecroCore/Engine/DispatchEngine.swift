@@ -455,7 +455,7 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         let stopping = phase == .draining || phase == .stopping
         guard runners.isEmpty else { return }
         // While records cannot be written, the run claims nothing: it waits for a write to succeed,
-        // and gives up once nothing has run for the timeout (unless asked to stop meanwhile).
+        // and gives up once they have failed for the timeout and nothing runs (unless asked to stop).
         let givingUp = recordsFailing.map { now >= $0.since.advanced(by: configuration.recordFailureTimeout) }
         if givingUp == false && !stopping { return }
         if givingUp == true && !stopping {
