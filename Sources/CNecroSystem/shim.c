@@ -170,20 +170,27 @@ static void keep_output(struct supervision *s, struct log_writer *log, int drain
     }
 }
 
+/// Writes `value` in decimal at `out` (at most 20 characters, no terminator): how many it wrote.
+static int write_decimal(unsigned long value, char *out) {
+    char digits[20];
+    int count = 0;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value > 0 && count < 20);
+    for (int i = 0; i < count; i++) out[i] = digits[count - 1 - i];
+    return count;
+}
+
 /// Writes the runner's status into its record of the status table: `prefix` (0 for none), the
 /// number, a newline, zeros to NECRO_STATUS_SIZE bytes, in one write at the record's offset.
 static void record_status(struct supervision *s, char prefix, int number) {
     char text[NECRO_STATUS_SIZE] = {0};
     int length = 0;
     if (prefix) text[length++] = prefix;
-    char digits[12];
-    int count = 0;
-    unsigned value = number < 0 ? 0 : (unsigned)number;
-    do {
-        digits[count++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value > 0 && count < 10);
-    while (count > 0 && length < NECRO_STATUS_SIZE - 1) text[length++] = digits[--count];
+    char digits[20];
+    int count = write_decimal(number < 0 ? 0 : (unsigned long)number, digits);
+    for (int i = 0; i < count && length < NECRO_STATUS_SIZE - 1; i++) text[length++] = digits[i];
     text[length] = '\n';
     long file = raw_syscall(SYS_openat, AT_FDCWD, (long)s->status_path, O_WRONLY | O_CLOEXEC, 0, 0);
     if (file < 0) return;
@@ -218,15 +225,7 @@ static void reap_orphans(long runner) {
 /// without /proc's list of children nothing is done.
 static void stop_descendants(void) {
     char path[64] = "/proc/self/task/";
-    int length = 16;
-    char digits[12];
-    int count = 0;
-    unsigned long self = (unsigned long)raw_syscall(SYS_getpid, 0, 0, 0, 0, 0);
-    do {
-        digits[count++] = (char)('0' + self % 10);
-        self /= 10;
-    } while (self > 0 && count < 11);
-    while (count > 0) path[length++] = digits[--count];
+    int length = 16 + write_decimal((unsigned long)raw_syscall(SYS_getpid, 0, 0, 0, 0, 0), path + 16);
     memcpy(path + length, "/children", 10);
     long deadline = monotonic_ms() + 5000;
     for (;;) {
@@ -265,15 +264,10 @@ static void stop_descendants(void) {
 static void record_start(struct supervision *s) {
     char text[NECRO_STATUS_SIZE] = {0};
     text[0] = 'S';
-    char digits[12];
-    int count = 0;
-    unsigned long pid = (unsigned long)raw_syscall(SYS_getpid, 0, 0, 0, 0, 0);
-    do {
-        digits[count++] = (char)('0' + pid % 10);
-        pid /= 10;
-    } while (pid > 0 && count < 11);
+    char digits[20];
+    int count = write_decimal((unsigned long)raw_syscall(SYS_getpid, 0, 0, 0, 0, 0), digits);
     if (count > NECRO_STATUS_SIZE - 1) return;  // a pid this long does not fit: found by its lock alone
-    for (int i = 1; count > 0; i++) text[i] = digits[--count];
+    memcpy(text + 1, digits, (size_t)count);
     long file = raw_syscall(SYS_openat, AT_FDCWD, (long)s->status_path, O_WRONLY | O_CLOEXEC, 0, 0);
     if (file < 0) return;
     while (raw_syscall(SYS_pwrite64, file, (long)text, NECRO_STATUS_SIZE, s->status_offset, 0) == -EINTR) {}

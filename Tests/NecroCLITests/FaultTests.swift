@@ -14,18 +14,9 @@ import Testing
     @Test func aRunOnADiskThatFillsUpStopsStartingWorkFailsAndOnceSpaceIsFreedResumesWithoutRunningAnythingTwice() throws {
         let dir = try TemporaryDirectory("full-disk")
         defer { dir.remove() }
-        let mountPoint = dir.file("small")
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint])
-        guard mount.status == 0 else {
-            let why = mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            // Skipped only where mounting is not permitted: as root (CI) it must run.
-            if getuid() == 0 { Issue.record("cannot mount a tmpfs as root: \(why)") } else { print("skipped: cannot mount a tmpfs here (\(why))") }
-            return
-        }
-        defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
-        let tasks = (1...200).map { "  - id: t\($0)\n    title: Task \($0)\n" }.joined()
-        try dir.write("spec.yaml", "spec_name: full\ntasks:\n" + tasks)
+        guard let mountPoint = try SmallDisk.mount(in: dir, size: "2m") else { return }
+        defer { SmallDisk.unmount(mountPoint) }
+        try dir.write("spec.yaml", SmallDisk.twoHundredTasks)
         try dir.write(
             "necro.yaml",
             """
@@ -72,16 +63,8 @@ import Testing
     @Test func aServedDispatcherOnAFullDiskReportsItOnHealthzAndGoesOnOnceThereIsRoom() throws {
         let dir = try TemporaryDirectory("full-disk-serve")
         defer { dir.remove() }
-        let mountPoint = dir.file("small")
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", mountPoint])
-        guard mount.status == 0 else {
-            let why = mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            // Skipped only where mounting is not permitted: as root (CI) it must run.
-            if getuid() == 0 { Issue.record("cannot mount a tmpfs as root: \(why)") } else { print("skipped: cannot mount a tmpfs here (\(why))") }
-            return
-        }
-        defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
+        guard let mountPoint = try SmallDisk.mount(in: dir, size: "4m") else { return }
+        defer { SmallDisk.unmount(mountPoint) }
         #expect(mkfifo(dir.file("ready"), 0o644) == 0 && mkfifo(dir.file("gate"), 0o644) == 0)
         // "gate" waits at the gate; "beater" calls `necro heartbeat` until told to stop, noting
         // each call's outcome (outside the small disk); "after" waits on "gate".
@@ -166,18 +149,9 @@ import Testing
     @Test func aJournalOnAnotherDiskKeepsTheRecordsAFullRegistryCannotTake() throws {
         let dir = try TemporaryDirectory("full-disk-journal")
         defer { dir.remove() }
-        let mountPoint = dir.file("small")
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint])
-        guard mount.status == 0 else {
-            let why = mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            // Skipped only where mounting is not permitted: as root (CI) it must run.
-            if getuid() == 0 { Issue.record("cannot mount a tmpfs as root: \(why)") } else { print("skipped: cannot mount a tmpfs here (\(why))") }
-            return
-        }
-        defer { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
-        let tasks = (1...200).map { "  - id: t\($0)\n    title: Task \($0)\n" }.joined()
-        try dir.write("spec.yaml", "spec_name: full\ntasks:\n" + tasks)
+        guard let mountPoint = try SmallDisk.mount(in: dir, size: "2m") else { return }
+        defer { SmallDisk.unmount(mountPoint) }
+        try dir.write("spec.yaml", SmallDisk.twoHundredTasks)
         try dir.write(
             "necro.yaml",
             """
@@ -295,4 +269,26 @@ import Testing
         let stamp = try #require(completed).timestamp.secondsSince1970
         #expect(stamp >= finished - 0.5 && stamp < finished + 1.5, "stamped \(stamp - finished) s after the task ended; the lock was held 3 s")
     }
+}
+
+/// A real small file system for a test, a tmpfs it mounts (as root; CI runs as root).
+enum SmallDisk {
+    /// `dir/small`, a tmpfs of `size` (`2m`); nil where mounting is not permitted (the test is
+    /// skipped, saying why), and an issue as root, where it must run.
+    static func mount(in dir: TemporaryDirectory, size: String) throws -> String? {
+        let mountPoint = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mountPoint])
+        guard mount.status == 0 else {
+            let why = mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            if getuid() == 0 { Issue.record("cannot mount a tmpfs as root: \(why)") } else { print("skipped: cannot mount a tmpfs here (\(why))") }
+            return nil
+        }
+        return mountPoint
+    }
+
+    static func unmount(_ mountPoint: String) { _ = try? runProcess("/bin/umount", ["-l", mountPoint]) }
+
+    /// A YAML spec of 200 independent tasks, `t1`…`t200`.
+    static let twoHundredTasks = "spec_name: full\ntasks:\n" + (1...200).map { "  - id: t\($0)\n    title: Task \($0)\n" }.joined()
 }

@@ -98,19 +98,7 @@ private func specIssues(_ text: String, _ format: SpecFormat) -> [SpecIssue] {
         var slowest = Duration.zero
         for round in 0..<750 {
             for (text, format) in seeds {
-                var bytes = Array(text.utf8)
-                for _ in 0..<(1 + Int(random.next() % 4)) {
-                    let at = Int(random.next() % UInt64(bytes.count + 1))
-                    switch random.next() % 4 {
-                    case 0: bytes.insert(contentsOf: Array(pieces[Int(random.next() % UInt64(pieces.count))].utf8), at: at)
-                    case 1: if at < bytes.count { bytes.removeSubrange(at..<min(bytes.count, at + Int(random.next() % 20))) }
-                    case 2: bytes = Array(bytes.prefix(at))
-                    default:
-                        let length = min(bytes.count - at, Int(random.next() % 200))
-                        bytes.insert(contentsOf: bytes[at..<at + length], at: at)
-                    }
-                }
-                let mutated = String(decoding: bytes, as: UTF8.self)
+                let mutated = NecroTesting.mutated(text, inserting: pieces, &random)
                 let started = ContinuousClock.now
                 let found = format.map { specIssues(mutated, $0) } ?? configurationIssues(mutated)
                 slowest = max(slowest, ContinuousClock.now - started)

@@ -15,22 +15,6 @@ import Testing
         "- [ ]", "_Depends: 1_", ",", "9223372036854775807", "\"id\": \"x\", \"id\": \"y\"", "null", "true",
     ]
 
-    private static func mutate(_ text: String, _ random: inout SplitMix64) -> String {
-        var bytes = Array(text.utf8)
-        for _ in 0..<(1 + Int(random.next() % 4)) {
-            let at = Int(random.next() % UInt64(bytes.count + 1))
-            switch random.next() % 4 {
-            case 0: bytes.insert(contentsOf: Array(pieces[Int(random.next() % UInt64(pieces.count))].utf8), at: at)
-            case 1: if at < bytes.count { bytes.removeSubrange(at..<min(bytes.count, at + Int(random.next() % 20))) }
-            case 2: bytes = Array(bytes.prefix(at))
-            default:
-                let length = min(bytes.count - at, Int(random.next() % 200))
-                bytes.insert(contentsOf: bytes[at..<at + length], at: at)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
     @Test func mutatedSpecsSentToTheAPIAreTakenOrRefusedWithAReasonNeverA500() async throws {
         let folder = "\(repositoryRoot)/Examples/chat-app"
         let seeds = [
@@ -45,7 +29,7 @@ import Testing
         var slowest = Duration.zero
         for round in 0..<200 {
             for (text, format) in seeds {
-                let body = Self.mutate(text, &random)
+                let body = mutated(text, inserting: Self.pieces, &random)
                 let started = ContinuousClock.now
                 let reply = try await f.call(
                     .POST, "/v1/tasksets?name=fuzz-\(round % 5)&replace=true&format=\(format)", token: "admin-secret", body: body,
@@ -74,7 +58,7 @@ import Testing
         var refused = 0
         for _ in 0..<1500 {
             for (text, isCheckpoint) in [(seed, false), (checkpoint, true)] {
-                let data = Data(Self.mutate(text, &random).utf8)
+                let data = Data(mutated(text, inserting: Self.pieces, &random).utf8)
                 // What `jsonBody` does: strict JSON first, then the object.
                 if let issue = StrictJSON.problem(in: data, named: "body") {
                     #expect(issue.location.line != nil, "\(issue)")

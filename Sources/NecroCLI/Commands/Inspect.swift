@@ -5,6 +5,18 @@ import NecroRegistry
 import NecroRunners
 
 /// Opens an existing registry, or explains there is none.
+/// The spec a command about one task means: the one named, or the registry's only one; exit 2 if
+/// the registry holds several and none is named.
+func chooseSpec(_ spec: String?, in registry: SQLiteRegistry) throws -> String {
+    if let spec { return spec }
+    let sets = try registry.taskSets().map(\.name)
+    guard sets.count == 1, let only = sets.first else {
+        printError("error: the registry holds \(sets.count) specs (\(sets.joined(separator: ", "))): pass --spec")
+        throw ExitStatus.invalidInput
+    }
+    return only
+}
+
 func openExisting(_ path: String) throws -> SQLiteRegistry {
     guard FileManager.default.fileExists(atPath: path) else {
         printError("error: no registry at \(path): run `necro run SPEC` or `necro import SPEC` first, or pass --registry")
@@ -279,11 +291,7 @@ struct Retry: AsyncParsableCommand {
 
     func run() async throws {
         let registry = try openExisting(options.registry)
-        let sets = try registry.taskSets().map(\.name)
-        guard let name = spec ?? (sets.count == 1 ? sets.first : nil) else {
-            printError("error: the registry holds \(sets.count) specs (\(sets.joined(separator: ", "))): pass --spec")
-            throw ExitStatus.invalidInput
-        }
+        let name = try chooseSpec(spec, in: registry)
         let key = TaskKey(spec: name, id: TaskID(task))
         guard let record = try registry.tasks(spec: name).first(where: { $0.task.id == key.id }) else {
             printError("error: no task \(task) in spec \(name)")

@@ -25,11 +25,7 @@ struct Logs: AsyncParsableCommand {
 
     func run() async throws {
         let registry = try openExisting(options.registry)
-        let sets = try registry.taskSets().map(\.name)
-        guard let name = spec ?? (sets.count == 1 ? sets.first : nil) else {
-            printError("error: the registry holds \(sets.count) specs (\(sets.joined(separator: ", "))): pass --spec")
-            throw ExitStatus.invalidInput
-        }
+        let name = try chooseSpec(spec, in: registry)
         let key = TaskKey(spec: name, id: TaskID(task))
         guard try registry.tasks(spec: name).contains(where: { $0.task.id == key.id }) else {
             printError("error: no task \(task) in spec \(name)")
