@@ -45,6 +45,9 @@ func describe(_ e: EventRecord) -> String? {
         let shown = tasks.joined(separator: ", ") + (count > tasks.count ? ", …" : "")
         let where_ = pools.count == 1 ? "pool \(pools[0]), which is disabled" : "pools \(pools.joined(separator: ", ")), which are disabled"
         return "waiting: \(counted(count, "task")) (\(shown)) can only go to \(where_): `\(text("hint"))` lets them start"
+    case .dispatcherStopping:
+        let grace = p["kill_grace_seconds"]?.doubleValue.map { "\(Int($0)) s" } ?? "the grace"
+        return "stopping \(counted(p["runners"]?.intValue ?? 0, "runner")) now: the graceful period is over (SIGTERM, then SIGKILL after \(grace))"
     case .dispatcherStopped: return p["interrupted"] == true ? "dispatcher stopped before the end" : "dispatcher finished"
     default: return nil
     }

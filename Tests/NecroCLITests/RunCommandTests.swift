@@ -196,6 +196,7 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         #expect(run.terminationStatus == 130)
         // Said with the time, where the run's lines go (above the live block, on a terminal).
         let said = try String(contentsOfFile: dir.file("stdout"), encoding: .utf8)
+        #expect(said.contains("stopping 2 runners now: the graceful period is over (SIGTERM, then SIGKILL after 10 s)"), "\(said)")
         #expect(said.contains("  stopping: nothing new starts; waiting up to 1 s for 2 runners to finish; a second Ctrl-C (or SIGTERM) stops them now"), "\(said)")
         let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
         let spec = try #require(try registry.taskSets().first?.name)
@@ -387,6 +388,8 @@ private func writeConfig(_ dir: TemporaryDirectory, script: String, concurrency:
         try dir.write("fixed", "")
         let retry = try NecroBinary.run(["retry", "1"], in: dir.path)
         #expect(retry.status == 0, "\(retry.stderr)")
+        let afterRetry = try NecroBinary.run(["status"], in: dir.path).stdout
+        #expect(afterRetry.contains(": 1 blocked, 1 ready"), "1 waits on nothing: ready; 2 waits on it: \(afterRetry)")
         #expect(try NecroBinary.run(["retry", "2"], in: dir.path).status == 1, "2 never failed")
         let second = try NecroBinary.run(["run", "tasks.md"], in: dir.path)
         #expect(second.status == 0, "\(second.stdout)")

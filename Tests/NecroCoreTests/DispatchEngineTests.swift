@@ -309,6 +309,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(h.signals.isEmpty)
         h.advance(1)
         #expect(h.signals.map(\.0) == [h.runner("b")])
+        #expect(h.events.last { $0.1 == .dispatcherStopping }?.2["runners"] == 1, "said when the graceful period is over")
         h.send(.runnerExited(h.runner("b"), .signalled(15)))
         #expect(h.states["b"] == .ready)
         #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "b")) == 0, "an interrupted attempt is not spent")

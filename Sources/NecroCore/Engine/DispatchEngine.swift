@@ -358,6 +358,17 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 else { continue }
                 if phase == .running { enqueue(key, index) }
             case .shutdown:
+                // The graceful period is over: said (on the first taskset), then the runners stop.
+                if phase == .draining, !runners.isEmpty, let spec = sets.keys.min() {
+                    record(
+                        spec, nil,
+                        events: [
+                            NewEvent(.dispatcherStopping, payload: [
+                                "runners": .int(runners.count), "kill_grace_seconds": .double(options.killGrace.seconds),
+                                "explanation": "graceful_shutdown_timeout is over: running runners get SIGTERM, then SIGKILL after the grace",
+                            ])
+                        ])
+                }
                 stopAll()
             case .recordsFailing:
                 break  // `finishIfDone` looks at how long

@@ -52,6 +52,8 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     /// An attempt's uncommitted work, saved under `refs/necro/attempts/…`.
     public static let attemptSaved = EventType("AttemptSaved")
     public static let dispatcherStopped = EventType("DispatcherStopped")
+    /// A shutdown's graceful period is over: the runners still running are stopped now.
+    public static let dispatcherStopping = EventType("DispatcherStopping")
 
     // Runner instrumentation.
     public static let runnerSpawn = EventType("runner_spawn")

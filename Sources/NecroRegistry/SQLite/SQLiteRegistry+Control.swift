@@ -71,10 +71,13 @@ extension SQLiteRegistry {
             return false
         }
         let blockedByIt = "dependency \(key.id) "
+        // Ready at once if what it waits on is finished (a root task is), else blocked until it is.
+        let states = Dictionary(records.map { ($0.task.id, $0.state) }) { first, _ in first }
+        let ready = record.task.dependencies.allSatisfy { states[$0] == .done || states[$0] == .skipped }
         var transitions = [
             Transition(
-                spec: key.spec, task: key.id, expected: [.failed, .cancelled], to: .blocked, attempts: 0, reason: .some(nil),
-                events: [NewEvent(.taskRetryScheduled, actor: "cli", payload: ["requested": true])])
+                spec: key.spec, task: key.id, expected: [.failed, .cancelled], to: ready ? .ready : .blocked, attempts: 0,
+                reason: .some(nil), events: [NewEvent(.taskRetryScheduled, actor: "cli", payload: ["requested": true])])
         ]
         for other in records where other.reason?.hasPrefix(blockedByIt) == true {
             transitions.append(
