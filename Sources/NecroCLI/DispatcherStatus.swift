@@ -81,17 +81,26 @@ struct DispatcherStatus: Codable {
         return status
     }
 
-    /// Keeps the file up to date every second until cancelled; then removes it.
-    static func keep(
-        _ dispatcher: Dispatcher<ContinuousClock>, registry: String, command: String, address: String?
-    ) -> Task<Void, Never> {
+    /// The file kept up to date, every second, until `stop()` removes it.
+    struct Kept {
+        let registry: String
+        let writer: Task<Void, Never>
+
+        func stop() {
+            writer.cancel()
+            unlink(DispatcherStatus.path(registry))
+        }
+    }
+
+    /// Keeps the file of `dispatcher` up to date until the returned `Kept` is stopped.
+    static func keep(_ dispatcher: Dispatcher<ContinuousClock>, registry: String, command: String, address: String?) -> Kept {
         let started = Date()
-        return Task {
+        let writer = Task {
             while !Task.isCancelled {
                 DispatcherStatus(dispatcher, command: command, startedAt: started, address: address).write(registry: registry)
                 try? await Task.sleep(for: .seconds(1))
             }
-            unlink(path(registry))
         }
+        return Kept(registry: registry, writer: writer)
     }
 }

@@ -235,7 +235,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     /// Where the journal of the registry at `registry` lives.
     public static func journalPath(registry: String, configuration: DispatcherConfiguration) -> String {
-        configuration.journalPath ?? registry + ".fallback.jsonl"
+        configuration.journalPath ?? EventJournal.path(beside: registry)
     }
 
     // MARK: The loop

@@ -34,8 +34,11 @@ final class EventJournal: Sendable {
 
     init(path: String) { self.path = path }
 
+    /// Where the journal of a registry file lives, unless configured elsewhere.
+    static func path(beside registry: String) -> String { registry + ".fallback.jsonl" }
+
     /// The journal that belongs to a registry file.
-    convenience init(registry: String) { self.init(path: registry + ".fallback.jsonl") }
+    convenience init(registry: String) { self.init(path: Self.path(beside: registry)) }
 
     /// Whether the journal holds turns not yet replayed.
     var hasPending: Bool {

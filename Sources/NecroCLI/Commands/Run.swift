@@ -112,10 +112,7 @@ struct Run: AsyncParsableCommand {
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
         let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "run", address: served?.shownAddress)
-        defer {
-            statusFile.cancel()
-            unlink(DispatcherStatus.path(options.registry))
-        }
+        defer { statusFile.stop() }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let grace = configuration.gracefulShutdownTimeout
         let signals = Task {

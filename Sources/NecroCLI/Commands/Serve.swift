@@ -95,10 +95,7 @@ struct Serve: AsyncParsableCommand {
         DispatcherProcess.write(options.registry)
         defer { DispatcherProcess.remove(options.registry) }
         let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "serve", address: served?.shownAddress)
-        defer {
-            statusFile.cancel()
-            unlink(DispatcherStatus.path(options.registry))
-        }
+        defer { statusFile.stop() }
         try await group.run()
         Recovery.removeUnusedStatusTables(paths, registry: registry)
     }
