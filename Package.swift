@@ -53,6 +53,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "NecroDocker",
+            dependencies: [
+                "NecroCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "NecroWorkspaces",
             dependencies: ["NecroCore", "NecroRunners"],
             swiftSettings: strict
@@ -90,6 +101,7 @@ let package = Package(
                 "NecroDispatcher",
                 "NecroWorkspaces",
                 "NecroServer",
+                "NecroDocker",
                 "CNecroSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -109,6 +121,11 @@ let package = Package(
         .testTarget(
             name: "NecroRunnersTests",
             dependencies: ["NecroRunners", "NecroTesting"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NecroDockerTests",
+            dependencies: ["NecroDocker", "NecroRunners", "NecroDispatcher", "NecroRegistry", "NecroTesting"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -30,7 +30,8 @@ struct ServerOptions: ParsableArguments {
 struct ServedAPI {
     let address: ListenAddress
     let keys: AccessKeys
-    let server: Task<Void, Never>
+    /// On the network, on the runners' socket, or both.
+    let servers: [Task<Void, Never>]
     let metrics: Task<Void, Never>
     /// The private folder of the runners' socket, with `--no-server`.
     var socketFolder: String?
@@ -46,7 +47,7 @@ struct ServedAPI {
     var dashboardURL: String { "\(address.url)/#token=\(keys.adminToken)" }
 
     func stop() {
-        server.cancel()
+        for server in servers { server.cancel() }
         metrics.cancel()
         if let socketFolder {
             unlink(socketFolder + "/api.sock")
@@ -85,15 +86,19 @@ enum ServerSetup {
     }
 
     /// Serves the API of `dispatcher` until stopped, at the address asked for; without an explicit
-    /// `--listen`, a busy default port falls back to any free one.
+    /// `--listen`, a busy default port falls back to any free one. With `--no-server`, or when
+    /// `runnersSocket` (containers on no network reach it so), it is also served on the runners'
+    /// private socket.
     static func start(
         _ dispatcher: Dispatcher<ContinuousClock>, registry: SQLiteRegistry, keys: AccessKeys, runnerAPI: RunnerAPI,
-        options: ServerOptions
+        options: ServerOptions, runnersSocket: Bool = false
     ) async throws -> ServedAPI {
         let metrics = DispatcherMetrics(pools: dispatcher.configuration.pools.map(\.name), eventsAfter: (try? registry.lastEventID()) ?? 0)
         let updates = dispatcher.updates()
         let following = Task { await metrics.follow(updates) }
-        if options.noServer {
+        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics)
+        var onSocket: (address: ListenAddress, server: Task<Void, Never>, folder: String)?
+        if options.noServer || runnersSocket {
             // Runners still report (heartbeats, events), on a unix socket in a folder of its own,
             // outside the registry's, that only this user can enter; the same one at every start
             // on this registry, so that runners adopted after a restart still reach it.
@@ -104,11 +109,13 @@ enum ServerSetup {
             }
             let address = ListenAddress(socket: folder + "/api.sock")
             unlink(folder + "/api.sock")  // left by a dispatcher that died (this one holds the registry's lock)
-            let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics)
             do {
                 let (_, server) = try await HTTPServer.start(api, at: address)
+                // The folder keeps others out on this machine; a container is given the socket
+                // alone, and may run as another uid. Each call needs its runner's token.
+                chmod(folder + "/api.sock", 0o666)
                 runnerAPI.socket = address.socket
-                return ServedAPI(address: address, keys: keys, server: server, metrics: following, socketFolder: folder)
+                onSocket = (address, server, folder)
             } catch {
                 following.cancel()
                 try? FileManager.default.removeItem(atPath: folder)
@@ -116,8 +123,10 @@ enum ServerSetup {
                 throw ExitStatus.failure
             }
         }
+        if options.noServer, let onSocket {
+            return ServedAPI(address: onSocket.address, keys: keys, servers: [onSocket.server], metrics: following, socketFolder: onSocket.folder)
+        }
         let wanted = try options.address()
-        let api = NecroAPI(registry: registry, dispatcher: dispatcher, keys: keys, metrics: metrics)
         do {
             let (port, server): (Int, Task<Void, Never>)
             do {
@@ -127,9 +136,12 @@ enum ServerSetup {
             }
             let address = ListenAddress(host: wanted.host, port: port)
             runnerAPI.url = address.url
-            return ServedAPI(address: address, keys: keys, server: server, metrics: following)
+            return ServedAPI(
+                address: address, keys: keys, servers: [server] + (onSocket.map { [$0.server] } ?? []), metrics: following,
+                socketFolder: onSocket?.folder)
         } catch {
             following.cancel()
+            onSocket?.server.cancel()
             printError("error: \(error)")
             throw ExitStatus.failure
         }

@@ -69,7 +69,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     public let configuration: DispatcherConfiguration
     let registry: any Registry
-    let launcher: any RunnerLauncher
+    /// A launcher per pool type.
+    let launchers: [PoolType: any RunnerLauncher]
     let clock: C
     let paths: Paths
     let options: DispatchEngine<C.Instant>.Options
@@ -91,14 +92,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     let runnerAPI: RunnerAPI?
 
     public init(
-        configuration: DispatcherConfiguration, registry: any Registry, launcher: any RunnerLauncher, clock: C,
+        configuration: DispatcherConfiguration, registry: any Registry, launchers: [any RunnerLauncher], clock: C,
         paths: Paths, options: DispatchEngine<C.Instant>.Options = .init(),
         environment: [String: String]? = nil, workspaces: (any Workspaces)? = nil, runnerAPI: RunnerAPI? = nil
     ) {
         self.workspaces = workspaces
         self.configuration = configuration
         self.registry = registry
-        self.launcher = launcher
+        self.launchers = Dictionary(launchers.map { ($0.poolType, $0) }) { first, _ in first }
         self.clock = clock
         self.paths = paths
         self.options = options
@@ -267,16 +268,18 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 },
                 caughtUp: { [weak self] in self?.noteFailure { $0.records = nil } }))
         self.writer.withLock { $0 = writer }
-        launcher.deliver { [self] event in
+        let handler: @Sendable (RunnerEvent) -> Void = { [self] event in
             if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { return }
             inbox.post(.runner(event, received: .now))
         }
-        defer { launcher.deliver(to: nil) }
+        for launcher in launchers.values { launcher.deliver(to: handler) }
+        defer { for launcher in launchers.values { launcher.deliver(to: nil) } }
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
         defer { timer?.task.cancel() }
 
         for runner in recovered.adopted { adopt(runner, tasksets) }
         for ended in recovered.ended {
+            endedRunners.withLock { $0.append((ended.runner.id, ended.runner.poolType)) }
             var row = ended.runner
             row.state = .exited
             row.endedAt = wallNow()
@@ -351,18 +354,23 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return engine.handle(.heartbeat(id), now: now)
         case .input(let input, _):
             return engine.handle(input, now: now)
-        case .runner(.started(let id, let pid, let startTime), let received):
+        case .runner(.started(let id, let handle), let received):
             noteStarted(id, at: received)
-            updateRunner(id) { $0.pid = pid; $0.processStartTime = startTime }
-            return engine.handle(.runnerStarted(id, pid: pid), now: now)
+            updateRunner(id) {
+                $0.handle = handle.value
+                $0.pid = handle.pid
+                $0.processStartTime = handle.processStartTime
+            }
+            return engine.handle(.runnerStarted(id, pid: handle.pid), now: now)
         case .runner(.output(let id, let line), _):
             publish(.output(id, lastLine: line))
             return engine.handle(.heartbeat(id), now: now)
         case .runner(.exited(let id, let exit), _):
             // Once this turn is committed, the supervisor's record of the status is not needed any
             // more; until then it is what recovery would go by.
-            if let record = runnerRows.withLock({ $0.all[id]?.status }) {
-                consumedStatusRecords.withLock { $0.append(record) }
+            if let row = runnerRows.withLock({ $0.all[id] }) {
+                if let record = row.status { consumedStatusRecords.withLock { $0.append(record) } }
+                endedRunners.withLock { $0.append((id, row.poolType)) }
             }
             updateRunner(id) {
                 $0.state = .exited
@@ -417,7 +425,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 switch runnerRow(request) {
                 case .success(let row): saveRunner(row)
                 case .failure(let error):
-                    saveRunner(RunnerRecord(id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, startedAt: at))
+                    saveRunner(
+                        RunnerRecord(
+                            id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool, startedAt: at,
+                            poolType: poolType(of: request.pool)))
                     withdrawn[request.runner] = error.message
                     noteFailure { $0.statusTable = error.message }
                     if let table = statusTable.withLock({ $0 }) { probeStatusTable(table) }
@@ -473,6 +484,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             return rows.dirty.compactMap { rows.all[$0] ?? rows.ended[$0] }
         }
         let consumed = consumedStatusRecords.withLock { records in defer { records.removeAll() }; return records }
+        let ended = endedRunners.withLock { runners in defer { runners.removeAll() }; return runners }
         guard let writer = writer.withLock({ $0 }) else { return recordNow(transitions, rows, consumed, done) }
         if transitions.isEmpty && rows.isEmpty {
             writer.enqueue(.init(batch: nil, statusRecords: consumed, done: done))
@@ -488,6 +500,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             // registry not have them): their status records may serve other runners, though the
             // registry may take the turn much later (its disk full, the journal on another).
             if let table = statusTable.withLock({ $0 }) { consumed.forEach(table.release) }
+            for (runner, type) in ended { launchers[type]?.ended(runner) }
             return true
         }
         writer.enqueue(unjournalled())
@@ -536,7 +549,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// error if that record cannot be written (the disk is full): the runner must not start.
     private func runnerRow(_ request: LaunchRequest) -> Result<RunnerRecord, RunnerStatusTableError> {
         var status: StatusRecord?
-        if let table = statusTable.withLock({ $0 }) {
+        let type = poolType(of: request.pool)
+        // A status record is a local supervisor's: other launchers learn how a runner ended from their engine.
+        if type == .localProcess, let table = statusTable.withLock({ $0 }) {
             switch table.claim(request.runner) {
             case .success(let record): status = record
             case .failure(let error): return .failure(error)
@@ -545,7 +560,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         return .success(
             RunnerRecord(
                 id: request.runner, task: request.task, attempt: request.attempt, pool: request.pool,
-                logPath: paths.logFile(for: request.runner), status: status, startedAt: wallNow()))
+                logPath: paths.logFile(for: request.runner), status: status, startedAt: wallNow(), poolType: type))
+    }
+
+    private func poolType(of pool: String) -> PoolType { configuration.pool(named: pool)?.type ?? .localProcess }
+
+    /// The launcher of a runner running now (by its pool's type).
+    private func launcher(of runner: RunnerID) -> (any RunnerLauncher)? {
+        launchers[runnerRows.withLock { $0.all[runner]?.poolType } ?? .localProcess]
     }
 
     private func launch(_ request: LaunchRequest) {
@@ -574,7 +596,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Watches a runner an earlier dispatcher started; with a repo pool, its slot is released when
     /// it ends, as for runners started here.
     private func adopt(_ runner: RunnerRecord, _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) {
-        guard let pid = runner.pid, let startTime = runner.processStartTime, let status = runner.status else { return }
+        guard let handle = runner.handle, let launcher = launchers[runner.poolType] else { return }
         saveRunner(runner)
         let record = tasksets.lazy.flatMap(\.records).first { $0.key == runner.task }
         if workspaces != nil, let slot = record?.slot {
@@ -583,8 +605,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
         launcher.adopt(
             RunnerAdoption(
-                runner: runner.id, pid: pid, startTime: startTime, logPath: runner.logPath ?? paths.logFile(for: runner.id),
-                status: status))
+                runner: runner.id, handle: RunnerHandle(handle, pid: runner.pid, processStartTime: runner.processStartTime),
+                logPath: runner.logPath ?? paths.logFile(for: runner.id), status: runner.status))
     }
 
     /// Hands a runner's exit to the repo pool first, if it had a slot: what it left is committed or
@@ -601,53 +623,46 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// Signals a runner; before a stop, its uncommitted work is saved under its attempt's ref.
     /// A runner with a slot is signalled from the workspace queue, after its slot is prepared.
     private func signal(_ id: RunnerID, _ signal: RunnerSignal) {
+        guard let launcher = launcher(of: id) else { return }
         guard let workspaces, let (slot, user) = slotUsers.withLock({ $0[id] }) else {
             launcher.signal(id, signal)
             return
         }
-        workspaceQueue.async { [inbox, launcher] in
+        workspaceQueue.async { [inbox] in
             if signal == .terminate, let saved = workspaces.saveAttempt(slot, of: user) { inbox.post(.input(.slot(id, saved))) }
             launcher.signal(id, signal)
         }
     }
 
     private func start(_ request: LaunchRequest, in work: String) {
-        let pool = configuration.pool(named: request.pool)
-        let argv = (pool?.command ?? CommandTemplate([])).render([
-            "task.id": request.task.id.rawValue, "task.title": request.spec.title, "spec": request.task.spec,
-            "slot.path": work, "runner.id": request.runner.rawValue,
-        ])
-        var environment = baseEnvironment
-        environment.merge(pool?.environment ?? [:]) { $1 }
-        environment["RUNNER_ID"] = request.runner.rawValue
-        environment["POOL_NAME"] = request.pool
-        // Not the registry's path: a runner talks to the API with its own token, and never needs
-        // the registry (nor the admin token beside it).
-        environment["NECRO_REGISTRY"] = nil
-        environment["NECRO_TASK_ID"] = request.task.id.rawValue
-        environment["NECRO_SPEC"] = request.task.spec
-        environment["NECRO_ATTEMPT"] = String(request.attempt)
-        if let slot = request.slot {
-            environment["NECRO_SLOT_ID"] = slot.id
-            environment["NECRO_BRANCH"] = slot.branch
+        guard let pool = configuration.pool(named: request.pool), let launcher = launchers[pool.type] else {
+            let type = configuration.pool(named: request.pool)?.type.name ?? "?"
+            inbox.post(.runner(.exited(request.runner, .launchFailed("no launcher for pool type \(type) (pool \(request.pool))")), received: .now))
+            return
         }
-        environment["NECRO_API_URL"] = nil
-        environment["NECRO_API_SOCKET"] = nil
-        environment["NECRO_ADMIN_TOKEN"] = nil
-        environment["NECRO_RUNNER_TOKEN"] = nil
-        if let runnerAPI {
-            if !runnerAPI.url.isEmpty { environment["NECRO_API_URL"] = runnerAPI.url }
-            if let socket = runnerAPI.socket { environment["NECRO_API_SOCKET"] = socket }
-            environment["NECRO_RUNNER_TOKEN"] = runnerAPI.token(request.runner)
+        if pool.command.argv.isEmpty && pool.type == .localProcess {
+            inbox.post(
+                .runner(
+                    .exited(request.runner, .launchFailed("pool \(pool.name) has no config.command: say what its runners run (agent_pools.\(pool.name).config.command)")),
+                    received: .now))
+            return
         }
         // A later attempt may go on from where an earlier one left off: its last checkpoint.
         let checkpoint = request.attempt > 1 ? lastCheckpoint(of: request.task) : nil
-        environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work, checkpoint: checkpoint)
+        let contract = RunnerContract(request: request, pool: pool, work: work, api: runnerAPI, checkpoint: checkpoint)
         let row = runnerRows.withLock { $0.all[request.runner] }
+        var shared: [String] = []
+        if request.slot != nil, let workspaces { shared.append(workspaces.gitDirectory) }
+        if let socket = runnerAPI?.socket { shared.append(socket) }
         launcher.launch(
             RunnerLaunch(
-                runner: request.runner, argv: argv, environment: environment, workingDirectory: work,
-                logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status, nice: pool?.nice ?? 0))
+                runner: request.runner, argv: contract.argv, environment: contract.environment(base: baseEnvironment),
+                workingDirectory: work, logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status,
+                nice: pool.nice, task: request.task, attempt: request.attempt, pool: pool.name,
+                resources: TaskResources(
+                    cpu: request.spec.resources.cpu ?? pool.limits.defaultResources.cpu,
+                    memoryMB: request.spec.resources.memoryMB ?? pool.limits.defaultResources.memoryMB),
+                sharedPaths: shared))
     }
 
     /// The payload of the task's last `checkpoint_commit`, if a runner reported one: the last this
@@ -696,6 +711,10 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let statusTable = Mutex<RunnerStatusTable?>(nil)
     /// Status records whose exits are recorded in this turn: free once it is committed.
     private let consumedStatusRecords = Mutex<[StatusRecord]>([])
+    /// Runners whose exits this turn records: their launchers may let go of what they kept to
+    /// recover them once it is journalled. (Should the journal fail, a later start's recovery
+    /// does it.)
+    private let endedRunners = Mutex<[(RunnerID, PoolType)]>([])
 
     /// Replays what a previous dispatcher left in the journal of this registry: before
     /// recovery looks at the registry, so that nothing is recorded twice.
@@ -775,5 +794,28 @@ enum TaskContext {
             "slot": .object(slot), "checkpoint": checkpoint.map(JSONValue.object) ?? .null,
         ])
         return context.jsonText
+    }
+}
+
+extension Dispatcher {
+    /// Sorts out the runners of `specs` that a dispatcher that stopped left `running` in the
+    /// registry (a runner's row is saved before it starts), each by the launcher of its pool's
+    /// type: those alive are to be adopted, the others ended meanwhile. A runner whose pool type
+    /// has no launcher here is taken as ended, with no known exit.
+    public static func sortOut(
+        _ specs: [String], in registry: any Registry, launchers: [any RunnerLauncher]
+    ) async throws -> RecoveredRunners {
+        let wanted = Set(specs)
+        let left = try registry.runners(runningOnly: true).filter { wanted.contains($0.task.spec) }
+        var recovered = RecoveredRunners()
+        for type in Set(left.map(\.poolType)).subtracting(launchers.map(\.poolType)) {
+            recovered.ended += left.filter { $0.poolType == type }.map { EndedRunner(runner: $0, exit: nil) }
+        }
+        for launcher in launchers {
+            let found = await launcher.sortOut(left.filter { $0.poolType == launcher.poolType }, specs: wanted)
+            recovered.adopted += found.adopted
+            recovered.ended += found.ended
+        }
+        return recovered
     }
 }

@@ -200,6 +200,9 @@ final class EventJournal: Sendable {
             var task: String
             var attempt: Int
             var pool: String
+            /// Absent in journals written before pools had types other than local processes.
+            var pool_type: String?
+            var handle: String?
             var state: String
             var pid: Int32?
             var process_start_time: UInt64?
@@ -217,7 +220,8 @@ final class EventJournal: Sendable {
                     state: RunnerRecord.State(rawValue: state) ?? .running, pid: pid, processStartTime: process_start_time,
                     logPath: log_path, status: status_table.flatMap { path in status_offset.map { StatusRecord(path: path, offset: $0) } },
                     startedAt: Timestamp(secondsSince1970: started_at), lastHeartbeat: last_heartbeat.map(Timestamp.init(secondsSince1970:)),
-                    endedAt: ended_at.map(Timestamp.init(secondsSince1970:)), exit: exit)
+                    endedAt: ended_at.map(Timestamp.init(secondsSince1970:)), exit: exit,
+                    poolType: pool_type.flatMap(PoolType.init(name:)) ?? .localProcess, handle: handle)
             }
         }
 

@@ -10,6 +10,7 @@ import Synchronization
 /// waits on all pipes and pidfds with epoll: output and exits are reported as they happen, with no
 /// polling and no thread per runner.
 public final class LocalProcessLauncher: RunnerLauncher, Sendable {
+    public var poolType: PoolType { .localProcess }
     public let events: AsyncStream<RunnerEvent>
     private let continuation: AsyncStream<RunnerEvent>.Continuation
     private let logLimitBytes: Int
@@ -225,7 +226,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         // The process started between the two readings of the boot clock: when both fall in the
         // same tick, that is its start time, with no read of /proc on every start.
         let startTime = before == after ? before : ProcessIdentity.startTime(of: pid)
-        report(.started(launch.runner, pid: pid, startTime: startTime))
+        report(.started(launch.runner, Self.handle(pid: pid, startTime: startTime)))
         let token = state.withLock { state -> UInt64 in
             let token = state.nextToken
             state.nextToken += 1
@@ -412,12 +413,21 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
 
     // MARK: Adoption
 
+    /// A local runner's handle: its supervisor's pid and start time.
+    public static func handle(pid: Int32, startTime: UInt64?) -> RunnerHandle {
+        RunnerHandle("\(pid)@\(startTime.map(String.init) ?? "")", pid: pid, processStartTime: startTime)
+    }
+
     public func adopt(_ adoption: RunnerAdoption) {
-        let pidfd = necro_pidfd_open(adoption.pid)
+        guard let pid = adoption.handle.pid, let status = adoption.status else {
+            report(.exited(adoption.runner, .launchFailed("not adoptable: no process or status record was recorded")))
+            return
+        }
+        let pidfd = necro_pidfd_open(pid)
         // The pidfd names the process only if it is still the one recorded (pids are reused).
-        guard pidfd >= 0, ProcessIdentity.startTime(of: adoption.pid) == adoption.startTime else {
+        guard pidfd >= 0, ProcessIdentity.startTime(of: pid) == adoption.handle.processStartTime else {
             if pidfd >= 0 { close(pidfd) }
-            report(.exited(adoption.runner, Self.recordedExit(of: adoption.runner, in: adoption.status)))
+            report(.exited(adoption.runner, Self.recordedExit(of: adoption.runner, in: status)))
             return
         }
         // Its supervisor appends to the log from now on; start from its current end.
@@ -430,8 +440,8 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
             let token = state.nextToken
             state.nextToken += 1
             state.byToken[token] = Watched(
-                runner: adoption.runner, pid: adoption.pid, pidfd: pidfd, pipe: -1, logPath: adoption.logPath,
-                status: adoption.status, adopted: (watch, offset))
+                runner: adoption.runner, pid: pid, pidfd: pidfd, pipe: -1, logPath: adoption.logPath,
+                status: status, adopted: (watch, offset))
             state.tokenByRunner[adoption.runner] = token
             if watch >= 0 { state.tokenByWatch[watch] = token }
             return token

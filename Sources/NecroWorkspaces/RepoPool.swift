@@ -10,6 +10,7 @@ public import NecroCore
 public final class RepoPool: Workspaces, Sendable {
     /// The repository's top folder.
     public let repository: String
+    public var gitDirectory: String { repository + "/.git" }
     /// What new branches start from.
     public let baseRef: String
     public let slotsDirectory: String

@@ -1,6 +1,7 @@
 import Foundation
 import CNecroSystem
 import NecroCore
+import NecroDispatcher
 import NecroRegistry
 import NecroRunners
 import NecroTesting
@@ -32,7 +33,7 @@ import Testing
             RunnerLaunch(
                 runner: RunnerID("s.1.a1-old"), argv: ["/bin/sleep", "30"], environment: ["PATH": "/usr/bin:/bin"],
                 workingDirectory: dir.path, logPath: dir.file("1.log"), status: one.status))
-        guard case .started(_, let pid, _)? = await next(&events) else {
+        guard case .started(_, let handle)? = await next(&events), let pid = handle.pid else {
             Issue.record("the runner did not start")
             return
         }
@@ -50,7 +51,7 @@ import Testing
         }
         for record in [two, three, row("4", pid: deadPid, startTime: 1)] { try registry.saveRunner(record) }
 
-        let recovered = try Recovery.sortOut(of: "s", in: registry)
+        let recovered = try await Dispatcher<ContinuousClock>.sortOut(["s"], in: registry, launchers: [launcher])
         #expect(recovered.adopted.map(\.id) == [RunnerID("s.1.a1-old")])
         #expect(recovered.adopted.first?.pid == pid && recovered.adopted.first?.processStartTime == ProcessIdentity.startTime(of: pid))
         let ended = Dictionary(uniqueKeysWithValues: recovered.ended.map { ($0.runner.task.id, $0.exit?.reason ?? "none") })
@@ -65,7 +66,7 @@ import Testing
 
     /// A supervisor caught between its start and writing its pid (the dispatcher died right after
     /// starting it) is waited for, not taken for gone: else its task would run twice.
-    @Test func aSupervisorThatHasNotWrittenItsPidYetIsWaitedForAndAdopted() throws {
+    @Test func aSupervisorThatHasNotWrittenItsPidYetIsWaitedForAndAdopted() async throws {
         let dir = try TemporaryDirectory("recovery-wait")
         defer { dir.remove() }
         let registry = try SQLiteRegistry(path: dir.file("registry.sqlite"))
@@ -93,8 +94,11 @@ import Testing
             close(file)
         }
         writer.start()
-        let recovered = try Recovery.sortOut(of: "s", in: registry)
+        let launcher = LocalProcessLauncher()
+        defer { launcher.shutdown() }
+        let recovered = try await Dispatcher<ContinuousClock>.sortOut(["s"], in: registry, launchers: [launcher])
         #expect(recovered.adopted.map(\.id) == [id] && recovered.adopted.first?.pid == pid, "\(recovered)")
+        #expect(recovered.adopted.first?.handle == "\(pid)@\(ProcessIdentity.startTime(of: pid) ?? 0)", "the handle a later adoption goes by")
         #expect(recovered.ended.isEmpty)
     }
 }

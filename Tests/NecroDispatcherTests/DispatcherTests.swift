@@ -37,7 +37,7 @@ private struct Bench {
     /// Imports the spec and runs it to the end with the real clock.
     func run(_ spec: TaskSetSpec, _ configuration: DispatcherConfiguration) async throws -> RunOutcome {
         try registry.importTaskSet(spec, source: nil)
-        let dispatcher = Dispatcher(configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(), paths: paths)
+        let dispatcher = Dispatcher(configuration: configuration, registry: registry, launchers: [launcher], clock: ContinuousClock(), paths: paths)
         return try await dispatcher.run([(spec, try registry.tasks(spec: spec.name))])
     }
 
@@ -118,7 +118,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         try bench.registry.importTaskSet(small, source: nil)
         let dispatcher = Dispatcher(
             configuration: bench.configuration(ledgerScript, concurrency: 1, policy: .fairShare), registry: bench.registry,
-            launcher: bench.launcher, clock: ContinuousClock(), paths: bench.paths)
+            launchers: [bench.launcher], clock: ContinuousClock(), paths: bench.paths)
         let outcome = try await dispatcher.run([(big, try bench.registry.tasks(spec: "big")), (small, try bench.registry.tasks(spec: "small"))])
         #expect(outcome.succeeded)
         let starts = bench.ledger.filter { $0.0 == "start" }.map { $0.1.rawValue.first! }
@@ -216,7 +216,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let script = #"trap '' TERM; sleep 600 & echo $! > child.pid; wait"#
         let dispatcher = Dispatcher(
             configuration: bench.configuration(script, attempts: 1, heartbeat: .seconds(60)), registry: bench.registry,
-            launcher: bench.launcher, clock: clock, paths: .init(logs: bench.paths.logs, work: bench.paths.work, registry: bench.paths.registry))
+            launchers: [bench.launcher], clock: clock, paths: .init(logs: bench.paths.logs, work: bench.paths.work, registry: bench.paths.registry))
         var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "hung"))]) }
         // Wait until it runs, then let a minute pass with no sign of life, then the grace period.
@@ -250,7 +250,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         let spec = TaskSetSpec(name: "beat", tasks: [task("b")])
         try bench.registry.importTaskSet(spec, source: nil)
         let dispatcher = Dispatcher(
-            configuration: bench.configuration("read line < fifo", attempts: 1), registry: bench.registry, launcher: bench.launcher,
+            configuration: bench.configuration("read line < fifo", attempts: 1), registry: bench.registry, launchers: [bench.launcher],
             clock: clock, paths: .init(logs: bench.paths.logs, work: bench.paths.work, registry: bench.paths.registry))
         let work = bench.dir.file(".necro/work/beat/b")
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
@@ -283,7 +283,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         configuration.pools[0].environment["GATE"] = bench.dir.file("gate")
         configuration.pools[0].environment["CONTEXT"] = bench.dir.file("context.json")
         let dispatcher = Dispatcher(
-            configuration: configuration, registry: bench.registry, launcher: bench.launcher, clock: ContinuousClock(), paths: bench.paths)
+            configuration: configuration, registry: bench.registry, launchers: [bench.launcher], clock: ContinuousClock(), paths: bench.paths)
         var updates = dispatcher.updates().makeAsyncIterator()
         let run = Task { try await dispatcher.run([(spec, try bench.registry.tasks(spec: "resume"))]) }
         var runner: RunnerID?
@@ -318,7 +318,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         var configuration = bench.configuration(script)
         configuration.pools[0].environment["GATE"] = bench.dir.file("gate")
         let dispatcher = Dispatcher(
-            configuration: configuration, registry: bench.registry, launcher: bench.launcher, clock: ContinuousClock(),
+            configuration: configuration, registry: bench.registry, launchers: [bench.launcher], clock: ContinuousClock(),
             // Supervised, as `necro run` starts them.
             paths: .init(logs: bench.dir.file(".necro/logs"), work: bench.dir.file(".necro/work"), registry: bench.registry.path, status: bench.dir.file(".necro/status")))
         var updates = dispatcher.updates().makeAsyncIterator()

@@ -37,7 +37,7 @@ private struct WorktreeBench {
 
     func dispatcher<C: Clock>(_ configuration: DispatcherConfiguration, clock: C) -> Dispatcher<C> where C.Duration == Duration {
         Dispatcher(
-            configuration: configuration, registry: registry, launcher: launcher, clock: clock,
+            configuration: configuration, registry: registry, launchers: [launcher], clock: clock,
             paths: .init(logs: dir.file(".necro/logs"), work: dir.file(".necro/work"), registry: registry.path), workspaces: pool)
     }
 

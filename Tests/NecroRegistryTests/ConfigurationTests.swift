@@ -113,8 +113,10 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(at("agent_pools.local.config.command")?.message.hasPrefix("unknown placeholder {task.name}") == true)
         #expect(at("agent_pools.local.config.nice")?.message == "agent_pools.local.config.nice must be 0 to 19 (added to the dispatcher's own niceness), found 20")
         #expect(at("agent_pools.local.config.nice")?.location.line == 12)
-        #expect(at("agent_pools.remote.type")?.message == "pool type docker is not supported yet: only local-process pools can run in this version")
+        #expect(at("agent_pools.remote.config.image")?.message == "docker pool remote needs config.image, the image its containers are made from")
+        #expect(at("agent_pools.remote.config.image")?.location.line == 14)
         #expect(at("agent_pools.k8s.type")?.location.line == 17)
+        #expect(at("agent_pools.k8s.type")?.message.hasPrefix("pool type kubernetes is not supported yet") == true)
         #expect(at("skill_mapping.backend[1]")?.message == "skill backend maps to pool cloud, which is not configured under agent_pools")
         #expect(at("skill_mapping.backend[1]")?.location.line == 20)
         #expect(found.map { $0.location.line ?? 0 } == found.map { $0.location.line ?? 0 }.sorted())
@@ -189,9 +191,17 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(problems.first?.message.contains("dispatcher.journal_path must name a file") == true)
     }
 
-    @Test func aPoolNeedsConcurrencyAndACommand() {
+    /// A local pool without a command loads (a task routed to it fails, naming what is missing);
+    /// a docker pool needs its image.
+    @Test func aPoolNeedsConcurrencyADockerPoolAnImage() {
         let found = issues("agent_pools:\n  local:\n    type: local-process\n")
-        #expect(Set(found.compactMap(\.location.field)) == ["agent_pools.local.max_concurrency", "agent_pools.local.config.command"])
+        #expect(Set(found.compactMap(\.location.field)) == ["agent_pools.local.max_concurrency"])
+        #expect(issues("agent_pools:\n  local: {max_concurrency: 1}\n").isEmpty)
+        #expect(issues("agent_pools:\n  d: {type: docker, max_concurrency: 1}\n").map(\.location.field) == ["agent_pools.d.config.image"])
+        let docker = issues(
+            "agent_pools:\n  d:\n    type: docker\n    max_concurrency: 1\n    config:\n      image: x\n      pull: always\n      nice: 3\n      pids_limit: 0\n")
+        #expect(docker.map(\.location.field) == ["agent_pools.d.config.pull", "agent_pools.d.config.nice", "agent_pools.d.config.pids_limit"])
+        #expect(docker.map(\.location.line) == [7, 8, 9])
         #expect(issues("dispatcher: {}\n").map(\.message) == ["no agent pool is configured: add one under agent_pools"])
         #expect(issues("agent_pools: [local]\n").first?.code == .wrongType)
         #expect(issues("agent_pools:\n  local: {max_concurrency: 1, config: {command: []}}\n").first?.message.hasPrefix("command must be a non-empty argv list") == true)

@@ -50,7 +50,7 @@ private struct Fixture {
 
     mutating func startedPid(_ id: RunnerID) async -> Int32? {
         while let event = await next(&events) {
-            if case .started(id, let pid, _) = event { return pid }
+            if case .started(id, let handle) = event { return handle.pid }
         }
         return nil
     }
@@ -71,11 +71,12 @@ private struct Fixture {
         let id = f.start("env", ["/bin/sh", "-c", "pwd; echo \"runner=$RUNNER_ID\"; echo oops >&2; exit 3"], env: ["RUNNER_ID": "r-1"])
         let (exit, seen) = await f.untilExit(id)
         #expect(exit == .exited(code: 3))
-        guard case .started(id, let pid, let startTime) = seen.first else {
+        guard case .started(id, let handle) = seen.first, let pid = handle.pid else {
             Issue.record("first event must be started, got \(seen)")
             return
         }
-        #expect(pid > 0 && startTime != nil)
+        #expect(pid > 0 && handle.processStartTime != nil)
+        #expect(handle.value == "\(pid)@\(handle.processStartTime ?? 0)")
         #expect(f.log("env") == "\(f.dir.path)\nrunner=r-1\noops\n")
     }
 
@@ -215,7 +216,7 @@ private struct Fixture {
         }
         var started: [RunnerID: (pid: Int32, startTime: UInt64?)] = [:]
         while started.count < ids.count, let event = await next(&f.events) {
-            if case .started(let id, let pid, let startTime) = event { started[id] = (pid, startTime) }
+            if case .started(let id, let handle) = event, let pid = handle.pid { started[id] = (pid, handle.processStartTime) }
         }
         // Read while every one of them is alive: the pid cannot have been reused.
         for id in ids {

@@ -45,7 +45,7 @@ final class ServerFixture: Sendable {
         let keys = self.keys
         let runnerAPI = RunnerAPI(token: { keys.token(for: $0) })
         dispatcher = Dispatcher(
-            configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
+            configuration: configuration, registry: registry, launchers: [launcher], clock: ContinuousClock(),
             paths: .init(logs: dir.file(".necro/logs"), work: dir.file(".necro/work"), registry: registry.path, status: dir.file(".necro/status")),
             options: .init(finishWhenIdle: !keepRunning), environment: ["PATH": "/usr/bin:/bin"], runnerAPI: runnerAPI)
         let metrics = DispatcherMetrics(pools: ["local"])

@@ -127,7 +127,7 @@ struct BenchRun: AsyncParsableCommand {
         let launcher = LocalProcessLauncher()
         defer { launcher.shutdown() }
         let dispatcher = Dispatcher(
-            configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
+            configuration: configuration, registry: registry, launchers: [launcher], clock: ContinuousClock(),
             paths: .init(logs: folder + "/logs", work: folder + "/work", registry: registry.path, status: supervised ? folder + "/status" : nil),
             environment: ["PATH": "/usr/bin:/bin"])
         let start = ContinuousClock.now

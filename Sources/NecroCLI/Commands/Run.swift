@@ -77,6 +77,7 @@ struct Run: AsyncParsableCommand {
         let workspaces = try Self.openRepoPool(
             &configuration, workspace: noWorkspace ? nil : workspace, specs: [loaded.spec], registryFolder: root,
             specFiles: [origin])
+        let launchers = try await Launchers.make(configuration, registry: Self.absolute(options.registry))
         let registry: SQLiteRegistry
         let records: [TaskRecord]
         let recovered: RecoveredRunners
@@ -86,8 +87,8 @@ struct Run: AsyncParsableCommand {
             // was written for, before an import may renumber tasks.
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path, origin: origin)
-            recovered = try Recovery.takeOver(
-                [loaded.spec.name], in: registry, paths: paths, configuration: configuration, workspaces: workspaces)
+            recovered = try await Recovery.takeOver(
+                [loaded.spec.name], in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
@@ -95,15 +96,15 @@ struct Run: AsyncParsableCommand {
         }
         Self.applyPoolSettings(&configuration, registry)
         let serving = try ServerSetup.prepare(server, registryFolder: root)
-        let launcher = LocalProcessLauncher()
         let dispatcher = Dispatcher(
-            configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(),
+            configuration: configuration, registry: registry, launchers: launchers, clock: ContinuousClock(),
             paths: paths,
             options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()),
             workspaces: workspaces,
             runnerAPI: serving?.1)
         let served = try await serving.asyncMap { keys, runnerAPI in
-            try await ServerSetup.start(dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server)
+            try await ServerSetup.start(
+                dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server, runnersSocket: Launchers.needSocket(configuration))
         }
         defer { served?.stop() }
         if let served, served.isPublic { printError("dashboard: \(served.dashboardURL)") }
@@ -139,7 +140,7 @@ struct Run: AsyncParsableCommand {
         let outcome = try await dispatcher.run([(loaded.spec, records)], recovered: recovered)
         await watcher.value
         await ticking?.value
-        launcher.shutdown()
+        for launcher in launchers { await launcher.shutdown() }
         // Records not in the registry yet: the status tables say how their runners ended.
         let incomplete = outcome.unrecorded != nil || dispatcher.hasUnreplayedRecords
         if !incomplete { Recovery.removeUnusedStatusTables(paths, registry: registry) }
@@ -312,14 +313,12 @@ enum Recovery {
     /// a repo pool, the slots it left busy are cleaned.
     static func takeOver(
         _ specs: [String], in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths,
-        configuration: DispatcherConfiguration, workspaces: RepoPool?
-    ) throws -> RecoveredRunners {
+        configuration: DispatcherConfiguration, workspaces: RepoPool?, launchers: [any RunnerLauncher]
+    ) async throws -> RecoveredRunners {
         try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
-        var recovered = RecoveredRunners()
-        for spec in specs {
-            let found = try sortOut(of: spec, in: registry)
-            recovered.adopted += found.adopted
-            recovered.ended += found.ended
+        let recovered = try await Dispatcher<ContinuousClock>.sortOut(specs, in: registry, launchers: launchers)
+        if !recovered.adopted.isEmpty {
+            printError("recovery: adopting \(counted(recovered.adopted.count, "runner")) still running from the previous dispatcher")
         }
         if let workspaces {
             try recoverSlots(workspaces, registry: registry, recovered: recovered)
@@ -335,56 +334,6 @@ enum Recovery {
         guard let folder = paths.status else { return }
         let referenced = Set(((try? registry.runners(runningOnly: true)) ?? []).compactMap(\.status?.path))
         RunnerStatusTable.removeUnused(in: folder, referenced: referenced)
-    }
-
-    /// Sorts out the runners of `spec` that a dispatcher that stopped left `running` in the
-    /// registry (a runner's row is saved before it starts). Those still alive are adopted: found by
-    /// the pid and start time recorded at their start or, should the dispatcher have stopped before
-    /// recording them, by their status record: locked from before their supervisor starts until it
-    /// ends, with the supervisor's pid in it once it runs. The others ended meanwhile (or never
-    /// started), and their supervisors recorded how, if they did.
-    static func sortOut(of spec: String, in registry: SQLiteRegistry) throws -> RecoveredRunners {
-        var recovered = RecoveredRunners()
-        for var runner in try registry.runners(runningOnly: true) where runner.task.spec == spec {
-            // Without a status record (started unsupervised) its end could not be known: not adopted.
-            guard let status = runner.status else {
-                recovered.ended.append(EndedRunner(runner: runner, exit: nil))
-                continue
-            }
-            if let pid = runner.pid, let start = runner.processStartTime, ProcessIdentity.isAlive(pid: pid, startTime: start) {
-                recovered.adopted.append(runner)
-                continue
-            }
-            if runner.pid == nil, let (pid, start) = liveSupervisor(of: runner.id, in: status) {
-                runner.pid = pid
-                runner.processStartTime = start
-                recovered.adopted.append(runner)
-                continue
-            }
-            recovered.ended.append(EndedRunner(runner: runner, exit: RunnerStatusTable.exit(of: runner.id, in: status)))
-        }
-        if !recovered.adopted.isEmpty {
-            printError("recovery: adopting \(counted(recovered.adopted.count, "runner")) still running from the previous dispatcher")
-        }
-        return recovered
-    }
-
-    /// The supervisor of a runner whose start was not recorded, if it lives: its pid and start
-    /// time. A supervisor that has just started writes its pid in a moment: waited for, up to 2 s.
-    static func liveSupervisor(of runner: RunnerID, in record: StatusRecord) -> (Int32, UInt64)? {
-        for _ in 0..<400 {
-            if RunnerStatusTable.exit(of: runner, in: record) != nil { return nil }  // it has ended: its status says how
-            switch RunnerStatusTable.supervisor(of: runner, in: record) {
-            case .gone:
-                return nil
-            case .alive(let pid?):
-                if let start = ProcessIdentity.startTime(of: pid) { return (pid, start) }
-                return nil
-            case .alive(nil):
-                usleep(5_000)  // its pid is on its way: the supervisor writes it first thing
-            }
-        }
-        return nil
     }
 
     /// Cleans the slots a dead dispatcher left busy: what a finished task's agent left is committed

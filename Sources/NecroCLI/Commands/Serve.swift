@@ -42,10 +42,13 @@ struct Serve: AsyncParsableCommand {
             registry = try SQLiteRegistry(path: options.registry)
             let specs = try registry.taskSetSpecs()
             let workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: root)
-            let recovered = try Recovery.takeOver(
-                specs.map(\.name), in: registry, paths: paths, configuration: configuration, workspaces: workspaces)
+            let launchers = try await Launchers.make(configuration, registry: Run.absolute(options.registry))
+            let recovered = try await Recovery.takeOver(
+                specs.map(\.name), in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
             for spec in specs { tasksets.append((spec, try registry.tasks(spec: spec.name))) }
-            try await serve(configuration, registry: registry, paths: paths, root: root, workspaces: workspaces, tasksets: tasksets, recovered: recovered)
+            try await serve(
+                configuration, registry: registry, paths: paths, root: root, workspaces: workspaces, tasksets: tasksets, recovered: recovered,
+                launchers: launchers)
         } catch let error as RegistryError {
             printError("error: \(error.message)")
             throw ExitStatus.failure
@@ -54,19 +57,19 @@ struct Serve: AsyncParsableCommand {
 
     private func serve(
         _ configuration: DispatcherConfiguration, registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, root: String,
-        workspaces: (any Workspaces)?, tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners
+        workspaces: (any Workspaces)?, tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners,
+        launchers: [any RunnerLauncher]
     ) async throws {
         var configuration = configuration
         Run.applyPoolSettings(&configuration, registry)
         let serving = try ServerSetup.prepare(server, registryFolder: root)
-        let launcher = LocalProcessLauncher()
-        defer { launcher.shutdown() }
         let dispatcher = Dispatcher(
-            configuration: configuration, registry: registry, launcher: launcher, clock: ContinuousClock(), paths: paths,
+            configuration: configuration, registry: registry, launchers: launchers, clock: ContinuousClock(), paths: paths,
             options: .init(finishWhenIdle: false, randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Run.startToken()),
             workspaces: workspaces, runnerAPI: serving?.1)
         let served = try await serving.asyncMap { keys, runnerAPI in
-            try await ServerSetup.start(dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server)
+            try await ServerSetup.start(
+                dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server, runnersSocket: Launchers.needSocket(configuration))
         }
         defer { served?.stop() }
         if let served, served.isPublic {
@@ -97,6 +100,7 @@ struct Serve: AsyncParsableCommand {
         let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "serve", address: served?.shownAddress)
         defer { statusFile.stop() }
         try await group.run()
+        for launcher in launchers { await launcher.shutdown() }
         Recovery.removeUnusedStatusTables(paths, registry: registry)
     }
 }

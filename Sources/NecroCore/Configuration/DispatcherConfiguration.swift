@@ -9,7 +9,7 @@ public struct PoolType: Hashable, Sendable, CustomStringConvertible {
 
     public static let all: [PoolType] = [.localProcess, .docker, .kubernetes]
     /// The types this build can launch.
-    public static let supported: [PoolType] = [.localProcess]
+    public static let supported: [PoolType] = [.localProcess, .docker]
 
     public init?(name: String) {
         guard let type = Self.all.first(where: { $0.name == name }) else { return nil }
@@ -31,10 +31,12 @@ public struct PoolConfiguration: Hashable, Sendable {
     /// Added to the dispatcher's niceness for its runners (0 to 19): a pool of CPU-heavy agents can
     /// yield to the dispatcher and to the machine's other work.
     public var nice: Int
+    /// How a `docker` pool makes its containers; nil for other types.
+    public var container: ContainerSettings?
 
     public init(
         name: String, type: PoolType = .localProcess, limits: PoolLimits, command: CommandTemplate,
-        environment: [String: String] = [:], nice: Int = 0
+        environment: [String: String] = [:], nice: Int = 0, container: ContainerSettings? = nil
     ) {
         self.name = name
         self.type = type
@@ -42,7 +44,35 @@ public struct PoolConfiguration: Hashable, Sendable {
         self.command = command
         self.environment = environment
         self.nice = nice
+        self.container = container
     }
+}
+
+/// A `docker` pool's containers (`agent_pools.NAME.config`): one per attempt, made from `image`.
+public struct ContainerSettings: Hashable, Sendable {
+    public enum Pull: String, Hashable, Sendable, CaseIterable {
+        /// The image must be there: a missing one fails the attempt, naming it.
+        case never
+        /// Pulled from its registry when it is not there.
+        case missing
+    }
+
+    public var image: String
+    /// Whether the task's worktree (and its repository's git folder) is mounted; without it the
+    /// container works in an empty folder of its own.
+    public var mountRepoPool = true
+    /// Names of the dispatcher's environment variables passed on (API keys stay out of the file).
+    public var environmentFromHost: [String] = []
+    /// `uid:gid` (or a name the image knows); nil: the dispatcher's own uid and gid, so that files
+    /// written in the worktree belong to the user.
+    public var user: String?
+    /// The container's network: `none` (the default), `host`, or a network's name.
+    public var network = "none"
+    /// The most processes the container may run; nil for the engine's default.
+    public var pidsLimit: Int?
+    public var pull = Pull.never
+
+    public init(image: String) { self.image = image }
 }
 
 /// Everything `necro run` and `necro serve` are configured with; every field has a default.

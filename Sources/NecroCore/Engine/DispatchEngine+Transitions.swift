@@ -310,6 +310,7 @@ extension DispatchEngine {
         switch exit {
         case .exited(let code): finished["exit_code"] = .int(Int(code))
         case .signalled(let signal): finished["signal"] = .int(Int(signal))
+        case .outOfMemory: finished["out_of_memory"] = true
         case .launchFailed, .mergeConflict: break
         }
         // Exit 0 is success, except from a runner stopped for a timeout: it was cut off, whatever it

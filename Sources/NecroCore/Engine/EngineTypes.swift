@@ -19,6 +19,8 @@ public enum RunnerExit: Hashable, Sendable {
     /// It never ran: merging a dependency's branch into the task's conflicted. Not retried: the
     /// user must look at it.
     case mergeConflict(dependency: TaskID, files: [String])
+    /// Killed for going over its memory limit (in MB, if known).
+    case outOfMemory(limitMB: Int?)
 
     public var succeeded: Bool { self == .exited(code: 0) }
 
@@ -30,6 +32,8 @@ public enum RunnerExit: Hashable, Sendable {
         case .launchFailed(let why): return "launch failed: \(why)"
         case .mergeConflict(let dependency, let files):
             return "merge conflict with \(dependency) (files: \(files.joined(separator: ", ")))"
+        case .outOfMemory(let limit?): return "out of memory (limit \(limit) MB)"
+        case .outOfMemory(nil): return "out of memory"
         }
     }
 }

@@ -49,6 +49,8 @@ extension JournalBatch {
                     json.field("task", r.task.id.rawValue)
                     json.field("attempt", r.attempt)
                     json.field("pool", r.pool)
+                    json.field("pool_type", r.poolType.name)
+                    json.field("handle", r.handle)
                     json.field("state", r.state.rawValue)
                     json.field("pid", r.pid.map(Int.init))
                     json.field("process_start_time", r.processStartTime.map { String($0) }, raw: true)

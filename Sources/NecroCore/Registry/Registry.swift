@@ -192,6 +192,10 @@ public struct RunnerRecord: Hashable, Sendable {
     public var task: TaskKey
     public var attempt: Int
     public var pool: String
+    /// Where it runs: what launcher started it, and so which one adopts it after a restart.
+    public var poolType: PoolType
+    /// What its launcher finds it by (`RunnerHandle.value`): a container's id…; nil until it started.
+    public var handle: String?
     public var state: State
     public var pid: Int32?
     /// With the pid, identifies the process across pid reuse.
@@ -208,12 +212,15 @@ public struct RunnerRecord: Hashable, Sendable {
     public init(
         id: RunnerID, task: TaskKey, attempt: Int, pool: String, state: State = .running, pid: Int32? = nil,
         processStartTime: UInt64? = nil, logPath: String? = nil, status: StatusRecord? = nil, startedAt: Timestamp,
-        lastHeartbeat: Timestamp? = nil, endedAt: Timestamp? = nil, exit: String? = nil
+        lastHeartbeat: Timestamp? = nil, endedAt: Timestamp? = nil, exit: String? = nil, poolType: PoolType = .localProcess,
+        handle: String? = nil
     ) {
         self.id = id
         self.task = task
         self.attempt = attempt
         self.pool = pool
+        self.poolType = poolType
+        self.handle = handle
         self.state = state
         self.pid = pid
         self.processStartTime = processStartTime

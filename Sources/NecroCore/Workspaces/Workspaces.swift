@@ -3,6 +3,9 @@
 /// The dispatcher calls it off its loop, one call at a time; each call does the git work and says
 /// what it did, for the task's events.
 public protocol Workspaces: Sendable {
+    /// The repository's git folder, which its worktrees work in: what a runner in a container
+    /// needs mounted beside its worktree for `git` to work.
+    var gitDirectory: String { get }
     /// Puts the slot's worktree on the task's branch and merges its dependencies' branches in.
     func prepare(_ slot: TaskSlot, for runner: SlotUser, merging: [DependencyBranch]) -> SlotPreparation
     /// Saves the slot's uncommitted changes under the attempt's ref, if there are any.

@@ -12,6 +12,7 @@ public enum ConfigurationLoader {
     ]
     static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
     static let localConfigKeys = ["command", "env", "nice"]
+    static let dockerConfigKeys = ["image", "command", "env", "env_from_host", "mount_repo_pool", "user", "network", "pids_limit", "pull"]
 
     /// Reads and checks a configuration file. Throws every problem at once, each with its line.
     public static func load(path: String) throws(SpecValidationError) -> DispatcherConfiguration {
@@ -194,7 +195,9 @@ private struct ConfigurationDecoder {
                         continue
                     }
                     guard PoolType.supported.contains(known) else {
-                        reader.fail(.invalidValue, value, keyPath, "pool type \(typeName) is not supported yet: only local-process pools can run in this version")
+                        reader.fail(
+                            .invalidValue, value, keyPath,
+                            "pool type \(typeName) is not supported yet: local-process and docker pools can run in this version (remove pool \(name), or route its skills to another)")
                         continue
                     }
                     type = known
@@ -225,9 +228,15 @@ private struct ConfigurationDecoder {
             if !sawConcurrency {
                 reader.fail(.missingField, poolNode, "\(path).max_concurrency", "pool \(name) needs max_concurrency")
             }
+            var container = ContainerSettings(image: "")
+            var sawImage = false
             if let configNode, let configFields = reader.mapping(configNode, "\(path).config") {
                 for (key, value) in configFields {
                     let keyPath = "\(path).config.\(key)"
+                    if type == .docker, decodeContainerSetting(key, value, keyPath, into: &container) {
+                        if key == "image" { sawImage = true }
+                        continue
+                    }
                     switch key {
                     case "command":
                         let argv = reader.list(value, keyPath).enumerated().compactMap { reader.string($0.element, "\(keyPath)[\($0.offset)]") }
@@ -253,18 +262,62 @@ private struct ConfigurationDecoder {
                             continue
                         }
                         nice = number
+                    case "nice" where type == .docker:
+                        unknown(key, value, keyPath, ConfigurationLoader.dockerConfigKeys)
                     default:
-                        unknown(key, value, keyPath, ConfigurationLoader.localConfigKeys)
+                        unknown(key, value, keyPath, type == .docker ? ConfigurationLoader.dockerConfigKeys : ConfigurationLoader.localConfigKeys)
                     }
                 }
             }
-            if command == nil && type == .localProcess {
-                reader.fail(.missingField, poolNode, "\(path).config.command", "pool \(name) needs config.command, the runner's argv")
+            // A local pool without a command is accepted: a task routed to it fails, naming what is missing.
+            if type == .docker && !sawImage {
+                reader.fail(.missingField, configNode ?? poolNode, "\(path).config.image", "docker pool \(name) needs config.image, the image its containers are made from")
             }
             configuration.pools.append(
                 PoolConfiguration(
-                    name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment, nice: nice))
+                    name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment, nice: nice,
+                    container: type == .docker ? container : nil))
         }
+    }
+
+    /// Takes a docker pool's own `config` key into `container`; false for a key it does not know
+    /// (shared ones, `command` and `env`, are read by the caller).
+    private mutating func decodeContainerSetting(_ key: String, _ value: SpecNode, _ path: String, into container: inout ContainerSettings) -> Bool {
+        switch key {
+        case "image":
+            if let image = reader.string(value, path) {
+                if image.isEmpty || image.contains(where: \.isWhitespace) {
+                    reader.fail(.invalidValue, value, path, "\(path) must name an image, such as my-agent:latest")
+                }
+                container.image = image
+            }
+        case "mount_repo_pool":
+            container.mountRepoPool = reader.boolean(value, path) ?? true
+        case "env_from_host":
+            container.environmentFromHost = reader.list(value, path).enumerated().compactMap { reader.string($0.element, "\(path)[\($0.offset)]") }
+        case "user":
+            if let user = reader.string(value, path) {
+                if user.isEmpty { reader.fail(.invalidValue, value, path, "\(path) must be uid:gid or a user name the image knows") }
+                container.user = user
+            }
+        case "network":
+            if let network = reader.string(value, path) {
+                if network.isEmpty { reader.fail(.invalidValue, value, path, "\(path) must be none, host or a network's name") }
+                container.network = network
+            }
+        case "pids_limit":
+            container.pidsLimit = positive(value, path, maximum: 1 << 22)
+        case "pull":
+            guard let text = reader.string(value, path) else { return true }
+            guard let pull = ContainerSettings.Pull(rawValue: text) else {
+                reader.fail(.invalidValue, value, path, "\(path) must be never or missing, found \(text)")
+                return true
+            }
+            container.pull = pull
+        default:
+            return false
+        }
+        return true
     }
 
     private mutating func decodeRepoPool(_ node: SpecNode) {

@@ -113,6 +113,10 @@ enum RegistrySchema {
                     ALTER TABLE tasksets ADD COLUMN origin TEXT;
                     """)
         }
+        migrator.registerMigration("v9: where a runner runs: its pool's type and its launcher's handle") { db in
+            try db.execute(sql: "ALTER TABLE runners ADD COLUMN pool_type TEXT NOT NULL DEFAULT 'local-process'")
+            try db.execute(sql: "ALTER TABLE runners ADD COLUMN handle TEXT")
+        }
         return migrator
     }
 }

@@ -10,12 +10,12 @@ extension SQLiteRegistry {
         let statement = try db.cachedStatement(
                 sql: """
                     INSERT INTO runners (id, spec, task_id, attempt, pool, state, pid, process_start_time, log_path,
-                        status_table, status_offset, started_at, last_heartbeat, ended_at, failure_reason)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        status_table, status_offset, started_at, last_heartbeat, ended_at, failure_reason, pool_type, handle)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, pid = excluded.pid,
                         process_start_time = excluded.process_start_time, log_path = excluded.log_path,
                         status_table = excluded.status_table, status_offset = excluded.status_offset,
-                        ended_at = excluded.ended_at, failure_reason = excluded.failure_reason,
+                        ended_at = excluded.ended_at, failure_reason = excluded.failure_reason, handle = excluded.handle,
                         -- heartbeats come from `necro heartbeat`, not from the dispatcher's copy: keep them
                         last_heartbeat = COALESCE(excluded.last_heartbeat, runners.last_heartbeat)
                     """)
@@ -36,6 +36,8 @@ extension SQLiteRegistry {
         upsert.bind(runner.lastHeartbeat?.secondsSince1970)
         upsert.bind(runner.endedAt?.secondsSince1970)
         upsert.bind(runner.exit)
+        upsert.bind(runner.poolType.name)
+        upsert.bind(runner.handle)
         try upsert.execute(in: db)
     }
 
@@ -58,7 +60,8 @@ extension SQLiteRegistry {
                     status: table.flatMap { path in offset.map { StatusRecord(path: path, offset: $0) } },
                     startedAt: Timestamp(secondsSince1970: started),
                     lastHeartbeat: heartbeat.map { Timestamp(secondsSince1970: $0) },
-                    endedAt: ended.map { Timestamp(secondsSince1970: $0) }, exit: row["failure_reason"])
+                    endedAt: ended.map { Timestamp(secondsSince1970: $0) }, exit: row["failure_reason"],
+                    poolType: (row["pool_type"] as String?).flatMap(PoolType.init(name:)) ?? .localProcess, handle: row["handle"])
             }
         }
     }

@@ -1,0 +1,35 @@
+import Foundation
+import NecroCore
+import NecroDispatcher
+import NecroDocker
+import NecroRunners
+
+/// The launchers a configuration's pools need, one per pool type: local processes always; Docker
+/// when a pool is of type docker, its engine reached and its API version agreed on first.
+enum Launchers {
+    static func make(_ configuration: DispatcherConfiguration, registry: String) async throws -> [any RunnerLauncher] {
+        var launchers: [any RunnerLauncher] = [LocalProcessLauncher()]
+        let containerPools = configuration.pools.filter { $0.type == .docker }
+        guard !containerPools.isEmpty else { return launchers }
+        do {
+            let engine = try await DockerEngine.connect(socketPath: try DockerEngine.socketPath())
+            launchers.append(
+                DockerLauncher(
+                    engine: engine, pools: Dictionary(containerPools.compactMap { pool in pool.container.map { (pool.name, $0) } }) { a, _ in a },
+                    registryLabel: Dispatcher<ContinuousClock>.runnerMarker(registry: registry)))
+        } catch {
+            for launcher in launchers { await launcher.shutdown() }
+            printError(
+                "error: pool \(containerPools.map(\.name).joined(separator: ", ")) runs Docker containers, but \(error.message) (DOCKER_HOST=unix:///path names another socket)"
+            )
+            throw ExitStatus.failure
+        }
+        return launchers
+    }
+
+    /// Whether runners of these pools need the API on the runners' socket (a container reaches
+    /// the dispatcher through it, whatever its network).
+    static func needSocket(_ configuration: DispatcherConfiguration) -> Bool {
+        configuration.pools.contains { $0.type == .docker }
+    }
+}

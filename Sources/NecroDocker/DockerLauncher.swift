@@ -1,0 +1,420 @@
+import AsyncHTTPClient
+import Foundation
+public import NecroCore
+import NIOCore
+import Synchronization
+
+/// Runs runners as Docker containers, through the engine's API: one container per attempt, made
+/// from its pool's image, labelled with this registry, its runner, task and attempt; its output
+/// read into the runner's capped log; its exit code taken from the engine before the container is
+/// removed (once the dispatcher has recorded the end: `ended`).
+public final class DockerLauncher: RunnerLauncher, Sendable {
+    public var poolType: PoolType { .docker }
+    public let events: AsyncStream<RunnerEvent>
+    private let continuation: AsyncStream<RunnerEvent>.Continuation
+    let engine: DockerEngine
+    /// Each docker pool's settings, by pool name.
+    let pools: [String: ContainerSettings]
+    /// Every container of this registry carries `necro.registry=<this>`: recovery finds them by it.
+    public let registryLabel: String
+    private let logLimitBytes: Int
+    private let outputInterval: Duration
+    /// The uid and gid containers run as when their pool names no user.
+    private let defaultUser: String
+    private let state = Mutex(State())
+    private let handler = Mutex<EventHandler?>(nil)
+
+    public static let labelPrefix = "necro."
+
+    private struct State {
+        /// Each runner's container, once created.
+        var containers: [RunnerID: String] = [:]
+        /// Stops asked for before the container existed or started.
+        var stopRequested: [RunnerID: RunnerSignal] = [:]
+        /// Runners being started or watched.
+        var active: Set<RunnerID> = []
+        var signalled: Set<RunnerID> = []
+        /// Containers whose end was reported, kept until it is recorded.
+        var ended: [RunnerID: String] = [:]
+    }
+
+    private final class EventHandler: Sendable {
+        let call: @Sendable (RunnerEvent) -> Void
+        init(_ call: @escaping @Sendable (RunnerEvent) -> Void) { self.call = call }
+    }
+
+    /// - Parameters:
+    ///   - registryLabel: what marks this registry's containers (a hash of its path).
+    public init(
+        engine: DockerEngine, pools: [String: ContainerSettings], registryLabel: String, logLimitBytes: Int = 8 << 20,
+        outputInterval: Duration = .milliseconds(250)
+    ) {
+        (events, continuation) = AsyncStream.makeStream(of: RunnerEvent.self)
+        self.engine = engine
+        self.pools = pools
+        self.registryLabel = registryLabel
+        self.logLimitBytes = logLimitBytes
+        self.outputInterval = outputInterval
+        self.defaultUser = "\(getuid()):\(getgid())"
+    }
+
+    public func deliver(to handler: (@Sendable (RunnerEvent) -> Void)?) {
+        let box = handler.map(EventHandler.init)
+        self.handler.withLock { $0 = box }
+    }
+
+    private func report(_ event: RunnerEvent) {
+        if let handler = handler.withLock({ $0 }) {
+            handler.call(event)
+        } else {
+            continuation.yield(event)
+        }
+    }
+
+    public func shutdown() async {
+        continuation.finish()
+        await engine.shutdown()
+    }
+
+    // MARK: Launch
+
+    public func launch(_ launch: RunnerLaunch) {
+        state.withLock { _ = $0.active.insert(launch.runner) }
+        Task { await run(launch) }
+    }
+
+    private func run(_ launch: RunnerLaunch) async {
+        let runner = launch.runner
+        guard let settings = pools[launch.pool] else {
+            finish(runner, .launchFailed("pool \(launch.pool) is not a docker pool"))
+            return
+        }
+        let id: String
+        do {
+            try await ensureImage(settings)
+            try prepareFolder(launch.workingDirectory, for: settings.user ?? defaultUser)
+            id = try await engine.createContainer(containerBody(launch, settings))
+        } catch {
+            finish(runner, .launchFailed(Self.text(error)))
+            return
+        }
+        let stopped = state.withLock { state -> Bool in
+            state.containers[runner] = id
+            return state.stopRequested[runner] != nil
+        }
+        if stopped {
+            try? await engine.remove(id)
+            state.withLock { $0.containers[runner] = nil }
+            finish(runner, .signalled(SIGTERM))
+            return
+        }
+        let output: Task<Void, Never>
+        do {
+            let body = try await engine.attach(id, fromStart: true)
+            output = Task { await self.follow(body, of: runner, logPath: launch.logPath) }
+            try await engine.start(id)
+        } catch {
+            try? await engine.remove(id)
+            state.withLock { $0.containers[runner] = nil }
+            finish(runner, .launchFailed("container \(id.prefix(12)) of image \(settings.image) did not start: \(Self.text(error))"))
+            return
+        }
+        report(.started(runner, RunnerHandle(id)))
+        // A stop asked for while it started is carried out now.
+        if let signal = state.withLock({ $0.stopRequested[runner] }) { self.signal(runner, signal) }
+        await watch(runner, container: id, output: output, memoryLimitMB: launch.resources.memoryMB)
+    }
+
+    /// Waits for the container's end, its output read to the end; reports how it ended.
+    private func watch(_ runner: RunnerID, container id: String, output: Task<Void, Never>?, memoryLimitMB: Int?) async {
+        let code: Int32
+        do {
+            code = try await engine.wait(id)
+        } catch {
+            // The engine went away: how it ended is not known; a later start finds out.
+            finish(runner, .launchFailed("lost the Docker engine while the container ran: \(error.message)"), keep: id)
+            return
+        }
+        await output?.value
+        let engineState = try? await engine.state(id)
+        let signalled = state.withLock { $0.signalled.contains(runner) }
+        finish(runner, Self.exit(code: code, oomKilled: engineState?.OOMKilled == true, signalled: signalled, memoryLimitMB: memoryLimitMB), keep: id)
+    }
+
+    private func finish(_ runner: RunnerID, _ exit: RunnerExit, keep container: String? = nil) {
+        state.withLock { state in
+            state.active.remove(runner)
+            state.stopRequested[runner] = nil
+            state.signalled.remove(runner)
+            state.containers[runner] = nil
+            if let container { state.ended[runner] = container }
+        }
+        report(.exited(runner, exit))
+    }
+
+    /// How a container ended, in the dispatcher's terms: an exit code above 128 of a container
+    /// the dispatcher signalled is the signal (its init reports a killed child so).
+    static func exit(code: Int32, oomKilled: Bool, signalled: Bool, memoryLimitMB: Int?) -> RunnerExit {
+        if oomKilled { return .outOfMemory(limitMB: memoryLimitMB) }
+        if signalled, code > 128, code < 128 + 65 { return .signalled(code - 128) }
+        return .exited(code: code)
+    }
+
+    public func ended(_ runner: RunnerID) {
+        guard let id = state.withLock({ $0.ended.removeValue(forKey: runner) }) else { return }
+        Task { try? await engine.remove(id) }
+    }
+
+    // MARK: Signals
+
+    public func signal(_ runner: RunnerID, _ signal: RunnerSignal) {
+        let container = state.withLock { state -> String? in
+            guard state.active.contains(runner) else { return nil }
+            if state.stopRequested[runner] == nil || signal == .kill { state.stopRequested[runner] = signal }
+            state.signalled.insert(runner)
+            return state.containers[runner]
+        }
+        guard let container else { return }
+        Task { try? await engine.kill(container, signal: signal == .kill ? "SIGKILL" : "SIGTERM") }
+    }
+
+    // MARK: Adoption
+
+    public func adopt(_ adoption: RunnerAdoption) {
+        let runner = adoption.runner
+        let id = adoption.handle.value
+        state.withLock { state in
+            state.active.insert(runner)
+            state.containers[runner] = id
+        }
+        Task {
+            let output: Task<Void, Never>?
+            if let body = try? await engine.attach(id, fromStart: false) {
+                output = Task { await self.follow(body, of: runner, logPath: adoption.logPath) }
+            } else {
+                output = nil
+            }
+            await watch(runner, container: id, output: output, memoryLimitMB: nil)
+        }
+    }
+
+    /// The containers of this registry: those of `runners` still running are adopted; those that
+    /// ended are taken at their exit code; those never started, and those of `specs` that no
+    /// runner left running names (their end recorded, their removal not done), are removed.
+    public func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async -> RecoveredRunners {
+        var recovered = RecoveredRunners()
+        let listed: [DockerEngine.Listed]
+        do {
+            listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
+        } catch {
+            FileHandle.standardError.write(Data("necro: recovery: cannot list the Docker engine's containers: \(error.message)\n".utf8))
+            // Not known: left running in the registry would block their tasks; ended, they run again.
+            recovered.ended = runners.map { EndedRunner(runner: $0, exit: nil) }
+            return recovered
+        }
+        var byRunner: [String: DockerEngine.Listed] = [:]
+        for container in listed {
+            if let runner = container.Labels?[Self.labelPrefix + "runner-id"] { byRunner[runner] = container }
+        }
+        var claimed: Set<String> = []
+        for var runner in runners {
+            guard let container = byRunner[runner.id.rawValue] else {
+                recovered.ended.append(EndedRunner(runner: runner, exit: nil))
+                continue
+            }
+            claimed.insert(container.Id)
+            runner.handle = container.Id
+            switch container.State {
+            case "running", "paused", "restarting":
+                recovered.adopted.append(runner)
+            case "created":
+                try? await engine.remove(container.Id)
+                recovered.ended.append(EndedRunner(runner: runner, exit: nil))
+            default:
+                let engineState = try? await engine.state(container.Id)
+                let exit = engineState.map { Self.exit(code: $0.ExitCode, oomKilled: $0.OOMKilled, signalled: false, memoryLimitMB: nil) }
+                state.withLock { $0.ended[runner.id] = container.Id }
+                recovered.ended.append(EndedRunner(runner: runner, exit: exit))
+            }
+        }
+        for container in listed where !claimed.contains(container.Id) {
+            guard let spec = container.Labels?[Self.labelPrefix + "spec"], specs.contains(spec) else { continue }
+            try? await engine.remove(container.Id)
+        }
+        return recovered
+    }
+
+    // MARK: Output
+
+    /// Reads the container's output to its end: into its log (capped), each complete line a sign
+    /// of life, reported at most every `outputInterval`.
+    private func follow(_ body: HTTPClientResponse.Body, of runner: RunnerID, logPath: String) async {
+        var frames = FrameReader()
+        var log = CappedLog(path: logPath, limit: logLimitBytes)
+        var partial: [UInt8] = []
+        var lastReport: ContinuousClock.Instant?
+        do {
+            for try await buffer in body {
+                let payload = frames.take(buffer.readableBytesView)
+                guard !payload.isEmpty else { continue }
+                log.write(payload)
+                guard let end = payload.lastIndex(of: UInt8(ascii: "\n")) else {
+                    partial.append(contentsOf: payload.prefix(64 << 10))
+                    continue
+                }
+                let start = payload[..<end].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }
+                let line = start.map { Array(payload[$0..<end]) } ?? (partial + payload[..<end])
+                partial = Array(payload[(end + 1)...].prefix(64 << 10))
+                let now = ContinuousClock.now
+                if lastReport.map({ now - $0 >= outputInterval }) ?? true {
+                    lastReport = now
+                    report(.output(runner, lastLine: String(decoding: line.suffix(4096), as: UTF8.self)))
+                }
+            }
+        } catch {
+            // The stream broke off: the exit still comes from the engine's wait.
+        }
+        log.close()
+    }
+
+    // MARK: The container
+
+    private func ensureImage(_ settings: ContainerSettings) async throws {
+        if try await engine.hasImage(settings.image) { return }
+        switch settings.pull {
+        case .never:
+            throw DockerError(
+                status: 404,
+                message: "image \(settings.image) is not on the Docker engine, and the pool's pull is never: build or load it there (docker build -t \(settings.image) .), or set config.pull: missing")
+        case .missing:
+            try await engine.pull(settings.image)
+        }
+    }
+
+    /// The task's folder, made if missing; when the container runs as another uid than the
+    /// folder's owner, the folder (and what is in it) is given to that uid, so that the runner can
+    /// write there and what it writes is its own.
+    private func prepareFolder(_ path: String, for user: String) throws {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw DockerError(status: 0, message: "cannot create the task's folder \(path): \(String(cString: strerror(errno)))")
+        }
+        let parts = user.split(separator: ":").map { UInt32($0) }
+        guard let uid = parts.first ?? nil else { return }  // a user name: the image knows it, we do not
+        let gid = parts.count > 1 ? parts[1] ?? uid : uid
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_uid != uid else { return }
+        try Self.chownTree(path, uid: uid, gid: gid)
+    }
+
+    static func chownTree(_ path: String, uid: UInt32, gid: UInt32) throws {
+        if lchown(path, uid, gid) != 0 {
+            throw DockerError(
+                status: 0,
+                message: "cannot give the task's folder \(path) to uid \(uid) (the pool's user): \(String(cString: strerror(errno))); run necro as root, or leave config.user unset")
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else { return }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+            try chownTree(path + "/" + name, uid: uid, gid: gid)
+        }
+    }
+
+    /// The engine's container configuration for a launch.
+    func containerBody(_ launch: RunnerLaunch, _ settings: ContainerSettings) -> [String: Any] {
+        var environment = launch.environment
+        if environment["HOME"] == nil { environment["HOME"] = Self.home }
+        var binds = ["\(launch.workingDirectory):\(launch.workingDirectory)"]
+        for path in launch.sharedPaths where !path.isEmpty {
+            // The API socket read-only (connecting needs no write); a repository's git folder
+            // writable, for commits.
+            var info = stat()
+            let socket = stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK
+            binds.append("\(path):\(path)\(socket ? ":ro" : "")")
+        }
+        var host: [String: Any] = [
+            "Binds": settings.mountRepoPool ? binds : Array(binds.dropFirst()),
+            "NetworkMode": settings.network,
+            "Init": true,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "Tmpfs": [Self.home: "mode=1777"],
+        ]
+        if let memory = launch.resources.memoryMB, memory > 0 {
+            host["Memory"] = memory << 20
+            host["MemorySwap"] = memory << 20  // no swap beyond the limit: over it is an OOM kill
+        }
+        if let cpu = launch.resources.cpu, cpu > 0 { host["NanoCpus"] = Int64(cpu * 1e9) }
+        if let pids = settings.pidsLimit { host["PidsLimit"] = pids }
+        var body: [String: Any] = [
+            "Image": settings.image,
+            "Env": environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            "WorkingDir": launch.workingDirectory,
+            "User": settings.user ?? defaultUser,
+            "Labels": [
+                Self.labelPrefix + "registry": registryLabel, Self.labelPrefix + "runner-id": launch.runner.rawValue,
+                Self.labelPrefix + "spec": launch.task.spec, Self.labelPrefix + "task": launch.task.id.rawValue,
+                Self.labelPrefix + "attempt": String(launch.attempt), Self.labelPrefix + "pool": launch.pool,
+            ],
+            "AttachStdout": true, "AttachStderr": true, "Tty": false, "OpenStdin": false,
+            "HostConfig": host,
+        ]
+        if let program = launch.argv.first {
+            // The command runs as given, whatever entrypoint the image has.
+            body["Entrypoint"] = [program]
+            body["Cmd"] = Array(launch.argv.dropFirst())
+        }
+        return body
+    }
+
+    /// A writable home for whatever uid the container runs as.
+    static let home = "/tmp/necro-home"
+
+    static func text(_ error: any Error) -> String {
+        (error as? DockerError)?.message ?? "\(error)"
+    }
+}
+
+/// A runner's log: appended to, up to its limit; what is over it is counted and noted at the end.
+struct CappedLog {
+    let path: String
+    let limit: Int
+    private var file: Int32 = -1
+    private var written = 0
+    private var dropped = 0
+
+    init(path: String, limit: Int) {
+        self.path = path
+        self.limit = limit
+    }
+
+    mutating func write(_ bytes: [UInt8]) {
+        let room = max(0, limit - written)
+        let kept = min(room, bytes.count)
+        dropped += bytes.count - kept
+        guard kept > 0 else { return }
+        if file < 0 {
+            let folder = (path as NSString).deletingLastPathComponent
+            mkdir(folder, 0o700)
+            file = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard file >= 0 else { return }
+        }
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < kept {
+                let n = Foundation.write(file, raw.baseAddress! + offset, kept - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
+        written += kept
+    }
+
+    mutating func close() {
+        if dropped > 0, file >= 0 {
+            let note = Array("\n[necro: \(dropped) more bytes of output were not kept: the log is capped at \(limit) bytes]\n".utf8)
+            _ = note.withUnsafeBytes { Foundation.write(file, $0.baseAddress, $0.count) }
+        }
+        if file >= 0 { Foundation.close(file) }
+        file = -1
+    }
+}
