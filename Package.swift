@@ -125,7 +125,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NecroDockerTests",
-            dependencies: ["NecroDocker", "NecroRunners", "NecroDispatcher", "NecroRegistry", "NecroTesting"],
+            dependencies: ["NecroDocker", "NecroRunners", "NecroDispatcher", "NecroRegistry", "NecroWorkspaces", "NecroTesting"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -43,13 +43,8 @@ public final class DockerEngine: Sendable {
 
     /// Connects to the engine at `socketPath` and agrees on an API version with it.
     public static func connect(socketPath: String) async throws(DockerError) -> DockerEngine {
-        var configuration = HTTPClient.Configuration()
-        // Each running container holds a connection (its output) as long as it runs.
-        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 1_024)
-        configuration.timeout = .init(connect: .seconds(5))
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         do {
-            let probe = DockerEngine(socketPath: socketPath, client: client, prefix: "", engineVersion: "")
+            let probe = DockerEngine(socketPath: socketPath, prefix: "", engineVersion: "")
             let (status, body) = try await probe.call(.GET, "/version")
             guard status == 200, let version = try? JSONDecoder().decode(Version.self, from: body) else {
                 throw DockerError(status: status, message: "the Docker engine at \(socketPath) did not answer /version (\(status))")
@@ -62,24 +57,32 @@ public final class DockerEngine: Sendable {
                     status: 0, message: "the Docker engine at \(socketPath) speaks API \(version.ApiVersion); necro needs \(oldestVersion.0).\(oldestVersion.1) or later (Docker 20.10)")
             }
             let chosen = engine < newestVersion ? engine : newestVersion
-            return DockerEngine(socketPath: socketPath, client: client, prefix: "/v\(chosen.0).\(chosen.1)", engineVersion: version.Version ?? version.ApiVersion)
+            return DockerEngine(socketPath: socketPath, prefix: "/v\(chosen.0).\(chosen.1)", engineVersion: version.Version ?? version.ApiVersion)
         } catch let error as DockerError {
-            try? await client.shutdown()
             throw error
         } catch {
-            try? await client.shutdown()
             throw DockerError(status: 0, message: "cannot reach the Docker engine at \(socketPath): \(error)")
         }
     }
 
-    private init(socketPath: String, client: HTTPClient, prefix: String, engineVersion: String) {
+    /// One HTTP client for the process, never shut down (it lives as long as the process).
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        // Each running container holds a connection (its output) as long as it runs.
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 1_024)
+        configuration.timeout = .init(connect: .seconds(5))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    private init(socketPath: String, prefix: String, engineVersion: String) {
         self.socketPath = socketPath
-        self.client = client
+        self.client = Self.client
         self.prefix = prefix
         self.engineVersion = engineVersion
     }
 
-    public func shutdown() async { try? await client.shutdown() }
+    /// Nothing to let go of: connections are pooled for the process, closed when idle.
+    public func shutdown() async {}
 
     private struct Version: Decodable {
         var ApiVersion: String

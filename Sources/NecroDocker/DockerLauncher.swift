@@ -295,8 +295,10 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     /// folder's owner, the folder (and what is in it) is given to that uid, so that the runner can
     /// write there and what it writes is its own.
     private func prepareFolder(_ path: String, for user: String) throws {
-        if mkdir(path, 0o700) != 0 && errno != EEXIST {
-            throw DockerError(status: 0, message: "cannot create the task's folder \(path): \(String(cString: strerror(errno)))")
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw DockerError(status: 0, message: "cannot create the task's folder \(path): \(error.localizedDescription)")
         }
         let parts = user.split(separator: ":").map { UInt32($0) }
         guard let uid = parts.first ?? nil else { return }  // a user name: the image knows it, we do not

@@ -1,0 +1,109 @@
+import Foundation
+import NecroCore
+import NecroDispatcher
+import NecroDocker
+import NecroRegistry
+import NecroTesting
+import NecroWorkspaces
+import Testing
+
+@Suite(.serialized) struct DockerPoolTests {
+    @Test func theAPIVersionIsAgreedWithTheEngineAndItsErrorsAreShownWithItsMessage() async throws {
+        let engine = try await TestDocker.engine()
+        defer { Task { await engine.shutdown() } }
+        #expect(!engine.engineVersion.isEmpty)
+        await #expect(throws: DockerError.self) { try await engine.start("no-such-container") }
+        do {
+            try await engine.start("no-such-container")
+        } catch {
+            #expect(error.status == 404 && error.message.contains("no-such-container"), "the engine's own message: \(error.message)")
+        }
+        #expect(try await engine.hasImage(TestDocker.image))
+        #expect(try await !engine.hasImage("necro-test:absent"))
+    }
+
+    /// Run as a non-root user (CI runs as root): what the container writes in its folder is that
+    /// user's; and it does not see the registry (of the registry's folder, only the path down to
+    /// its own folder is there), and has a home it can write.
+    @Test func filesWrittenBelongToTheConfiguredUserAndTheRegistryIsNotVisible() async throws {
+        var settings = ContainerSettings(image: TestDocker.image)
+        settings.user = "4321:4321"
+        let rig = try await Rig.make(.docker, pool: ["p": settings])
+        var configuration = rig.configuration(
+            #"id -u > mine; [ -e "$REGISTRY" ] && exit 9; [ "$(ls "$REGISTRY_FOLDER")" = work ] || exit 10; [ -w "$HOME" ] || exit 8; exit 0"#,
+            environment: ["REGISTRY": rig.registry.path, "REGISTRY_FOLDER": rig.dir.file(".necro")])
+        configuration.pools[0].container = settings
+        let outcome = try await rig.run(independent(1), configuration)
+        let finished = try rig.events(.runnerFinished).map(\.payload)
+        #expect(outcome.succeeded, "\(finished)")
+        let file = rig.paths.workFolder(for: TaskKey(spec: "s", id: "1")) + "/mine"
+        let attributes = try FileManager.default.attributesOfItem(atPath: file)
+        #expect((attributes[.ownerAccountID] as? NSNumber)?.intValue == 4321)
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "4321\n")
+        try await rig.finish()
+    }
+
+    @Test func aContainerOverItsMemoryLimitIsReportedOutOfMemory() async throws {
+        let rig = try await Rig.make(.docker)
+        let outcome = try await rig.run(
+            independent(1), rig.configuration("dd if=/dev/zero of=/dev/null bs=200M count=1", resources: TaskResources(memoryMB: 32)))
+        #expect(!outcome.succeeded)
+        let finished = try #require(try rig.events(.runnerFinished).first)
+        #expect(finished.payload["failure_reason"] == "out of memory (limit 32 MB)", "\(finished.payload)")
+        #expect(finished.payload["out_of_memory"] == true)
+        try await rig.finish()
+    }
+
+    /// A missing image fails the attempt with a message naming it; the task is retried no more
+    /// than its attempts allow.
+    @Test func aMissingImageFailsTheAttemptNamingTheImage() async throws {
+        let rig = try await Rig.make(.docker, pool: ["p": ContainerSettings(image: "necro-test:absent")])
+        var configuration = rig.configuration("true", attempts: 2)
+        configuration.pools[0].container = ContainerSettings(image: "necro-test:absent")
+        let outcome = try await rig.run(independent(1), configuration)
+        #expect(!outcome.succeeded)
+        let finished = try rig.events(.runnerFinished)
+        #expect(finished.count == 2)
+        let reason = finished.first?.payload["failure_reason"]?.stringValue ?? ""
+        #expect(reason.contains("image necro-test:absent is not on the Docker engine"), "\(reason)")
+        #expect(try rig.registry.tasks(spec: "s").first?.state == .failed)
+        try await rig.finish()
+    }
+
+    /// Docker cuts output into frames of 16 KB at most: a longer line arrives whole.
+    @Test func aLineLongerThanDockersFramesArrivesWhole() async throws {
+        let rig = try await Rig.make(.docker)
+        let outcome = try await rig.run(
+            independent(1), rig.configuration("printf 'a%.0s' $(seq 1 40000); echo; echo after"))
+        #expect(outcome.succeeded)
+        let runner = try #require(try rig.registry.runners(runningOnly: false).first)
+        let log = try String(contentsOfFile: rig.paths.logFile(for: runner.id), encoding: .utf8)
+        #expect(log == String(repeating: "a", count: 40_000) + "\nafter\n")
+        #expect(runner.handle?.count == 64, "the container's id is the runner's handle: \(runner.handle ?? "none")")
+        #expect(runner.poolType == .docker)
+        try await rig.finish()
+    }
+
+    /// The container works in the task's worktree, at its host path, and commits on its branch.
+    @Test func theContainerWorksInItsWorktreeAndCommitsOnItsBranch() async throws {
+        let rig = try await Rig.make(.docker)
+        let repo = try GitRepository(at: rig.dir.file("repo"))
+        var configuration = rig.configuration(
+            #"[ "$PWD" = "$(echo "$TASK_CONTEXT" | sed 's/.*"path":"\([^"]*\)".*/\1/')" ] || exit 7; echo "from the container" > made.txt && git add made.txt && git -c user.name=agent -c user.email=agent@localhost commit -qm "agent work""#)
+        configuration.repoPool = RepoPoolConfiguration(repository: repo.path)
+        let pool = try RepoPool(configuration.repoPool!, slotCount: 1, defaultSlotsDirectory: rig.dir.file(".necro/slots"))
+        configuration.repoPool?.slotsDirectory = pool.slotsDirectory
+        let spec = independent(1)
+        try rig.registry.importTaskSet(spec, source: nil)
+        let dispatcher = Dispatcher(
+            configuration: configuration, registry: rig.registry, launchers: [rig.launcher], clock: ContinuousClock(), paths: rig.paths,
+            workspaces: pool)
+        let outcome = try await dispatcher.run([(spec, try rig.registry.tasks(spec: "s"))])
+        let finished = try rig.events(.runnerFinished).map(\.payload)
+        #expect(outcome.succeeded, "\(finished)")
+        let branch = pool.branches(spec: "s", tasks: ["1"]).first?.branch ?? "necro/s/1"
+        #expect(try repo.git("log", "--format=%s", branch).contains("agent work"))
+        #expect(try repo.git("show", "\(branch):made.txt") == "from the container")
+        try await rig.finish()
+    }
+}
