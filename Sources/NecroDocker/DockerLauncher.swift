@@ -71,8 +71,16 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         }
     }
 
+    /// Stops reporting. Containers of this registry left in `created` (a dispatcher killed
+    /// between their creation and their start) and not being started here are removed.
     public func shutdown() async {
         continuation.finish()
+        if let listed = try? await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel) {
+            let active = state.withLock { Set($0.containers.values) }
+            for container in listed where container.State == "created" && !active.contains(container.Id) {
+                try? await engine.remove(container.Id)
+            }
+        }
         await engine.shutdown()
     }
 
@@ -203,11 +211,21 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     /// runner left running names (their end recorded, their removal not done), are removed.
     public func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async -> RecoveredRunners {
         var recovered = RecoveredRunners()
-        let listed: [DockerEngine.Listed]
+        var listed: [DockerEngine.Listed]
         do {
             listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
+            // A create or start the dead dispatcher sent may still be under way in the engine: a
+            // runner recorded without its container is looked for again, for up to 2 s, before it
+            // is taken as never started (else its task could run twice).
+            let wanted = Set(runners.map(\.id.rawValue))
+            for _ in 0..<8 {
+                let found = Set(listed.compactMap { $0.Labels?[Self.labelPrefix + "runner-id"] })
+                guard !wanted.isSubset(of: found) else { break }
+                try await Task.sleep(for: .milliseconds(250))
+                listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
+            }
         } catch {
-            FileHandle.standardError.write(Data("necro: recovery: cannot list the Docker engine's containers: \(error.message)\n".utf8))
+            FileHandle.standardError.write(Data("necro: recovery: cannot list the Docker engine's containers: \(Self.text(error))\n".utf8))
             // Not known: left running in the registry would block their tasks; ended, they run again.
             recovered.ended = runners.map { EndedRunner(runner: $0, exit: nil) }
             return recovered
@@ -224,7 +242,16 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             }
             claimed.insert(container.Id)
             runner.handle = container.Id
-            switch container.State {
+            var status = container.State
+            if status == "created" {
+                // Its start may be on its way (sent by the dead dispatcher as it died): given 3 s
+                // to show, else never started; removed, so that it never does.
+                for _ in 0..<30 where status == "created" {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    status = (try? await engine.state(container.Id))?.Status ?? "created"
+                }
+            }
+            switch status {
             case "running", "paused", "restarting":
                 recovered.adopted.append(runner)
             case "created":

@@ -213,4 +213,103 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(found.first?.code == .malformed)
         #expect(found.first?.location.line != nil)
     }
+
+    /// The design documents' example `config/dispatcher.yaml`, as written there (comments and
+    /// all): its kubernetes pool is refused where it stands; without it (and the skills routed
+    /// only to it), everything loads, docker pool included.
+    @Test func theSeedsExampleConfigurationLoadsButForItsKubernetesPool() throws {
+        let seeds = """
+            dispatcher:
+              poll_interval: 5  # 秒
+              scheduling_policy: priority  # fifo, priority, skill-based, fair-share
+              max_global_concurrency: 10
+              heartbeat_timeout: 60  # 秒
+              retry_max_attempts: 3
+              retry_backoff_base: 2.0
+              graceful_shutdown_timeout: 300  # 秒
+
+            agent_pools:
+              local:
+                type: local-process
+                max_concurrency: 2
+                enabled: true
+              \("")
+              docker:
+                type: docker
+                max_concurrency: 4
+                cpu_quota: 4
+                memory_quota: 8192  # MB
+                enabled: true
+                config:
+                  image: necrocode/runner:latest
+                  mount_repo_pool: true
+              \("")
+              k8s:
+                type: kubernetes
+                max_concurrency: 10
+                cpu_quota: 10
+                memory_quota: 20480  # MB
+                enabled: true
+                config:
+                  namespace: necrocode-agents
+                  job_template: manifests/runner-job.yaml
+
+            skill_mapping:
+              backend: [docker, k8s]
+              frontend: [docker, k8s]
+              database: [docker]
+              devops: [k8s]
+              default: [local]
+            """
+        let found = issues(seeds)
+        #expect(found.map(\.location.field) == ["agent_pools.k8s.type"], "\(found)")
+        let lines = seeds.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(found.first?.location.line == (lines.firstIndex(of: "    type: kubernetes") ?? 0) + 1)
+        #expect(found.first?.message.hasPrefix("pool type kubernetes is not supported yet") == true)
+
+        let k8s = try #require(lines.firstIndex(of: "  k8s:"))
+        let end = try #require(lines.firstIndex(of: "skill_mapping:"))
+        let withoutKubernetes = (lines[..<k8s] + lines[end...]).map { $0.replacingOccurrences(of: ", k8s]", with: "]") }
+            .filter { !$0.contains("devops: [k8s]") }.joined(separator: "\n")
+        let configuration = try ConfigurationLoader.load(text: withoutKubernetes, file: "dispatcher.yaml")
+        #expect(configuration.pools.map(\.name) == ["local", "docker"])
+        let docker = try #require(configuration.pool(named: "docker"))
+        #expect(docker.type == .docker && docker.container?.image == "necrocode/runner:latest" && docker.container?.mountRepoPool == true)
+        #expect(docker.command.argv.isEmpty, "no command: the image's own entrypoint and command run")
+        #expect(docker.container?.network == "none" && docker.container?.pull == ContainerSettings.Pull.never)
+        #expect(configuration.pool(named: "local")?.command.argv.isEmpty == true, "a local pool without a command loads")
+        #expect(configuration.skillMapping["backend"] == ["docker"])
+    }
+
+    @Test func aDockerPoolsOwnSettingsAreRead() throws {
+        let configuration = try ConfigurationLoader.load(
+            text: """
+                agent_pools:
+                  agents:
+                    type: docker
+                    max_concurrency: 2
+                    default_resources: {cpu: 1.5, memory_mb: 512}
+                    config:
+                      image: my-agent:1
+                      command: [claude, -p, "{task.title}"]
+                      env: {MODE: ci}
+                      env_from_host: [ANTHROPIC_API_KEY]
+                      user: "1000:1000"
+                      network: host
+                      pids_limit: 256
+                      pull: missing
+                      mount_repo_pool: false
+                """, file: "necro.yaml")
+        let pool = try #require(configuration.pools.first)
+        var expected = ContainerSettings(image: "my-agent:1")
+        expected.environmentFromHost = ["ANTHROPIC_API_KEY"]
+        expected.user = "1000:1000"
+        expected.network = "host"
+        expected.pidsLimit = 256
+        expected.pull = .missing
+        expected.mountRepoPool = false
+        #expect(pool.container == expected)
+        #expect(pool.command.argv == ["claude", "-p", "{task.title}"] && pool.environment == ["MODE": "ci"])
+        #expect(pool.limits.defaultResources == TaskResources(cpu: 1.5, memoryMB: 512))
+    }
 }

@@ -7,21 +7,7 @@ public enum DockerTestImage {
 
     /// Nil once the image is there; else why it is not (no engine, no busybox).
     public static let problem: String? = {
-        let script = """
-            set -e
-            docker image inspect \(name) >/dev/null 2>&1 && exit 0
-            root=$(mktemp -d)
-            chmod 755 "$root"
-            mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/usr/bin"
-            chmod 1777 "$root/tmp"
-            cp /bin/busybox "$root/bin/busybox"
-            for applet in $("$root/bin/busybox" --list); do [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"; done
-            cp /usr/bin/git "$root/usr/bin/git"
-            for lib in $(ldd /usr/bin/git | grep -o '/[^ ]*'); do cp -L --parents "$lib" "$root/"; done
-            echo 'root:x:0:0:root:/tmp:/bin/sh' > "$root/etc/passwd"
-            tar -C "$root" -c . | docker import - \(name) >/dev/null
-            rm -rf "$root"
-            """
+        let script = "docker image inspect \(name) >/dev/null 2>&1 || \(repositoryRoot)/Scripts/busybox-image.sh \(name)"
         guard let result = try? runProcess("/bin/sh", ["-c", script]) else { return "cannot run sh" }
         return result.status == 0 ? nil : "cannot make the test image \(name): \(result.stderr)"
     }()

@@ -54,6 +54,9 @@ struct Status: AsyncParsableCommand {
             var task_id: String
             var pool: String
             var pid: Int32?
+            /// The pool's type, and for a container its id.
+            var pool_type: String
+            var container_id: String?
             var elapsed_seconds: Int
             var last_heartbeat: String?
             var slot_id: String?
@@ -101,7 +104,8 @@ struct Status: AsyncParsableCommand {
             report.running.append(
                 .init(
                     runner_id: runner.id.rawValue, spec: runner.task.spec, task_id: runner.task.id.rawValue, pool: runner.pool,
-                    pid: runner.pid, elapsed_seconds: Int(now - runner.startedAt.secondsSince1970),
+                    pid: runner.pid, pool_type: runner.poolType.name,
+                    container_id: runner.poolType == .docker ? runner.handle : nil, elapsed_seconds: Int(now - runner.startedAt.secondsSince1970),
                     last_heartbeat: runner.lastHeartbeat.map(\.iso8601), slot_id: slots[runner.task]?.id, branch: slots[runner.task]?.branch))
         }
         if json {
@@ -135,7 +139,9 @@ struct Status: AsyncParsableCommand {
             print("running:")
             for r in report.running {
                 let slot = r.slot_id.map { "  \($0) on \(r.branch ?? "?")" } ?? ""
-                print("  \(r.spec)/\(r.task_id)  \(r.pool)  pid \(r.pid.map(String.init) ?? "-")  \(r.elapsed_seconds) s  heartbeat \(r.last_heartbeat ?? "none")\(slot)")
+                let process = r.pool_type == PoolType.docker.name
+                    ? "container \(r.container_id.map { String($0.prefix(12)) } ?? "-")" : "pid \(r.pid.map(String.init) ?? "-")"
+                print("  \(r.spec)/\(r.task_id)  \(r.pool)  \(process)  \(r.elapsed_seconds) s  heartbeat \(r.last_heartbeat ?? "none")\(slot)")
             }
         }
         if !report.failures.isEmpty {

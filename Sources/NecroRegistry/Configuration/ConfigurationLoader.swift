@@ -194,13 +194,13 @@ private struct ConfigurationDecoder {
                         reader.fail(.invalidValue, value, keyPath, "unknown pool type \(typeName) (expected local-process, docker or kubernetes)")
                         continue
                     }
+                    type = known
                     guard PoolType.supported.contains(known) else {
                         reader.fail(
                             .invalidValue, value, keyPath,
                             "pool type \(typeName) is not supported yet: local-process and docker pools can run in this version (remove pool \(name), or route its skills to another)")
                         continue
                     }
-                    type = known
                 case "max_concurrency":
                     sawConcurrency = true
                     if let value = positive(value, keyPath) { limits.maxConcurrency = value }
@@ -230,12 +230,19 @@ private struct ConfigurationDecoder {
             }
             var container = ContainerSettings(image: "")
             var sawImage = false
-            if let configNode, let configFields = reader.mapping(configNode, "\(path).config") {
+            // (A type not supported yet is refused as such; its settings are not looked at.)
+            if let configNode, PoolType.supported.contains(type), let configFields = reader.mapping(configNode, "\(path).config") {
                 for (key, value) in configFields {
                     let keyPath = "\(path).config.\(key)"
-                    if type == .docker, decodeContainerSetting(key, value, keyPath, into: &container) {
-                        if key == "image" { sawImage = true }
-                        continue
+                    if type == .docker {
+                        if decodeContainerSetting(key, value, keyPath, into: &container) {
+                            if key == "image" { sawImage = true }
+                            continue
+                        }
+                        if key == "nice" {
+                            unknown(key, value, keyPath, ConfigurationLoader.dockerConfigKeys)
+                            continue
+                        }
                     }
                     switch key {
                     case "command":
@@ -262,8 +269,6 @@ private struct ConfigurationDecoder {
                             continue
                         }
                         nice = number
-                    case "nice" where type == .docker:
-                        unknown(key, value, keyPath, ConfigurationLoader.dockerConfigKeys)
                     default:
                         unknown(key, value, keyPath, type == .docker ? ConfigurationLoader.dockerConfigKeys : ConfigurationLoader.localConfigKeys)
                     }

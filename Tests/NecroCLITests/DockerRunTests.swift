@@ -1,0 +1,139 @@
+import Foundation
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import NecroTesting
+import Testing
+
+private let example = "\(repositoryRoot)/Examples/chat-app"
+
+/// `necro run` with Docker pools, on the engine `Scripts/test` starts (`DOCKER_HOST`).
+@Suite(.serialized) struct DockerRunTests {
+    /// The label `necro run` marks this registry's containers with.
+    private func label(_ dir: TemporaryDirectory) -> String {
+        Dispatcher<ContinuousClock>.runnerMarker(registry: URL(fileURLWithPath: dir.file(".necro/registry.sqlite")).standardizedFileURL.path)
+    }
+
+    private func requireImage() throws {
+        if let problem = DockerTestImage.problem {
+            Issue.record("no Docker test image (is a Docker engine running? Scripts/test starts one): \(problem)")
+            throw CancellationError()
+        }
+    }
+
+    /// The bundled example with the mixed configuration: backend and database tasks in containers
+    /// of the example agent's image, the rest as local processes; all in worktrees.
+    @Test func theBundledExampleRunsWithAMixedConfigurationOfLocalAndDockerPools() throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("example-docker")
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: dir.file("chat-app"), withIntermediateDirectories: true)
+        for file in ["tasks.md", "necro-docker.yaml", "agent.sh", "sample-repo.sh"] {
+            try FileManager.default.copyItem(atPath: "\(example)/\(file)", toPath: dir.file("chat-app/\(file)"))
+        }
+        #expect(try runProcess("/bin/sh", ["chat-app/sample-repo.sh", "repo"], in: dir.path).status == 0)
+        let image = try runProcess(
+            "\(repositoryRoot)/Scripts/busybox-image.sh", ["necro-example-agent", "chat-app/agent.sh=/usr/local/bin/agent"], in: dir.path)
+        #expect(image.status == 0, "\(image.stderr)")
+        let result = try NecroBinary.run(["run", "chat-app/tasks.md", "--config", "chat-app/necro-docker.yaml", "--workspace", "repo"], in: dir.path)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
+        #expect(result.stdout.contains("3.1  started on containers"), "a backend task ran in a container: \(result.stdout)")
+        #expect(result.stdout.contains("4.1  started on local"), "\(result.stdout)")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let runners = try registry.runners(runningOnly: false)
+        #expect(Set(runners.filter { $0.poolType == .docker }.map(\.task.id)) == ["2.1", "2.2", "3.1", "3.2", "3.3", "3.4", "5"])
+        let repo = GitRepository(existing: dir.file("repo"))
+        #expect(try repo.git("log", "-1", "--format=%s", "necro/chat-app/3.1") == "3.1: JWT auth", "committed inside the container")
+        #expect(result.stdout.contains("every done task's work merged (11 tasks)"), "\(result.stdout)")
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty, "no container left")
+    }
+
+    /// A docker pool without a command runs its image's own entrypoint and command; a local pool
+    /// without one fails its tasks, naming what is missing.
+    @Test func withoutACommandADockerPoolRunsTheImagesOwnAndALocalPoolSaysWhatIsMissing() throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("docker-no-command")
+        defer { dir.remove() }
+        let made = try runProcess(
+            "/bin/sh",
+            [
+                "-c",
+                #"docker rm -f necro-test-cmd >/dev/null 2>&1; docker create --name necro-test-cmd \#(DockerTestImage.name) true >/dev/null && docker commit --change 'ENTRYPOINT ["/bin/sh", "-c"]' --change 'CMD ["echo from the image > by-image.txt"]' necro-test-cmd necro-test:own-command >/dev/null; status=$?; docker rm -f necro-test-cmd >/dev/null; exit $status"#,
+            ])
+        #expect(made.status == 0, "\(made.stderr)")
+        try dir.write("tasks.md", "- [ ] 1. In a container\n  - _Skill: box_\n- [ ] 2. Local\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {retry_max_attempts: 1}
+            agent_pools:
+              box: {type: docker, max_concurrency: 1, config: {image: "necro-test:own-command"}}
+              local: {max_concurrency: 1}
+            skill_mapping:
+              box: [box]
+              default: [local]
+            """)
+        let result = try NecroBinary.run(["run", "tasks.md", "--no-workspace"], in: dir.path)
+        #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
+        #expect(try String(contentsOfFile: dir.file(".necro/work/\(dir.path.split(separator: "/").last!)/1/by-image.txt"), encoding: .utf8) == "from the image\n")
+        #expect(result.stdout.contains("pool local has no config.command"), "\(result.stdout)")
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty)
+    }
+
+    /// kill -9 of the dispatcher, again and again, during a Docker run: the next one adopts the
+    /// containers still running, takes those that ended at their exit code, removes the rest; in
+    /// the end every task ran to completion once, and no container is left.
+    @Test func twentyKill9sDuringAHundredTaskDockerRunLeaveEveryTaskDoneOnceAndNoContainer() throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("docker-chaos")
+        defer { dir.remove() }
+        var random = SplitMix64(seed: 15_2026)
+        var lines: [String] = []
+        for i in 0..<100 {
+            lines.append("- [ ] \(i). Task \(i)")
+            if i >= 10 { lines.append("  - _Depends: \((i / 10 - 1) * 10 + Int(random.next() % 10))_") }
+        }
+        try dir.write("tasks.md", lines.joined(separator: "\n") + "\n")
+        // Each task's folder is its own for all its attempts: a line in `ran` is a run to the end.
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {graceful_shutdown_timeout: 1, retry_max_attempts: 3, retry_initial_delay: 0.05}
+            agent_pools:
+              box:
+                type: docker
+                max_concurrency: 8
+                config:
+                  image: "\(DockerTestImage.name)"
+                  command: [/bin/sh, -c, 'sleep 0.1; echo done >> ran']
+            """)
+        for _ in 0..<20 {
+            let run = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+            usleep(UInt32(300_000 + random.next() % 900_000))  // the kill's moment: chaos by design, not a wait
+            kill(run.processIdentifier, SIGKILL)
+            run.waitUntilExit()
+        }
+        let last = try NecroBinary.run(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        #expect(last.status == 0, "\(last.stdout.suffix(2000))\n\(last.stderr)")
+
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let spec = try #require(try registry.taskSets().first?.name)
+        #expect(try registry.tasks(spec: spec).allSatisfy { $0.state == .done })
+        for i in 0..<100 {
+            let ran = (try? String(contentsOfFile: dir.file(".necro/work/\(spec)/\(i)/ran"), encoding: .utf8)) ?? ""
+            #expect(ran == "done\n", "task \(i) ran to its end exactly once: \(ran.split(separator: "\n").count) times")
+        }
+        let events = try registry.events(EventQuery(spec: spec))
+        for (task, own) in Dictionary(grouping: events.filter { $0.taskID != nil }, by: { $0.taskID! }) {
+            #expect(own.map(\.seq) == Array(1...Int64(own.count)), "gapless seq for \(task)")
+            #expect(own.filter { $0.type == .taskCompleted }.count == 1, "\(task) completed once")
+        }
+        let dispatcherEvents = events.filter { $0.taskID == nil }.map(\.seq)
+        #expect(dispatcherEvents == Array(1...Int64(dispatcherEvents.count)))
+        let adopted = events.filter { $0.type == .runnerAdopted }.count
+        let finishedUnseen = events.filter { $0.type == .taskCompleted && $0.payload["recovered"] == true }.count
+        #expect(adopted + finishedUnseen >= 5, "the kills landed mid-run: adopted \(adopted), finished unseen \(finishedUnseen)")
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty, "no container left")
+    }
+}
