@@ -1,6 +1,7 @@
 #!/bin/sh
 # Makes a small Docker image without a registry: busybox, git with the libraries it links, and any
-# extra files given as HOST-FILE=PATH-IN-IMAGE, all from this machine, `docker import`ed as NAME.
+# extra files given as HOST-FILE=PATH-IN-IMAGE (a program with the libraries it links), all from
+# this machine, `docker import`ed as NAME.
 # Needs Debian's busybox-static and git, and a Docker engine (DOCKER_HOST, or the default socket).
 #   Scripts/busybox-image.sh necro-example-agent Examples/chat-app/agent.sh=/usr/local/bin/agent
 set -eu
@@ -23,6 +24,8 @@ for extra in "$@"; do
     mkdir -p "$root/$(dirname "${extra#*=}")"
     cp "${extra%%=*}" "$root/${extra#*=}"
     chmod 755 "$root/${extra#*=}"
+    # A program brings the libraries it links.
+    for lib in $(ldd "${extra%%=*}" 2>/dev/null | grep -o '/[^ ]*'); do cp -L --parents "$lib" "$root/"; done
 done
 tar -C "$root" -c . | docker import - "$name" >/dev/null
 echo "busybox-image: made $name"

@@ -36,6 +36,9 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         var signalled: Set<RunnerID> = []
         /// Containers whose end was reported, kept until it is recorded.
         var ended: [RunnerID: String] = [:]
+        /// Removals under way: `shutdown` waits for them.
+        var removals: [UInt64: Task<Void, Never>] = [:]
+        var nextRemoval: UInt64 = 0
     }
 
     private final class EventHandler: Sendable {
@@ -75,6 +78,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     /// between their creation and their start) and not being started here are removed.
     public func shutdown() async {
         continuation.finish()
+        for removal in state.withLock({ Array($0.removals.values) }) { await removal.value }
         if let listed = try? await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel) {
             let active = state.withLock { Set($0.containers.values) }
             for container in listed where container.State == "created" && !active.contains(container.Id) {
@@ -143,7 +147,17 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             finish(runner, .launchFailed("lost the Docker engine while the container ran: \(error.message)"), keep: id)
             return
         }
-        await output?.value
+        if let output {
+            // The output stream of a container started here ends with it; one attached to an
+            // adopted container that has just stopped may not (an attach waits for a next
+            // start): what it had is kept, 2 s at most after the exit.
+            let cutOff = Task {
+                try await Task.sleep(for: .seconds(2))
+                output.cancel()
+            }
+            await output.value
+            cutOff.cancel()
+        }
         let engineState = try? await engine.state(id)
         let signalled = state.withLock { $0.signalled.contains(runner) }
         finish(runner, Self.exit(code: code, oomKilled: engineState?.OOMKilled == true, signalled: signalled, memoryLimitMB: memoryLimitMB), keep: id)
@@ -170,7 +184,14 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
 
     public func ended(_ runner: RunnerID) {
         guard let id = state.withLock({ $0.ended.removeValue(forKey: runner) }) else { return }
-        Task { try? await engine.remove(id) }
+        state.withLock { state in
+            let number = state.nextRemoval
+            state.nextRemoval += 1
+            state.removals[number] = Task { [engine, weak self] in
+                try? await engine.remove(id)
+                _ = self?.state.withLock { $0.removals.removeValue(forKey: number) }
+            }
+        }
     }
 
     // MARK: Signals
@@ -197,7 +218,9 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         }
         Task {
             let output: Task<Void, Never>?
-            if let body = try? await engine.attach(id, fromStart: false) {
+            // A container that has stopped meanwhile has no more output: only its exit is taken.
+            let running = (try? await engine.state(id))?.Running ?? false
+            if running, let body = try? await engine.attach(id, fromStart: false) {
                 output = Task { await self.follow(body, of: runner, logPath: adoption.logPath) }
             } else {
                 output = nil
@@ -349,7 +372,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     }
 
     /// The engine's container configuration for a launch.
-    func containerBody(_ launch: RunnerLaunch, _ settings: ContainerSettings) -> [String: Any] {
+    public func containerBody(_ launch: RunnerLaunch, _ settings: ContainerSettings) -> [String: Any] {
         var environment = launch.environment
         if environment["HOME"] == nil { environment["HOME"] = Self.home }
         var binds = ["\(launch.workingDirectory):\(launch.workingDirectory)"]

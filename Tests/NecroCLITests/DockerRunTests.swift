@@ -23,7 +23,7 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
 
     /// The bundled example with the mixed configuration: backend and database tasks in containers
     /// of the example agent's image, the rest as local processes; all in worktrees.
-    @Test func theBundledExampleRunsWithAMixedConfigurationOfLocalAndDockerPools() throws {
+    @Test func theBundledExampleRunsWithAMixedConfigurationOfLocalAndDockerPools() async throws {
         try requireImage()
         let dir = try TemporaryDirectory("example-docker")
         defer { dir.remove() }
@@ -31,11 +31,11 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
         for file in ["tasks.md", "necro-docker.yaml", "agent.sh", "sample-repo.sh"] {
             try FileManager.default.copyItem(atPath: "\(example)/\(file)", toPath: dir.file("chat-app/\(file)"))
         }
-        #expect(try runProcess("/bin/sh", ["chat-app/sample-repo.sh", "repo"], in: dir.path).status == 0)
-        let image = try runProcess(
+        #expect(try await runProcessAsync("/bin/sh", ["chat-app/sample-repo.sh", "repo"], in: dir.path).status == 0)
+        let image = try await runProcessAsync(
             "\(repositoryRoot)/Scripts/busybox-image.sh", ["necro-example-agent", "chat-app/agent.sh=/usr/local/bin/agent"], in: dir.path)
         #expect(image.status == 0, "\(image.stderr)")
-        let result = try NecroBinary.run(["run", "chat-app/tasks.md", "--config", "chat-app/necro-docker.yaml", "--workspace", "repo"], in: dir.path)
+        let result = try await NecroBinary.runAsync(["run", "chat-app/tasks.md", "--config", "chat-app/necro-docker.yaml", "--workspace", "repo"], in: dir.path)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("\nchat-app: 12 done, 2 skipped in "), "\(result.stdout)")
         #expect(result.stdout.contains("3.1  started on containers"), "a backend task ran in a container: \(result.stdout)")
@@ -51,11 +51,11 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
 
     /// A docker pool without a command runs its image's own entrypoint and command; a local pool
     /// without one fails its tasks, naming what is missing.
-    @Test func withoutACommandADockerPoolRunsTheImagesOwnAndALocalPoolSaysWhatIsMissing() throws {
+    @Test func withoutACommandADockerPoolRunsTheImagesOwnAndALocalPoolSaysWhatIsMissing() async throws {
         try requireImage()
         let dir = try TemporaryDirectory("docker-no-command")
         defer { dir.remove() }
-        let made = try runProcess(
+        let made = try await runProcessAsync(
             "/bin/sh",
             [
                 "-c",
@@ -74,7 +74,7 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
               box: [box]
               default: [local]
             """)
-        let result = try NecroBinary.run(["run", "tasks.md", "--no-workspace"], in: dir.path)
+        let result = try await NecroBinary.runAsync(["run", "tasks.md", "--no-workspace"], in: dir.path)
         #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
         #expect(try String(contentsOfFile: dir.file(".necro/work/\(dir.path.split(separator: "/").last!)/1/by-image.txt"), encoding: .utf8) == "from the image\n")
         #expect(result.stdout.contains("pool local has no config.command"), "\(result.stdout)")
@@ -84,7 +84,7 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
     /// kill -9 of the dispatcher, again and again, during a Docker run: the next one adopts the
     /// containers still running, takes those that ended at their exit code, removes the rest; in
     /// the end every task ran to completion once, and no container is left.
-    @Test func twentyKill9sDuringAHundredTaskDockerRunLeaveEveryTaskDoneOnceAndNoContainer() throws {
+    @Test func twentyKill9sDuringAHundredTaskDockerRunLeaveEveryTaskDoneOnceAndNoContainer() async throws {
         try requireImage()
         let dir = try TemporaryDirectory("docker-chaos")
         defer { dir.remove() }
@@ -108,13 +108,20 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
                   image: "\(DockerTestImage.name)"
                   command: [/bin/sh, -c, 'sleep 0.1; echo done >> ran']
             """)
-        for _ in 0..<20 {
-            let run = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
-            usleep(UInt32(300_000 + random.next() % 900_000))  // the kill's moment: chaos by design, not a wait
+        for round in 0..<20 {
+            let output = dir.file("run-\(round).out")
+            let run = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path, outputFile: output)
+            // Killed at a random moment after its first container started (or it ended): mid-run,
+            // however slow the machine is today.
+            for _ in 0..<1_500 where run.isRunning {
+                if ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("started on box") { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(Int(random.next() % 700)))  // the kill's moment: chaos by design
             kill(run.processIdentifier, SIGKILL)
-            run.waitUntilExit()
+            while run.isRunning { try await Task.sleep(for: .milliseconds(10)) }
         }
-        let last = try NecroBinary.run(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        let last = try await NecroBinary.runAsync(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
         #expect(last.status == 0, "\(last.stdout.suffix(2000))\n\(last.stderr)")
 
         let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
@@ -135,5 +142,41 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
         let finishedUnseen = events.filter { $0.type == .taskCompleted && $0.payload["recovered"] == true }.count
         #expect(adopted + finishedUnseen >= 5, "the kills landed mid-run: adopted \(adopted), finished unseen \(finishedUnseen)")
         #expect(try DockerTestImage.containers(label: label(dir)).isEmpty, "no container left")
+    }
+
+    /// A runner in a container with no network reaches the dispatcher's API through the socket
+    /// mounted into it, with its own token: its heartbeat is recorded. Whether the API is served
+    /// on the network too or not (`--no-server`).
+    @Test(arguments: [["--listen", "127.0.0.1:0"], ["--no-server"]])
+    func aRunnerInAContainerReachesTheAPIThroughItsSocket(_ serving: [String]) async throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("docker-api")
+        defer { dir.remove() }
+        let made = try await runProcessAsync(
+            "/bin/sh", ["-c", "docker image inspect necro-test:curl >/dev/null 2>&1 || \(repositoryRoot)/Scripts/busybox-image.sh necro-test:curl /usr/bin/curl=/usr/bin/curl"])
+        #expect(made.status == 0, "\(made.stderr)")
+        try dir.write("tasks.md", "- [ ] 1. Reports\n")
+        try dir.write(
+            "necro.yaml",
+            #"""
+            dispatcher: {retry_max_attempts: 1}
+            agent_pools:
+              box:
+                type: docker
+                max_concurrency: 1
+                config:
+                  image: necro-test:curl
+                  command: [/bin/sh, -c, 'curl -sSf --unix-socket "$NECRO_API_SOCKET" -X POST -H "Authorization: Bearer $NECRO_RUNNER_TOKEN" "http://localhost/v1/runners/$RUNNER_ID/heartbeat" && echo "url=$NECRO_API_URL"']
+            """#)
+        let result = try await NecroBinary.runAsync(["run", "tasks.md", "--no-workspace"] + serving, in: dir.path)
+        let refused = try await NecroBinary.runAsync(["run", "tasks.md", "--no-workspace", "--config", "missing.yaml"], in: dir.path)
+        #expect(refused.status == 2 && refused.stderr.contains("missing.yaml"), "the output is kept: \(refused.stderr)")
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        let runner = try #require(try registry.runners(runningOnly: false).first)
+        #expect(runner.lastHeartbeat != nil, "the heartbeat reached the dispatcher")
+        let log = (try? String(contentsOfFile: try #require(runner.logPath), encoding: .utf8)) ?? ""
+        #expect(log.contains("url="), "\(log)")
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty)
     }
 }

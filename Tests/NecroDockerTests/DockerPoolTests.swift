@@ -107,3 +107,50 @@ import Testing
         try await rig.finish()
     }
 }
+
+@Suite(.serialized) struct DockerAdoptionTests {
+    /// A container a previous dispatcher left: adopted while it runs (its later output seen, its
+    /// exit code taken from the engine), or, stopped meanwhile, taken at its exit code at once.
+    @Test func containersLeftRunningOrStoppedAreAdoptedAndTheirExitReported() async throws {
+        let engine = try await TestDocker.engine()
+        let dir = try TemporaryDirectory("adopt")
+        defer { dir.remove() }
+        let launcher = DockerLauncher(engine: engine, pools: [:], registryLabel: "adopt-\(getpid())", outputInterval: .zero)
+        defer { Task { await launcher.shutdown() } }
+        var events = launcher.events.makeAsyncIterator()
+        func container(_ script: String) async throws -> String {
+            let id = try await engine.createContainer([
+                "Image": TestDocker.image, "Cmd": ["/bin/sh", "-c", script], "Labels": ["necro.registry": "adopt-\(getpid())"],
+                "HostConfig": ["Binds": ["\(dir.path):/shared"]],
+            ])
+            try await engine.start(id)
+            return id
+        }
+        // It goes on once adopted: its later output must be seen.
+        let running = try await container("while [ ! -e /shared/go ]; do echo tick; sleep 0.05; done; echo late; exit 4")
+        let stopped = try await container("exit 5")
+        _ = try await engine.wait(stopped)
+        launcher.adopt(RunnerAdoption(runner: RunnerID("running"), handle: RunnerHandle(running), logPath: dir.file("running.log")))
+        launcher.adopt(RunnerAdoption(runner: RunnerID("stopped"), handle: RunnerHandle(stopped), logPath: dir.file("stopped.log")))
+        var exits: [RunnerID: RunnerExit] = [:]
+        var lines: [String] = []
+        let started = ContinuousClock.now
+        while exits.count < 2, ContinuousClock.now - started < .seconds(30), let event = await events.next() {
+            if case .exited(let id, let exit) = event { exits[id] = exit }
+            if case .output(_, let line) = event {
+                // Its output reaches the launcher: from now on nothing it prints is missed.
+                if lines.isEmpty { _ = try dir.write("go", "") }
+                lines.append(line)
+            }
+        }
+        #expect(exits == [RunnerID("running"): .exited(code: 4), RunnerID("stopped"): .exited(code: 5)])
+        #expect(lines.contains("late"), "output after the adoption is followed")
+        #expect(try String(contentsOfFile: dir.file("running.log"), encoding: .utf8).hasSuffix("tick\nlate\n"))
+        // Kept until their ends are recorded; then removed.
+        #expect(try await TestDocker.containers(engine, label: "adopt-\(getpid())").count == 2)
+        launcher.ended(RunnerID("running"))
+        launcher.ended(RunnerID("stopped"))
+        await launcher.shutdown()
+        #expect(try await TestDocker.containers(engine, label: "adopt-\(getpid())").isEmpty)
+    }
+}

@@ -85,3 +85,34 @@ public let repositoryRoot: String = {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 }()
+
+/// Runs a program and collects its exit status and output, without holding a thread while it runs
+/// (its output goes through files; its end is looked for every 20 ms): for async tests that run
+/// long commands, which would otherwise take one of the few threads every async test shares.
+public func runProcessAsync(_ executable: String, _ arguments: [String], in directory: String? = nil) async throws -> CommandResult {
+    let folder = NSTemporaryDirectory() + "necro-run-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    for (name, assign) in [("out", { (h: FileHandle) in process.standardOutput = h }), ("err", { (h: FileHandle) in process.standardError = h })] {
+        _ = FileManager.default.createFile(atPath: "\(folder)/\(name)", contents: nil)
+        assign(FileHandle(forWritingAtPath: "\(folder)/\(name)")!)
+    }
+    try process.run()
+    while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus,
+        stdout: (try? String(contentsOfFile: "\(folder)/out", encoding: .utf8)) ?? "",
+        stderr: (try? String(contentsOfFile: "\(folder)/err", encoding: .utf8)) ?? "")
+}
+
+extension NecroBinary {
+    /// Runs `necro` with arguments, in `directory`, and waits for it without holding a thread.
+    public static func runAsync(_ arguments: [String], in directory: String? = nil) async throws -> CommandResult {
+        try await runProcessAsync(path, arguments, in: directory)
+    }
+}
