@@ -16,7 +16,8 @@ enum Launchers {
             launchers.append(
                 DockerLauncher(
                     engine: engine, pools: Dictionary(containerPools.compactMap { pool in pool.container.map { (pool.name, $0) } }) { a, _ in a },
-                    registryLabel: Dispatcher<ContinuousClock>.runnerMarker(registry: registry)))
+                    registryLabel: Dispatcher<ContinuousClock>.runnerMarker(registry: registry),
+                    necroBinary: DockerLauncher.portableExecutable()))
         } catch {
             for launcher in launchers { await launcher.shutdown() }
             printError(

@@ -27,7 +27,7 @@ struct ServerOptions: ParsableArguments {
 }
 
 /// The API served beside a dispatcher: its address, and how to stop it.
-struct ServedAPI {
+struct ServedAPI: Sendable {
     let address: ListenAddress
     let keys: AccessKeys
     /// On the network, on the runners' socket, or both.

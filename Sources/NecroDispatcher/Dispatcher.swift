@@ -368,9 +368,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         case .runner(.exited(let id, let exit), _):
             // Once this turn is committed, the supervisor's record of the status is not needed any
             // more; until then it is what recovery would go by.
-            if let row = runnerRows.withLock({ $0.all[id] }) {
-                if let record = row.status { consumedStatusRecords.withLock { $0.append(record) } }
-                endedRunners.withLock { $0.append((id, row.poolType)) }
+            if let (record, type) = runnerRows.withLock({ rows in rows.all[id].map { ($0.status, $0.poolType) } }) {
+                if let record { consumedStatusRecords.withLock { $0.append(record) } }
+                endedRunners.withLock { $0.append((id, type)) }
             }
             updateRunner(id) {
                 $0.state = .exited

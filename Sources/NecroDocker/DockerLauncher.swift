@@ -21,10 +21,32 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     private let outputInterval: Duration
     /// The uid and gid containers run as when their pool names no user.
     private let defaultUser: String
+    /// A `necro` that runs in any image with a C library (built with `--static-swift-stdlib`),
+    /// mounted read-only at `containerBinary`: `necro heartbeat` works inside.
+    let necroBinary: String?
+    public static let containerBinary = "/usr/local/bin/necro"
     private let state = Mutex(State())
     private let handler = Mutex<EventHandler?>(nil)
 
     public static let labelPrefix = "necro."
+
+    /// This process's own executable if it can run in a container (the Swift runtime linked into
+    /// it, not loaded from this machine's toolchain); nil otherwise.
+    public static func portableExecutable() -> String? {
+        // Read to its end (a /proc file says it is empty).
+        let file = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return nil }
+        defer { close(file) }
+        var maps: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(file, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            maps += buffer[..<count]
+        }
+        guard !String(decoding: maps, as: UTF8.self).contains("libswiftCore.so") else { return nil }
+        return try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    }
 
     private struct State {
         /// Each runner's container, once created.
@@ -50,8 +72,9 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     ///   - registryLabel: what marks this registry's containers (a hash of its path).
     public init(
         engine: DockerEngine, pools: [String: ContainerSettings], registryLabel: String, logLimitBytes: Int = 8 << 20,
-        outputInterval: Duration = .milliseconds(250)
+        outputInterval: Duration = .milliseconds(250), necroBinary: String? = nil
     ) {
+        self.necroBinary = necroBinary
         (events, continuation) = AsyncStream.makeStream(of: RunnerEvent.self)
         self.engine = engine
         self.pools = pools
@@ -383,6 +406,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             let socket = stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK
             binds.append("\(path):\(path)\(socket ? ":ro" : "")")
         }
+        if let necroBinary { binds.append("\(necroBinary):\(Self.containerBinary):ro") }
         var host: [String: Any] = [
             "Binds": settings.mountRepoPool ? binds : Array(binds.dropFirst()),
             "NetworkMode": settings.network,

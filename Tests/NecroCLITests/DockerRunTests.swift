@@ -179,4 +179,41 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
         #expect(log.contains("url="), "\(log)")
         #expect(try DockerTestImage.containers(label: label(dir)).isEmpty)
     }
+
+    /// `necro status` shows a running container as it shows a process: its pool, the container's
+    /// id where a process has its pid, how long it has run, its last heartbeat.
+    @Test func statusShowsARunningContainerWithItsId() async throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("docker-status")
+        defer { dir.remove() }
+        try dir.write("tasks.md", "- [ ] 1. Waits\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              box:
+                type: docker
+                max_concurrency: 1
+                config:
+                  image: "\(DockerTestImage.name)"
+                  command: [/bin/sh, -c, 'echo up; while [ ! -e go ]; do sleep 0.05; done']
+            """)
+        let run = try NecroBinary.start(["run", "tasks.md", "--no-workspace", "--no-server"], in: dir.path)
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        var container: String?
+        for _ in 0..<1_500 where container == nil {
+            container = (try? registry.runners(runningOnly: true))?.first?.handle
+            if container == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let id = try #require(container, "the runner started, with its container's id")
+        let status = try await NecroBinary.runAsync(["status"], in: dir.path)
+        #expect(status.stdout.contains("  \(dir.path.split(separator: "/").last!)/1  box  container \(id.prefix(12))  "), "\(status.stdout)")
+        let json = try await NecroBinary.runAsync(["status", "--json"], in: dir.path)
+        #expect(json.stdout.contains(#""container_id":"\#(id)""#) && json.stdout.contains(#""pool_type":"docker""#), "\(json.stdout)")
+        try dir.write(".necro/work/\(dir.path.split(separator: "/").last!)/1/go", "")
+        while run.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(run.terminationStatus == 0)
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty)
+    }
 }

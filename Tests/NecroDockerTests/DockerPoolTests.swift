@@ -154,3 +154,39 @@ import Testing
         #expect(try await TestDocker.containers(engine, label: "adopt-\(getpid())").isEmpty)
     }
 }
+
+@Suite struct ContainerConfigurationTests {
+    /// What a container is made with: its labels, mounts (the task's folder and the shared paths
+    /// at their own paths, the runner socket read-only, a portable `necro` if there is one), limits,
+    /// and no capabilities.
+    @Test func aContainerIsMadeWithItsLabelsMountsLimitsAndNoPrivileges() async throws {
+        let engine = try await TestDocker.engine()
+        let dir = try TemporaryDirectory("body")
+        defer { dir.remove() }
+        var settings = ContainerSettings(image: "agent:1")
+        settings.pidsLimit = 64
+        let launcher = DockerLauncher(engine: engine, pools: ["p": settings], registryLabel: "r1", necroBinary: "/opt/necro-static")
+        let launch = RunnerLaunch(
+            runner: RunnerID("s.1.a2"), argv: ["claude", "-p", "Title"], environment: ["A": "1"], workingDirectory: dir.file("work"),
+            logPath: dir.file("log"), task: TaskKey(spec: "s", id: "1"), attempt: 2, pool: "p",
+            resources: TaskResources(cpu: 1.5, memoryMB: 512), sharedPaths: [dir.file("repo/.git")])
+        let body = launcher.containerBody(launch, settings)
+        #expect(body["Entrypoint"] as? [String] == ["claude"] && body["Cmd"] as? [String] == ["-p", "Title"])
+        #expect(body["WorkingDir"] as? String == dir.file("work"))
+        #expect(body["User"] as? String == "\(getuid()):\(getgid())")
+        #expect((body["Env"] as? [String])?.contains("A=1") == true && (body["Env"] as? [String])?.contains("HOME=/tmp/necro-home") == true)
+        #expect(body["Labels"] as? [String: String] == [
+            "necro.registry": "r1", "necro.runner-id": "s.1.a2", "necro.spec": "s", "necro.task": "1", "necro.attempt": "2", "necro.pool": "p",
+        ])
+        let host = try #require(body["HostConfig"] as? [String: Any])
+        #expect(host["Binds"] as? [String] == [
+            "\(dir.file("work")):\(dir.file("work"))", "\(dir.file("repo/.git")):\(dir.file("repo/.git"))", "/opt/necro-static:/usr/local/bin/necro:ro",
+        ])
+        #expect(host["NetworkMode"] as? String == "none" && host["Init"] as? Bool == true)
+        #expect(host["CapDrop"] as? [String] == ["ALL"] && host["SecurityOpt"] as? [String] == ["no-new-privileges"])
+        #expect(host["Memory"] as? Int == 512 << 20 && host["NanoCpus"] as? Int64 == 1_500_000_000 && host["PidsLimit"] as? Int == 64)
+        // This test process runs on the toolchain's Swift runtime: not a binary for containers.
+        #expect(DockerLauncher.portableExecutable() == nil)
+        await launcher.shutdown()
+    }
+}

@@ -67,7 +67,6 @@ struct Run: AsyncParsableCommand {
         }
         try DispatcherLock.acquireOrExit(options.registry, command: "run")
         let root = options.folder
-        let paths = Self.paths(registry: options.registry, folder: root)
         // A spec inside a git repository works in that repository, unless told otherwise.
         var workspace = self.workspace
         if workspace == nil, configuration.repoPool == nil, !noWorkspace, let top = RepoPool.repository(containing: spec) {
@@ -77,43 +76,24 @@ struct Run: AsyncParsableCommand {
         let workspaces = try Self.openRepoPool(
             &configuration, workspace: noWorkspace ? nil : workspace, specs: [loaded.spec], registryFolder: root,
             specFiles: [origin])
-        let launchers = try await Launchers.make(configuration, registry: Self.absolute(options.registry))
-        let registry: SQLiteRegistry
+        let host = try await DispatcherHost.open(command: "run", configuration: configuration, options: options)
+        let registry = host.registry
         let records: [TaskRecord]
         let recovered: RecoveredRunners
         do {
-            registry = try SQLiteRegistry(path: options.registry)
-            // What a dispatcher that stopped left in its journal goes in first: under the ids it
-            // was written for, before an import may renumber tasks.
-            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
             try registry.importTaskSet(loaded.spec, source: loaded.path, origin: origin)
-            recovered = try await Recovery.takeOver(
-                [loaded.spec.name], in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
+            recovered = try await host.takeOver([loaded.spec.name], configuration: configuration, workspaces: workspaces)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
+            await host.close(complete: false)
             printError("error: \(error.message)")
             throw ExitStatus.failure
         }
-        Self.applyPoolSettings(&configuration, registry)
-        let serving = try ServerSetup.prepare(server, registryFolder: root)
-        let dispatcher = Dispatcher(
-            configuration: configuration, registry: registry, launchers: launchers, clock: ContinuousClock(),
-            paths: paths,
-            options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()),
-            workspaces: workspaces,
-            runnerAPI: serving?.1)
-        let served = try await serving.asyncMap { keys, runnerAPI in
-            try await ServerSetup.start(
-                dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server, runnersSocket: Launchers.needSocket(configuration))
-        }
-        defer { served?.stop() }
-        if let served, served.isPublic { printError("dashboard: \(served.dashboardURL)") }
-        let control = Self.followControlRequests(registry, dispatcher, defaultSpec: loaded.spec.name)
-        defer { control.cancel() }
-        DispatcherProcess.write(options.registry)
-        defer { DispatcherProcess.remove(options.registry) }
-        let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "run", address: served?.shownAddress)
-        defer { statusFile.stop() }
+        let started = try await host.start(
+            configuration, options: .init(randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Self.startToken()),
+            workspaces: workspaces, server: server)
+        let dispatcher = started.dispatcher
+        if let served = started.served, served.isPublic { printError("dashboard: \(served.dashboardURL)") }
         let display = RunDisplay(mode: json ? .json : (isatty(1) == 1 ? .terminal : .plain), spec: loaded.spec, records: records)
         let grace = configuration.gracefulShutdownTimeout
         let signals = Task {
@@ -137,13 +117,13 @@ struct Run: AsyncParsableCommand {
             let updates = dispatcher.updates()
             return Task { await writeBack.follow(updates) }
         }
-        let outcome = try await dispatcher.run([(loaded.spec, records)], recovered: recovered)
+        let outcome = try await host.run(started, tasksets: [(loaded.spec, records)], recovered: recovered, defaultSpec: loaded.spec.name)
         await watcher.value
         await ticking?.value
-        for launcher in launchers { await launcher.shutdown() }
         // Records not in the registry yet: the status tables say how their runners ended.
         let incomplete = outcome.unrecorded != nil || dispatcher.hasUnreplayedRecords
-        if !incomplete { Recovery.removeUnusedStatusTables(paths, registry: registry) }
+        await host.close(complete: !incomplete)
+        let paths = host.paths
         display.summary(outcome, registry: registry, fromRegistry: incomplete)
         if let failure = outcome.unrecorded {
             printError(

@@ -6,6 +6,7 @@ import NecroDispatcher
 import NecroRegistry
 import NecroRunners
 import NecroServer
+import NecroWorkspaces
 import ServiceLifecycle
 import UnixSignals
 
@@ -34,73 +35,42 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var configuration = try Run.loadConfiguration([config ?? "necro.yaml"], explicit: config != nil)
         try DispatcherLock.acquireOrExit(options.registry, command: "serve")
-        let root = options.folder
-        let paths = Run.paths(registry: options.registry, folder: root)
-        let registry: SQLiteRegistry
+        let host = try await DispatcherHost.open(command: "serve", configuration: configuration, options: options)
+        let registry = host.registry
         var tasksets: [(spec: TaskSetSpec, records: [TaskRecord])] = []
+        let recovered: RecoveredRunners
+        let workspaces: RepoPool?
         do {
-            registry = try SQLiteRegistry(path: options.registry)
             let specs = try registry.taskSetSpecs()
-            let workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: root)
-            let launchers = try await Launchers.make(configuration, registry: Run.absolute(options.registry))
-            let recovered = try await Recovery.takeOver(
-                specs.map(\.name), in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
+            workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: options.folder)
+            recovered = try await host.takeOver(specs.map(\.name), configuration: configuration, workspaces: workspaces)
             for spec in specs { tasksets.append((spec, try registry.tasks(spec: spec.name))) }
-            try await serve(
-                configuration, registry: registry, paths: paths, root: root, workspaces: workspaces, tasksets: tasksets, recovered: recovered,
-                launchers: launchers)
         } catch let error as RegistryError {
+            await host.close(complete: false)
             printError("error: \(error.message)")
             throw ExitStatus.failure
         }
-    }
-
-    private func serve(
-        _ configuration: DispatcherConfiguration, registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths, root: String,
-        workspaces: (any Workspaces)?, tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners,
-        launchers: [any RunnerLauncher]
-    ) async throws {
-        var configuration = configuration
-        Run.applyPoolSettings(&configuration, registry)
-        let serving = try ServerSetup.prepare(server, registryFolder: root)
-        let dispatcher = Dispatcher(
-            configuration: configuration, registry: registry, launchers: launchers, clock: ContinuousClock(), paths: paths,
+        let started = try await host.start(
+            configuration,
             options: .init(finishWhenIdle: false, randomSeed: UInt64.random(in: 1...UInt64.max), runnerIDSuffix: Run.startToken()),
-            workspaces: workspaces, runnerAPI: serving?.1)
-        let served = try await serving.asyncMap { keys, runnerAPI in
-            try await ServerSetup.start(
-                dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server, runnersSocket: Launchers.needSocket(configuration))
-        }
-        defer { served?.stop() }
-        if let served, served.isPublic {
+            workspaces: workspaces, server: server)
+        if let served = started.served, served.isPublic {
             printError("necro serve: listening on \(served.address.url)")
             printError("dashboard: \(served.dashboardURL)")
         }
-        let services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: DispatcherService(dispatcher, tasksets: tasksets, recovered: recovered))
-        ]
-        var logger = Logger(label: "necro.serve")
-        logger.logLevel = .warning
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         // The service group turns the first signal into a graceful shutdown; a second stops the
         // runners at once.
         let escalation = Task {
             var count = 0
             for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
                 count += 1
-                if count >= 2 { dispatcher.shutdownNow() }
+                if count >= 2 { started.dispatcher.shutdownNow() }
             }
         }
         defer { escalation.cancel() }
-        let control = Run.followControlRequests(registry, dispatcher, defaultSpec: tasksets.count == 1 ? tasksets[0].spec.name : nil)
-        defer { control.cancel() }
-        DispatcherProcess.write(options.registry)
-        defer { DispatcherProcess.remove(options.registry) }
-        let statusFile = DispatcherStatus.keep(dispatcher, registry: options.registry, command: "serve", address: served?.shownAddress)
-        defer { statusFile.stop() }
-        try await group.run()
-        for launcher in launchers { await launcher.shutdown() }
-        Recovery.removeUnusedStatusTables(paths, registry: registry)
+        _ = try await host.run(
+            started, tasksets: tasksets, recovered: recovered, defaultSpec: tasksets.count == 1 ? tasksets[0].spec.name : nil,
+            gracefulShutdownSignals: [.sigterm, .sigint])
+        await host.close(complete: !started.dispatcher.hasUnreplayedRecords)
     }
 }

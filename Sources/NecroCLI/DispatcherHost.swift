@@ -1,0 +1,183 @@
+import Foundation
+import Logging
+import NecroCore
+import NecroDispatcher
+import NecroRegistry
+import NecroRunners
+import NecroWorkspaces
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The composition root of `necro run` and `necro serve`: what a dispatcher is made of — a
+/// launcher per pool type, the registry with what the last dispatcher left taken over, the
+/// dispatcher, its API — built here, in this order, and run as the services of one
+/// `ServiceGroup`: the API, the control requests, the status file and the dispatcher.
+final class DispatcherHost: Sendable {
+    let command: String
+    /// The registry as given (the lock, pid and status files are named after it).
+    let registryPath: String
+    let paths: Dispatcher<ContinuousClock>.Paths
+    let registry: SQLiteRegistry
+    let launchers: [any RunnerLauncher]
+
+    private init(
+        command: String, registryPath: String, paths: Dispatcher<ContinuousClock>.Paths, registry: SQLiteRegistry,
+        launchers: [any RunnerLauncher]
+    ) {
+        self.command = command
+        self.registryPath = registryPath
+        self.paths = paths
+        self.registry = registry
+        self.launchers = launchers
+    }
+
+    /// Opens the registry for a dispatcher: the launchers the pools need made (the Docker engine
+    /// reached), what the last dispatcher left in the journal replayed, under the ids it was
+    /// written for. The caller holds the registry's lock.
+    static func open(command: String, configuration: DispatcherConfiguration, options: RegistryOptions) async throws -> DispatcherHost {
+        let paths = Run.paths(registry: options.registry, folder: options.folder)
+        let launchers = try await Launchers.make(configuration, registry: paths.registry)
+        do {
+            let registry = try SQLiteRegistry(path: options.registry)
+            try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
+            return DispatcherHost(command: command, registryPath: options.registry, paths: paths, registry: registry, launchers: launchers)
+        } catch let error as RegistryError {
+            for launcher in launchers { await launcher.shutdown() }
+            printError("error: \(error.message)")
+            throw ExitStatus.failure
+        }
+    }
+
+    /// Sorts out what the last dispatcher left of `specs`: its runners, each by its pool type's
+    /// launcher (adopted, or taken at how they ended), and its slots.
+    func takeOver(_ specs: [String], configuration: DispatcherConfiguration, workspaces: RepoPool?) async throws -> RecoveredRunners {
+        try await Recovery.takeOver(specs, in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
+    }
+
+    /// A dispatcher ready to run, with its API served.
+    struct Started: Sendable {
+        let dispatcher: Dispatcher<ContinuousClock>
+        let served: ServedAPI?
+    }
+
+    /// The dispatcher, with the pools enabled or disabled from the command line, and its API
+    /// served beside it (on the runners' socket too when a pool's runners need it).
+    func start(
+        _ configuration: DispatcherConfiguration, options: DispatchEngine<ContinuousClock.Instant>.Options, workspaces: (any Workspaces)?,
+        server: ServerOptions
+    ) async throws -> Started {
+        var configuration = configuration
+        Run.applyPoolSettings(&configuration, registry)
+        let serving = try ServerSetup.prepare(server, registryFolder: (paths.registry as NSString).deletingLastPathComponent)
+        let dispatcher = Dispatcher(
+            configuration: configuration, registry: registry, launchers: launchers, clock: ContinuousClock(), paths: paths, options: options,
+            workspaces: workspaces, runnerAPI: serving?.1)
+        let served = try await serving.asyncMap { keys, runnerAPI in
+            try await ServerSetup.start(
+                dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server, runnersSocket: Launchers.needSocket(configuration))
+        }
+        return Started(dispatcher: dispatcher, served: served)
+    }
+
+    /// Runs the dispatcher on `tasksets` until it finishes, with its API, its control requests
+    /// and its status file, as the services of one group. With `gracefulShutdownSignals`, the
+    /// group takes those signals as a graceful shutdown (`necro serve`); without, the caller
+    /// handles them (`necro run`, which says what it does).
+    func run(
+        _ started: Started, tasksets: [(spec: TaskSetSpec, records: [TaskRecord])], recovered: RecoveredRunners,
+        defaultSpec: String?, gracefulShutdownSignals: [UnixSignal] = []
+    ) async throws -> RunOutcome {
+        let dispatcher = started.dispatcher
+        let outcome = Mutex<RunOutcome?>(nil)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let served = started.served { services.append(.init(service: APIService(served: served))) }
+        services.append(.init(service: ControlService(registry: registry, dispatcher: dispatcher, defaultSpec: defaultSpec)))
+        services.append(
+            .init(
+                service: StatusFileService(
+                    dispatcher: dispatcher, registry: registryPath, command: command, address: started.served?.shownAddress)))
+        // Its end ends the group; the others stop in the reverse order (the API last).
+        services.append(
+            .init(
+                service: DispatcherService(dispatcher, tasksets: tasksets, recovered: recovered) { result in outcome.withLock { $0 = result } },
+                successTerminationBehavior: .gracefullyShutdownGroup))
+        var logger = Logger(label: "necro.\(command)")
+        logger.logLevel = .warning
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: gracefulShutdownSignals, logger: logger))
+        DispatcherProcess.write(registryPath)
+        defer { DispatcherProcess.remove(registryPath) }
+        try await group.run()
+        guard let result = outcome.withLock({ $0 }) else { throw ExitStatus.failure }
+        return result
+    }
+
+    /// Lets go of the launchers; once every runner's end is in the registry (`complete`), the
+    /// status tables no runner needs go.
+    func close(complete: Bool) async {
+        for launcher in launchers { await launcher.shutdown() }
+        if complete { Recovery.removeUnusedStatusTables(paths, registry: registry) }
+    }
+}
+
+/// The API (on the network, the runners' socket, or both) as a service: stopped when the group
+/// shuts down.
+struct APIService: Service {
+    let served: ServedAPI
+
+    func run() async throws {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                for server in served.servers { await server.value }
+            } onGracefulShutdown: {
+                served.stop()
+            }
+        } onCancel: {
+            served.stop()
+        }
+    }
+}
+
+/// `necro pool`, `retry` and `import` leave requests in the registry and send SIGUSR1: carried
+/// out by the dispatcher while it runs.
+struct ControlService: Service {
+    let registry: SQLiteRegistry
+    let dispatcher: Dispatcher<ContinuousClock>
+    let defaultSpec: String?
+
+    func run() async throws {
+        let following = Run.followControlRequests(registry, dispatcher, defaultSpec: defaultSpec)
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await following.value
+            } onGracefulShutdown: {
+                following.cancel()
+            }
+        } onCancel: {
+            following.cancel()
+        }
+    }
+}
+
+/// `<registry>.dispatcher.json`, kept up to date every second for `necro status`, removed at the end.
+struct StatusFileService: Service {
+    let dispatcher: Dispatcher<ContinuousClock>
+    let registry: String
+    let command: String
+    let address: String?
+
+    func run() async throws {
+        let kept = DispatcherStatus.keep(dispatcher, registry: registry, command: command, address: address)
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await kept.writer.value
+            } onGracefulShutdown: {
+                kept.stop()
+            }
+        } onCancel: {
+            kept.stop()
+        }
+        kept.stop()
+    }
+}
