@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NecroCore
 import NecroDispatcher
+import NecroDocker
 import NecroRegistry
 import NecroRunners
 import NecroWorkspaces
@@ -37,22 +38,35 @@ final class DispatcherHost: Sendable {
     /// written for. The caller holds the registry's lock.
     static func open(command: String, configuration: DispatcherConfiguration, options: RegistryOptions) async throws -> DispatcherHost {
         let paths = Run.paths(registry: options.registry, folder: options.folder)
-        let launchers = try await Launchers.make(configuration, registry: paths.registry)
+        let registry: SQLiteRegistry
+        let leftRunning: Set<PoolType>
         do {
-            let registry = try SQLiteRegistry(path: options.registry)
+            registry = try SQLiteRegistry(path: options.registry)
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
-            return DispatcherHost(command: command, registryPath: options.registry, paths: paths, registry: registry, launchers: launchers)
+            leftRunning = Set(try registry.runners(runningOnly: true).map(\.poolType))
         } catch let error as RegistryError {
-            for launcher in launchers { await launcher.shutdown() }
             printError("error: \(error.message)")
             throw ExitStatus.failure
         }
+        let launchers = try await Launchers.make(configuration, registry: paths.registry, leftRunning: leftRunning)
+        return DispatcherHost(command: command, registryPath: options.registry, paths: paths, registry: registry, launchers: launchers)
     }
 
     /// Sorts out what the last dispatcher left of `specs`: its runners, each by its pool type's
     /// launcher (adopted, or taken at how they ended), and its slots.
     func takeOver(_ specs: [String], configuration: DispatcherConfiguration, workspaces: RepoPool?) async throws -> RecoveredRunners {
-        try await Recovery.takeOver(specs, in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
+        do {
+            return try await Recovery.takeOver(
+                specs, in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
+        } catch let error as RecoveryError {
+            await close(complete: false)
+            printError("error: recovery: \(error.message); nothing was started")
+            throw ExitStatus.failure
+        } catch let error as DockerError {
+            await close(complete: false)
+            printError("error: recovery: \(error.message); nothing was started")
+            throw ExitStatus.failure
+        }
     }
 
     /// A dispatcher ready to run, with its API served.
@@ -90,13 +104,17 @@ final class DispatcherHost: Sendable {
     ) async throws -> RunOutcome {
         let dispatcher = started.dispatcher
         let outcome = Mutex<RunOutcome?>(nil)
+        // SIGUSR1 is taken before the pid file tells `necro pool`, `retry` and `import` where to send it.
+        let control = Run.followControlRequests(registry, dispatcher, defaultSpec: defaultSpec)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        if let served = started.served { services.append(.init(service: APIService(served: served))) }
-        services.append(.init(service: ControlService(registry: registry, dispatcher: dispatcher, defaultSpec: defaultSpec)))
+        // Should one of these end early, the dispatcher goes on without it.
+        if let served = started.served { services.append(.init(service: APIService(served: served), successTerminationBehavior: .ignore)) }
+        services.append(.init(service: ControlService(following: control), successTerminationBehavior: .ignore))
         services.append(
             .init(
                 service: StatusFileService(
-                    dispatcher: dispatcher, registry: registryPath, command: command, address: started.served?.shownAddress)))
+                    dispatcher: dispatcher, registry: registryPath, command: command, address: started.served?.shownAddress),
+                successTerminationBehavior: .ignore))
         // Its end ends the group; the others stop in the reverse order (the API last).
         services.append(
             .init(
@@ -142,12 +160,10 @@ struct APIService: Service {
 /// `necro pool`, `retry` and `import` leave requests in the registry and send SIGUSR1: carried
 /// out by the dispatcher while it runs.
 struct ControlService: Service {
-    let registry: SQLiteRegistry
-    let dispatcher: Dispatcher<ContinuousClock>
-    let defaultSpec: String?
+    /// `Run.followControlRequests`, already taking SIGUSR1.
+    let following: Task<Void, Never>
 
     func run() async throws {
-        let following = Run.followControlRequests(registry, dispatcher, defaultSpec: defaultSpec)
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await following.value

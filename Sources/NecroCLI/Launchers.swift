@@ -7,10 +7,12 @@ import NecroRunners
 /// The launchers a configuration's pools need, one per pool type: local processes always; Docker
 /// when a pool is of type docker, its engine reached and its API version agreed on first.
 enum Launchers {
-    static func make(_ configuration: DispatcherConfiguration, registry: String) async throws -> [any RunnerLauncher] {
+    /// `leftRunning`: the pool types of the runners the last dispatcher left running, which need
+    /// their launcher to be sorted out even if no pool of theirs is configured any more.
+    static func make(_ configuration: DispatcherConfiguration, registry: String, leftRunning: Set<PoolType> = []) async throws -> [any RunnerLauncher] {
         var launchers: [any RunnerLauncher] = [LocalProcessLauncher()]
         let containerPools = configuration.pools.filter { $0.type == .docker }
-        guard !containerPools.isEmpty else { return launchers }
+        guard !containerPools.isEmpty || leftRunning.contains(.docker) else { return launchers }
         do {
             let engine = try await DockerEngine.connect(socketPath: try DockerEngine.socketPath())
             launchers.append(
@@ -20,9 +22,9 @@ enum Launchers {
                     necroBinary: DockerLauncher.portableExecutable()))
         } catch {
             for launcher in launchers { await launcher.shutdown() }
-            printError(
-                "error: pool \(containerPools.map(\.name).joined(separator: ", ")) runs Docker containers, but \(error.message) (DOCKER_HOST=unix:///path names another socket)"
-            )
+            let who = containerPools.isEmpty
+                ? "the previous dispatcher left Docker containers running" : "pool \(containerPools.map(\.name).joined(separator: ", ")) runs Docker containers"
+            printError("error: \(who), but \(error.message) (DOCKER_HOST=unix:///path names another socket)")
             throw ExitStatus.failure
         }
         return launchers

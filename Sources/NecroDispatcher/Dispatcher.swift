@@ -637,15 +637,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func start(_ request: LaunchRequest, in work: String) {
         guard let pool = configuration.pool(named: request.pool), let launcher = launchers[pool.type] else {
             let type = configuration.pool(named: request.pool)?.type.name ?? "?"
-            inbox.post(.runner(.exited(request.runner, .launchFailed("no launcher for pool type \(type) (pool \(request.pool))")), received: .now))
-            return
+            return failLaunch(request.runner, "no launcher for pool type \(type) (pool \(request.pool))")
         }
         if pool.command.argv.isEmpty && pool.type == .localProcess {
-            inbox.post(
-                .runner(
-                    .exited(request.runner, .launchFailed("pool \(pool.name) has no config.command: say what its runners run (agent_pools.\(pool.name).config.command)")),
-                    received: .now))
-            return
+            return failLaunch(
+                request.runner, "pool \(pool.name) has no config.command: say what its runners run (agent_pools.\(pool.name).config.command)")
         }
         // A later attempt may go on from where an earlier one left off: its last checkpoint.
         let checkpoint = request.attempt > 1 ? lastCheckpoint(of: request.task) : nil
@@ -663,6 +659,14 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                     cpu: request.spec.resources.cpu ?? pool.limits.defaultResources.cpu,
                     memoryMB: request.spec.resources.memoryMB ?? pool.limits.defaultResources.memoryMB),
                 sharedPaths: shared))
+    }
+
+    /// A launch that failed before a launcher had it: reported as a launcher reports one (its
+    /// slot released first).
+    private func failLaunch(_ id: RunnerID, _ reason: String) {
+        let event = RunnerEvent.exited(id, .launchFailed(reason))
+        if releaseSlot(of: id, succeeded: false, then: event) { return }
+        inbox.post(.runner(event, received: .now))
     }
 
     /// The payload of the task's last `checkpoint_commit`, if a runner reported one: the last this
@@ -797,22 +801,30 @@ enum TaskContext {
     }
 }
 
+/// Why the runners a stopped dispatcher left could not be sorted out.
+public struct RecoveryError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
 extension Dispatcher {
     /// Sorts out the runners of `specs` that a dispatcher that stopped left `running` in the
     /// registry (a runner's row is saved before it starts), each by the launcher of its pool's
-    /// type: those alive are to be adopted, the others ended meanwhile. A runner whose pool type
-    /// has no launcher here is taken as ended, with no known exit.
+    /// type: those alive are to be adopted, the others ended meanwhile. Throws if a runner's pool
+    /// type has no launcher here, or its launcher cannot tell: taken as ended, its task would
+    /// run again while it may still run.
     public static func sortOut(
         _ specs: [String], in registry: any Registry, launchers: [any RunnerLauncher]
     ) async throws -> RecoveredRunners {
         let wanted = Set(specs)
         let left = try registry.runners(runningOnly: true).filter { wanted.contains($0.task.spec) }
         var recovered = RecoveredRunners()
-        for type in Set(left.map(\.poolType)).subtracting(launchers.map(\.poolType)) {
-            recovered.ended += left.filter { $0.poolType == type }.map { EndedRunner(runner: $0, exit: nil) }
+        if let type = Set(left.map(\.poolType)).subtracting(launchers.map(\.poolType)).first {
+            throw RecoveryError(
+                message: "the previous dispatcher left \(type) runners running (\(left.filter { $0.poolType == type }.map(\.id.rawValue).prefix(5).joined(separator: ", "))), and no \(type) launcher is here to look at them")
         }
         for launcher in launchers {
-            let found = await launcher.sortOut(left.filter { $0.poolType == launcher.poolType }, specs: wanted)
+            let found = try await launcher.sortOut(left.filter { $0.poolType == launcher.poolType }, specs: wanted)
             recovered.adopted += found.adopted
             recovered.ended += found.ended
         }

@@ -251,7 +251,11 @@ public final class DockerEngine: Sendable {
 
     /// Pulls the image from its registry.
     public func pull(_ name: String) async throws(DockerError) {
-        let body = try await expect(.POST, "/images/create?fromImage=\(Self.escape(name))", timeout: .minutes(30))
+        // A name without a tag means its latest (else the engine pulls every tag of it).
+        let lastPart = name.split(separator: "/").last ?? ""
+        let tagged = lastPart.contains(":") || name.contains("@")
+        let body = try await expect(
+            .POST, "/images/create?fromImage=\(Self.escape(name))" + (tagged ? "" : "&tag=latest"), timeout: .minutes(30))
         // A pull that fails midway says so in its progress stream, with 200.
         for line in body.split(separator: UInt8(ascii: "\n")) {
             struct Progress: Decodable { var error: String? }

@@ -127,7 +127,10 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         let id: String
         do {
             try await ensureImage(settings)
-            try prepareFolder(launch.workingDirectory, for: settings.user ?? defaultUser)
+            try await Self.offThePool { [self] in
+                if settings.mountRepoPool { try prepareFolder(launch.workingDirectory, for: settings.user ?? defaultUser) }
+                try openSocketFolder(launch.sharedPaths, for: settings.user ?? defaultUser)
+            }
             id = try await engine.createContainer(containerBody(launch, settings))
         } catch {
             finish(runner, .launchFailed(Self.text(error)))
@@ -162,12 +165,25 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
 
     /// Waits for the container's end, its output read to the end; reports how it ended.
     private func watch(_ runner: RunnerID, container id: String, output: Task<Void, Never>?, memoryLimitMB: Int?) async {
-        let code: Int32
-        do {
-            code = try await engine.wait(id)
-        } catch {
-            // The engine went away: how it ended is not known; a later start finds out.
-            finish(runner, .launchFailed("lost the Docker engine while the container ran: \(error.message)"), keep: id)
+        var code: Int32?
+        var lastError = ""
+        // A wait cut off (the engine restarted) is made again while the engine says the container
+        // runs: its end is reported only once known, for 5 minutes of trying at most.
+        for attempt in 0..<150 where code == nil {
+            do {
+                code = try await engine.wait(id)
+            } catch {
+                lastError = error.message
+                if let state = try? await engine.state(id), !state.Running, state.Status != "created" {
+                    code = state.ExitCode
+                    break
+                }
+                if attempt < 149 { try? await Task.sleep(for: .seconds(2)) }
+            }
+        }
+        guard let code else {
+            output?.cancel()
+            finish(runner, .launchFailed("lost the Docker engine while the container ran: \(lastError)"), keep: id)
             return
         }
         if let output {
@@ -255,7 +271,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     /// The containers of this registry: those of `runners` still running are adopted; those that
     /// ended are taken at their exit code; those never started, and those of `specs` that no
     /// runner left running names (their end recorded, their removal not done), are removed.
-    public func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async -> RecoveredRunners {
+    public func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async throws -> RecoveredRunners {
         var recovered = RecoveredRunners()
         var listed: [DockerEngine.Listed]
         do {
@@ -271,10 +287,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
                 listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
             }
         } catch {
-            FileHandle.standardError.write(Data("necro: recovery: cannot list the Docker engine's containers: \(Self.text(error))\n".utf8))
-            // Not known: left running in the registry would block their tasks; ended, they run again.
-            recovered.ended = runners.map { EndedRunner(runner: $0, exit: nil) }
-            return recovered
+            throw DockerError(status: 0, message: "cannot list the Docker engine's containers to sort out the runners left running: \(Self.text(error))")
         }
         var byRunner: [String: DockerEngine.Listed] = [:]
         for container in listed {
@@ -331,13 +344,14 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
                 let payload = frames.take(buffer.readableBytesView)
                 guard !payload.isEmpty else { continue }
                 log.write(payload)
+                // Only the end of a line is ever shown: 4 KB of it is kept, whatever its length.
                 guard let end = payload.lastIndex(of: UInt8(ascii: "\n")) else {
-                    partial.append(contentsOf: payload.prefix(64 << 10))
+                    partial = Array((partial + payload).suffix(4096))
                     continue
                 }
                 let start = payload[..<end].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }
                 let line = start.map { Array(payload[$0..<end]) } ?? (partial + payload[..<end])
-                partial = Array(payload[(end + 1)...].prefix(64 << 10))
+                partial = Array(payload[(end + 1)...].suffix(4096))
                 let now = ContinuousClock.now
                 if lastReport.map({ now - $0 >= outputInterval }) ?? true {
                     lastReport = now
@@ -381,6 +395,35 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         try Self.chownTree(path, uid: uid, gid: gid)
     }
 
+    /// Runs file-system work (a worktree given to another uid may be large) on a thread of its
+    /// own, not on the few that every async task shares.
+    static func offThePool(_ work: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            DispatchQueue.global().async {
+                do {
+                    try work()
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    /// The runner API socket's folder is its owner's alone (0700); a container running as
+    /// another uid gets to pass through it (0711: not to list it) to reach the socket.
+    private func openSocketFolder(_ shared: [String], for user: String) throws {
+        guard let uid = user.split(separator: ":").first.flatMap({ UInt32($0) }) else { return }
+        for path in shared {
+            var info = stat()
+            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK else { continue }
+            let folder = (path as NSString).deletingLastPathComponent
+            var folderInfo = stat()
+            guard stat(folder, &folderInfo) == 0, folderInfo.st_uid != uid, folderInfo.st_mode & 0o001 == 0 else { continue }
+            chmod(folder, (folderInfo.st_mode & 0o7777) | 0o011)
+        }
+    }
+
     static func chownTree(_ path: String, uid: UInt32, gid: UInt32) throws {
         if lchown(path, uid, gid) != 0 {
             throw DockerError(
@@ -398,22 +441,32 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     public func containerBody(_ launch: RunnerLaunch, _ settings: ContainerSettings) -> [String: Any] {
         var environment = launch.environment
         if environment["HOME"] == nil { environment["HOME"] = Self.home }
-        var binds = ["\(launch.workingDirectory):\(launch.workingDirectory)"]
+        var binds: [String] = []
+        var tmpfs = [Self.home: "mode=1777"]
+        if settings.mountRepoPool {
+            binds.append("\(launch.workingDirectory):\(launch.workingDirectory)")
+        } else {
+            tmpfs[launch.workingDirectory] = "mode=1777"  // an empty folder of its own, at the same path
+        }
         for path in launch.sharedPaths where !path.isEmpty {
-            // The API socket read-only (connecting needs no write); a repository's git folder
-            // writable, for commits.
             var info = stat()
-            let socket = stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK
-            binds.append("\(path):\(path)\(socket ? ":ro" : "")")
+            if stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK {
+                // The API socket's folder, read-only (connecting needs no write): a socket made
+                // anew by a restarted dispatcher is the one an adopted container then reaches.
+                let folder = (path as NSString).deletingLastPathComponent
+                binds.append("\(folder):\(folder):ro")
+            } else if settings.mountRepoPool {
+                binds.append("\(path):\(path)")  // a repository's git folder, writable, for commits
+            }
         }
         if let necroBinary { binds.append("\(necroBinary):\(Self.containerBinary):ro") }
         var host: [String: Any] = [
-            "Binds": settings.mountRepoPool ? binds : Array(binds.dropFirst()),
+            "Binds": binds,
             "NetworkMode": settings.network,
             "Init": true,
             "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
-            "Tmpfs": [Self.home: "mode=1777"],
+            "Tmpfs": tmpfs,
         ]
         if let memory = launch.resources.memoryMB, memory > 0 {
             host["Memory"] = memory << 20

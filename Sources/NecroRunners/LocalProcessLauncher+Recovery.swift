@@ -9,7 +9,7 @@ extension LocalProcessLauncher {
     /// runs. The others ended meanwhile (or never started), and their supervisors recorded how, if
     /// they did. A runner without a status record (started unsupervised) is not adopted: its end
     /// could not be known.
-    public func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async -> RecoveredRunners {
+    public func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async throws -> RecoveredRunners {
         var recovered = RecoveredRunners()
         for var runner in runners {
             guard let status = runner.status else {

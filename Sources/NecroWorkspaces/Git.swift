@@ -26,6 +26,15 @@ struct Git: Sendable {
         environment["GIT_AUTHOR_EMAIL"] = "necro@localhost"
         environment["GIT_COMMITTER_NAME"] = "NecroCode Dispatcher"
         environment["GIT_COMMITTER_EMAIL"] = "necro@localhost"
+        // What a runner may have written into the repository's .git (it is mounted into
+        // containers) must not run here: no hooks, no fsmonitor. And worktrees given to a
+        // container's uid are still worked in.
+        let settings = [("core.hooksPath", "/dev/null"), ("core.fsmonitor", "false"), ("safe.directory", "*")]
+        environment["GIT_CONFIG_COUNT"] = String(settings.count)
+        for (index, (key, value)) in settings.enumerated() {
+            environment["GIT_CONFIG_KEY_\(index)"] = key
+            environment["GIT_CONFIG_VALUE_\(index)"] = value
+        }
         self.environment = environment
     }
 

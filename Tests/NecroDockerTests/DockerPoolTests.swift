@@ -3,6 +3,7 @@ import NecroCore
 import NecroDispatcher
 import NecroDocker
 import NecroRegistry
+import NecroRunners
 import NecroTesting
 import NecroWorkspaces
 import Testing
@@ -185,8 +186,54 @@ import Testing
         #expect(host["NetworkMode"] as? String == "none" && host["Init"] as? Bool == true)
         #expect(host["CapDrop"] as? [String] == ["ALL"] && host["SecurityOpt"] as? [String] == ["no-new-privileges"])
         #expect(host["Memory"] as? Int == 512 << 20 && host["NanoCpus"] as? Int64 == 1_500_000_000 && host["PidsLimit"] as? Int == 64)
+        // The runner API's socket: its folder, read-only (a restarted dispatcher's new socket is
+        // the one an adopted container reaches); with mount_repo_pool false, no worktree nor .git.
+        let socketFolder = dir.file("sock")
+        try FileManager.default.createDirectory(atPath: socketFolder, withIntermediateDirectories: true)
+        let socket = socketFolder + "/api.sock"
+        let fd = socket_listen(socket)
+        defer { close(fd) }
+        var isolated = settings
+        isolated.mountRepoPool = false
+        var withSocket = launch
+        withSocket.sharedPaths.append(socket)
+        let isolatedHost = try #require(launcher.containerBody(withSocket, isolated)["HostConfig"] as? [String: Any])
+        #expect(isolatedHost["Binds"] as? [String] == ["\(socketFolder):\(socketFolder):ro", "/opt/necro-static:/usr/local/bin/necro:ro"])
+        #expect((isolatedHost["Tmpfs"] as? [String: String])?[dir.file("work")] == "mode=1777", "an empty folder of its own")
         // This test process runs on the toolchain's Swift runtime: not a binary for containers.
         #expect(DockerLauncher.portableExecutable() == nil)
         await launcher.shutdown()
+    }
+}
+
+/// A unix socket listening at `path` (for what a container is given of it).
+private func socket_listen(_ path: String) -> Int32 {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        for (index, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+    }
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+    listen(fd, 1)
+    return fd
+}
+
+@Suite struct RecoverySortOutTests {
+    /// Runners of a pool type no launcher here can look at are not taken as ended (their tasks
+    /// would run again while they may still run): the dispatcher refuses to start, saying why.
+    @Test func runnersLeftOfATypeWithoutALauncherStopTheStart() async throws {
+        let dir = try TemporaryDirectory("sortout")
+        defer { dir.remove() }
+        let registry = try SQLiteRegistry(path: dir.file("registry.sqlite"))
+        try registry.importTaskSet(TaskSetSpec(name: "s", tasks: [TaskSpec(id: "1", title: "One")]), source: nil)
+        try registry.saveRunner(
+            RunnerRecord(
+                id: RunnerID("s.1.a1"), task: TaskKey(spec: "s", id: "1"), attempt: 1, pool: "box", startedAt: Timestamp(secondsSince1970: 0),
+                poolType: .docker, handle: "abc"))
+        let local = LocalProcessLauncher()
+        defer { local.shutdown() }
+        await #expect(throws: RecoveryError.self) { try await Dispatcher<ContinuousClock>.sortOut(["s"], in: registry, launchers: [local]) }
+        #expect(try registry.runners(runningOnly: true).map(\.handle) == ["abc"], "left as it was")
     }
 }

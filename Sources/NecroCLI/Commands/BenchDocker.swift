@@ -107,8 +107,9 @@ struct BenchDocker: AsyncParsableCommand {
     /// task's time from its assignment to its runner's end, from the registry's events.
     static func throughNecroRun(image: String, count: Int, concurrency: Int, folder: String) throws -> (Double, [Duration]) {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let tasks = (0..<count).map { "- [ ] \($0). No-op \($0)" }.joined(separator: "\n") + "\n"
-        try tasks.write(toFile: folder + "/tasks.md", atomically: true, encoding: .utf8)
+        // YAML: tasks that name no dependencies are independent (a tasks.md's run in the order written).
+        let tasks = "spec_name: bench\ntasks:\n" + (0..<count).map { "  - {id: \"\($0)\", title: No-op \($0)}" }.joined(separator: "\n") + "\n"
+        try tasks.write(toFile: folder + "/tasks.yaml", atomically: true, encoding: .utf8)
         let configuration = """
             dispatcher: {heartbeat_timeout: 600, retry_max_attempts: 1}
             agent_pools:
@@ -122,7 +123,7 @@ struct BenchDocker: AsyncParsableCommand {
         let previous = FileManager.default.currentDirectoryPath
         _ = FileManager.default.changeCurrentDirectoryPath(folder)
         defer { _ = FileManager.default.changeCurrentDirectoryPath(previous) }
-        let result = try Measurement.run(binary, ["run", "tasks.md", "--no-workspace", "--no-server"])
+        let result = try Measurement.run(binary, ["run", "tasks.yaml", "--no-workspace", "--no-server"])
         guard result.status == 0 else { throw ValidationError("necro run failed with status \(result.status) (see \(folder))") }
         let registry = try SQLiteRegistry(path: folder + "/.necro/registry.sqlite")
         let events = try registry.events(EventQuery())

@@ -68,9 +68,15 @@ struct Serve: AsyncParsableCommand {
             }
         }
         defer { escalation.cancel() }
-        _ = try await host.run(
-            started, tasksets: tasksets, recovered: recovered, defaultSpec: tasksets.count == 1 ? tasksets[0].spec.name : nil,
-            gracefulShutdownSignals: [.sigterm, .sigint])
+        do {
+            _ = try await host.run(
+                started, tasksets: tasksets, recovered: recovered, defaultSpec: tasksets.count == 1 ? tasksets[0].spec.name : nil,
+                gracefulShutdownSignals: [.sigterm, .sigint])
+        } catch let error as RegistryError {
+            await host.close(complete: false)
+            printError("error: \(error.message)")
+            throw ExitStatus.failure
+        }
         await host.close(complete: !started.dispatcher.hasUnreplayedRecords)
     }
 }

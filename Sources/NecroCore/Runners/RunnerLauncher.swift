@@ -126,8 +126,9 @@ public protocol RunnerLauncher: Sendable {
     /// the others ended meanwhile, with how if it is known. What the launcher finds of theirs
     /// (their tasksets are `specs`) that is not among `runners` (a container whose end was
     /// recorded but which was not removed yet) is removed. Called before `adopt`, off the
-    /// dispatcher's loop; it may wait on its engine.
-    func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async -> RecoveredRunners
+    /// dispatcher's loop; it may wait on its engine. Throws when it cannot tell (its engine does
+    /// not answer): nothing may start then, or a task could run twice.
+    func sortOut(_ runners: [RunnerRecord], specs: Set<String>) async throws -> RecoveredRunners
     /// The runner's end is recorded (durably): what the launcher kept so that a later dispatcher
     /// could learn how it ended (a stopped container) may go.
     func ended(_ runner: RunnerID)
