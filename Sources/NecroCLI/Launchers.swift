@@ -13,6 +13,13 @@ enum Launchers {
         var launchers: [any RunnerLauncher] = [LocalProcessLauncher()]
         let containerPools = configuration.pools.filter { $0.type == .docker }
         guard !containerPools.isEmpty || leftRunning.contains(.docker) else { return launchers }
+        let environment = ProcessInfo.processInfo.environment
+        for pool in containerPools {
+            let missing = (pool.container?.environmentFromHost ?? []).filter { environment[$0] == nil }
+            if !missing.isEmpty {
+                printError("warning: pool \(pool.name): env_from_host names \(missing.joined(separator: ", ")), not set here: its containers go without")
+            }
+        }
         do {
             let engine = try await DockerEngine.connect(socketPath: try DockerEngine.socketPath())
             launchers.append(

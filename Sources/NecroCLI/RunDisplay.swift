@@ -34,7 +34,9 @@ func describe(_ e: EventRecord) -> String? {
     case .attemptSaved: return "saved the attempt's uncommitted work under \(text("ref"))"
     case .slotAllocationFailed: return "slot \(text("slot_id")) could not be prepared: \(text("reason"))"
     case .slotMergeConflict: return "merge conflict with \(text("dependency")) in \(p["files"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ", ") ?? "?"): resolve it on \(text("branch")), then necro retry"
-    case .runnerAdopted: return "adopted: still running from the previous dispatcher (pid \(p["pid"]?.intValue.map(String.init) ?? "?"))"
+    case .runnerAdopted:
+        let which = p["handle"]?.stringValue.map { "container \($0.prefix(12))" } ?? "pid \(p["pid"]?.intValue.map(String.init) ?? "?")"
+        return "adopted: still running from the previous dispatcher (\(which))"
     case .recoveryRequeued: return "requeued after the previous dispatcher stopped"
     case .recoveryDetected: return "recovery: \(counted(p["expired_count"]?.intValue ?? 0, "task")) left running"
     case .dispatcherStarted: return "dispatcher started (\(text("scheduling_policy")), \(counted(p["tasks"]?.intValue ?? 0, "task")))"

@@ -221,10 +221,20 @@ public final class DockerEngine: Sendable {
         }
     }
 
-    /// The container's output (stdout and stderr), as its payload bytes in order, from its start
-    /// (`logs`) or from now, until it ends. Call before `start` to miss nothing.
-    public func attach(_ id: String, fromStart: Bool) async throws(DockerError) -> HTTPClientResponse.Body {
-        let request = try request(.POST, "/containers/\(id)/attach?stream=1&stdout=1&stderr=1&logs=\(fromStart ? 1 : 0)")
+    /// The container's output (stdout and stderr) from now until it ends: call it before `start`
+    /// to miss nothing.
+    public func attach(_ id: String) async throws(DockerError) -> HTTPClientResponse.Body {
+        try await stream(.POST, "/containers/\(id)/attach?stream=1&stdout=1&stderr=1", of: id)
+    }
+
+    /// The container's whole output so far from the engine's log, then followed until it ends
+    /// (at once, for a container that has ended): for a container adopted after a restart.
+    public func logs(_ id: String) async throws(DockerError) -> HTTPClientResponse.Body {
+        try await stream(.GET, "/containers/\(id)/logs?follow=1&stdout=1&stderr=1", of: id)
+    }
+
+    private func stream(_ method: HTTPMethod, _ path: String, of id: String) async throws(DockerError) -> HTTPClientResponse.Body {
+        let request = try request(method, path)
         do {
             let response = try await client.execute(request, timeout: .hours(24 * 365))
             guard response.status == .ok else {
@@ -235,7 +245,7 @@ public final class DockerEngine: Sendable {
         } catch let error as DockerError {
             throw error
         } catch {
-            throw DockerError(status: 0, message: "cannot attach to container \(id.prefix(12)): \(error)")
+            throw DockerError(status: 0, message: "cannot follow the output of container \(id.prefix(12)): \(error)")
         }
     }
 
@@ -254,12 +264,17 @@ public final class DockerEngine: Sendable {
         // A name without a tag means its latest (else the engine pulls every tag of it).
         let lastPart = name.split(separator: "/").last ?? ""
         let tagged = lastPart.contains(":") || name.contains("@")
-        let body = try await expect(
-            .POST, "/images/create?fromImage=\(Self.escape(name))" + (tagged ? "" : "&tag=latest"), timeout: .minutes(30))
+        let body: Data
+        do {
+            body = try await expect(.POST, "/images/create?fromImage=\(Self.escape(name))" + (tagged ? "" : "&tag=latest"), timeout: .minutes(30))
+        } catch {
+            throw DockerError(status: error.status, message: "pulling \(name): \(error.message)")
+        }
         // A pull that fails midway says so in its progress stream, with 200.
         for line in body.split(separator: UInt8(ascii: "\n")) {
             struct Progress: Decodable { var error: String? }
             if let error = (try? JSONDecoder().decode(Progress.self, from: Data(line)))?.error {
+                // (The engine's message may not name the image.)
                 throw DockerError(status: 0, message: "pulling \(name): \(error)")
             }
         }

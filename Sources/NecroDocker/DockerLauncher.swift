@@ -148,7 +148,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         }
         let output: Task<Void, Never>
         do {
-            let body = try await engine.attach(id, fromStart: true)
+            let body = try await engine.attach(id)
             output = Task { await self.follow(body, of: runner, logPath: launch.logPath) }
             try await engine.start(id)
         } catch {
@@ -215,8 +215,10 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
 
     /// How a container ended, in the dispatcher's terms: an exit code above 128 of a container
     /// the dispatcher signalled is the signal (its init reports a killed child so).
+    /// An OOM kill of some process in it counts only if the container failed: an agent whose
+    /// child was killed may go on and succeed.
     static func exit(code: Int32, oomKilled: Bool, signalled: Bool, memoryLimitMB: Int?) -> RunnerExit {
-        if oomKilled { return .outOfMemory(limitMB: memoryLimitMB) }
+        if oomKilled && code != 0 { return .outOfMemory(limitMB: memoryLimitMB) }
         if signalled, code > 128, code < 128 + 65 { return .signalled(code - 128) }
         return .exited(code: code)
     }
@@ -256,11 +258,14 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             state.containers[runner] = id
         }
         Task {
+            // Its whole output from the engine's log, followed to its end (running or not): what
+            // the earlier dispatcher wrote to the runner's log is skipped, what came while no
+            // dispatcher watched is added.
+            var info = stat()
+            let kept = stat(adoption.logPath, &info) == 0 ? Int(info.st_size) : 0
             let output: Task<Void, Never>?
-            // A container that has stopped meanwhile has no more output: only its exit is taken.
-            let running = (try? await engine.state(id))?.Running ?? false
-            if running, let body = try? await engine.attach(id, fromStart: false) {
-                output = Task { await self.follow(body, of: runner, logPath: adoption.logPath) }
+            if let body = try? await engine.logs(id) {
+                output = Task { await self.follow(body, of: runner, logPath: adoption.logPath, skipping: kept) }
             } else {
                 output = nil
             }
@@ -276,14 +281,17 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         var listed: [DockerEngine.Listed]
         do {
             listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
-            // A create or start the dead dispatcher sent may still be under way in the engine: a
-            // runner recorded without its container is looked for again, for up to 2 s, before it
-            // is taken as never started (else its task could run twice).
+            // A create or a start the dead dispatcher sent may still be under way in the engine: a
+            // runner recorded without its container, or with it still `created`, is looked at
+            // again (all of them at once, every 100 ms, for 3 s at most) before it is taken as
+            // never started, and its container removed so that it never does (else its task
+            // could run twice).
             let wanted = Set(runners.map(\.id.rawValue))
-            for _ in 0..<8 {
-                let found = Set(listed.compactMap { $0.Labels?[Self.labelPrefix + "runner-id"] })
-                guard !wanted.isSubset(of: found) else { break }
-                try await Task.sleep(for: .milliseconds(250))
+            for _ in 0..<30 {
+                let mine = listed.filter { $0.Labels.map { wanted.contains($0[Self.labelPrefix + "runner-id"] ?? "") } ?? false }
+                let found = Set(mine.compactMap { $0.Labels?[Self.labelPrefix + "runner-id"] })
+                guard found != wanted || mine.contains(where: { $0.State == "created" }) else { break }
+                try await Task.sleep(for: .milliseconds(100))
                 listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
             }
         } catch {
@@ -301,16 +309,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             }
             claimed.insert(container.Id)
             runner.handle = container.Id
-            var status = container.State
-            if status == "created" {
-                // Its start may be on its way (sent by the dead dispatcher as it died): given 3 s
-                // to show, else never started; removed, so that it never does.
-                for _ in 0..<30 where status == "created" {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    status = (try? await engine.state(container.Id))?.Status ?? "created"
-                }
-            }
-            switch status {
+            switch container.State {
             case "running", "paused", "restarting":
                 recovered.adopted.append(runner)
             case "created":
@@ -334,14 +333,20 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
 
     /// Reads the container's output to its end: into its log (capped), each complete line a sign
     /// of life, reported at most every `outputInterval`.
-    private func follow(_ body: HTTPClientResponse.Body, of runner: RunnerID, logPath: String) async {
+    private func follow(_ body: HTTPClientResponse.Body, of runner: RunnerID, logPath: String, skipping: Int = 0) async {
         var frames = FrameReader()
-        var log = CappedLog(path: logPath, limit: logLimitBytes)
+        var log = CappedLog(path: logPath, limit: logLimitBytes, written: skipping)
+        var skip = skipping
         var partial: [UInt8] = []
         var lastReport: ContinuousClock.Instant?
         do {
             for try await buffer in body {
-                let payload = frames.take(buffer.readableBytesView)
+                var payload = frames.take(buffer.readableBytesView)
+                if skip > 0 {
+                    let skipped = min(skip, payload.count)
+                    payload.removeFirst(skipped)
+                    skip -= skipped
+                }
                 guard !payload.isEmpty else { continue }
                 log.write(payload)
                 // Only the end of a line is ever shown: 4 KB of it is kept, whatever its length.
@@ -511,9 +516,11 @@ struct CappedLog {
     private var written = 0
     private var dropped = 0
 
-    init(path: String, limit: Int) {
+    /// `written`: what the log already holds (a runner adopted from an earlier dispatcher).
+    init(path: String, limit: Int, written: Int = 0) {
         self.path = path
         self.limit = limit
+        self.written = written
     }
 
     mutating func write(_ bytes: [UInt8]) {

@@ -46,12 +46,16 @@ import Testing
 
     @Test func aContainerOverItsMemoryLimitIsReportedOutOfMemory() async throws {
         let rig = try await Rig.make(.docker)
+        // Task 2's agent goes on after its child's OOM kill, and succeeds: not an OOM failure.
         let outcome = try await rig.run(
-            independent(1), rig.configuration("dd if=/dev/zero of=/dev/null bs=200M count=1", resources: TaskResources(memoryMB: 32)))
+            independent(2),
+            rig.configuration(
+                #"dd if=/dev/zero of=/dev/null bs=200M count=1; [ "$NECRO_TASK_ID" = 2 ] && exit 0; exit 1"#, resources: TaskResources(memoryMB: 32)))
         #expect(!outcome.succeeded)
-        let finished = try #require(try rig.events(.runnerFinished).first)
+        let finished = try #require(try rig.events(.runnerFinished).first { $0.taskID == "1" })
         #expect(finished.payload["failure_reason"] == "out of memory (limit 32 MB)", "\(finished.payload)")
         #expect(finished.payload["out_of_memory"] == true)
+        #expect(try rig.registry.tasks(spec: "s").first { $0.task.id == "2" }?.state == .done)
         try await rig.finish()
     }
 
@@ -129,8 +133,10 @@ import Testing
         }
         // It goes on once adopted: its later output must be seen.
         let running = try await container("while [ ! -e /shared/go ]; do echo tick; sleep 0.05; done; echo late; exit 4")
-        let stopped = try await container("exit 5")
+        let stopped = try await container("echo one; echo two; exit 5")
         _ = try await engine.wait(stopped)
+        // The earlier dispatcher had written its first line to the log; the rest came while none watched.
+        _ = try dir.write("stopped.log", "one\n")
         launcher.adopt(RunnerAdoption(runner: RunnerID("running"), handle: RunnerHandle(running), logPath: dir.file("running.log")))
         launcher.adopt(RunnerAdoption(runner: RunnerID("stopped"), handle: RunnerHandle(stopped), logPath: dir.file("stopped.log")))
         var exits: [RunnerID: RunnerExit] = [:]
@@ -147,6 +153,7 @@ import Testing
         #expect(exits == [RunnerID("running"): .exited(code: 4), RunnerID("stopped"): .exited(code: 5)])
         #expect(lines.contains("late"), "output after the adoption is followed")
         #expect(try String(contentsOfFile: dir.file("running.log"), encoding: .utf8).hasSuffix("tick\nlate\n"))
+        #expect(try String(contentsOfFile: dir.file("stopped.log"), encoding: .utf8) == "one\ntwo\n", "nothing twice, nothing lost")
         // Kept until their ends are recorded; then removed.
         #expect(try await TestDocker.containers(engine, label: "adopt-\(getpid())").count == 2)
         launcher.ended(RunnerID("running"))
@@ -235,5 +242,36 @@ private func socket_listen(_ path: String) -> Int32 {
         defer { local.shutdown() }
         await #expect(throws: RecoveryError.self) { try await Dispatcher<ContinuousClock>.sortOut(["s"], in: registry, launchers: [local]) }
         #expect(try registry.runners(runningOnly: true).map(\.handle) == ["abc"], "left as it was")
+    }
+}
+
+@Suite struct RunnerContractTests {
+    /// A container gets only what its pool names of the dispatcher's environment (`env_from_host`),
+    /// its pool's `env` and the contract's variables, which nothing overrides; a local process gets
+    /// the dispatcher's environment besides. Never the registry's path nor an admin token.
+    @Test func aContainersEnvironmentIsTheContractItsPoolsEnvAndTheNamedHostVariablesOnly() {
+        var settings = ContainerSettings(image: "agent:1")
+        settings.environmentFromHost = ["API_KEY", "NOT_SET"]
+        let docker = PoolConfiguration(
+            name: "box", type: .docker, limits: PoolLimits(name: "box", maxConcurrency: 1), command: CommandTemplate(["agent", "{task.id}"]),
+            environment: ["MODE": "ci", "RUNNER_ID": "spoofed"], container: settings)
+        let request = LaunchRequest(
+            runner: RunnerID("s.7.a1"), task: TaskKey(spec: "s", id: "7"), spec: TaskSpec(id: "7", title: "Seven"), attempt: 1, pool: "box",
+            dependencies: [])
+        let host = ["PATH": "/host/bin", "API_KEY": "k-123", "NECRO_REGISTRY": "/r.sqlite", "NECRO_ADMIN_TOKEN": "admin", "HOME": "/root"]
+        let contract = RunnerContract(request: request, pool: docker, work: "/w/s/7", api: nil, checkpoint: nil)
+        let environment = contract.environment(base: host)
+        #expect(environment["API_KEY"] == "k-123" && environment["MODE"] == "ci")
+        #expect(environment["PATH"] == nil && environment["HOME"] == nil && environment["NOT_SET"] == nil, "nothing else of the host")
+        #expect(environment["NECRO_REGISTRY"] == nil && environment["NECRO_ADMIN_TOKEN"] == nil)
+        #expect(environment["RUNNER_ID"] == "s.7.a1" && environment["NECRO_TASK_ID"] == "7" && environment["POOL_NAME"] == "box")
+        #expect(environment["TASK_CONTEXT"]?.contains(#""path":"/w/s/7""#) == true)
+        #expect(contract.argv == ["agent", "7"])
+
+        var local = docker
+        local.type = .localProcess
+        local.container = nil
+        let localEnvironment = RunnerContract(request: request, pool: local, work: "/w/s/7", api: nil, checkpoint: nil).environment(base: host)
+        #expect(localEnvironment["PATH"] == "/host/bin" && localEnvironment["NECRO_REGISTRY"] == nil && localEnvironment["NECRO_ADMIN_TOKEN"] == nil)
     }
 }

@@ -85,7 +85,7 @@ struct BenchDocker: AsyncParsableCommand {
                         runner: RunnerID("raw-\(index)"), argv: ["true"], environment: [:], workingDirectory: work, logPath: work + ".log",
                         task: TaskKey(spec: "bench", id: TaskID("\(index)")), pool: "bench")
                     let id = try await engine.createContainer(launcher.containerBody(launch, ContainerSettings(image: image)))
-                    let output = try await engine.attach(id, fromStart: true)
+                    let output = try await engine.attach(id)
                     try await engine.start(id)
                     _ = try await engine.wait(id)
                     for try await _ in output {}

@@ -220,6 +220,7 @@ extension DispatchEngine {
         if let timeout = task.timeoutSeconds { schedule(.taskTimeout(adopted.id), at: now.advanced(by: .seconds(timeout))) }
         var payload = runnerPayload(adopted.id, runner)
         payload["pid"] = adopted.pid.map { .int(Int($0)) } ?? .null
+        if adopted.poolType != .localProcess, let handle = adopted.handle { payload["handle"] = .string(handle) }
         payload["attempt"] = .int(adopted.attempt)
         payload["explanation"] = "still running from a dispatcher that stopped: watched from now on, not run again"
         record(adopted.task.spec, adopted.task.id, events: [NewEvent(.runnerAdopted, actor: "recovery_sweep", spanID: "recovery_sweep", phase: "recovery", payload: payload)])

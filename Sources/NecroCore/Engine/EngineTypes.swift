@@ -59,6 +59,20 @@ public struct LaunchRequest: Hashable, Sendable {
     public var slot: TaskSlot?
     /// The branches of its dependencies, in dependency order, to merge into its own.
     public var dependencyBranches: [DependencyBranch] = []
+
+    public init(
+        runner: RunnerID, task: TaskKey, spec: TaskSpec, attempt: Int, pool: String, dependencies: [TaskID], slot: TaskSlot? = nil,
+        dependencyBranches: [DependencyBranch] = []
+    ) {
+        self.runner = runner
+        self.task = task
+        self.spec = spec
+        self.attempt = attempt
+        self.pool = pool
+        self.dependencies = dependencies
+        self.slot = slot
+        self.dependencyBranches = dependencyBranches
+    }
 }
 
 /// A dependency's branch, to merge into a dependent's.
