@@ -42,6 +42,8 @@ final class DispatcherHost: Sendable {
         let leftRunning: Set<PoolType>
         do {
             registry = try SQLiteRegistry(path: options.registry)
+            // What a dispatcher that stopped left in its journal goes in first: under the ids it
+            // was written for, before an import may renumber tasks.
             try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
             leftRunning = Set(try registry.runners(runningOnly: true).map(\.poolType))
         } catch let error as RegistryError {
@@ -108,13 +110,10 @@ final class DispatcherHost: Sendable {
         let control = Run.followControlRequests(registry, dispatcher, defaultSpec: defaultSpec)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Should one of these end early, the dispatcher goes on without it.
-        if let served = started.served { services.append(.init(service: APIService(served: served), successTerminationBehavior: .ignore)) }
-        services.append(.init(service: ControlService(following: control), successTerminationBehavior: .ignore))
-        services.append(
-            .init(
-                service: StatusFileService(
-                    dispatcher: dispatcher, registry: registryPath, command: command, address: started.served?.shownAddress),
-                successTerminationBehavior: .ignore))
+        if let served = started.served { services.append(.init(service: SideService.api(served), successTerminationBehavior: .ignore)) }
+        services.append(.init(service: SideService.control(control), successTerminationBehavior: .ignore))
+        let kept = DispatcherStatus.keep(dispatcher, registry: registryPath, command: command, address: started.served?.shownAddress)
+        services.append(.init(service: SideService.statusFile(kept), successTerminationBehavior: .ignore))
         // Its end ends the group; the others stop in the reverse order (the API last).
         services.append(
             .init(
@@ -139,61 +138,33 @@ final class DispatcherHost: Sendable {
     }
 }
 
-/// The API (on the network, the runners' socket, or both) as a service: stopped when the group
-/// shuts down.
-struct APIService: Service {
-    let served: ServedAPI
+/// What runs beside the dispatcher — the API, the control requests, the status file — as a
+/// service: its work runs until `stop`, which the group's graceful shutdown (or cancellation) calls.
+struct SideService: Service {
+    let work: @Sendable () async -> Void
+    let stop: @Sendable () -> Void
 
     func run() async throws {
         await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                for server in served.servers { await server.value }
-            } onGracefulShutdown: {
-                served.stop()
-            }
+            await withGracefulShutdownHandler { await work() } onGracefulShutdown: { stop() }
         } onCancel: {
-            served.stop()
+            stop()
         }
     }
-}
 
-/// `necro pool`, `retry` and `import` leave requests in the registry and send SIGUSR1: carried
-/// out by the dispatcher while it runs.
-struct ControlService: Service {
-    /// `Run.followControlRequests`, already taking SIGUSR1.
-    let following: Task<Void, Never>
-
-    func run() async throws {
-        await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await following.value
-            } onGracefulShutdown: {
-                following.cancel()
-            }
-        } onCancel: {
-            following.cancel()
-        }
+    /// The API, on the network, the runners' socket, or both.
+    static func api(_ served: ServedAPI) -> SideService {
+        SideService(work: { for server in served.servers { await server.value } }, stop: { served.stop() })
     }
-}
 
-/// `<registry>.dispatcher.json`, kept up to date every second for `necro status`, removed at the end.
-struct StatusFileService: Service {
-    let dispatcher: Dispatcher<ContinuousClock>
-    let registry: String
-    let command: String
-    let address: String?
+    /// `necro pool`, `retry` and `import` leave requests in the registry and send SIGUSR1:
+    /// carried out by the dispatcher while it runs (`following`: already taking SIGUSR1).
+    static func control(_ following: Task<Void, Never>) -> SideService {
+        SideService(work: { await following.value }, stop: { following.cancel() })
+    }
 
-    func run() async throws {
-        let kept = DispatcherStatus.keep(dispatcher, registry: registry, command: command, address: address)
-        await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await kept.writer.value
-            } onGracefulShutdown: {
-                kept.stop()
-            }
-        } onCancel: {
-            kept.stop()
-        }
-        kept.stop()
+    /// `<registry>.dispatcher.json`, kept up to date every second for `necro status`, removed at the end.
+    static func statusFile(_ kept: DispatcherStatus.Kept) -> SideService {
+        SideService(work: { await kept.writer.value; kept.stop() }, stop: { kept.stop() })
     }
 }
