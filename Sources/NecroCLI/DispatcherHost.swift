@@ -106,8 +106,10 @@ final class DispatcherHost: Sendable {
     ) async throws -> RunOutcome {
         let dispatcher = started.dispatcher
         let outcome = Mutex<RunOutcome?>(nil)
-        // SIGUSR1 is taken before the pid file tells `necro pool`, `retry` and `import` where to send it.
-        let control = Run.followControlRequests(registry, dispatcher, defaultSpec: defaultSpec)
+        // SIGUSR1 is trapped (the sequence made and registered) before the pid file tells `necro
+        // pool`, `retry` and `import` where to send it.
+        let usr1 = await UnixSignalsSequence(trapping: .sigusr1)
+        let control = Run.followControlRequests(registry, dispatcher, defaultSpec: defaultSpec, signals: usr1)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         // Should one of these end early, the dispatcher goes on without it.
         if let served = started.served { services.append(.init(service: SideService.api(served), successTerminationBehavior: .ignore)) }

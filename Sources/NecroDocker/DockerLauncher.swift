@@ -197,7 +197,15 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             await output.value
             cutOff.cancel()
         }
-        let engineState = try? await engine.state(id)
+        var engineState = try? await engine.state(id)
+        // The engine learns of an OOM kill from its own event, which may come just after the
+        // exit: a failed container with a memory limit is looked at again, for 1 s at most.
+        if memoryLimitMB != nil, code != 0 {
+            for _ in 0..<10 where engineState?.OOMKilled == false {
+                try? await Task.sleep(for: .milliseconds(100))
+                engineState = try? await engine.state(id)
+            }
+        }
         let signalled = state.withLock { $0.signalled.contains(runner) }
         finish(runner, Self.exit(code: code, oomKilled: engineState?.OOMKilled == true, signalled: signalled, memoryLimitMB: memoryLimitMB), keep: id)
     }

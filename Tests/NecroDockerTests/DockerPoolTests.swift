@@ -50,7 +50,8 @@ import Testing
         let outcome = try await rig.run(
             independent(2),
             rig.configuration(
-                #"dd if=/dev/zero of=/dev/null bs=200M count=1; [ "$NECRO_TASK_ID" = 2 ] && exit 0; exit 1"#, resources: TaskResources(memoryMB: 32)))
+                #"[ "$NECRO_TASK_ID" = 1 ] && exec dd if=/dev/zero of=/dev/null bs=200M count=1; dd if=/dev/zero of=/dev/null bs=200M count=1; exit 0"#,
+                resources: TaskResources(memoryMB: 32)))
         #expect(!outcome.succeeded)
         let finished = try #require(try rig.events(.runnerFinished).first { $0.taskID == "1" })
         #expect(finished.payload["failure_reason"] == "out of memory (limit 32 MB)", "\(finished.payload)")

@@ -175,12 +175,14 @@ struct Run: AsyncParsableCommand {
     /// `necro pool` and `necro retry` leave requests in the registry and send SIGUSR1: carried out
     /// by the dispatcher. Requests left for a dispatcher that is gone are dropped first (settled by
     /// the registry's state, which this dispatcher starts from).
+    /// `signals`: SIGUSR1, already trapped (before the pid file says where to send it: its
+    /// default action would end the process).
     static func followControlRequests(
-        _ registry: SQLiteRegistry, _ dispatcher: Dispatcher<ContinuousClock>, defaultSpec: String?
+        _ registry: SQLiteRegistry, _ dispatcher: Dispatcher<ContinuousClock>, defaultSpec: String?, signals: UnixSignalsSequence
     ) -> Task<Void, Never> {
         _ = try? registry.takeControlRequests()
         return Task {
-            for await _ in await UnixSignalsSequence(trapping: .sigusr1) {
+            for await _ in signals {
                 for request in (try? registry.takeControlRequests()) ?? [] {
                     switch request.kind {
                     case .enablePool: dispatcher.send(.setPoolEnabled(request.target, true))
