@@ -29,6 +29,12 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     private let handler = Mutex<EventHandler?>(nil)
 
     public static let labelPrefix = "necro."
+    static let runnerLabel = labelPrefix + "runner-id"
+
+    /// Every container of this registry, whatever its state.
+    private func listed() async throws(DockerError) -> [DockerEngine.Listed] {
+        try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
+    }
 
     /// This process's own executable if it can run in a container (the Swift runtime linked into
     /// it, not loaded from this machine's toolchain); nil otherwise.
@@ -102,7 +108,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     public func shutdown() async {
         continuation.finish()
         for removal in state.withLock({ Array($0.removals.values) }) { await removal.value }
-        if let listed = try? await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel) {
+        if let listed = try? await listed() {
             let active = state.withLock { Set($0.containers.values) }
             for container in listed where container.State == "created" && !active.contains(container.Id) {
                 try? await engine.remove(container.Id)
@@ -187,9 +193,8 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             return
         }
         if let output {
-            // The output stream of a container started here ends with it; one attached to an
-            // adopted container that has just stopped may not (an attach waits for a next
-            // start): what it had is kept, 2 s at most after the exit.
+            // The output stream ends with the container; should the engine keep it open, what
+            // it had is kept, 2 s at most after the exit.
             let cutOff = Task {
                 try await Task.sleep(for: .seconds(2))
                 output.cancel()
@@ -232,8 +237,8 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     }
 
     public func ended(_ runner: RunnerID) {
-        guard let id = state.withLock({ $0.ended.removeValue(forKey: runner) }) else { return }
         state.withLock { state in
+            guard let id = state.ended.removeValue(forKey: runner) else { return }
             let number = state.nextRemoval
             state.nextRemoval += 1
             state.removals[number] = Task { [engine, weak self] in
@@ -288,7 +293,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         var recovered = RecoveredRunners()
         var listed: [DockerEngine.Listed]
         do {
-            listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
+            listed = try await self.listed()
             // A create or a start the dead dispatcher sent may still be under way in the engine: a
             // runner recorded without its container, or with it still `created`, is looked at
             // again (all of them at once, every 100 ms, for 3 s at most) before it is taken as
@@ -296,18 +301,18 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             // could run twice).
             let wanted = Set(runners.map(\.id.rawValue))
             for _ in 0..<30 {
-                let mine = listed.filter { $0.Labels.map { wanted.contains($0[Self.labelPrefix + "runner-id"] ?? "") } ?? false }
-                let found = Set(mine.compactMap { $0.Labels?[Self.labelPrefix + "runner-id"] })
+                let mine = listed.filter { wanted.contains($0.Labels?[Self.runnerLabel] ?? "") }
+                let found = Set(mine.compactMap { $0.Labels?[Self.runnerLabel] })
                 guard found != wanted || mine.contains(where: { $0.State == "created" }) else { break }
                 try await Task.sleep(for: .milliseconds(100))
-                listed = try await engine.containers(label: Self.labelPrefix + "registry", value: registryLabel)
+                listed = try await self.listed()
             }
         } catch {
             throw DockerError(status: 0, message: "cannot list the Docker engine's containers to sort out the runners left running: \(Self.text(error))")
         }
         var byRunner: [String: DockerEngine.Listed] = [:]
         for container in listed {
-            if let runner = container.Labels?[Self.labelPrefix + "runner-id"] { byRunner[runner] = container }
+            if let runner = container.Labels?[Self.runnerLabel] { byRunner[runner] = container }
         }
         var claimed: Set<String> = []
         for var runner in runners {
@@ -339,13 +344,13 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
 
     // MARK: Output
 
-    /// Reads the container's output to its end: into its log (capped), each complete line a sign
-    /// of life, reported at most every `outputInterval`.
+    /// Reads the container's output to its end: into its log (capped); any output is a sign of
+    /// life, reported (with its last line) at most every `outputInterval`, as for a local runner.
     private func follow(_ body: HTTPClientResponse.Body, of runner: RunnerID, logPath: String, skipping: Int = 0) async {
         var frames = FrameReader()
         var log = CappedLog(path: logPath, limit: logLimitBytes, written: skipping)
         var skip = skipping
-        var partial: [UInt8] = []
+        var output = LastOutputLine()
         var lastReport: ContinuousClock.Instant?
         do {
             for try await buffer in body {
@@ -357,18 +362,11 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
                 }
                 guard !payload.isEmpty else { continue }
                 log.write(payload)
-                // Only the end of a line is ever shown: 4 KB of it is kept, whatever its length.
-                guard let end = payload.lastIndex(of: UInt8(ascii: "\n")) else {
-                    partial = Array((partial + payload).suffix(4096))
-                    continue
-                }
-                let start = payload[..<end].lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }
-                let line = start.map { Array(payload[$0..<end]) } ?? (partial + payload[..<end])
-                partial = Array(payload[(end + 1)...].suffix(4096))
+                output.take(payload[...])
                 let now = ContinuousClock.now
                 if lastReport.map({ now - $0 >= outputInterval }) ?? true {
                     lastReport = now
-                    report(.output(runner, lastLine: String(decoding: line.suffix(4096), as: UTF8.self)))
+                    report(.output(runner, lastLine: output.line))
                 }
             }
         } catch {
@@ -400,9 +398,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         } catch {
             throw DockerError(status: 0, message: "cannot create the task's folder \(path): \(error.localizedDescription)")
         }
-        let parts = user.split(separator: ":").map { UInt32($0) }
-        guard let uid = parts.first ?? nil else { return }  // a user name: the image knows it, we do not
-        let gid = parts.count > 1 ? parts[1] ?? uid : uid
+        guard let (uid, gid) = Self.numericUser(user) else { return }  // a user name: the image knows it, we do not
         var info = stat()
         guard stat(path, &info) == 0, info.st_uid != uid else { return }
         try Self.chownTree(path, uid: uid, gid: gid)
@@ -426,15 +422,25 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
     /// The runner API socket's folder is its owner's alone (0700); a container running as
     /// another uid gets to pass through it (0711: not to list it) to reach the socket.
     private func openSocketFolder(_ shared: [String], for user: String) throws {
-        guard let uid = user.split(separator: ":").first.flatMap({ UInt32($0) }) else { return }
-        for path in shared {
-            var info = stat()
-            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK else { continue }
+        guard let (uid, _) = Self.numericUser(user) else { return }
+        for path in shared where Self.isSocket(path) {
             let folder = (path as NSString).deletingLastPathComponent
             var folderInfo = stat()
             guard stat(folder, &folderInfo) == 0, folderInfo.st_uid != uid, folderInfo.st_mode & 0o001 == 0 else { continue }
             chmod(folder, (folderInfo.st_mode & 0o7777) | 0o011)
         }
+    }
+
+    /// `uid[:gid]` as numbers (the gid the uid when left out); nil for a user name.
+    static func numericUser(_ user: String) -> (uid: UInt32, gid: UInt32)? {
+        let parts = user.split(separator: ":", omittingEmptySubsequences: false)
+        guard let uid = parts.first.flatMap({ UInt32($0) }) else { return nil }
+        return (uid, parts.count > 1 ? UInt32(parts[1]) ?? uid : uid)
+    }
+
+    static func isSocket(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK
     }
 
     static func chownTree(_ path: String, uid: UInt32, gid: UInt32) throws {
@@ -462,8 +468,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             tmpfs[launch.workingDirectory] = "mode=1777"  // an empty folder of its own, at the same path
         }
         for path in launch.sharedPaths where !path.isEmpty {
-            var info = stat()
-            if stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFSOCK {
+            if Self.isSocket(path) {
                 // The API socket's folder, read-only (connecting needs no write): a socket made
                 // anew by a restarted dispatcher is the one an adopted container then reaches.
                 let folder = (path as NSString).deletingLastPathComponent
@@ -493,7 +498,7 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
             "WorkingDir": launch.workingDirectory,
             "User": settings.user ?? defaultUser,
             "Labels": [
-                Self.labelPrefix + "registry": registryLabel, Self.labelPrefix + "runner-id": launch.runner.rawValue,
+                Self.labelPrefix + "registry": registryLabel, Self.runnerLabel: launch.runner.rawValue,
                 Self.labelPrefix + "spec": launch.task.spec, Self.labelPrefix + "task": launch.task.id.rawValue,
                 Self.labelPrefix + "attempt": String(launch.attempt), Self.labelPrefix + "pool": launch.pool,
             ],
@@ -555,7 +560,7 @@ struct CappedLog {
 
     mutating func close() {
         if dropped > 0, file >= 0 {
-            let note = Array("\n[necro: \(dropped) more bytes of output were not kept: the log is capped at \(limit) bytes]\n".utf8)
+            let note = Array(RunnerLog.droppedNote(dropped: dropped, limit: limit).utf8)
             _ = note.withUnsafeBytes { Foundation.write(file, $0.baseAddress, $0.count) }
         }
         if file >= 0 { Foundation.close(file) }

@@ -41,8 +41,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         var logPath: String
         var written = 0
         var dropped = 0
-        var partialLine = [UInt8]()
-        var lastLine = ""
+        var output = LastOutputLine()
         var lastReport: ContinuousClock.Instant?
         var exited = false
         /// The supervisor's memory (its stacks and what it reads), free again once it is reaped.
@@ -333,33 +332,19 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 if keep > 0 { _ = chunk.withUnsafeBytes { write(watched.log, $0.baseAddress, keep) } }
                 watched.written += keep
                 watched.dropped += count - keep
-                noteLastLine(chunk, &watched)
+                watched.output.take(chunk)
             }
             // Output, not the pipe's end, is a sign of life (a silent runner's end reports nothing).
             let now = ContinuousClock.now
             if gotOutput, watched.lastReport.map({ now - $0 >= outputInterval }) ?? true {
                 watched.lastReport = now
-                report = (watched.runner, watched.lastLine)
+                report = (watched.runner, watched.output.line)
             }
             state.byToken[token] = watched
         }
         if let (runner, line) = report { self.report(.output(runner, lastLine: line)) }
         if !pipeOpen { stopWatchingPipe(token) }
         return pipeOpen
-    }
-
-    private func noteLastLine(_ chunk: ArraySlice<UInt8>, _ watched: inout Watched) {
-        var line = watched.partialLine
-        for byte in chunk {
-            if byte == 10 {
-                let text = String(decoding: line, as: UTF8.self).trimmingSpaces
-                if !text.isEmpty { watched.lastLine = String(text.prefix(200)) }
-                line.removeAll(keepingCapacity: true)
-            } else if line.count < 4096 {
-                line.append(byte)
-            }
-        }
-        watched.partialLine = line
     }
 
     private func stopWatchingPipe(_ token: UInt64) {
@@ -404,7 +389,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
         _ = necro_epoll_remove(epoll, watched.pidfd)
         close(watched.pidfd)
         if watched.dropped > 0 {
-            let note = "\n[necro: \(watched.dropped) more bytes of output were not kept: the log is capped at \(logLimitBytes) bytes]\n"
+            let note = RunnerLog.droppedNote(dropped: watched.dropped, limit: logLimitBytes)
             _ = note.withCString { write(watched.log, $0, strlen($0)) }
         }
         if watched.log >= 0 { close(watched.log) }
@@ -474,7 +459,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 while true {
                     let got = chunk.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, off_t(position)) }
                     guard got > 0 else { break }
-                    noteLastLine(chunk[0..<got], &watched)
+                    watched.output.take(chunk[0..<got])
                     position += got
                 }
                 watched.adopted!.logOffset = position
@@ -485,7 +470,7 @@ public final class LocalProcessLauncher: RunnerLauncher, Sendable {
                 }
                 watched.lastReport = now
                 state.byToken[token] = watched
-                return (watched.runner, watched.lastLine)
+                return (watched.runner, watched.output.line)
             }
             if let (runner, line) = report { self.report(.output(runner, lastLine: line)) }
         }

@@ -183,6 +183,18 @@ func awaitOutput(_ dispatcher: Dispatcher<ContinuousClock>, _ text: String, _ up
         try await rig.finish()
     }
 
+    /// Any output renews a runner's lease, a line ended or not (a progress bar of dots): it is
+    /// not stopped at its heartbeat timeout while it writes.
+    @Test(arguments: LauncherKind.allCases)
+    func outputWithoutNewlinesRenewsTheLease(_ kind: LauncherKind) async throws {
+        let rig = try await Rig.make(kind)
+        let outcome = try await rig.run(
+            independent(1), rig.configuration("i=0; while [ $i -lt 12 ]; do printf .; sleep 0.25; i=$((i+1)); done", heartbeat: .seconds(1)))
+        let finished = try rig.events(.runnerFinished).map(\.payload)
+        #expect(outcome.succeeded, "\(finished)")
+        try await rig.finish()
+    }
+
     /// A runner that ignores SIGTERM is killed when the dispatcher stops now.
     @Test(arguments: LauncherKind.allCases)
     func aRunnerIgnoringSIGTERMIsKilled(_ kind: LauncherKind) async throws {
