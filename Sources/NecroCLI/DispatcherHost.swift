@@ -56,10 +56,9 @@ final class DispatcherHost: Sendable {
 
     /// Sorts out what the last dispatcher left of `specs`: its runners, each by its pool type's
     /// launcher (adopted, or taken at how they ended), and its slots.
-    func takeOver(_ specs: [String], configuration: DispatcherConfiguration, workspaces: RepoPool?) async throws -> RecoveredRunners {
+    func takeOver(_ specs: [String], workspaces: RepoPool?) async throws -> RecoveredRunners {
         do {
-            return try await Recovery.takeOver(
-                specs, in: registry, paths: paths, configuration: configuration, workspaces: workspaces, launchers: launchers)
+            return try await Recovery.takeOver(specs, in: registry, workspaces: workspaces, launchers: launchers)
         } catch let error as RecoveryError {
             await close(complete: false)
             printError("error: recovery: \(error.message); nothing was started")

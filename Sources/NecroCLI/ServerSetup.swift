@@ -111,8 +111,8 @@ enum ServerSetup {
             unlink(folder + "/api.sock")  // left by a dispatcher that died (this one holds the registry's lock)
             do {
                 let (_, server) = try await HTTPServer.start(api, at: address)
-                // The folder keeps others out on this machine; a container is given the socket
-                // alone, and may run as another uid. Each call needs its runner's token.
+                // The folder keeps others out on this machine; a container is given this folder
+                // (read-only) and may run as another uid. Each call needs its runner's token.
                 chmod(folder + "/api.sock", 0o666)
                 runnerAPI.socket = address.socket
                 onSocket = (address, server, folder)

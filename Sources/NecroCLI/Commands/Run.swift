@@ -82,7 +82,7 @@ struct Run: AsyncParsableCommand {
         let recovered: RecoveredRunners
         do {
             try registry.importTaskSet(loaded.spec, source: loaded.path, origin: origin)
-            recovered = try await host.takeOver([loaded.spec.name], configuration: configuration, workspaces: workspaces)
+            recovered = try await host.takeOver([loaded.spec.name], workspaces: workspaces)
             records = try registry.tasks(spec: loaded.spec.name)
         } catch let error as RegistryError {
             await host.close(complete: false)
@@ -290,14 +290,12 @@ struct Run: AsyncParsableCommand {
 
 /// What `necro run` and `necro serve` do with the runners a dispatcher that stopped left behind.
 enum Recovery {
-    /// Before a dispatcher starts on `specs`: what the last one left in the journal goes
-    /// to the registry, its runners are sorted out (adopted or taken at how they ended), and, with
-    /// a repo pool, the slots it left busy are cleaned.
+    /// Before a dispatcher starts on `specs`, once what the last one left in the journal is in the
+    /// registry (`DispatcherHost.open`): its runners are sorted out (adopted or taken at how they
+    /// ended), and, with a repo pool, the slots it left busy are cleaned.
     static func takeOver(
-        _ specs: [String], in registry: SQLiteRegistry, paths: Dispatcher<ContinuousClock>.Paths,
-        configuration: DispatcherConfiguration, workspaces: RepoPool?, launchers: [any RunnerLauncher]
+        _ specs: [String], in registry: SQLiteRegistry, workspaces: RepoPool?, launchers: [any RunnerLauncher]
     ) async throws -> RecoveredRunners {
-        try Dispatcher<ContinuousClock>.replayFallbackJournal(registryPath: paths.registry, configuration: configuration, into: registry)
         let recovered = try await Dispatcher<ContinuousClock>.sortOut(specs, in: registry, launchers: launchers)
         if !recovered.adopted.isEmpty {
             printError("recovery: adopting \(counted(recovered.adopted.count, "runner")) still running from the previous dispatcher")

@@ -43,7 +43,7 @@ struct Serve: AsyncParsableCommand {
         do {
             let specs = try registry.taskSetSpecs()
             workspaces = try Run.openRepoPool(&configuration, workspace: workspace, specs: specs, registryFolder: options.folder)
-            recovered = try await host.takeOver(specs.map(\.name), configuration: configuration, workspaces: workspaces)
+            recovered = try await host.takeOver(specs.map(\.name), workspaces: workspaces)
             for spec in specs { tasksets.append((spec, try registry.tasks(spec: spec.name))) }
         } catch let error as RegistryError {
             await host.close(complete: false)
