@@ -87,7 +87,7 @@ final class DispatcherHost: Sendable {
         let serving = try ServerSetup.prepare(server, registryFolder: (paths.registry as NSString).deletingLastPathComponent)
         let dispatcher = Dispatcher(
             configuration: configuration, registry: registry, launchers: launchers, clock: ContinuousClock(), paths: paths, options: options,
-            workspaces: workspaces, runnerAPI: serving?.1)
+            workspaces: workspaces, runnerAPI: serving?.1, runnerCommand: Launchers.runnerCommand)
         let served = try await serving.asyncMap { keys, runnerAPI in
             try await ServerSetup.start(
                 dispatcher, registry: registry, keys: keys, runnerAPI: runnerAPI, options: server, runnersSocket: Launchers.needSocket(configuration))

@@ -40,6 +40,14 @@ enum Launchers {
     /// Whether runners of these pools need the API on the runners' socket (a container reaches
     /// the dispatcher through it, whatever its network).
     static func needSocket(_ configuration: DispatcherConfiguration) -> Bool {
-        configuration.pools.contains { $0.type == .docker }
+        configuration.pools.contains { $0.type == .docker || $0.runsNecroRunner }
+    }
+
+    /// `necro runner` as this executable runs it: the command of a local pool that names none.
+    static var runnerCommand: [String] {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let path = count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+        return [path, "runner"]
     }
 }

@@ -9,7 +9,7 @@ public struct Necro: AsyncParsableCommand {
         abstract: "NecroCode Dispatcher: runs a graph of tasks (AI coding agents working through a spec).",
         version: "0.1.0",
         subcommands: [
-            Run.self, Serve.self, Status.self, Events.self, Retry.self, Pool.self, Heartbeat.self, Logs.self, Token.self, Validate.self, Graph.self, Import.self,
+            Run.self, Serve.self, Status.self, Events.self, Retry.self, Pool.self, Heartbeat.self, RunnerCommand.self, Step.self, Checkpoint.self, Logs.self, Token.self, Validate.self, Graph.self, Import.self,
             Bench.self,
         ]
     )

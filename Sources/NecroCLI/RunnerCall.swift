@@ -31,14 +31,17 @@ struct RunnerCall {
         var description: String
     }
 
-    /// POSTs to `path` (already percent-encoded) with no body: the response's status and body.
-    func post(_ path: String) throws -> (status: Int, body: String) {
+    /// POSTs to `path` (already percent-encoded), with a JSON body if one is given: the
+    /// response's status and body.
+    func post(_ path: String, json body: [UInt8] = [], timeoutSeconds: Int = 30) throws -> (status: Int, body: String) {
         let fd = try connect()
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let type = body.isEmpty ? "" : "Content-Type: application/json\r\n"
         let request = Array(
-            "POST \(path) HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(token)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+            "POST \(path) HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(token)\r\n\(type)Content-Length: \(body.count)\r\nConnection: close\r\n\r\n".utf8) + body
         var sent = 0
         while sent < request.count {
             let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }

@@ -90,12 +90,31 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private let lastSnapshot = Mutex(DispatchSnapshot())
     /// How runners reach the API, if it is served: its address and each runner's token.
     let runnerAPI: RunnerAPI?
+    /// `necro runner`'s argv (this executable's path, `runner`): the command of a local pool that
+    /// names none. Nil: such a pool's tasks fail, saying so.
+    let runnerCommand: [String]?
+
+    // Per runner, while it runs: what its gates need, what it reported, its last failure.
+    /// How each runner running now was launched (its gates run the same way).
+    let launched = Mutex<[RunnerID: (launch: RunnerLaunch, gates: [[String]], type: PoolType)]>([:])
+    /// The gates being run for runners that exited 0, by runner; and each gate's runner.
+    let gateRuns = Mutex<(byRunner: [RunnerID: GateRun], byGate: [RunnerID: RunnerID])>(([:], [:]))
+    /// The gate results each runner reported itself (`necro runner`), by gate name.
+    let reportedGates = Mutex<[RunnerID: [String: GateReport]]>([:])
+    /// The last `runner_seq` taken from each runner: a report sent again is not recorded twice.
+    let reportSeqs = Mutex<[RunnerID: Int]>([:])
+    /// Runners adopted from an earlier dispatcher: their last `runner_seq` is looked up.
+    let adoptedRunners = Mutex<Set<RunnerID>>([])
+    /// How each task's last attempt failed, for the next one's `previous_failure`.
+    let lastFailures = Mutex<[TaskKey: [String: JSONValue]]>([:])
 
     public init(
         configuration: DispatcherConfiguration, registry: any Registry, launchers: [any RunnerLauncher], clock: C,
         paths: Paths, options: DispatchEngine<C.Instant>.Options = .init(),
-        environment: [String: String]? = nil, workspaces: (any Workspaces)? = nil, runnerAPI: RunnerAPI? = nil
+        environment: [String: String]? = nil, workspaces: (any Workspaces)? = nil, runnerAPI: RunnerAPI? = nil,
+        runnerCommand: [String]? = nil
     ) {
+        self.runnerCommand = runnerCommand
         self.workspaces = workspaces
         self.configuration = configuration
         self.registry = registry
@@ -269,7 +288,13 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 caughtUp: { [weak self] in self?.noteFailure { $0.records = nil } }))
         self.writer.withLock { $0 = writer }
         let handler: @Sendable (RunnerEvent) -> Void = { [self] event in
-            if case .exited(let id, let exit) = event, releaseSlot(of: id, succeeded: exit.succeeded, then: event) { return }
+            if takeGateEvent(event) { return }
+            if case .exited(let id, let exit) = event {
+                // A runner that exited 0 is done only once its task's gates pass.
+                if exit.succeeded, startGates(of: id) { return }
+                finishExit(id, exit.succeeded ? exit : reportedGateFailure(of: id).map(RunnerExit.gateFailed) ?? exit)
+                return
+            }
             inbox.post(.runner(event, received: .now))
         }
         for launcher in launchers.values { launcher.deliver(to: handler) }
@@ -277,6 +302,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
         defer { timer?.task.cancel() }
 
+        seedCheckpoints(tasksets.map(\.spec.name))
+        var recovered = recovered
+        for index in recovered.ended.indices { recovered.ended[index].exit = gatedExit(recovered.ended[index], tasksets) }
         for runner in recovered.adopted { adopt(runner, tasksets) }
         for ended in recovered.ended {
             endedRunners.withLock { $0.append((ended.runner.id, ended.runner.poolType)) }
@@ -352,6 +380,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             // A heartbeat through the API: kept on the runner's row, saved with the turn.
             updateRunner(id) { $0.lastHeartbeat = self.wallNow() }
             return engine.handle(.heartbeat(id), now: now)
+        case .input(.runnerReported(let id, let events), _):
+            return engine.handle(.runnerReported(id, takeReports(id, events)), now: now)
         case .input(let input, _):
             return engine.handle(input, now: now)
         case .runner(.started(let id, let handle), let received):
@@ -377,6 +407,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 $0.endedAt = self.wallNow()
                 $0.exit = exit.reason
             }
+            forgetRunner(id, exit)
             return engine.handle(.runnerExited(id, exit), now: now)
         }
     }
@@ -598,6 +629,22 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func adopt(_ runner: RunnerRecord, _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) {
         guard let handle = runner.handle, let launcher = launchers[runner.poolType] else { return }
         saveRunner(runner)
+        adoptedRunners.withLock { _ = $0.insert(runner.id) }
+        if let record = tasksets.lazy.flatMap(\.records).first(where: { $0.key == runner.task }),
+            let pool = configuration.pool(named: runner.pool)
+        {
+            // Its gates run as they would have, should it exit 0.
+            let work = record.slot.map(\.path) ?? paths.workFolder(for: runner.task)
+            launched.withLock {
+                $0[runner.id] = (
+                    RunnerLaunch(
+                        runner: runner.id, argv: [], environment: [:], workingDirectory: work, logPath: runner.logPath ?? paths.logFile(for: runner.id),
+                        task: runner.task, attempt: runner.attempt, pool: pool.name,
+                        sharedPaths: [workspaces?.gitDirectory, runnerAPI?.socket].compactMap { $0 }),
+                    record.task.gates, pool.type
+                )
+            }
+        }
         let record = tasksets.lazy.flatMap(\.records).first { $0.key == runner.task }
         if workspaces != nil, let slot = record?.slot {
             let user = SlotUser(runner: runner.id, task: runner.task, attempt: runner.attempt, title: record?.task.title ?? "")
@@ -624,6 +671,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// A runner with a slot is signalled from the workspace queue, after its slot is prepared.
     private func signal(_ id: RunnerID, _ signal: RunnerSignal) {
         guard let launcher = launcher(of: id) else { return }
+        if signalGate(of: id, signal) { return }  // it exited 0: its gate is what runs now
         guard let workspaces, let (slot, user) = slotUsers.withLock({ $0[id] }) else {
             launcher.signal(id, signal)
             return
@@ -639,33 +687,73 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             let type = configuration.pool(named: request.pool)?.type.name ?? "?"
             return failLaunch(request.runner, "no launcher for pool type \(type) (pool \(request.pool))")
         }
+        let agent = agentCommand(for: request.spec)
+        var argv: [String]?
         if pool.command.argv.isEmpty && pool.type == .localProcess {
-            return failLaunch(
-                request.runner, "pool \(pool.name) has no config.command: say what its runners run (agent_pools.\(pool.name).config.command)")
+            let place = pool.location.map { " (\($0))" } ?? ""
+            guard let runnerCommand else {
+                return failLaunch(
+                    request.runner, refused: "pool \(pool.name)\(place) has no config.command: say what its runners run (agent_pools.\(pool.name).config.command)")
+            }
+            guard agent != nil else {
+                return failLaunch(
+                    request.runner,
+                    refused: "pool \(pool.name)\(place) has no config.command, so it runs `necro runner`, and no agent is configured for it to run: add a top-level agent: {command: [...]} to the configuration, or an _Agent:_ line to the task")
+            }
+            argv = runnerCommand
         }
-        // A later attempt may go on from where an earlier one left off: its last checkpoint.
-        let checkpoint = request.attempt > 1 ? lastCheckpoint(of: request.task) : nil
-        let contract = RunnerContract(request: request, pool: pool, work: work, api: runnerAPI, checkpoint: checkpoint)
+        // An attempt goes on from where an earlier one left off: the task's last checkpoint (an
+        // attempt given back by recovery keeps its number, and still resumes).
+        var context: [String: JSONValue] = [
+            "heartbeat_timeout_seconds": .double(configuration.heartbeatTimeout.seconds),
+            "gate_timeout_seconds": .double(configuration.gateTimeout.seconds),
+            "previous_failure": previousFailure(of: request.task, attempt: request.attempt).map(JSONValue.object) ?? .null,
+        ]
+        if let agent {
+            var fields: [String: JSONValue] = ["command": .array(agent.map(JSONValue.string))]
+            if let configured = configuration.agent {
+                fields["steps"] = .string(configured.steps.rawValue)
+                fields["stall_timeout_seconds"] = .double(configured.stallTimeout.seconds)
+            }
+            context["agent"] = .object(fields)
+        }
+        let contract = RunnerContract(
+            request: request, pool: pool, work: work, api: runnerAPI, checkpoint: lastCheckpoint(of: request.task), context: context)
         let row = runnerRows.withLock { $0.all[request.runner] }
         var shared: [String] = []
         if request.slot != nil, let workspaces { shared.append(workspaces.gitDirectory) }
         if let socket = runnerAPI?.socket { shared.append(socket) }
-        launcher.launch(
-            RunnerLaunch(
-                runner: request.runner, argv: contract.argv, environment: contract.environment(base: baseEnvironment),
-                workingDirectory: work, logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status,
-                nice: pool.nice, task: request.task, attempt: request.attempt, pool: pool.name,
-                resources: TaskResources(
-                    cpu: request.spec.resources.cpu ?? pool.limits.defaultResources.cpu,
-                    memoryMB: request.spec.resources.memoryMB ?? pool.limits.defaultResources.memoryMB),
-                sharedPaths: shared))
+        let launch = RunnerLaunch(
+            runner: request.runner, argv: argv ?? contract.argv, environment: contract.environment(base: baseEnvironment),
+            workingDirectory: work, logPath: row?.logPath ?? paths.logFile(for: request.runner), status: row?.status,
+            nice: pool.nice, task: request.task, attempt: request.attempt, pool: pool.name,
+            resources: TaskResources(
+                cpu: request.spec.resources.cpu ?? pool.limits.defaultResources.cpu,
+                memoryMB: request.spec.resources.memoryMB ?? pool.limits.defaultResources.memoryMB),
+            sharedPaths: shared)
+        if !request.spec.gates.isEmpty { launched.withLock { $0[request.runner] = (launch, request.spec.gates, pool.type) } }
+        launcher.launch(launch)
+    }
+
+    /// The agent `necro runner` runs for a task: its own (`_Agent:_`), else the configuration's.
+    private func agentCommand(for task: TaskSpec) -> [String]? {
+        if case .array(let words)? = task.metadata["agent"] {
+            let argv = words.compactMap { if case .string(let word) = $0 { word } else { nil } }
+            if !argv.isEmpty { return argv }
+        }
+        return configuration.agent?.command
     }
 
     /// A launch that failed before a launcher had it: reported as a launcher reports one (its
-    /// slot released first).
-    private func failLaunch(_ id: RunnerID, _ reason: String) {
-        let event = RunnerEvent.exited(id, .launchFailed(reason))
-        if releaseSlot(of: id, succeeded: false, then: event) { return }
+    /// slot released first). One `refused` is not retried: the configuration must change.
+    private func failLaunch(_ id: RunnerID, _ reason: String = "", refused: String? = nil) {
+        finishExit(id, refused.map(RunnerExit.refused) ?? .launchFailed(reason))
+    }
+
+    /// Hands a runner's exit on: its slot released first, if it had one.
+    func finishExit(_ id: RunnerID, _ exit: RunnerExit) {
+        let event = RunnerEvent.exited(id, exit)
+        if releaseSlot(of: id, succeeded: exit.succeeded, then: event) { return }
         inbox.post(.runner(event, received: .now))
     }
 
@@ -673,21 +761,46 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     /// dispatcher recorded, else the registry's (which has every earlier one: the journal is
     /// replayed before a run). Neither waits for the turns on their way to the registry.
     private func lastCheckpoint(of task: TaskKey) -> [String: JSONValue]? {
-        if let recorded = checkpoints.withLock({ $0[task] }) { return recorded }
-        let query = EventQuery(spec: task.spec, task: task.id, type: .checkpointCommit, limit: 1, newestFirst: true)
-        return (try? registry.events(query))?.first?.payload
+        checkpoints.withLock { $0[task]?.last }
     }
 
-    /// Keeps the last checkpoint of each task a turn records.
+    /// Keeps the checkpoints of each task a turn records.
     private func noteCheckpoints(_ transitions: [Transition]) {
         for transition in transitions {
-            guard let id = transition.task, let last = transition.events.last(where: { $0.type == .checkpointCommit }) else { continue }
-            checkpoints.withLock { $0[TaskKey(spec: transition.spec, id: id)] = last.payload }
+            guard let id = transition.task else { continue }
+            for event in transition.events where event.type == .checkpointCommit || event.type == .checkpointInvalid {
+                noteCheckpoint(TaskKey(spec: transition.spec, id: id), event.type, event.payload)
+            }
         }
     }
 
-    /// The last checkpoint of each task, as recorded by this dispatcher's turns.
-    private let checkpoints = Mutex<[TaskKey: [String: JSONValue]]>([:])
+    /// A `checkpoint_commit` is a task's checkpoint from then on, until a `checkpoint_invalid` of
+    /// the same id says it cannot be read back: then the one before it is.
+    private func noteCheckpoint(_ task: TaskKey, _ type: EventType, _ payload: [String: JSONValue]) {
+        checkpoints.withLock { checkpoints in
+            if type == .checkpointCommit {
+                checkpoints[task, default: []].append(payload)
+            } else if let id = payload["checkpoint_id"], id != .null {
+                checkpoints[task]?.removeAll { $0["checkpoint_id"] == id }
+            }
+        }
+    }
+
+    /// The checkpoints the registry holds for the tasks of `specs` (the journal is replayed first).
+    private func seedCheckpoints(_ specs: [String]) {
+        checkpoints.withLock { $0.removeAll() }
+        for spec in specs {
+            let found = ((try? registry.events(EventQuery(spec: spec, type: .checkpointCommit))) ?? [])
+                + ((try? registry.events(EventQuery(spec: spec, type: .checkpointInvalid))) ?? [])
+            for event in found.sorted(by: { $0.id < $1.id }) {
+                guard let id = event.taskID else { continue }
+                noteCheckpoint(TaskKey(spec: spec, id: id), event.type, event.payload)
+            }
+        }
+    }
+
+    /// Each task's checkpoints, oldest first, as recorded.
+    private let checkpoints = Mutex<[TaskKey: [[String: JSONValue]]]>([:])
 
     /// A lease ran out: a heartbeat recorded in the registry (`necro heartbeat`) since the lease
     /// began keeps the runner; none means it is lost.
@@ -735,6 +848,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         }
     }
 
+    /// A runner's row as known here, running or just ended.
+    func runnerRow(of id: RunnerID) -> RunnerRecord? { runnerRows.withLock { $0.all[id] ?? $0.ended[id] } }
+
     private func updateRunner(_ id: RunnerID, _ change: @Sendable (inout RunnerRecord) -> Void) {
         runnerRows.withLock { rows in
             guard var row = rows.all[id] else { return }
@@ -779,7 +895,9 @@ public final class RunnerAPI: Sendable {
 
 /// The `TASK_CONTEXT` a runner gets: its task, dependencies, slot and metadata, as JSON.
 enum TaskContext {
-    static func json(_ request: LaunchRequest, slotPath: String, checkpoint: [String: JSONValue]? = nil) -> String {
+    static func json(
+        _ request: LaunchRequest, slotPath: String, checkpoint: [String: JSONValue]? = nil, more: [String: JSONValue] = [:]
+    ) -> String {
         let t = request.spec
         let task: [String: JSONValue] = [
             "id": .string(t.id.rawValue), "title": .string(t.title), "description": .string(t.description),
@@ -792,12 +910,12 @@ enum TaskContext {
             "id": request.slot.map { .string($0.id) } ?? .null, "path": .string(slotPath),
             "branch": request.slot.map { .string($0.branch) } ?? .null,
         ]
-        let context: JSONValue = .object([
+        let context: [String: JSONValue] = [
             "spec": .string(request.task.spec), "runner_id": .string(request.runner.rawValue), "attempt": .int(request.attempt),
             "pool": .string(request.pool), "task": .object(task), "dependencies": .array(request.dependencies.map { .string($0.rawValue) }),
             "slot": .object(slot), "checkpoint": checkpoint.map(JSONValue.object) ?? .null,
-        ])
-        return context.jsonText
+        ]
+        return JSONValue.object(context.merging(more) { own, _ in own }).jsonText
     }
 }
 

@@ -168,6 +168,8 @@ final class EventJournal: Sendable {
             var parent_span_id: String?
             var phase: String?
             var payload: [String: JSONValue]
+            /// A runner's own time for the event, when it has one.
+            var at: Double?
         }
 
         struct Record: Decodable {
@@ -188,7 +190,8 @@ final class EventJournal: Sendable {
                     spec: spec, task: task.map { TaskID($0) }, expected: expected.map { Set($0.compactMap(TaskState.init(rawValue:))) },
                     to: state.flatMap(TaskState.init(rawValue:)), attempts: attempts, reason: sets_reason ? .some(reason) : nil,
                     slot: slot, events: events.map {
-                        NewEvent(EventType($0.type), actor: $0.actor, spanID: $0.span_id, parentSpanID: $0.parent_span_id, phase: $0.phase, payload: $0.payload)
+                        NewEvent(EventType($0.type), actor: $0.actor, spanID: $0.span_id, parentSpanID: $0.parent_span_id, phase: $0.phase, payload: $0.payload,
+                            timestamp: $0.at.map(Timestamp.init(secondsSince1970:)))
                     }, at: at.map(Timestamp.init(secondsSince1970:)))
             }
         }

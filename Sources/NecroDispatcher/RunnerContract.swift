@@ -10,13 +10,19 @@ public struct RunnerContract: Sendable {
     public let work: String
     let api: RunnerAPI?
     let checkpoint: [String: JSONValue]?
+    /// More of `TASK_CONTEXT`: the previous failure, the agent, the timeouts.
+    let context: [String: JSONValue]
 
-    public init(request: LaunchRequest, pool: PoolConfiguration, work: String, api: RunnerAPI?, checkpoint: [String: JSONValue]?) {
+    public init(
+        request: LaunchRequest, pool: PoolConfiguration, work: String, api: RunnerAPI?, checkpoint: [String: JSONValue]?,
+        context: [String: JSONValue] = [:]
+    ) {
         self.request = request
         self.pool = pool
         self.work = work
         self.api = api
         self.checkpoint = checkpoint
+        self.context = context
     }
 
     /// The pool's command with the task's placeholders filled in; empty for a container pool that
@@ -58,7 +64,7 @@ public struct RunnerContract: Sendable {
             if let socket = api.socket { environment["NECRO_API_SOCKET"] = socket }
             environment["NECRO_RUNNER_TOKEN"] = api.token(request.runner)
         }
-        environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work, checkpoint: checkpoint)
+        environment["TASK_CONTEXT"] = TaskContext.json(request, slotPath: work, checkpoint: checkpoint, more: context)
         return environment
     }
 }

@@ -304,6 +304,34 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(context["checkpoint"]?["sequence_number"] == 2)
     }
 
+    /// Recovery gives back an attempt its dispatcher died in: the attempt keeps its number, and
+    /// still goes on from the task's last checkpoint (it did not: only attempts > 1 got one).
+    @Test func anAttemptGivenBackByRecoveryStillGetsTheLastCheckpoint() async throws {
+        let bench = try Bench()
+        defer { bench.finish() }
+        let spec = TaskSetSpec(name: "given-back", tasks: [task("t")])
+        try bench.registry.importTaskSet(spec, source: nil)
+        // As a dispatcher that died left it: running, attempt 1, a checkpoint recorded, an invalid one after it.
+        try bench.registry.apply([
+            Transition(
+                spec: "given-back", task: "t", to: .running, attempts: 1,
+                events: [
+                    NewEvent(.checkpointCommit, payload: ["checkpoint_id": "t#1", "sequence_number": 1]),
+                    NewEvent(.checkpointCommit, payload: ["checkpoint_id": "t#2", "sequence_number": 2]),
+                    NewEvent(.checkpointInvalid, payload: ["checkpoint_id": "t#2"]),
+                ])
+        ])
+        var configuration = bench.configuration(#"printf '%s' "$TASK_CONTEXT" > "$CONTEXT""#)
+        configuration.pools[0].environment["CONTEXT"] = bench.dir.file("context.json")
+        let dispatcher = Dispatcher(
+            configuration: configuration, registry: bench.registry, launchers: [bench.launcher], clock: ContinuousClock(), paths: bench.paths)
+        let outcome = try await dispatcher.run([(spec, try bench.registry.tasks(spec: "given-back"))])
+        #expect(outcome.succeeded)
+        let context = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: URL(fileURLWithPath: bench.dir.file("context.json"))))
+        #expect(context["attempt"] == 1, "the interrupted attempt is given back")
+        #expect(context["checkpoint"]?["checkpoint_id"] == "t#1", "the last checkpoint not found invalid")
+    }
+
     @Test func recordsGoToTheFallbackJournalWhileTheRegistryIsLockedAndAreReplayed() async throws {
         let bench = try Bench(busyTimeout: .milliseconds(50))
         defer { bench.finish() }

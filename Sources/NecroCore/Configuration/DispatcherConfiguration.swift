@@ -33,11 +33,22 @@ public struct PoolConfiguration: Hashable, Sendable {
     public var nice: Int
     /// How a `docker` pool makes its containers; nil for other types.
     public var container: ContainerSettings?
+    /// Where the pool is written (`file:line`), for messages about it.
+    public var location: String?
+
+    /// Whether its runners are `necro runner` (they report their own leases and gates): a local
+    /// pool without a command runs it, as does a command that names it.
+    public var runsNecroRunner: Bool {
+        let argv = command.argv
+        if argv.isEmpty { return type == .localProcess }
+        return argv.count >= 2 && argv[0].split(separator: "/").last == "necro" && argv[1] == "runner"
+    }
 
     public init(
         name: String, type: PoolType = .localProcess, limits: PoolLimits, command: CommandTemplate,
-        environment: [String: String] = [:], nice: Int = 0, container: ContainerSettings? = nil
+        environment: [String: String] = [:], nice: Int = 0, container: ContainerSettings? = nil, location: String? = nil
     ) {
+        self.location = location
         self.name = name
         self.type = type
         self.limits = limits
@@ -103,6 +114,11 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     /// The largest request body the API takes, in MB (`dispatcher.max_request_body_mb`): a spec
     /// sent to `POST /v1/tasksets` larger than this is refused with 413 before it is read.
     public var maxRequestBodyMB = 64
+    /// How long one DONE gate may run before it is stopped and counts as failed
+    /// (`dispatcher.gate_timeout`); the task's own timeout still applies.
+    public var gateTimeout: Duration = .seconds(30 * 60)
+    /// The agent `necro runner` runs for a task that names none (top-level `agent:`).
+    public var agent: AgentConfiguration?
 
     public init(
         schedulingPolicy: SchedulingPolicy = .priority,
@@ -138,4 +154,31 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     }
 
     public func pool(named name: String) -> PoolConfiguration? { pools.first { $0.name == name } }
+}
+
+/// The agent `necro runner` wraps (top-level `agent:` of the configuration).
+public struct AgentConfiguration: Hashable, Sendable {
+    /// How `necro runner` runs the agent for a task's steps.
+    public enum Steps: String, Hashable, Sendable {
+        /// Once for the whole task, every step in its context (the default).
+        case once
+        /// Once per step not done yet, with a checkpoint after each.
+        case each
+    }
+
+    /// The agent's argv.
+    public var command: [String]
+    public var steps: Steps
+    /// How long the agent may show no sign of activity (output, CPU time, file changes) before
+    /// `necro runner` reports a stall and lets its lease lapse.
+    public var stallTimeout: Duration
+    /// Where it is written (`file:line`).
+    public var location: String?
+
+    public init(command: [String], steps: Steps = .once, stallTimeout: Duration = .seconds(15 * 60), location: String? = nil) {
+        self.command = command
+        self.steps = steps
+        self.stallTimeout = stallTimeout
+        self.location = location
+    }
 }

@@ -240,15 +240,38 @@ extension DispatchEngine {
         }
         var runner = RunnerState(
             key: previous.task, index: index, assignment: Scheduler.Assignment(task: queued, pool: previous.pool),
-            attempt: previous.attempt, slot: held, started: now, leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
+            attempt: previous.attempt, slot: held, started: now, leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout),
+            reportsOwnLease: ownLease(previous.pool), leaseNoted: now)
         runner.recovered = true
         runners[previous.id] = runner
         return runner
     }
 
+    /// Whether the runners of `pool` report their own leases (`necro runner`).
+    func ownLease(_ pool: String) -> Bool { configuration.pool(named: pool)?.runsNecroRunner ?? false }
+
+    /// A lease event of the dispatcher's own, on the runner's `main` span.
+    func leaseEvent(_ type: EventType, _ id: RunnerID) -> NewEvent {
+        let seconds = configuration.heartbeatTimeout.seconds
+        var payload: [String: JSONValue] = ["work_item_id": .null, "lease_holder": .string(id.rawValue)]
+        if type == .leaseAcquired {
+            payload["lease_duration_seconds"] = .double(seconds)
+            payload["explanation"] = "the dispatcher leased the task to its runner; a heartbeat or output renews the lease"
+        } else {
+            payload["extended_by_seconds"] = .double(seconds)
+            payload["explanation"] = "the runner showed a sign of life (heartbeat, report or output): its lease is extended"
+        }
+        return NewEvent(type, actor: "lease_manager", spanID: "main", phase: "executing", payload: payload)
+    }
+
     mutating func renewLease(_ id: RunnerID) {
-        guard runners[id] != nil else { return }
+        guard let runner = runners[id] else { return }
         runners[id]!.leaseExpiresAt = now.advanced(by: configuration.heartbeatTimeout)
+        // Renewals recorded at most once a third of the timeout, unless the runner records its own.
+        if !runner.reportsOwnLease, runner.leaseNoted.duration(to: now) >= configuration.heartbeatTimeout / 3 {
+            runners[id]!.leaseNoted = now
+            record(runner.key.spec, runner.key.id, events: [leaseEvent(.leaseRenewed, id)])
+        }
         if runners[id]!.checkingLease {
             runners[id]!.checkingLease = false
             schedule(.lease(id), at: runners[id]!.leaseExpiresAt)
@@ -308,11 +331,16 @@ extension DispatchEngine {
         let elapsed = (runner.started.duration(to: now)).seconds
         var finished = runnerPayload(id, runner)
         finished["execution_time_seconds"] = .double((elapsed * 1000).rounded() / 1000)
+        finished["attempt"] = .int(runner.attempt)
         switch exit {
         case .exited(let code): finished["exit_code"] = .int(Int(code))
         case .signalled(let signal): finished["signal"] = .int(Int(signal))
         case .outOfMemory: finished["out_of_memory"] = true
-        case .launchFailed, .mergeConflict: break
+        case .gateFailed(let failure):
+            finished["gate"] = .string(failure.gate)
+            finished["gate_exit_code"] = failure.exitCode.map { .int(Int($0)) } ?? .null
+            finished["gate_output_tail"] = .string(failure.outputTail)
+        case .launchFailed, .mergeConflict, .refused: break
         }
         // Exit 0 is success, except from a runner stopped for a timeout: it was cut off, whatever it
         // answered. A runner that exits 0 during a shutdown did finish its work.
@@ -362,6 +390,20 @@ extension DispatchEngine {
                     ]),
                 ])
             blockDependents(of: key, index)
+            return
+        }
+        if case .refused = exit, runner.stopReason == nil {
+            // Another attempt would meet the same configuration: the user must change it.
+            change(
+                key, index, to: .failed, reason: .some(reason),
+                events: [
+                    NewEvent(.runnerFinished, payload: finished),
+                    NewEvent(.taskFailed, payload: [
+                        "runner_id": .string(id.rawValue), "failure_reason": .string(reason), "retry_count": .int(runner.attempt - 1),
+                        "attempts": .int(runner.attempt), "retryable": false,
+                    ]),
+                ])
+            if task.optional { releaseDependents(of: key, index) } else { blockDependents(of: key, index) }
             return
         }
         if runner.attempt < maxAttempts(task) && phase == .running {

@@ -57,6 +57,10 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         var cancelled = false
         /// Started by a dispatcher that stopped, and taken over by this one.
         var recovered = false
+        /// It reports its own leases (`necro runner`): the dispatcher records none for it.
+        var reportsOwnLease = false
+        /// When the dispatcher last recorded a lease event for it (renewals are coalesced).
+        var leaseNoted: Instant
     }
 
     enum DeadlineKind: Hashable, Sendable {
@@ -255,6 +259,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             // What a runner says of its own work (through the API); any report is a sign of life.
             if let runner = runners[id] {
                 record(runner.key.spec, runner.key.id, events: events)
+                // `necro runner` says so first: from then on, it reports its own leases.
+                if events.contains(where: { $0.type == .runnerSpawn }) { runners[id]!.reportsOwnLease = true }
                 renewLease(id)
             }
         case .load(let spec, let records):
@@ -401,14 +407,16 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             let id = RunnerID(task: key, attempt: attempt, suffix: options.runnerIDSuffix)
             let runner = RunnerState(
                 key: key, index: index, assignment: assignment, attempt: attempt, slot: slot, started: now,
-                leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout))
+                leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout), reportsOwnLease: ownLease(assignment.pool), leaseNoted: now)
             runners[id] = runner
             var assigned = runnerPayload(id, runner)
             assigned["attempt"] = .int(attempt)
             if let since = queuedSince.removeValue(forKey: key) {
                 assigned["wait_seconds"] = .double((since.duration(to: now).seconds * 1000).rounded() / 1000)
             }
-            change(key, index, to: .running, attempts: attempt, reason: .some(nil), slot: slot?.slot, events: [NewEvent(.taskAssigned, payload: assigned)])
+            var events = [NewEvent(.taskAssigned, payload: assigned)]
+            if !runner.reportsOwnLease { events.append(leaseEvent(.leaseAcquired, id)) }
+            change(key, index, to: .running, attempts: attempt, reason: .some(nil), slot: slot?.slot, events: events)
             schedule(.lease(id), at: runner.leaseExpiresAt)
             let task = sets[key.spec]!.spec.tasks[index]
             if let timeout = task.timeoutSeconds {

@@ -21,6 +21,11 @@ public enum RunnerExit: Hashable, Sendable {
     case mergeConflict(dependency: TaskID, files: [String])
     /// Killed for going over its memory limit (in MB, if known).
     case outOfMemory(limitMB: Int?)
+    /// The runner exited 0, but one of the task's DONE gates did not pass.
+    case gateFailed(GateFailure)
+    /// It could not be run as configured (no agent to run, no command): not retried, since
+    /// another attempt would meet the same configuration.
+    case refused(String)
 
     public var succeeded: Bool { self == .exited(code: 0) }
 
@@ -34,8 +39,34 @@ public enum RunnerExit: Hashable, Sendable {
             return "merge conflict with \(dependency) (files: \(files.joined(separator: ", ")))"
         case .outOfMemory(let limit?): return "out of memory (limit \(limit) MB)"
         case .outOfMemory(nil): return "out of memory"
+        case .gateFailed(let failure): return failure.reason
+        case .refused(let why): return why
         }
     }
+}
+
+/// A DONE gate that did not pass: which, how it ended, and the end of what it printed.
+public struct GateFailure: Hashable, Sendable {
+    /// The gate's command, as written (its argv joined by spaces).
+    public var gate: String
+    /// Its exit code; nil if it was killed or could not start.
+    public var exitCode: Int32?
+    /// How it ended, in words: `exit code 1`, `timed out after 1800 s`…
+    public var ending: String
+    /// The last lines it printed.
+    public var outputTail: String
+
+    public init(gate: String, exitCode: Int32?, ending: String, outputTail: String) {
+        self.gate = gate
+        self.exitCode = exitCode
+        self.ending = ending
+        self.outputTail = outputTail
+    }
+
+    public var reason: String { "gate `\(gate)` failed: \(ending)" }
+
+    /// A gate's name: its argv, joined by spaces.
+    public static func name(_ argv: [String]) -> String { argv.joined(separator: " ") }
 }
 
 /// Which signal to send to a runner's process group.

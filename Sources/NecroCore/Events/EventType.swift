@@ -100,6 +100,9 @@ public struct NewEvent: Hashable, Sendable {
     public var parentSpanID: String?
     public var phase: String?
     public var payload: [String: JSONValue]
+    /// When it happened, if not when its turn is recorded: a runner's events sent late (spooled
+    /// while the dispatcher was away) keep their own time.
+    public var timestamp: Timestamp?
 
     public init(
         _ type: EventType,
@@ -107,7 +110,8 @@ public struct NewEvent: Hashable, Sendable {
         spanID: String? = nil,
         parentSpanID: String? = nil,
         phase: String? = nil,
-        payload: [String: JSONValue] = [:]
+        payload: [String: JSONValue] = [:],
+        timestamp: Timestamp? = nil
     ) {
         self.type = type
         self.actor = actor
@@ -115,6 +119,7 @@ public struct NewEvent: Hashable, Sendable {
         self.parentSpanID = parentSpanID
         self.phase = phase
         self.payload = payload
+        self.timestamp = timestamp
     }
 }
 

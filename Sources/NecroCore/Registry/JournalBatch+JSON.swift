@@ -35,6 +35,7 @@ extension JournalBatch {
                             json.field("span_id", event.spanID)
                             json.field("parent_span_id", event.parentSpanID)
                             json.field("phase", event.phase)
+                            if let timestamp = event.timestamp { json.field("at", timestamp.secondsSince1970) }
                             json.key("payload")
                             JSONValue.object(event.payload).write(to: &json.bytes)
                             json.needsComma = true

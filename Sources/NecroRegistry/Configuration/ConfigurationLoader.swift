@@ -3,12 +3,13 @@ public import NecroCore
 
 /// Reads a dispatcher configuration file (YAML, the format of the design documents).
 public enum ConfigurationLoader {
-    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping", "repo_pool"]
+    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping", "repo_pool", "agent"]
+    static let agentKeys = ["command", "steps", "stall_timeout"]
     static let repoPoolKeys = ["repo", "base_ref", "slots_dir", "max_slots", "branch_template"]
     static let dispatcherKeys = [
         "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
         "retry_backoff_base", "retry_initial_delay", "retry_max_delay", "retry_jitter", "graceful_shutdown_timeout",
-        "run_optional_tasks", "record_failure_timeout", "journal_path", "max_request_body_mb",
+        "run_optional_tasks", "record_failure_timeout", "journal_path", "max_request_body_mb", "gate_timeout",
     ]
     static let poolKeys = ["type", "max_concurrency", "cpu_quota", "memory_quota", "enabled", "default_resources", "config"]
     static let localConfigKeys = ["command", "env", "nice"]
@@ -75,6 +76,7 @@ private struct ConfigurationDecoder {
             case "agent_pools": decodePools(node)
             case "skill_mapping": mappingNode = node
             case "repo_pool": decodeRepoPool(node)
+            case "agent": decodeAgent(node)
             default: unknown(key, node, key, ConfigurationLoader.topKeys)
             }
         }
@@ -159,6 +161,8 @@ private struct ConfigurationDecoder {
                 if let timeout = reader.duration(value, path) { configuration.recordFailureTimeout = timeout }
             case "max_request_body_mb":
                 if let size = positive(value, path, maximum: 4096) { configuration.maxRequestBodyMB = size }
+            case "gate_timeout":
+                if let seconds = duration(value, path) { configuration.gateTimeout = .seconds(seconds) }
             case "journal_path":
                 if let journal = reader.string(value, path) {
                     if journal.isEmpty || journal.utf8.contains(0) || journal.hasSuffix("/") {
@@ -171,6 +175,48 @@ private struct ConfigurationDecoder {
                 unknown(key, value, path, ConfigurationLoader.dispatcherKeys)
             }
         }
+    }
+
+    /// A positive duration, as seconds or text such as `90s`, `30m`, `1h`.
+    private mutating func duration(_ node: SpecNode, _ path: String) -> Int? {
+        guard let duration = reader.duration(node, path) else { return nil }
+        guard duration > .zero else {
+            reader.fail(.invalidValue, node, path, "\(path) must be more than 0")
+            return nil
+        }
+        return Int(max(1, min(duration.components.seconds, Int64(Int32.max))))
+    }
+
+    /// `agent: {command: [...], steps: once|each, stall_timeout: 15m}`: what `necro runner` runs.
+    private mutating func decodeAgent(_ node: SpecNode) {
+        guard let fields = reader.mapping(node, "agent") else { return }
+        var agent = AgentConfiguration(command: [], location: node.line.map { "\(reader.file):\($0)" } ?? reader.file)
+        var sawCommand = false
+        for (key, value) in fields {
+            let path = "agent.\(key)"
+            switch key {
+            case "command":
+                sawCommand = true
+                let argv = reader.list(value, path).enumerated().compactMap { reader.string($0.element, "\(path)[\($0.offset)]") }
+                if argv.isEmpty {
+                    reader.fail(.invalidValue, value, path, "agent.command must be a non-empty argv list, such as [claude, -p]")
+                }
+                agent.command = argv
+            case "steps":
+                guard let text = reader.string(value, path) else { continue }
+                guard let steps = AgentConfiguration.Steps(rawValue: text) else {
+                    reader.fail(.invalidValue, value, path, "agent.steps must be once (the agent runs once for the task) or each (once per step), found \(text)")
+                    continue
+                }
+                agent.steps = steps
+            case "stall_timeout":
+                if let seconds = duration(value, path) { agent.stallTimeout = .seconds(seconds) }
+            default:
+                unknown(key, value, path, ConfigurationLoader.agentKeys)
+            }
+        }
+        if !sawCommand { reader.fail(.missingField, node, "agent.command", "agent needs command: the agent's argv, such as [claude, -p]") }
+        configuration.agent = agent
     }
 
     private mutating func decodePools(_ node: SpecNode) {
@@ -281,7 +327,7 @@ private struct ConfigurationDecoder {
             configuration.pools.append(
                 PoolConfiguration(
                     name: name, type: type, limits: limits, command: CommandTemplate(command ?? []), environment: environment, nice: nice,
-                    container: type == .docker ? container : nil))
+                    container: type == .docker ? container : nil, location: poolNode.line.map { "\(reader.file):\($0)" }))
         }
     }
 

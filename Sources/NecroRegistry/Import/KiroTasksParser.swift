@@ -623,6 +623,12 @@ struct KiroTasksParser {
             }
         case "resources":
             parseResources(value, task: index, at: location)
+        case "agent":
+            if let argv = Self.argv(value), !argv.isEmpty {
+                tasks[index].metadata["agent"] = .array(argv.map(JSONValue.string))
+            } else {
+                issues.append(SpecIssue(.invalidValue, at: location, "task \(id): _Agent:_ needs a command, with its quotes closed"))
+            }
         case "gate":
             if let argv = Self.argv(value), !argv.isEmpty {
                 tasks[index].gates.append(argv)

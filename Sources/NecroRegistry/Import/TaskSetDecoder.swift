@@ -17,7 +17,7 @@ struct TaskSetDecoder {
     static let taskSetKeys: Set<String> = ["spec_name", "weight", "description", "order", "tasks"]
     static let taskKeys: Set<String> = [
         "id", "title", "description", "dependencies", "required_skill", "priority", "optional", "done", "resources",
-        "timeout_seconds", "max_attempts", "gates", "metadata", "steps", "subtasks",
+        "timeout_seconds", "max_attempts", "gates", "metadata", "steps", "subtasks", "agent",
     ]
 
     mutating func decode(_ root: SpecNode, defaultName: String) -> (TaskSetSpec, SpecOrigins) {
@@ -139,9 +139,17 @@ struct TaskSetDecoder {
                         task.gates.append(argv)
                     }
                 }
+            case "agent":
+                // The agent `necro runner` runs for this task: an argv list, kept in its metadata.
+                let argv = reader.list(value, at()).enumerated().compactMap { reader.string($0.element, "\(at())[\($0.offset)]") }
+                if argv.isEmpty {
+                    reader.fail(.invalidValue, value, at(), "agent is a non-empty argv list such as [claude, -p]")
+                } else {
+                    task.metadata["agent"] = .array(argv.map(JSONValue.string))
+                }
             case "metadata":
                 if case .object = value.value, case .object(let metadata) = value.json {
-                    task.metadata = metadata
+                    task.metadata.merge(metadata) { kept, _ in kept }
                 } else {
                     reader.fail(.wrongType, value, at(), "expected a mapping, found \(value.kindName)")
                 }

@@ -264,7 +264,7 @@ public final class SQLiteRegistry: Registry, Sendable {
             else { throw RegistryError(.unknownSpec, "no spec \(transition.spec) in the registry") }
         }
         for event in transition.events {
-            try recorder.append(event, spec: transition.spec, task: transition.task, at: at)
+            try recorder.append(event, spec: transition.spec, task: transition.task, at: event.timestamp ?? at)
         }
     }
 

@@ -1,0 +1,660 @@
+import CNecroSystem
+import Foundation
+import NecroCore
+import NecroWorkspaces
+import Synchronization
+
+/// What `necro runner` is given in `TASK_CONTEXT`, read once.
+struct RunnerContext {
+    var spec: String
+    var runner: String
+    var attempt: Int
+    var taskID: String
+    var title: String
+    var steps: [(title: String, done: Bool)]
+    var gates: [[String]]
+    var work: String
+    var checkpoint: [String: JSONValue]?
+    var heartbeatTimeout: Double
+    var gateTimeout: Double
+    var agent: [String]
+    var stepsEach: Bool
+    var stallTimeout: Double
+
+    struct Invalid: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    init(json text: String, currentDirectory: String) throws {
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case .object(let root) = value else {
+            throw Invalid(description: "TASK_CONTEXT is not a JSON object: necro runner runs as a pool's command, started by a dispatcher")
+        }
+        func string(_ value: JSONValue?) -> String? { if case .string(let text)? = value { text } else { nil } }
+        func strings(_ value: JSONValue?) -> [String] {
+            guard case .array(let items)? = value else { return [] }
+            return items.compactMap(string)
+        }
+        guard let spec = string(root["spec"]), let runner = string(root["runner_id"]), case .object(let task)? = root["task"],
+            let id = string(task["id"])
+        else { throw Invalid(description: "TASK_CONTEXT lacks spec, runner_id or task.id") }
+        self.spec = spec
+        self.runner = runner
+        attempt = root["attempt"]?.intValue ?? 1
+        taskID = id
+        title = string(task["title"]) ?? id
+        if case .array(let items)? = task["steps"] {
+            steps = items.compactMap { item in
+                guard case .object(let step) = item, let title = string(step["title"]) else { return nil }
+                return (title, step["done"] == true)
+            }
+        } else {
+            steps = []
+        }
+        if case .array(let items)? = task["gates"] { gates = items.map(strings).filter { !$0.isEmpty } } else { gates = [] }
+        if case .object(let slot)? = root["slot"], let path = string(slot["path"]), !path.isEmpty {
+            work = path.hasPrefix("/") ? path : currentDirectory + "/" + path
+        } else {
+            work = currentDirectory
+        }
+        if case .object(let checkpoint)? = root["checkpoint"] { self.checkpoint = checkpoint }
+        heartbeatTimeout = root["heartbeat_timeout_seconds"]?.doubleValue ?? 60
+        gateTimeout = root["gate_timeout_seconds"]?.doubleValue ?? 1800
+        var agent: [String] = []
+        var stepsEach = false
+        var stall = 900.0
+        if case .object(let fields)? = root["agent"] {
+            agent = strings(fields["command"])
+            stepsEach = string(fields["steps"]) == "each"
+            stall = fields["stall_timeout_seconds"]?.doubleValue ?? stall
+        }
+        self.agent = agent
+        self.stepsEach = stepsEach
+        stallTimeout = stall
+    }
+}
+
+/// `necro runner`'s work for one attempt: the agent run in the task's folder, its work items
+/// followed and checkpointed, its gates run, and every step reported to the dispatcher as the
+/// instrumentation design's events (`main` span, `work_<id>` child spans).
+final class TaskRunner: Sendable {
+    let context: RunnerContext
+    let reporter: EventReporter
+    let store: CheckpointStore?
+    let environment: [String: String]
+    /// The work items and the last checkpoint, changed by the agent's reports and by the runner.
+    private let progress: Mutex<(items: WorkItems, last: CheckpointStore.Checkpoint?)>
+    /// The agent's process group while it runs (0: none).
+    private let agentGroup = Atomic<Int32>(0)
+    /// Output bytes the agent wrote: a sign of activity.
+    private let outputBytes = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+
+    init(context: RunnerContext, environment: [String: String]) {
+        self.context = context
+        self.environment = environment
+        var store: CheckpointStore?
+        do {
+            store = try CheckpointStore(folder: context.work, spec: context.spec, task: context.taskID)
+        } catch {
+            FileHandle.standardError.write(Data("necro runner: no checkpoints for this attempt: \(error)\n".utf8))
+        }
+        self.store = store
+        let spool = (store?.stateDirectory ?? NSTemporaryDirectory()) + "/spool-" + context.runner.replacingOccurrences(of: "/", with: "%2F") + ".jsonl"
+        reporter = EventReporter(call: RunnerCall(environment: environment), runner: context.runner, spoolPath: spool)
+        progress = Mutex((WorkItems(steps: context.steps, taskTitle: context.title), nil))
+    }
+
+    /// Runs the attempt; the process's exit status.
+    func run(flushSeconds: Double) -> Int32 {
+        let pid = Int(getpid())
+        reporter.emit(
+            .runnerSpawn,
+            [
+                "runner_pid": .int(pid), "runner_version": .string(Necro.configuration.version), "attempt": .int(context.attempt),
+                "agent": .array(context.agent.map(JSONValue.string)),
+                "explanation": .string("necro runner started for attempt \(context.attempt) of task \(context.taskID)"),
+            ])
+        // Planning: where the attempt starts from.
+        phase(.phaseEnter, "planning")
+        resume()
+        phase(.phaseExit, "planning")
+
+        let forwarder = forwardTermination()
+        defer { forwarder.cancel() }
+        let control = try? RunnerControl(path: NSTemporaryDirectory() + "necro-runner-\(pid).sock") { [self] in answer($0) }
+        defer { control?.stop() }
+        let lease = keepLease()
+        defer { lease.cancel() }
+
+        phase(.phaseEnter, "executing")
+        let (agentStatus, iterations) = context.stepsEach ? runEachStep(control: control) : runOnce(control: control)
+        phase(.phaseExit, "executing")
+
+        var exitReason = agentStatus == 0 ? "done" : "agent failed with status \(agentStatus)"
+        var status = agentStatus
+        if agentStatus == 0 && !context.gates.isEmpty {
+            phase(.phaseEnter, "verifying")
+            for gate in context.gates where !stopping.load(ordering: .relaxed) {
+                if !runGate(gate) {
+                    exitReason = "gate failed: \(GateFailure.name(gate))"
+                    status = 1
+                    break
+                }
+            }
+            phase(.phaseExit, "verifying")
+        }
+        if stopping.load(ordering: .relaxed) && status == 0 { status = 143 }
+        reporter.emit(
+            .runnerExit,
+            [
+                "runner_pid": .int(pid), "exit_reason": .string(exitReason), "iterations": .int(iterations), "exit_code": .int(Int(status)),
+                "explanation": .string("necro runner ends: \(exitReason)"),
+            ])
+        if !reporter.flush(seconds: flushSeconds) {
+            FileHandle.standardError.write(Data("necro runner: some events could not be sent; they are in \(reporter.spoolPath)\n".utf8))
+        }
+        return status
+    }
+
+    private func phase(_ type: EventType, _ name: String) {
+        let entering = type == .phaseEnter
+        reporter.emit(
+            type, phase: name,
+            ["phase": .string(name), "explanation": .string(entering ? "entering the \(name) phase" : "leaving the \(name) phase")])
+    }
+
+    // MARK: Resume
+
+    /// Goes on from the task's last checkpoint, if the dispatcher gave one and it reads back as
+    /// recorded: the folder's files as they were then, its work items done.
+    private func resume() {
+        guard let checkpoint = context.checkpoint, let store, case .string(let ref)? = checkpoint["ref"],
+            case .string(let commit)? = checkpoint["commit"], case .string(let tree)? = checkpoint["tree"]
+        else { return }
+        let id = checkpoint["checkpoint_id"] ?? .null
+        let type = checkpoint["checkpoint_type"] ?? "work_item"
+        switch store.verify(ref: ref, commit: commit, tree: tree) {
+        case .invalid(let why):
+            reporter.emit(
+                .checkpointInvalid, actor: "checkpoint_manager",
+                [
+                    "checkpoint_id": id, "checkpoint_type": type, "verified": false, "reason": .string(why),
+                    "explanation": .string("the last checkpoint cannot be read back (\(why)): the attempt starts clean"),
+                ])
+            return
+        case .verified:
+            reporter.emit(
+                .checkpointVerified, actor: "checkpoint_manager",
+                ["checkpoint_id": id, "checkpoint_type": type, "verified": true, "explanation": "the last checkpoint reads back as recorded"])
+        }
+        do {
+            try store.restore(commit: commit)
+        } catch {
+            reporter.emit(
+                .checkpointInvalid, actor: "checkpoint_manager",
+                [
+                    "checkpoint_id": id, "checkpoint_type": type, "verified": false, "reason": .string("\(error)"),
+                    "explanation": .string("the last checkpoint could not be restored (\(error)): the attempt starts from the branch as it is"),
+                ])
+            return
+        }
+        var done: Set<String> = []
+        if case .array(let items)? = checkpoint["work_items_done"] {
+            for case .string(let item) in items { done.insert(item) }
+        }
+        progress.withLock { progress in
+            progress.items = WorkItems(steps: context.steps, taskTitle: context.title, done: done)
+            progress.last = CheckpointStore.Checkpoint(
+                sequence: checkpoint["sequence_number"]?.intValue ?? 0, ref: ref, commit: commit, tree: tree, filesChanged: [])
+        }
+        reporter.emit(
+            .recoveryResumedFromCheckpoint, phase: "recovery",
+            [
+                "checkpoint_id": id, "checkpoint_type": type, "sequence_number": checkpoint["sequence_number"] ?? .null,
+                "work_item_id": checkpoint["work_item_id"] ?? .null, "work_items_done": .array(done.sorted().map(JSONValue.string)),
+                "explanation": .string("attempt \(context.attempt) goes on from checkpoint \(checkpoint["sequence_number"]?.intValue ?? 0): its files are restored, its done work items are not done again"),
+            ])
+    }
+
+    // MARK: Work items
+
+    /// The agent once for the whole task: work items as it reports them, the rest done at its exit 0.
+    private func runOnce(control: RunnerControl?) -> (Int32, Int) {
+        report(progress.withLock { $0.items.startNext() })
+        let status = runAgent(step: nil, control: control)
+        if status == 0 {
+            finishRemaining()
+        } else {
+            report(progress.withLock { $0.items.failStarted("the agent exited with status \(status)") })
+        }
+        return (status, 1)
+    }
+
+    /// The agent once per step not done yet, a checkpoint after each.
+    private func runEachStep(control: RunnerControl?) -> (Int32, Int) {
+        var iterations = 0
+        while !stopping.load(ordering: .relaxed), let next = progress.withLock({ $0.items.remaining.first }) {
+            report(progress.withLock { (try? $0.items.start(next.number)) ?? [] })
+            iterations += 1
+            let status = runAgent(step: next.number, control: control)
+            guard status == 0 else {
+                report(progress.withLock { $0.items.failStarted("the agent exited with status \(status) on step \(next.number)") })
+                return (status, iterations)
+            }
+            // Done unless the agent said so itself (and was checkpointed then).
+            report(progress.withLock { (try? $0.items.finish(next.number)) ?? [] })
+        }
+        return (stopping.load(ordering: .relaxed) ? 143 : 0, iterations)
+    }
+
+    private func finishRemaining() {
+        while let next = progress.withLock({ $0.items.remaining.first }) {
+            report(progress.withLock { (try? $0.items.finish(next.number)) ?? [] })
+        }
+    }
+
+    /// Records changes to work items; a checkpoint follows each item done.
+    private func report(_ changes: [WorkItems.Change]) {
+        for change in changes {
+            switch change {
+            case .dispatched(let item):
+                reporter.emit(
+                    .workItemDispatched, phase: "executing",
+                    [
+                        "work_item_id": .string(item.id), "title": .string(item.title), "index": .int(item.number),
+                        "explanation": .string("step \(item.number) of the task is handed to the agent"),
+                    ])
+            case .started(let item):
+                reporter.emit(
+                    .workItemStart, span: item.span, parent: "main", phase: "executing", actor: "worker",
+                    ["work_item_id": .string(item.id), "work_type": "step", "explanation": .string("the agent works on step \(item.number): \(item.title)")])
+                reporter.emit(
+                    .leaseAcquired, span: item.span, parent: "main", phase: "executing", actor: "lease_manager",
+                    [
+                        "work_item_id": .string(item.id), "lease_holder": .string(context.runner),
+                        "lease_duration_seconds": .double(context.heartbeatTimeout),
+                        "explanation": "the runner holds the task's lease while the agent is active",
+                    ])
+            case .done(let item):
+                // The checkpoint is taken first: it says which files the step changed.
+                let taken = capture(after: item, message: "step \(item.number) done: \(item.title)")
+                let files = (try? taken.get().checkpoint.filesChanged) ?? []
+                reporter.emit(
+                    .workItemDone, span: item.span, parent: "main", phase: "executing", actor: "worker",
+                    [
+                        "work_item_id": .string(item.id), "title": .string(item.title),
+                        "files_changed": .array(files.prefix(200).map(JSONValue.string)),
+                        "explanation": .string("step \(item.number) is done"),
+                    ])
+                reportCheckpoint(taken, after: item, message: "step \(item.number) done")
+            case .failed(let item, let error):
+                reporter.emit(
+                    .workItemFailed, span: item.span, parent: "main", phase: "executing", actor: "worker",
+                    ["work_item_id": .string(item.id), "title": .string(item.title), "error": .string(error), "explanation": .string("step \(item.number) failed: \(error)")])
+            }
+        }
+    }
+
+    // MARK: Checkpoints
+
+    struct Taken {
+        var checkpoint: CheckpointStore.Checkpoint
+        var verification: CheckpointStore.Verification
+        var done: [String]
+    }
+
+    struct NotTaken: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Takes a checkpoint of the folder and reads it back; `reportCheckpoint` reports it.
+    private func capture(after item: WorkItems.Item?, message: String) -> Result<Taken, NotTaken> {
+        guard let store else { return .failure(NotTaken(description: "no checkpoints here (no git)")) }
+        let (previous, done) = progress.withLock { ($0.last, $0.items.doneIDs) }
+        do {
+            let checkpoint = try store.take(
+                message: "necro checkpoint: task \(context.taskID), attempt \(context.attempt): \(message)\n\nrunner \(context.runner)", after: previous)
+            let verification = store.verify(ref: checkpoint.ref, commit: checkpoint.commit, tree: checkpoint.tree)
+            return .success(Taken(checkpoint: checkpoint, verification: verification, done: done))
+        } catch {
+            return .failure(NotTaken(description: "\(error)"))
+        }
+    }
+
+    /// Takes a checkpoint and reports it: the agent's `necro checkpoint`; the answer to give.
+    func takeCheckpoint(after item: WorkItems.Item?, message: String) -> String {
+        reportCheckpoint(capture(after: item, message: message), after: item, message: message, type: "agent")
+    }
+
+    /// `checkpoint_begin`, then `checkpoint_commit` and `checkpoint_verified` (or
+    /// `checkpoint_invalid`); the answer to give an agent that asked.
+    @discardableResult
+    private func reportCheckpoint(_ taken: Result<Taken, NotTaken>, after item: WorkItems.Item?, message: String, type: String = "work_item") -> String {
+        reporter.emit(
+            .checkpointBegin, phase: "execution", actor: "checkpoint_manager",
+            [
+                "step_id": item.map { .string($0.id) } ?? .null, "checkpoint_type": .string(type), "work_item_id": item.map { .string($0.id) } ?? .null,
+                "explanation": .string("checkpoint: \(message)"),
+            ])
+        let result: Taken
+        switch taken {
+        case .failure(let error):
+            reporter.emit(
+                .checkpointInvalid, phase: "execution", actor: "checkpoint_manager",
+                [
+                    "checkpoint_id": .null, "checkpoint_type": .string(type), "verified": false, "reason": .string("\(error)"),
+                    "explanation": .string("the checkpoint could not be taken: \(error)"),
+                ])
+            return "error: \(error)"
+        case .success(let taken):
+            result = taken
+        }
+        let checkpoint = result.checkpoint
+        let done = result.done
+        let id = "\(context.taskID)#\(checkpoint.sequence)"
+        let evidence = checkpoint.filesChanged.prefix(200).map(JSONValue.string)
+        reporter.emit(
+            .checkpointCommit, phase: "execution", actor: "checkpoint_manager",
+            [
+                "checkpoint_id": .string(id), "checkpoint_type": .string(type), "sequence_number": .int(checkpoint.sequence),
+                "evidence_count": .int(checkpoint.filesChanged.count), "files_changed": .array(Array(evidence)),
+                "ref": .string(checkpoint.ref), "commit": .string(checkpoint.commit), "tree": .string(checkpoint.tree),
+                "work_item_id": item.map { .string($0.id) } ?? .null, "step_id": item.map { .string($0.id) } ?? .null,
+                "work_items_done": .array(done.map(JSONValue.string)), "attempt": .int(context.attempt),
+                "explanation": .string("the folder's state is kept under \(checkpoint.ref): a later attempt goes on from here"),
+            ])
+        switch result.verification {
+        case .verified:
+            progress.withLock { $0.last = checkpoint }
+            reporter.emit(
+                .checkpointVerified, phase: "execution", actor: "checkpoint_manager",
+                [
+                    "checkpoint_id": .string(id), "checkpoint_type": .string(type), "verified": true, "evidence_count": .int(checkpoint.filesChanged.count),
+                    "explanation": "read back: its ref names the commit, whose tree is the one written",
+                ])
+            return "ok checkpoint \(checkpoint.sequence) \(checkpoint.ref)"
+        case .invalid(let why):
+            reporter.emit(
+                .checkpointInvalid, phase: "execution", actor: "checkpoint_manager",
+                ["checkpoint_id": .string(id), "checkpoint_type": .string(type), "verified": false, "reason": .string(why), "explanation": .string("the checkpoint does not read back: \(why)")])
+            return "error: \(why)"
+        }
+    }
+
+    // MARK: The agent's reports
+
+    /// `step start N`, `step done N`, `checkpoint [MESSAGE]`: the answer to give.
+    private func answer(_ request: String) -> String {
+        let words = request.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        switch words.first {
+        case "step":
+            guard words.count == 3, let number = Int(words[2]), words[1] == "start" || words[1] == "done" else {
+                return "error: expected step start N or step done N"
+            }
+            do {
+                let changes = try progress.withLock { progress throws(WorkItems.Refusal) in
+                    words[1] == "start" ? try progress.items.start(number) : try progress.items.finish(number)
+                }
+                report(changes)
+                return "ok step \(number) \(words[1] == "start" ? "started" : "done")"
+            } catch {
+                return "error: \(error)"
+            }
+        case "checkpoint":
+            let message = words.dropFirst().joined(separator: " ")
+            let current = progress.withLock { $0.items.current }
+            return takeCheckpoint(after: current, message: message.isEmpty ? "asked by the agent" : message)
+        default:
+            return "error: unknown request (expected step start N, step done N or checkpoint)"
+        }
+    }
+
+    // MARK: Processes
+
+    /// Runs the agent in the task's folder, its output passed through; its exit status (128 + N
+    /// when killed by signal N).
+    private func runAgent(step: Int?, control: RunnerControl?) -> Int32 {
+        var environment = environment
+        environment["NECRO_RUNNER_CONTROL"] = control?.path
+        environment["NECRO_DONE_STEPS"] = progress.withLock { $0.items.items.filter { $0.state == .done }.map { String($0.number) }.joined(separator: ",") }
+        if let step { environment["NECRO_STEP"] = String(step) }
+        guard let (pid, output) = spawn(context.agent, environment: environment) else { return 127 }
+        agentGroup.store(pid, ordering: .relaxed)
+        pass(output, counting: true, tail: nil)
+        let status = wait(pid)
+        agentGroup.store(0, ordering: .relaxed)
+        return status
+    }
+
+    /// Runs a gate in the task's folder within the gate timeout; reports its start and result.
+    private func runGate(_ argv: [String]) -> Bool {
+        let name = GateFailure.name(argv)
+        reporter.emit(
+            .gateStart, phase: "verifying", actor: "gate_runner",
+            ["gate_name": .string(name), "timeout_seconds": .double(context.gateTimeout), "explanation": "a DONE gate: the task is done only if it passes"])
+        let started = Date()
+        var environment = environment
+        environment["NECRO_GATE"] = name
+        var exitCode: Int32?
+        var timedOut = false
+        let tail = Tail()
+        if let (pid, output) = spawn(argv, environment: environment) {
+            let timer = DispatchWorkItem { [timedOutFlag = tail] in
+                timedOutFlag.timedOut.store(true, ordering: .relaxed)
+                kill(-pid, SIGTERM)
+                DispatchQueue.global().asyncAfter(deadline: .now() + 10) { kill(-pid, SIGKILL) }
+            }
+            DispatchQueue.global().asyncAfter(deadline: .now() + context.gateTimeout, execute: timer)
+            pass(output, counting: false, tail: tail)
+            let status = wait(pid)
+            timer.cancel()
+            timedOut = tail.timedOut.load(ordering: .relaxed)
+            if status < 128 { exitCode = status }
+        } else {
+            tail.append(Array("cannot run \(argv[0])\n".utf8))
+            exitCode = 127
+        }
+        let passed = exitCode == 0 && !timedOut
+        let ending = timedOut ? "timed out after \(Int(context.gateTimeout)) s" : exitCode.map { "exit code \($0)" } ?? "killed"
+        reporter.emit(
+            .gateResult, phase: "verifying", actor: "gate_runner",
+            [
+                "gate_name": .string(name), "status": .string(passed ? "passed" : timedOut ? "timed_out" : "failed"), "passed": .bool(passed),
+                "exit_code": exitCode.map { .int(Int($0)) } ?? .null, "duration_seconds": .double((Date().timeIntervalSince(started) * 1000).rounded() / 1000),
+                "output_tail": .string(tail.text), "explanation": .string(passed ? "the gate passed" : "the gate did not pass (\(ending))"),
+            ])
+        return passed
+    }
+
+    /// The last 4 KB a process wrote.
+    final class Tail: Sendable {
+        private let bytes = Mutex<[UInt8]>([])
+        let timedOut = Atomic<Bool>(false)
+        func append(_ more: [UInt8]) {
+            bytes.withLock { bytes in
+                bytes += more
+                if bytes.count > 4096 { bytes.removeFirst(bytes.count - 4096) }
+            }
+        }
+        var text: String {
+            let kept = bytes.withLock { $0 }
+            var text = String(decoding: kept, as: UTF8.self)
+            if kept.count >= 4096, let newline = text.firstIndex(of: "\n") { text = String(text[text.index(after: newline)...]) }
+            return text
+        }
+    }
+
+    /// Starts `argv` in the task's folder, in a process group of its own, stdin from /dev/null,
+    /// stdout and stderr into one pipe: its pid and the pipe's read end.
+    private func spawn(_ argv: [String], environment: [String: String]) -> (pid_t, Int32)? {
+        var fds: [Int32] = [0, 0]
+        guard !argv.isEmpty, pipe(&fds) == 0 else { return nil }
+        var pid: pid_t = 0
+        let cArguments = argv.map { strdup($0) } + [nil]
+        let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            cArguments.forEach { free($0) }
+            cEnvironment.forEach { free($0) }
+        }
+        let error = necro_spawn_split(argv[0], cArguments, cEnvironment, context.work, fds[1], fds[1], &pid)
+        close(fds[1])
+        guard error == 0 else {
+            close(fds[0])
+            FileHandle.standardError.write(Data("necro runner: cannot run \(argv[0]): \(String(cString: strerror(error)))\n".utf8))
+            return nil
+        }
+        return (pid, fds[0])
+    }
+
+    /// Passes what a process writes to this runner's stdout (the runner's log), to its end.
+    private func pass(_ fd: Int32, counting: Bool, tail: Tail?) {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            var written = 0
+            while written < count {
+                let wrote = buffer[written..<count].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+                if wrote < 0 && errno == EINTR { continue }
+                if wrote <= 0 { break }
+                written += wrote
+            }
+            if counting { outputBytes.add(count, ordering: .relaxed) }
+            tail?.append(Array(buffer[0..<count]))
+        }
+        close(fd)
+    }
+
+    private func wait(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    /// SIGTERM to the runner (a stop) goes on to the agent's process group.
+    private func forwardTermination() -> any DispatchSourceSignal {
+        signal(SIGTERM, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        source.setEventHandler { [self] in
+            stopping.store(true, ordering: .relaxed)
+            let group = agentGroup.load(ordering: .relaxed)
+            if group > 0 { kill(-group, SIGTERM) }
+        }
+        source.resume()
+        return source
+    }
+
+    // MARK: The lease
+
+    /// While the agent is active (output, CPU time of the runner's processes, files changing in
+    /// the folder), the lease is renewed: a `lease_renewed` on the current work item's span at
+    /// most once a third of the heartbeat timeout. With no activity for the stall timeout, a
+    /// stall is reported and the lease left to lapse.
+    private func keepLease() -> any DispatchSourceTimer {
+        let interval = max(0.2, context.heartbeatTimeout / 3)
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "necro-runner-lease"))
+        let state = Mutex((output: 0, cpu: UInt64(0), files: 0.0, lastActive: Date(), stalled: false))
+        timer.schedule(deadline: .now() + interval, repeating: interval)
+        timer.setEventHandler { [self] in
+            guard agentGroup.load(ordering: .relaxed) > 0 else { return }
+            let output = outputBytes.load(ordering: .relaxed)
+            let cpu = Activity.cpuTicks(groups: [getpgrp(), agentGroup.load(ordering: .relaxed)])
+            let (active, renew): (Bool, Bool) = state.withLock { state in
+                var active = output != state.output || cpu != state.cpu
+                if !active {
+                    let files = Activity.newestModification(in: context.work)
+                    active = files != state.files
+                    state.files = files
+                }
+                state.output = output
+                state.cpu = cpu
+                if active {
+                    state.lastActive = Date()
+                    if state.stalled { state.stalled = false }
+                    return (true, true)
+                }
+                if Date().timeIntervalSince(state.lastActive) >= context.stallTimeout {
+                    if !state.stalled {
+                        state.stalled = true
+                        FileHandle.standardError.write(
+                            Data("necro runner: the agent shows no activity (output, CPU time, files) for \(Int(context.stallTimeout)) s: a stall; its lease is left to lapse\n".utf8))
+                    }
+                    return (false, false)
+                }
+                return (false, true)  // quiet, not stalled yet: still thinking
+            }
+            _ = active
+            guard renew else { return }
+            let item = progress.withLock { $0.items.current }
+            reporter.emit(
+                .leaseRenewed, span: item?.span ?? "main", parent: item == nil ? nil : "main", phase: "executing", actor: "lease_manager",
+                [
+                    "work_item_id": item.map { .string($0.id) } ?? .null, "lease_holder": .string(context.runner),
+                    "extended_by_seconds": .double(context.heartbeatTimeout),
+                    "explanation": "the agent is active (or has been within the stall timeout): the lease is extended",
+                ])
+        }
+        timer.resume()
+        return timer
+    }
+}
+
+/// Signs that an agent is working even when it prints nothing.
+enum Activity {
+    /// CPU time (clock ticks) of the processes in these process groups (the runner's and its
+    /// agent's), from /proc.
+    static func cpuTicks(groups: Set<Int32>) -> UInt64 {
+        guard let directory = opendir("/proc") else { return 0 }
+        defer { closedir(directory) }
+        var total: UInt64 = 0
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let process = Int32(name) else { continue }
+            let text = readSmallFile("/proc/\(process)/stat")
+            // After the command's closing parenthesis: state (0), ppid, pgrp (2), … utime (11),
+            // stime, cutime, cstime (14).
+            guard let close = text.lastIndex(of: ")") else { continue }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 14, let group = Int32(fields[2]), groups.contains(group) else { continue }
+            for index in 11...14 { total += UInt64(fields[index]) ?? 0 }
+        }
+        return total
+    }
+
+    /// The newest modification time under `folder` (not in `.git` or `.necro`), looking at 20,000
+    /// entries at most.
+    static func newestModification(in folder: String) -> Double {
+        var newest = 0.0
+        var seen = 0
+        let enumerator = FileManager.default.enumerator(atPath: folder)
+        while let path = enumerator?.nextObject() as? String, seen < 20_000 {
+            seen += 1
+            if path == ".git" || path == ".necro" || path.hasPrefix(".git/") || path.hasPrefix(".necro/") {
+                enumerator?.skipDescendants()
+                continue
+            }
+            var info = stat()
+            if lstat(folder + "/" + path, &info) == 0 {
+                newest = max(newest, Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+            }
+        }
+        return newest
+    }
+
+    /// A /proc file's text (Foundation reads them as empty).
+    static func readSmallFile(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            bytes += buffer[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

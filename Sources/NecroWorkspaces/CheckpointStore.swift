@@ -1,0 +1,146 @@
+import Foundation
+import NecroCore
+
+/// A task's checkpoints: commits of its folder's whole state (tracked and untracked files, not
+/// ignored ones) under `refs/necro/checkpoints/<spec>/<task>/<n>`, off the task's branch, its
+/// index and files untouched. In a worktree they go into its repository; in a plain folder, into a
+/// private repository necro keeps inside it (`.necro/checkpoints.git`, kept out of its own
+/// snapshots), since a container sees only that folder.
+public struct CheckpointStore: Sendable {
+    /// A checkpoint as taken, or as found again.
+    public struct Checkpoint: Hashable, Sendable {
+        public var sequence: Int
+        public var ref: String
+        public var commit: String
+        public var tree: String
+        /// Files that differ from the checkpoint before it (or from the branch's head).
+        public var filesChanged: [String]
+
+        public init(sequence: Int, ref: String, commit: String, tree: String, filesChanged: [String]) {
+            self.sequence = sequence
+            self.ref = ref
+            self.commit = commit
+            self.tree = tree
+            self.filesChanged = filesChanged
+        }
+    }
+
+    public enum Verification: Hashable, Sendable {
+        case verified
+        /// Why it cannot be read back as recorded.
+        case invalid(String)
+    }
+
+    public let folder: String
+    private let git: Git
+    /// Whether the folder is a repository's worktree (else the private repository is used).
+    public let inRepository: Bool
+    private let prefix: String
+    /// The git folder of this worktree, where the scratch index and the runner's own files go.
+    public let stateDirectory: String
+
+    /// Opens the store of `task` of `spec` for `folder`; creates the private repository if the
+    /// folder is in none.
+    public init(folder: String, spec: String, task: String) throws {
+        self.folder = folder
+        prefix = "refs/necro/checkpoints/\(RefName.component(spec))/\(RefName.component(task))"
+        let plain = Git(folder)
+        let top = try? plain.run(["rev-parse", "--show-toplevel"])
+        if let top, Self.samePath(top, folder) {
+            inRepository = true
+            git = plain
+            let gitDirectory = try plain.run(["rev-parse", "--absolute-git-dir"])
+            stateDirectory = gitDirectory + "/necro"
+        } else {
+            inRepository = false
+            let repository = folder + "/.necro/checkpoints.git"
+            stateDirectory = folder + "/.necro"
+            if !FileManager.default.fileExists(atPath: repository + "/HEAD") {
+                try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+                try Git(stateDirectory).run(["init", "-q", "--bare", repository])
+                try Data("/.necro/\n".utf8).write(to: URL(fileURLWithPath: repository + "/info/exclude"))
+            }
+            git = plain
+        }
+        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+    }
+
+    private static func samePath(_ a: String, _ b: String) -> Bool {
+        URL(fileURLWithPath: a).resolvingSymlinksInPath().path == URL(fileURLWithPath: b).resolvingSymlinksInPath().path
+    }
+
+    /// Git runs with a scratch index (the worktree's own is never touched), and with the private
+    /// repository's folders when there is one.
+    private func scratch() -> [String: String] {
+        var environment = ["GIT_INDEX_FILE": stateDirectory + "/checkpoint.index"]
+        if !inRepository {
+            environment["GIT_DIR"] = folder + "/.necro/checkpoints.git"
+            environment["GIT_WORK_TREE"] = folder
+        }
+        return environment
+    }
+
+    @discardableResult
+    private func run(_ arguments: [String], scratch: Bool = false) throws -> String {
+        var environment = inRepository ? [:] : ["GIT_DIR": folder + "/.necro/checkpoints.git", "GIT_WORK_TREE": folder]
+        if scratch { environment.merge(self.scratch()) { $1 } }
+        return try git.run(arguments, environment: environment)
+    }
+
+    /// The task's checkpoints as refs, by sequence number.
+    public func sequenceNumbers() -> [Int] {
+        let listed = (try? run(["for-each-ref", "--format=%(refname)", prefix + "/"])) ?? ""
+        return listed.split(separator: "\n").compactMap { Int($0.split(separator: "/").last ?? "") }.sorted()
+    }
+
+    /// Takes a checkpoint of the folder as it is now: the next sequence number, its parent the
+    /// last one taken (or the branch's head).
+    public func take(message: String, after previous: Checkpoint? = nil) throws -> Checkpoint {
+        let sequence = (sequenceNumbers().last ?? 0) + 1
+        try? FileManager.default.removeItem(atPath: stateDirectory + "/checkpoint.index")
+        let head = try? run(["rev-parse", "--verify", "-q", "HEAD^{commit}"])
+        if let head { try run(["read-tree", head], scratch: true) }
+        try run(["add", "-A", "--", "."], scratch: true)
+        let tree = try run(["write-tree"], scratch: true)
+        var arguments = ["commit-tree", tree, "-m", message]
+        if let parent = previous?.commit ?? head { arguments += ["-p", parent] }
+        let commit = try run(arguments)
+        let ref = "\(prefix)/\(sequence)"
+        try run(["update-ref", ref, commit])
+        let base = previous?.tree ?? head.map { "\($0)^{tree}" }
+        var changed: [String] = []
+        if let base {
+            changed = (try? run(["diff-tree", "-r", "--name-only", "--no-commit-id", base, tree]))?.split(separator: "\n").map(String.init) ?? []
+        } else {
+            changed = (try? run(["ls-tree", "-r", "--name-only", tree]))?.split(separator: "\n").map(String.init) ?? []
+        }
+        return Checkpoint(sequence: sequence, ref: ref, commit: commit, tree: tree, filesChanged: changed)
+    }
+
+    /// Reads a checkpoint back: its ref names the commit recorded, whose tree is the one recorded.
+    public func verify(ref: String, commit: String, tree: String) -> Verification {
+        guard let found = try? run(["rev-parse", "--verify", "-q", "\(ref)^{commit}"]) else {
+            return .invalid("\(ref) does not exist")
+        }
+        guard found == commit else { return .invalid("\(ref) names \(found.prefix(12)), not the checkpoint's commit \(commit.prefix(12))") }
+        guard let foundTree = try? run(["rev-parse", "--verify", "-q", "\(commit)^{tree}"]), foundTree == tree else {
+            return .invalid("the tree of \(commit.prefix(12)) is not the checkpoint's tree \(tree.prefix(12))")
+        }
+        // Every object of the tree is there.
+        guard (try? run(["ls-tree", "-r", tree])) != nil else { return .invalid("the tree \(tree.prefix(12)) cannot be read") }
+        return .verified
+    }
+
+    /// Puts the folder's files back as they were at `commit`: those not in it are removed, the
+    /// others written; ignored files are left alone, the index is untouched.
+    public func restore(commit: String) throws {
+        let wanted = Set(try run(["ls-tree", "-r", "-z", "--name-only", commit]).split(separator: "\0").map(String.init))
+        let present = try run(["ls-files", "-z", "-co", "--exclude-standard"]).split(separator: "\0").map(String.init)
+        for path in present where !wanted.contains(path) {
+            try? FileManager.default.removeItem(atPath: folder + "/" + path)
+        }
+        try? FileManager.default.removeItem(atPath: stateDirectory + "/checkpoint.index")
+        try run(["read-tree", commit], scratch: true)
+        try run(["checkout-index", "-a", "-f"], scratch: true)
+    }
+}
