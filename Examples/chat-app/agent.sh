@@ -1,6 +1,7 @@
 #!/bin/sh
 # A stand-in for a coding agent: it plans, works through a few steps, writes its result and exits 0.
-# Task 3.2 fails on its first attempt (a flaky test), then succeeds on the retry.
+# Task 3.2 fails on its first attempt (a flaky test), then succeeds on the retry. Task 6 writes the
+# DEPLOY.md its DONE gate (_Gate: sh -c "test -f DEPLOY.md"_) looks for.
 # In a git worktree (necro run --workspace), it commits its work on the task's branch, as a coding
 # agent would; task 2.2 leaves its work uncommitted, and the dispatcher commits it.
 set -eu
@@ -18,6 +19,7 @@ for step in 1 2 3; do
 done
 mkdir -p docs
 printf '# %s\n\nDone by runner %s.\n' "$title" "$RUNNER_ID" > "docs/RESULT-$id.md"
+if [ "$id" = "6" ]; then printf '# Deploying\n\nBuild the image, deploy to staging, run the smoke test.\n' > DEPLOY.md; fi
 if [ "$id" = "3.2" ] && [ "${NECRO_ATTEMPT:-1}" = "1" ]; then
     echo "tests failed: flaky WebSocket reconnect test" >&2
     exit 1

@@ -204,9 +204,10 @@ public final class DockerLauncher: RunnerLauncher, Sendable {
         }
         var engineState = try? await engine.state(id)
         // The engine learns of an OOM kill from its own event, which may come just after the
-        // exit: a failed container with a memory limit is looked at again, for 1 s at most.
+        // exit: a failed container with a memory limit is looked at again, for 1 s at most, or
+        // 5 s when it died of SIGKILL, as the kernel's OOM killer kills (a busy engine is slow).
         if memoryLimitMB != nil, code != 0 {
-            for _ in 0..<10 where engineState?.OOMKilled == false {
+            for _ in 0..<(code == 137 ? 50 : 10) where engineState?.OOMKilled == false {
                 try? await Task.sleep(for: .milliseconds(100))
                 engineState = try? await engine.state(id)
             }

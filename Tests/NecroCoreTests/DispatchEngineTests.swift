@@ -98,7 +98,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         }
         #expect(request.runner == h.runner("b"))
         #expect(request.dependencies == ["a"])
-        #expect(transitions.flatMap(\.events).map(\.type) == [.runnerFinished, .taskCompleted, .taskReady, .taskAssigned])
+        #expect(transitions.flatMap(\.events).map(\.type) == [.runnerFinished, .taskCompleted, .taskReady, .taskAssigned, .leaseAcquired])
         h.exit(h.runner("b"))
         h.exit(h.runner("c"))
         #expect(h.launched == [h.runner("a"), h.runner("b"), h.runner("c")])
@@ -466,7 +466,7 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         ]
         h.load(spec(tasks), records: records)
         #expect(h.eventTypes(nil).contains(.recoveryDetected))
-        #expect(h.eventTypes("was-running") == [.recoveryRequeued, .taskReady, .taskAssigned])
+        #expect(h.eventTypes("was-running") == [.recoveryRequeued, .taskReady, .taskAssigned, .leaseAcquired])
         #expect(h.launched == [h.runner("was-running", attempt: 2)], "attempt 2 again: the interrupted one is given back")
     }
 
@@ -644,7 +644,7 @@ extension Harness {
         h.send(.slot(id, .workCommitted(commit: "def", message: "necro: task a Task a")))
         h.send(.slot(id, .released))
         h.exit(id)
-        #expect(h.eventTypes("a") == [.taskReady, .taskAssigned, .slotAllocated, .taskWorkCommitted, .slotReleased, .runnerFinished, .taskCompleted])
+        #expect(h.eventTypes("a") == [.taskReady, .taskAssigned, .leaseAcquired, .slotAllocated, .taskWorkCommitted, .slotReleased, .runnerFinished, .taskCompleted])
         #expect(h.events.first { $0.1 == .taskWorkCommitted }?.2["commit"] == "def")
     }
 }
@@ -715,7 +715,7 @@ extension Harness {
         // Its last attempt: failed for good.
         #expect(h.states["last"] == .failed)
         // Nothing recorded: requeued, the attempt given back.
-        #expect(h.eventTypes("unknown") == [.recoveryRequeued, .taskReady, .taskAssigned])
+        #expect(h.eventTypes("unknown") == [.recoveryRequeued, .taskReady, .taskAssigned, .leaseAcquired])
         #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "unknown")) == 1)
     }
 }
@@ -753,5 +753,63 @@ extension Harness {
         #expect(repoPool.branchProblems(in: spec([task("a/b"), task("a"), task("b")])) == [
             "tasks a and a/b would get branches t-a and t-a/b, which git cannot hold together (one is a folder of the other)"
         ])
+    }
+}
+
+@Suite struct LeaseEventTests {
+    /// A plain agent's lease is the dispatcher's: acquired at assignment, renewed on any sign of
+    /// life, at most once a third of the heartbeat timeout; none once the runner says it is
+    /// `necro runner` (`runner_spawn`), and none for a pool that runs it.
+    @Test func theDispatcherRecordsLeaseEventsOnlyForRunnersThatDoNotReportTheirOwn() {
+        var c = configuration()
+        c.heartbeatTimeout = .seconds(30)
+        var h = Harness(c)
+        h.load(spec([task("a")]))
+        let a = h.runner("a")
+        #expect(h.eventTypes("a") == [.taskReady, .taskAssigned, .leaseAcquired])
+        let acquired = h.events.first { $0.1 == .leaseAcquired }!.2
+        #expect(acquired["lease_holder"] == .string(a.rawValue) && acquired["lease_duration_seconds"] == .double(30))
+        // Heartbeats every 4 s for 24 s: renewals recorded at 12 and 24 s (a third of 30 s apart).
+        for _ in 0..<6 {
+            h.now = h.now.advanced(by: .seconds(4))
+            h.send(.heartbeat(a))
+        }
+        #expect(h.eventTypes("a").filter { $0 == .leaseRenewed }.count == 2)
+        // From runner_spawn on, the runner reports its own.
+        h.send(.runnerReported(a, [NewEvent(.runnerSpawn)]))
+        h.now = h.now.advanced(by: .seconds(20))
+        h.send(.heartbeat(a))
+        #expect(h.eventTypes("a").filter { $0 == .leaseRenewed }.count == 2)
+
+        var wrapped = configuration()
+        wrapped.pools[0].command = CommandTemplate(["/usr/local/bin/necro", "runner", "--", "agent"])
+        var w = Harness(wrapped)
+        w.load(spec([task("b")]))
+        w.now = w.now.advanced(by: .seconds(30))
+        w.send(.heartbeat(w.runner("b")))
+        #expect(w.eventTypes("b") == [.taskReady, .taskAssigned])
+    }
+
+    /// A task that cannot run as configured fails at once: another attempt would meet the same
+    /// configuration.
+    @Test func aRefusedLaunchIsNotRetried() {
+        var h = Harness(configuration(attempts: 3))
+        h.load(spec([task("a"), task("b", ["a"])]))
+        h.send(.runnerExited(h.runner("a"), .refused("no agent")))
+        #expect(h.states["a"] == .failed && h.states["b"] == .blocked)
+        #expect(h.launched == [h.runner("a")])
+        let failed = h.events.first { $0.1 == .taskFailed }!.2
+        #expect(failed["retryable"] == false && failed["failure_reason"] == "no agent")
+    }
+
+    /// A gate's failure is the attempt's, named, with its output kept for the next attempt.
+    @Test func aGateFailureIsRetriedAndRecordedWithTheGate() {
+        var h = Harness(configuration(attempts: 2))
+        h.load(spec([task("a")]))
+        h.send(.runnerExited(h.runner("a"), .gateFailed(GateFailure(gate: "swift test", exitCode: 1, ending: "exit code 1", outputTail: "1 failure\n"))))
+        let finished = h.events.first { $0.1 == .runnerFinished }!.2
+        #expect(finished["gate"] == "swift test" && finished["gate_exit_code"] == 1 && finished["gate_output_tail"] == "1 failure\n")
+        #expect(finished["failure_reason"] == "gate `swift test` failed: exit code 1" && finished["success"] == false)
+        #expect(h.eventTypes("a").contains(.taskRetryScheduled))
     }
 }

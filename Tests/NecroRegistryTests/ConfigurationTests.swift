@@ -313,3 +313,43 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(pool.limits.defaultResources == TaskResources(cpu: 1.5, memoryMB: 512))
     }
 }
+
+@Suite struct AgentConfigurationTests {
+    @Test func theAgentItsStepsItsStallTimeoutAndTheGateTimeoutAreRead() throws {
+        let configuration = try ConfigurationLoader.load(
+            text: """
+                dispatcher:
+                  gate_timeout: 10m
+                agent:
+                  command: [claude, -p]
+                  steps: each
+                  stall_timeout: 20m
+                agent_pools:
+                  local: {max_concurrency: 1}
+                """, file: "necro.yaml")
+        #expect(configuration.gateTimeout == .seconds(600))
+        #expect(configuration.agent?.command == ["claude", "-p"] && configuration.agent?.steps == .each)
+        #expect(configuration.agent?.stallTimeout == .seconds(1200) && configuration.agent?.location == "necro.yaml:4")
+        #expect(configuration.pools[0].runsNecroRunner && configuration.pools[0].location == "necro.yaml:8")
+        // Defaults.
+        let plain = try ConfigurationLoader.load(text: "agent_pools:\n  local: {max_concurrency: 1, config: {command: [x]}}\n", file: "necro.yaml")
+        #expect(plain.gateTimeout == .seconds(1800) && plain.agent == nil && !plain.pools[0].runsNecroRunner)
+    }
+
+    @Test func aBadAgentIsRefusedWithItsLine() {
+        let found = issues(
+            """
+            agent:
+              steps: sometimes
+              colour: blue
+            dispatcher: {gate_timeout: never}
+            agent_pools:
+              local: {max_concurrency: 1}
+            """)
+        let messages = found.map { "\($0.location.line ?? 0): \($0.message)" }
+        #expect(messages.contains { $0.hasPrefix("2: agent.steps must be once") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("3: unknown key colour") }, "\(messages)")
+        #expect(messages.contains { $0.contains("agent needs command") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("4: ") && $0.contains("found \"never\"") }, "\(messages)")
+    }
+}

@@ -13,8 +13,9 @@ final class EventReporter: Sendable {
         /// How many of `pending` are in the spool file already.
         var spooled = 0
         var nextSeq = 1
+        /// The `runner_seq` of the last event the dispatcher took.
+        var delivered = 0
         var sending = false
-        var refused: String?
         var failing: String?
     }
 
@@ -55,11 +56,28 @@ final class EventReporter: Sendable {
         wake.signal()
     }
 
+    /// The `runner_seq` the next event gets.
+    var nextSeq: Int { state.withLock { $0.nextSeq } }
+
+    /// Waits until the events before `seq` are recorded, at most `seconds`, unless the dispatcher
+    /// cannot be reached now (they wait in the spool then): what an agent's `necro step` or `necro
+    /// checkpoint` waits for, so that a crash right after it does not lose its checkpoint.
+    func waitDelivered(before seq: Int, seconds: Double) {
+        guard call != nil else { return }
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let done = state.withLock { $0.delivered >= seq - 1 || $0.failing != nil }
+            if done { return }
+            wake.signal()
+            usleep(5_000)
+        }
+    }
+
     /// Waits until every event is sent, at most `seconds`; false if some are left (in the spool).
     func flush(seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            let done = state.withLock { ($0.pending.isEmpty && !$0.sending) || $0.refused != nil }
+            let done = state.withLock { $0.pending.isEmpty && !$0.sending }
             if done { return true }
             wake.signal()
             usleep(20_000)
@@ -72,7 +90,7 @@ final class EventReporter: Sendable {
             let failing = state.withLock { $0.failing != nil }
             _ = wake.wait(timeout: .now() + (failing ? 1 : 5))
             while let (batch, count) = state.withLock({ state -> ([JSONValue], Int)? in
-                guard state.refused == nil, !state.pending.isEmpty else { return nil }
+                guard !state.pending.isEmpty else { return nil }
                 state.sending = true
                 let batch = Array(state.pending.prefix(500))
                 return (batch.map(JSONValue.object), batch.count)
@@ -84,18 +102,17 @@ final class EventReporter: Sendable {
                         delivered(count)
                         continue
                     }
-                    if status >= 500 || status == 429 {
-                        failed("the dispatcher answered \(status)")
-                        break
+                    let text = answer.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if status == 400 || status == 413 {
+                        // Events it cannot take as they are: said, dropped; the others go on.
+                        FileHandle.standardError.write(Data("necro runner: the dispatcher refused \(count) events (\(status)): \(text)\n".utf8))
+                        delivered(count)
+                        continue
                     }
-                    // The dispatcher will not take them (the runner is not its any more).
-                    let why = "the dispatcher refused the runner's events (\(status)): \(answer.trimmingCharacters(in: .whitespacesAndNewlines))"
-                    FileHandle.standardError.write(Data("necro runner: \(why)\n".utf8))
-                    state.withLock {
-                        $0.refused = why
-                        $0.sending = false
-                    }
-                    return
+                    // Not its runner (yet: a dispatcher restarting takes its API up before it
+                    // adopts its runners), or not able to record now: sent again later.
+                    failed("the dispatcher answered \(status): \(text)")
+                    break
                 } catch {
                     failed("\(error)")
                     break
@@ -107,6 +124,7 @@ final class EventReporter: Sendable {
 
     private func delivered(_ count: Int) {
         let emptySpool = state.withLock { state -> Bool in
+            if let last = state.pending[count - 1]["runner_seq"]?.intValue { state.delivered = last }
             state.pending.removeFirst(count)
             state.spooled = max(0, state.spooled - count)
             if state.failing != nil {

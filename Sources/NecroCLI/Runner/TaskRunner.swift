@@ -383,8 +383,15 @@ final class TaskRunner: Sendable {
 
     // MARK: The agent's reports
 
-    /// `step start N`, `step done N`, `checkpoint [MESSAGE]`: the answer to give.
+    /// `step start N`, `step done N`, `checkpoint [MESSAGE]`: the answer to give, once what it
+    /// made is recorded (or waits in the spool).
     private func answer(_ request: String) -> String {
+        let answer = take(request)
+        reporter.waitDelivered(before: reporter.nextSeq, seconds: 30)
+        return answer
+    }
+
+    private func take(_ request: String) -> String {
         let words = request.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         switch words.first {
         case "step":
