@@ -218,3 +218,100 @@ private let example = "\(repositoryRoot)/Examples/chat-app"
         #expect(try DockerTestImage.containers(label: label(dir)).isEmpty)
     }
 }
+
+/// The runner side in containers: gates in a fresh container, `necro runner` inside one, resume
+/// after the container is killed.
+extension DockerRunTests {
+    @Test func aDockerTasksGateRunsInAFreshContainerOfItsImageWithItsFolder() async throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("docker-gate")
+        defer { dir.remove() }
+        try dir.write(
+            "tasks.yaml",
+            """
+            spec_name: demo
+            tasks:
+              - {id: "1", title: Code, gates: [[sh, -c, "test -f code.txt && cat /etc/hostname"]]}
+            """)
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {retry_max_attempts: 1}
+            agent_pools:
+              box:
+                type: docker
+                max_concurrency: 1
+                config: {image: "\(DockerTestImage.name)", command: [sh, -c, "echo code > code.txt; cat /etc/hostname > agent-host.txt"]}
+            """)
+        let result = try await NecroBinary.runAsync(["run", "tasks.yaml", "--no-workspace"], in: dir.path)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let events = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite")).events(EventQuery(spec: "demo", task: "1"))
+        let gate = try #require(events.first { $0.type == .gateResult })
+        let agentHost = try String(contentsOfFile: dir.file(".necro/work/demo/1/agent-host.txt"), encoding: .utf8)
+        #expect(gate.payload["passed"] == true)
+        guard case .string(let gateHost)? = gate.payload["output_tail"] else {
+            Issue.record("no gate output")
+            return
+        }
+        #expect(!gateHost.isEmpty && gateHost != agentHost, "a container of its own, with the task's folder: \(gateHost) vs \(agentHost)")
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty, "the gate's container is removed too")
+    }
+
+    @Test func necroRunnerInAContainerResumesFromItsCheckpointAfterTheContainerIsKilled() async throws {
+        try requireImage()
+        if let problem = DockerTestImage.runnerImageProblem {
+            Issue.record("\(problem)")
+            return
+        }
+        let dir = try TemporaryDirectory("docker-resume")
+        defer { dir.remove() }
+        let repository = try GitRepository(at: dir.file("repo"))
+        try dir.write(
+            "tasks.yaml",
+            """
+            spec_name: demo
+            tasks:
+              - id: "1"
+                title: Two files
+                steps: [{title: Write a}, {title: Write b}]
+            """)
+        // Attempt 1 does step 1 (checkpointed), leaves junk and hangs; attempt 2 notes what it found.
+        // (One line: YAML folds a quoted scalar's line breaks; no braces: they are placeholders.)
+        let agent = #"if [ "$NECRO_ATTEMPT" = 1 ]; then necro step start 1 && echo a > a.txt && necro step done 1 && echo junk > junk.txt && exec sleep 600; fi; (echo "done steps: $NECRO_DONE_STEPS"; ls) > found.txt; necro step start 2 && echo b > b.txt && necro step done 2"#
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {retry_max_attempts: 2, retry_initial_delay: 0.05}
+            agent_pools:
+              box:
+                type: docker
+                max_concurrency: 1
+                config:
+                  image: "\(DockerTestImage.runnerImage)"
+                  command: [necro, runner, --, /bin/sh, -c, '\(agent)']
+            """)
+        let run = try NecroBinary.start(["run", "tasks.yaml", "--workspace", repository.path], in: dir.path, errorFile: dir.file("stderr"))
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        // Once step 1's checkpoint is recorded, the container is killed.
+        let registry = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"))
+        var verified = false
+        for _ in 0..<600 where !verified {
+            try await Task.sleep(for: .milliseconds(100))
+            verified = ((try? registry.events(EventQuery(spec: "demo", task: "1", type: .checkpointVerified))) ?? []).isEmpty == false
+        }
+        #expect(verified, "\((try? String(contentsOfFile: dir.file("stderr"), encoding: .utf8)) ?? "")")
+        let containers = try DockerTestImage.containers(label: label(dir))
+        #expect(containers.count == 1)
+        for container in containers { _ = try await runProcessAsync("/bin/sh", ["-c", "docker kill \(container)"]) }
+        await waitForExit(run)
+        #expect(run.terminationStatus == 0, "\((try? String(contentsOfFile: dir.file("stderr"), encoding: .utf8)) ?? "")")
+        let found = try repository.git("show", "necro/demo/1:found.txt")
+        #expect(found.hasPrefix("done steps: 1\n"), "\(found)")
+        #expect(found.contains("a.txt") && !found.contains("junk.txt"), "\(found)")
+        let events = try registry.events(EventQuery(spec: "demo", task: "1"))
+        let resumed = try #require(events.first { $0.type == .recoveryResumedFromCheckpoint })
+        #expect(resumed.payload["sequence_number"] == 1 && resumed.payload["runner_id"]?.stringValue?.hasPrefix("demo.1.a2") == true)
+        #expect(events.filter { $0.type == .workItemDispatched && $0.payload["work_item_id"] == "step_1" }.count == 1)
+        #expect(try DockerTestImage.containers(label: label(dir)).isEmpty)
+    }
+}

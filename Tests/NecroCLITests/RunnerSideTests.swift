@@ -371,3 +371,40 @@ extension RunnerSideTests {
 func waitForExit(_ process: Process) async {
     for _ in 0..<1200 where process.isRunning { try? await Task.sleep(for: .milliseconds(100)) }
 }
+
+/// The lease while the agent thinks: kept for a quiet agent, let go once it stalls.
+extension RunnerSideTests {
+    @Test(arguments: [false, true])
+    func aQuietAgentKeepsItsLeaseThroughNecroRunnerUntilItStalls(_ stalls: Bool) async throws {
+        let dir = try TemporaryDirectory("runner-lease")
+        defer { dir.remove() }
+        try dir.write("tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: Think}\n")
+        // Silent for 5 s: no output, no CPU time, no file written; the heartbeat timeout is 2 s.
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {heartbeat_timeout: 2, retry_max_attempts: 1}
+            agent:
+              command: [sleep, "5"]
+              \(stalls ? "stall_timeout: 1" : "")
+            agent_pools:
+              local: {max_concurrency: 1}
+            """)
+        let result = try await Self.run(dir)
+        let events = try Self.events(dir)
+        let renewed = events.filter { $0.type == .leaseRenewed }
+        if stalls {
+            #expect(result.status == 1)
+            #expect(events.contains { $0.type == .runnerTimedOut && $0.payload["reason"] == "no heartbeat for 2 s" })
+            let log = try String(contentsOfFile: dir.file(".necro/logs/\(try #require(events.first { $0.type == .runnerStarted }?.payload["runner_id"]?.stringValue)).log"), encoding: .utf8)
+            #expect(log.contains("the agent shows no activity (output, CPU time, files) for 1 s: a stall; its lease is left to lapse"), "\(log)")
+        } else {
+            #expect(result.status == 0, "\(result.stdout)")
+            // Renewed on the work item's span, a third of the timeout apart at most.
+            #expect(renewed.count >= 4 && renewed.count <= 9, "\(renewed.count)")
+            #expect(renewed.allSatisfy { $0.spanID == "work_step_1" && $0.parentSpanID == "main" && $0.actor == "lease_manager" })
+            let times = renewed.map(\.timestamp.secondsSince1970)
+            #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 > 0.5 }, "coalesced: \(times)")
+        }
+    }
+}

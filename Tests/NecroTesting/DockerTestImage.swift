@@ -12,6 +12,18 @@ public enum DockerTestImage {
         return result.status == 0 ? nil : "cannot make the test image \(name): \(result.stderr)"
     }()
 
+    /// An image with this build's `necro` (and the libraries it links) at /usr/local/bin/necro,
+    /// besides busybox and git: for containers that run `necro runner`. Made once per test process.
+    public static let runnerImage = "necro-test:runner"
+
+    /// Nil once `runnerImage` is made from the `necro` under test; else why it is not.
+    public static let runnerImageProblem: String? = {
+        guard let result = try? runProcess(
+            "\(repositoryRoot)/Scripts/busybox-image.sh", [runnerImage, "\(NecroBinary.path)=/usr/local/bin/necro"])
+        else { return "cannot run Scripts/busybox-image.sh" }
+        return result.status == 0 ? nil : "cannot make the test image \(runnerImage): \(result.stderr)"
+    }()
+
     /// The containers carrying `necro.registry=<label>`, whatever their state, by `docker ps -a`.
     public static func containers(label: String) throws -> [String] {
         let result = try runProcess("/bin/sh", ["-c", "docker ps -aq --filter label=necro.registry=\(label)"])

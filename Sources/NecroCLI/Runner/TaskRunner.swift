@@ -554,7 +554,7 @@ final class TaskRunner: Sendable {
 
     // MARK: The lease
 
-    /// While the agent is active (output, CPU time of the runner's processes, files changing in
+    /// While the agent is active (output, CPU time of its processes, files changing in
     /// the folder), the lease is renewed: a `lease_renewed` on the current work item's span at
     /// most once a third of the heartbeat timeout. With no activity for the stall timeout, a
     /// stall is reported and the lease left to lapse.
@@ -566,7 +566,7 @@ final class TaskRunner: Sendable {
         timer.setEventHandler { [self] in
             guard agentGroup.load(ordering: .relaxed) > 0 else { return }
             let output = outputBytes.load(ordering: .relaxed)
-            let cpu = Activity.cpuTicks(groups: [getpgrp(), agentGroup.load(ordering: .relaxed)])
+            let cpu = Activity.cpuTicks(groups: [agentGroup.load(ordering: .relaxed)])
             let (active, renew): (Bool, Bool) = state.withLock { state in
                 var active = output != state.output || cpu != state.cpu
                 if !active {
@@ -609,8 +609,8 @@ final class TaskRunner: Sendable {
 
 /// Signs that an agent is working even when it prints nothing.
 enum Activity {
-    /// CPU time (clock ticks) of the processes in these process groups (the runner's and its
-    /// agent's), from /proc.
+    /// CPU time (clock ticks) of the processes in these process groups (the agent's: the
+    /// runner's own does not count), from /proc.
     static func cpuTicks(groups: Set<Int32>) -> UInt64 {
         guard let directory = opendir("/proc") else { return 0 }
         defer { closedir(directory) }
