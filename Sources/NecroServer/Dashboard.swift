@@ -46,7 +46,9 @@ enum Dashboard {
         .pool { margin:4px 0 8px; } .meter { height:8px; background:var(--bg); border-radius:4px; overflow:hidden; }
         .meter div { height:100%; background:var(--running); }
         .span { margin-left:12px; border-left:1px solid var(--line); padding-left:6px; }
-        .ev { cursor:pointer; white-space:nowrap; } .ev .t { color:var(--dim); } pre { white-space:pre-wrap; margin:2px 0 6px; color:var(--dim); }
+        .span-head { color:var(--dim); } .span[data-state=done] > .span-head { color:#3a3; } .span[data-state=failed] > .span-head { color:#d33; }
+        .gate-output { color:inherit; background:var(--bg); padding:4px; max-height:160px; overflow:auto; } .gate-output.failed { border-left:2px solid #d33; }
+        .ev { cursor:pointer; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; } .ev .t { color:var(--dim); } pre { white-space:pre-wrap; margin:2px 0 6px; color:var(--dim); }
         #log { max-height:220px; overflow:auto; background:var(--bg); padding:6px; font:11px/1.3 monospace; white-space:pre-wrap; }
         .muted { color:var(--dim); }
         </style>
@@ -236,22 +238,53 @@ enum Dashboard {
           tailLog(runner ? runner.id : null);
         }
 
-        // Events as a tree of spans: each span under its parent, its events in order, payloads on click.
+        // Events as a tree of spans: the runner's `main` span with its phases, each work item's
+        // span under it with its state, gates with their output, checkpoints; payloads on click.
         function spanTree(events) {
           const root = document.createElement("div"), spans = new Map();
           const spanDiv = (id, parent) => {
             if (spans.has(id)) return spans.get(id);
-            const d = document.createElement("div"); d.className = "span";
-            const label = document.createElement("div"); label.className = "muted"; label.textContent = "span " + id; d.appendChild(label);
+            const d = document.createElement("div"); d.className = "span"; d.setAttribute("data-span", id);
+            const label = document.createElement("div"); label.className = "span-head"; label.textContent = "span " + id; d.appendChild(label);
             spans.set(id, d); (parent ? spanDiv(parent) : root).appendChild(d); return d;
+          };
+          const p = e => e.payload || {};
+          const summary = e => {
+            const x = p(e);
+            switch (e.event_type) {
+              case "phase_enter": return `▶ ${x.phase || e.phase}`;
+              case "phase_exit": return `■ ${x.phase || e.phase}`;
+              case "work_item_dispatched": return `work item ${x.work_item_id}: ${x.title || ""}`;
+              case "work_item_done": return `done${x.files_changed && x.files_changed.length ? " — " + x.files_changed.join(", ") : ""}`;
+              case "work_item_failed": return `failed: ${x.error || ""}`;
+              case "gate_start": return `gate \`${x.gate_name}\``;
+              case "gate_result": return `gate \`${x.gate_name}\` ${x.passed ? "passed" : (x.status || "failed")}${x.exit_code != null ? ", exit " + x.exit_code : ""}${x.duration_seconds != null ? ", " + x.duration_seconds + " s" : ""}`;
+              case "checkpoint_commit": return `checkpoint ${x.sequence_number} (${x.evidence_count || 0} file${x.evidence_count == 1 ? "" : "s"})`;
+              case "checkpoint_verified": return `checkpoint ${x.checkpoint_id} verified`;
+              case "checkpoint_invalid": return `checkpoint ${x.checkpoint_id || ""} invalid: ${x.reason || ""}`;
+              case "recovery_resumed_from_checkpoint": return `resumed from checkpoint ${x.sequence_number} (done: ${(x.work_items_done || []).join(", ")})`;
+              case "runner_exit": return `runner exit: ${x.exit_reason || ""}`;
+              default: return e.event_type;
+            }
           };
           for (const e of events) {
             const host = e.span_id ? spanDiv(e.span_id, e.parent_span_id) : root;
-            const row = document.createElement("div"); row.className = "ev";
-            row.innerHTML = `<span class="t">${e.timestamp.slice(11, 23)} #${e.seq}</span> ${e.event_type}`;
+            if (e.event_type === "work_item_start") host.firstChild.textContent = `work item ${p(e).work_item_id}`;
+            if (["work_item_start", "work_item_done", "work_item_failed"].includes(e.event_type)) {
+              host.setAttribute("data-state", e.event_type.slice(10));
+              host.firstChild.textContent = `work item ${p(e).work_item_id} — ${e.event_type.slice(10)}`;
+            }
+            const row = document.createElement("div"); row.className = "ev"; row.setAttribute("data-event", e.event_type);
+            row.innerHTML = `<span class="t">${e.timestamp.slice(11, 23)} #${e.seq}</span> `;
+            row.appendChild(document.createTextNode(summary(e))); row.title = summary(e);
             const pre = document.createElement("pre"); pre.textContent = JSON.stringify(e.payload, null, 1); pre.hidden = true;
             row.onclick = () => pre.hidden = !pre.hidden;
-            host.appendChild(row); host.appendChild(pre);
+            host.appendChild(row);
+            if (e.event_type === "gate_result" && p(e).output_tail) {
+              const out = document.createElement("pre"); out.className = "gate-output" + (p(e).passed ? "" : " failed"); out.textContent = p(e).output_tail;
+              host.appendChild(out);
+            }
+            host.appendChild(pre);
           }
           return root;
         }

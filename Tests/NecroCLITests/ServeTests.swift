@@ -239,6 +239,86 @@ private func scrape(_ url: String) throws -> [String: Double] {
     }
 }
 
+extension DashboardTests {
+    /// A task run through `necro runner`: its span tree in the dashboard, in a real browser.
+    @Test func theDashboardShowsATasksSpanTreeWithPhasesWorkItemsGatesAndCheckpoints() throws {
+        let dir = try TemporaryDirectory("dashboard-spans")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("end"), 0o644) == 0)
+        // Task 1: two steps and a gate, through necro runner; task 2 keeps the run alive.
+        try dir.write(
+            "tasks.yaml",
+            """
+            spec_name: demo
+            tasks:
+              - id: "1"
+                title: Build the thing
+                steps: [{title: Write the code}, {title: Write the tests}]
+                gates: [[sh, -c, "test -f code.txt && test -f tests.txt && echo both there"]]
+              - {id: "2", title: Wait, dependencies: ["1"]}
+            """)
+        try dir.write(
+            "necro.yaml",
+            """
+            agent:
+              command: [/bin/sh, -c, 'if [ "$NECRO_TASK_ID" = 2 ]; then read l < "$ROOT/end"; exit 0; fi; $NECRO step start 1 && echo code > code.txt && $NECRO step done 1 && $NECRO step start 2 && echo tests > tests.txt && $NECRO step done 2']
+            agent_pools:
+              local:
+                max_concurrency: 2
+                config: {env: {ROOT: "\(dir.path)", NECRO: "\(NecroBinary.path)"}}
+            """)
+        let run = Process()
+        run.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        run.arguments = ["run", "tasks.yaml", "--listen", "127.0.0.1:0"]
+        run.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        let errors = Pipe()
+        run.standardError = errors
+        run.standardOutput = FileHandle.nullDevice
+        try run.run()
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        var text = ""
+        while !text.contains("\n") {
+            let more = errors.fileHandleForReading.availableData
+            if more.isEmpty { break }
+            text += String(decoding: more, as: UTF8.self)
+        }
+        let dashboard = try #require(text.split(separator: "\n").first { $0.hasPrefix("dashboard: ") }.map { String($0.dropFirst(11)) })
+        let screenshot = "\(repositoryRoot)/.build/test-output/dashboard-spans.png"
+        let browser = try runProcess(
+            "/usr/bin/env", ["python3", "\(repositoryRoot)/Tests/NecroCLITests/Browser/inspect_span_tree.py", dashboard, "demo/1", screenshot])
+        release(dir.file("end"))
+        run.waitUntilExit()
+        #expect(browser.status == 0, "\(browser.stdout)\(browser.stderr)")
+        struct Shown: Decodable {
+            struct Span: Decodable {
+                var span: String
+                var parent: String?
+                var state: String?
+                var head: String
+                var events: [String]
+                var text: [String]
+            }
+            var spans: [Span]
+            var gates: [String]
+        }
+        let shown = try JSONDecoder().decode(Shown.self, from: Data(browser.stdout.utf8))
+        let main = try #require(shown.spans.first { $0.span == "main" })
+        #expect(main.parent == nil)
+        #expect(main.events.filter { $0.hasPrefix("phase_") } == ["phase_enter", "phase_exit", "phase_enter", "phase_exit", "phase_enter", "phase_exit"])
+        #expect(main.text.contains("▶ verifying") && main.text.contains("gate `sh -c test -f code.txt && test -f tests.txt && echo both there` passed, exit 0, " + (main.text.first { $0.contains("passed, exit 0") }?.components(separatedBy: ", exit 0, ").last ?? "")))
+        #expect(main.text.contains("checkpoint 1 (1 file)") && main.text.contains("checkpoint 1#2 verified"), "\(main.text)")
+        for (step, file) in [("1", "code.txt"), ("2", "tests.txt")] {
+            let span = try #require(shown.spans.first { $0.span == "work_step_\(step)" })
+            #expect(span.parent == "main" && span.state == "done" && span.head == "work item step_\(step) — done")
+            #expect(span.events == ["work_item_start", "lease_acquired", "work_item_done"])
+            #expect(span.text.last == "done — \(file)")
+        }
+        #expect(shown.gates == ["both there\n"])
+        let png = try Data(contentsOf: URL(fileURLWithPath: screenshot))
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 10_000)
+    }
+}
+
 @Suite(.serialized) struct RunServerOptionTests {
     @Test func runServesOnTheDefaultPortOrAnyFreeOneAndSaysWhere() throws {
         let dir = try TemporaryDirectory("run-server")
