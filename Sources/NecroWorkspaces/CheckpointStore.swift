@@ -38,6 +38,8 @@ public struct CheckpointStore: Sendable {
     private let prefix: String
     /// The git folder of this worktree, where the scratch index and the runner's own files go.
     public let stateDirectory: String
+    /// The worktree's own index: copied into the scratch one, so that unchanged files are not read.
+    private let index: String?
 
     /// Opens the store of `task` of `spec` for `folder`; creates the private repository if the
     /// folder is in none.
@@ -45,12 +47,12 @@ public struct CheckpointStore: Sendable {
         self.folder = folder
         prefix = "refs/necro/checkpoints/\(RefName.component(spec))/\(RefName.component(task))"
         let plain = Git(folder)
-        let top = try? plain.run(["rev-parse", "--show-toplevel"])
-        if let top, Self.samePath(top, folder) {
+        let found = (try? plain.run(["rev-parse", "--show-toplevel", "--absolute-git-dir"]))?.split(separator: "\n").map(String.init) ?? []
+        if found.count == 2, Self.samePath(found[0], folder) {
             inRepository = true
             git = plain
-            let gitDirectory = try plain.run(["rev-parse", "--absolute-git-dir"])
-            stateDirectory = gitDirectory + "/necro"
+            stateDirectory = found[1] + "/necro"
+            index = found[1] + "/index"
         } else {
             inRepository = false
             let repository = folder + "/.necro/checkpoints.git"
@@ -61,6 +63,7 @@ public struct CheckpointStore: Sendable {
                 try Data("/.necro/\n".utf8).write(to: URL(fileURLWithPath: repository + "/info/exclude"))
             }
             git = plain
+            index = nil
         }
         try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
     }
@@ -97,9 +100,12 @@ public struct CheckpointStore: Sendable {
     /// last one taken (or the branch's head).
     public func take(message: String, after previous: Checkpoint? = nil) throws -> Checkpoint {
         let sequence = (sequenceNumbers().last ?? 0) + 1
-        try? FileManager.default.removeItem(atPath: stateDirectory + "/checkpoint.index")
+        let scratchIndex = stateDirectory + "/checkpoint.index"
+        try? FileManager.default.removeItem(atPath: scratchIndex)
         let head = try? run(["rev-parse", "--verify", "-q", "HEAD^{commit}"])
-        if let head { try run(["read-tree", head], scratch: true) }
+        if let index, FileManager.default.fileExists(atPath: index) {
+            try FileManager.default.copyItem(atPath: index, toPath: scratchIndex)
+        }
         try run(["add", "-A", "--", "."], scratch: true)
         let tree = try run(["write-tree"], scratch: true)
         var arguments = ["commit-tree", tree, "-m", message]
@@ -119,15 +125,15 @@ public struct CheckpointStore: Sendable {
 
     /// Reads a checkpoint back: its ref names the commit recorded, whose tree is the one recorded.
     public func verify(ref: String, commit: String, tree: String) -> Verification {
-        guard let found = try? run(["rev-parse", "--verify", "-q", "\(ref)^{commit}"]) else {
+        guard let found = try? run(["rev-parse", "\(ref)^{commit}", "\(ref)^{tree}"]).split(separator: "\n").map(String.init),
+            found.count == 2
+        else {
             return .invalid("\(ref) does not exist")
         }
-        guard found == commit else { return .invalid("\(ref) names \(found.prefix(12)), not the checkpoint's commit \(commit.prefix(12))") }
-        guard let foundTree = try? run(["rev-parse", "--verify", "-q", "\(commit)^{tree}"]), foundTree == tree else {
-            return .invalid("the tree of \(commit.prefix(12)) is not the checkpoint's tree \(tree.prefix(12))")
-        }
-        // Every object of the tree is there.
-        guard (try? run(["ls-tree", "-r", tree])) != nil else { return .invalid("the tree \(tree.prefix(12)) cannot be read") }
+        guard found[0] == commit else { return .invalid("\(ref) names \(found[0].prefix(12)), not the checkpoint's commit \(commit.prefix(12))") }
+        guard found[1] == tree else { return .invalid("the tree of \(commit.prefix(12)) is not the checkpoint's tree \(tree.prefix(12))") }
+        // Every tree under it is there (listing it reads them all).
+        guard (try? run(["ls-tree", "-r", "--name-only", tree])) != nil else { return .invalid("the tree \(tree.prefix(12)) cannot be read") }
         return .verified
     }
 

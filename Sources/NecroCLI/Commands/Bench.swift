@@ -6,7 +6,7 @@ import NecroCore
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the dispatcher end to end (build with -c release first).",
-        subcommands: [BenchLoad.self, BenchRun.self, BenchDocker.self]
+        subcommands: [BenchLoad.self, BenchRun.self, BenchDocker.self, BenchRunner.self, BenchReportEvents.self]
     )
 }
 

@@ -24,6 +24,8 @@ final class EventReporter: Sendable {
     let spoolPath: String
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
+    /// Signalled whenever a batch is delivered or found undeliverable: what `flush` waits on.
+    private let progress = DispatchSemaphore(value: 0)
 
     init(call: RunnerCall?, runner: String, spoolPath: String) {
         self.call = call
@@ -69,7 +71,7 @@ final class EventReporter: Sendable {
             let done = state.withLock { $0.delivered >= seq - 1 || $0.failing != nil }
             if done { return }
             wake.signal()
-            usleep(5_000)
+            _ = progress.wait(timeout: .now() + .milliseconds(50))
         }
     }
 
@@ -80,7 +82,7 @@ final class EventReporter: Sendable {
             let done = state.withLock { $0.pending.isEmpty && !$0.sending }
             if done { return true }
             wake.signal()
-            usleep(20_000)
+            _ = progress.wait(timeout: .now() + .milliseconds(50))
         }
         return state.withLock { $0.pending.isEmpty }
     }
@@ -119,6 +121,7 @@ final class EventReporter: Sendable {
                 }
             }
             state.withLock { $0.sending = false }
+            progress.signal()
         }
     }
 
@@ -134,6 +137,7 @@ final class EventReporter: Sendable {
             return state.spooled == 0
         }
         if emptySpool { try? FileManager.default.removeItem(atPath: spoolPath) }
+        progress.signal()
     }
 
     /// The dispatcher cannot be reached: what is not in the spool file yet goes there.

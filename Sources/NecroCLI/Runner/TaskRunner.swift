@@ -148,6 +148,7 @@ final class TaskRunner: Sendable {
             .runnerExit,
             [
                 "runner_pid": .int(pid), "exit_reason": .string(exitReason), "iterations": .int(iterations), "exit_code": .int(Int(status)),
+                "peak_rss_kb": Activity.peakResidentKB().map { .int($0) } ?? .null,
                 "explanation": .string("necro runner ends: \(exitReason)"),
             ])
         if !reporter.flush(seconds: flushSeconds) {
@@ -649,6 +650,13 @@ enum Activity {
         return newest
     }
 
+    /// This process's peak resident memory, in KB (`VmHWM`; `getrusage` would count the memory of
+    /// the process it was exec'd from, which shared its address space: the supervisor's).
+    static func peakResidentKB() -> Int? {
+        readSmallFile("/proc/self/status").split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            .flatMap { Int($0.dropFirst(6).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") }
+    }
+
     /// A /proc file's text (Foundation reads them as empty).
     static func readSmallFile(_ path: String) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -665,3 +673,4 @@ enum Activity {
         return String(decoding: bytes, as: UTF8.self)
     }
 }
+

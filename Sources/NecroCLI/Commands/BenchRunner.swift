@@ -1,0 +1,141 @@
+import ArgumentParser
+import Foundation
+import NecroCore
+import NecroRegistry
+
+/// `necro bench runner`: what `necro runner` costs, and what runners' reports cost the dispatcher.
+struct BenchRunner: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runner",
+        abstract: "Time necro run with every runner wrapped (necro runner -- /bin/true) against the same unwrapped, and under a load of runners' events.",
+        discussion: """
+            Each measure is a whole `necro run` of a generated spec, as a user runs it (runners' API on \
+            the private socket), timed from outside, the two variants in the same run:
+            1. A chain of --chain tasks, then a layered DAG of --tasks tasks at --concurrency: /bin/true \
+            as the pool's command, against `necro runner -- /bin/true` (one step, no gate; its \
+            checkpoint and events included). The wrapper's cost per task, and its peak resident memory \
+            (as each runner reports it in runner_exit).
+            2. --reporters tasks at --concurrency whose runners each post --events events through the \
+            API, one call each, against the same tasks reporting nothing: events per second recorded, \
+            and the dispatch rate under that load beside the idle one.
+            """)
+
+    @Option(help: "Tasks in the DAG.")
+    var tasks = 10_000
+
+    @Option(help: "Tasks per layer of the DAG.")
+    var width = 200
+
+    @Option(help: "Runners at once.")
+    var concurrency = 64
+
+    @Option(help: "Length of the sequential chain.")
+    var chain = 40
+
+    @Option(help: "Tasks whose runners report events.")
+    var reporters = 1_000
+
+    @Option(help: "Events each reporting runner posts.")
+    var events = 100
+
+    func run() throws {
+        let necro = Launchers.runnerCommand[0]
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+        let folder = NSTemporaryDirectory() + "necro-bench-runner-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+
+        for (name, spec, count) in [("chain", Self.chainYAML(chain), chain), ("DAG", Self.dagYAML(tasks: tasks, width: width), tasks)] {
+            let plain = try Self.timedRun(necro, in: "\(folder)/\(name)-plain", spec: spec, command: ["/bin/true"], concurrency: concurrency)
+            let wrapped = try Self.timedRun(necro, in: "\(folder)/\(name)-wrapped", spec: spec, command: [necro, "runner", "--", "/bin/true"], concurrency: concurrency)
+            let rss = try Self.runnerPeakMemoryKB(registry: "\(folder)/\(name)-wrapped/.necro/registry.sqlite")
+            print(
+                String(
+                    format: "%@ of %d: unwrapped %.2f s (%.0f tasks/s), wrapped %.2f s (%.0f tasks/s): the wrapper adds %.1f ms per task (wall time over the run%@)",
+                    name, count, plain, Double(count) / plain, wrapped, Double(count) / wrapped, (wrapped - plain) / Double(count) * 1000,
+                    name == "chain" ? ", one task at a time" : ", \(concurrency) at a time on \(ProcessInfo.processInfo.activeProcessorCount) cores"))
+            print(String(format: "  necro runner's peak resident memory: median %.1f MB, max %.1f MB (%d runners)", rss.median / 1024, rss.max / 1024, rss.count))
+        }
+
+        let reportSpec = Self.chainless(reporters)
+        let idle = try Self.timedRun(necro, in: "\(folder)/idle", spec: reportSpec, command: ["/bin/true"], concurrency: concurrency)
+        let loaded = try Self.timedRun(
+            necro, in: "\(folder)/loaded", spec: reportSpec, command: [necro, "bench", "report-events", "--count", String(events)], concurrency: concurrency)
+        let recorded = try SQLiteRegistry(path: "\(folder)/loaded/.necro/registry.sqlite").events(EventQuery(spec: "bench", type: .phaseEnter)).count
+        print(
+            String(
+                format: "%d runners reporting %d events each (one API call per event, %d at a time): %d events recorded in %.2f s, %.0f events/s; dispatch %.0f tasks/s under that load, %.0f tasks/s idle",
+                reporters, events, concurrency, recorded, loaded, Double(recorded) / loaded, Double(reporters) / loaded, Double(reporters) / idle))
+    }
+
+    static func chainYAML(_ length: Int) -> String {
+        "spec_name: bench\ntasks:\n" + (0..<length).map { "  - {id: c\($0), title: c\($0)\($0 == 0 ? "" : ", dependencies: [c\($0 - 1)]")}\n" }.joined()
+    }
+
+    static func dagYAML(tasks: Int, width: Int) -> String {
+        let dag = BenchRun.layeredDAG(tasks: tasks, width: width)
+        return "spec_name: bench\ntasks:\n"
+            + dag.tasks.map { task in
+                let dependencies = task.dependencies.isEmpty ? "" : ", dependencies: [\(task.dependencies.map(\.rawValue).joined(separator: ", "))]"
+                return "  - {id: \(task.id), title: \(task.id)\(dependencies)}\n"
+            }.joined()
+    }
+
+    /// Independent tasks.
+    static func chainless(_ count: Int) -> String {
+        "spec_name: bench\ntasks:\n" + (0..<count).map { "  - {id: r\($0), title: r\($0)}\n" }.joined()
+    }
+
+    /// A whole `necro run` of `spec` with `command` as the local pool's: its wall time.
+    static func timedRun(_ necro: String, in folder: String, spec: String, command: [String], concurrency: Int) throws -> Double {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Data(spec.utf8).write(to: URL(fileURLWithPath: folder + "/tasks.yaml"))
+        let argv = command.map { "\"\($0)\"" }.joined(separator: ", ")
+        let configuration = """
+            dispatcher: {heartbeat_timeout: 600, max_global_concurrency: \(concurrency)}
+            agent_pools:
+              local: {max_concurrency: \(concurrency), config: {command: [\(argv)]}}
+            """
+        try Data(configuration.utf8).write(to: URL(fileURLWithPath: folder + "/necro.yaml"))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: necro)
+        process.arguments = ["run", "tasks.yaml", "--no-server", "--no-workspace"]
+        process.currentDirectoryURL = URL(fileURLWithPath: folder)
+        process.standardOutput = FileHandle.nullDevice
+        let start = ContinuousClock.now
+        try process.run()
+        process.waitUntilExit()
+        let elapsed = (ContinuousClock.now - start).seconds
+        guard process.terminationStatus == 0 else { throw ValidationError("necro run in \(folder) exited \(process.terminationStatus)") }
+        return elapsed
+    }
+
+    /// The peak resident memory each wrapped runner reported (`runner_exit.peak_rss_kb`).
+    static func runnerPeakMemoryKB(registry path: String) throws -> (median: Double, max: Double, count: Int) {
+        let sizes = try SQLiteRegistry(path: path).events(EventQuery(spec: "bench", type: .runnerExit))
+            .compactMap { $0.payload["peak_rss_kb"]?.doubleValue }.sorted()
+        guard !sizes.isEmpty else { return (0, 0, 0) }
+        return (sizes[sizes.count / 2], sizes.last!, sizes.count)
+    }
+}
+
+/// `necro bench report-events`: a runner that posts events through its API, one call each (the
+/// load of `necro bench runner`).
+struct BenchReportEvents: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report-events", abstract: "Post events as a runner (for necro bench runner).", shouldDisplay: false)
+
+    @Option(help: "How many events.")
+    var count = 100
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let call = RunnerCall(environment: environment), let runner = environment["RUNNER_ID"] else {
+            throw ValidationError("not a runner: no NECRO_RUNNER_TOKEN, API or RUNNER_ID")
+        }
+        let path = "/v1/runners/\(runner.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? runner)/events"
+        for index in 1...max(1, count) {
+            let body = #"{"event_type": "phase_enter", "phase": "executing", "runner_seq": \#(index), "payload": {"explanation": "bench"}}"#
+            let (status, answer) = try call.post(path, json: Array(body.utf8))
+            guard status == 200 else { throw ValidationError("the dispatcher answered \(status): \(answer)") }
+        }
+    }
+}
