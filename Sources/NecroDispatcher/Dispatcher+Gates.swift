@@ -50,6 +50,18 @@ extension Dispatcher {
         }
         let pending = gates.filter { reported[GateFailure.name($0)] == nil }
         guard !pending.isEmpty, let launcher = launchers[type] else { return false }
+        if let pool = configuration.pool(named: launch.pool), let container = pool.container, !container.mountRepoPool {
+            // Its work stayed in its container: a gate here would look at an empty folder.
+            let name = GateFailure.name(pending[0])
+            finishExit(
+                id,
+                .gateFailed(
+                    GateFailure(
+                        gate: name, exitCode: nil,
+                        ending: "not run: pool \(pool.name) does not mount the task's folder (mount_repo_pool: false), so only a runner inside the container can run its gates (necro runner)",
+                        outputTail: "")))
+            return true
+        }
         let run = GateRun(runner: id, gates: pending, base: launch, launcher: launcher)
         gateRuns.withLock { $0.byRunner[id] = run }
         launchGate(run)
@@ -82,10 +94,8 @@ extension Dispatcher {
                     [
                         NewEvent(
                             .gateStart, actor: "gate_runner", spanID: "main", phase: "verifying",
-                            payload: [
-                                "gate_name": .string(name), "timeout_seconds": .double(timeout.seconds),
-                                "explanation": "the runner exited 0: the task is done only once its DONE gates pass",
-                            ])
+                            payload: GateEvents.start(
+                                name, timeoutSeconds: timeout.seconds, explanation: "the runner exited 0: the task is done only once its DONE gates pass"))
                     ])))
         var launch = run.base
         launch.runner = gateID
@@ -143,13 +153,12 @@ extension Dispatcher {
         gateRuns.withLock { _ = $0.byGate.removeValue(forKey: gateID) }
         run.launcher.ended(gateID)
         let name = GateFailure.name(run.gates[index])
-        let seconds = (started.duration(to: .now).seconds * 1000).rounded() / 1000
-        let passed = exit.succeeded && !timedOut
-        var exitCode: Int32?
-        if case .exited(let code) = exit { exitCode = code }
-        let ending =
-            timedOut
-            ? "timed out after \(Int(configuration.gateTimeout.seconds)) s" : (exitCode.map { "exit code \($0)" } ?? exit.reason)
+        var outcome = GateOutcome(timedOut: timedOut, timeoutSeconds: configuration.gateTimeout.seconds)
+        switch exit {
+        case .exited(let code): outcome.exitCode = code
+        case .signalled(let signal): outcome.signal = signal
+        default: outcome.notStarted = exit.reason
+        }
         let tail = Self.tail(of: gateLogPath(run.runner, index))
         inbox.post(
             .input(
@@ -158,21 +167,16 @@ extension Dispatcher {
                     [
                         NewEvent(
                             .gateResult, actor: "gate_runner", spanID: "main", phase: "verifying",
-                            payload: [
-                                "gate_name": .string(name), "status": .string(passed ? "passed" : timedOut ? "timed_out" : "failed"),
-                                "passed": .bool(passed), "exit_code": exitCode.map { .int(Int($0)) } ?? .null,
-                                "duration_seconds": .double(seconds), "output_tail": .string(tail),
-                                "explanation": .string(passed ? "the gate passed" : "the gate did not pass (\(ending)): the attempt fails"),
-                            ])
+                            payload: GateEvents.result(name, outcome, seconds: started.duration(to: .now).seconds, outputTail: tail))
                     ])))
+        let passed = outcome.passed
         if passed && index + 1 < run.gates.count {
             run.state.withLock { $0.index += 1 }
             launchGate(run)
             return
         }
         gateRuns.withLock { _ = $0.byRunner.removeValue(forKey: run.runner) }
-        finishExit(
-            run.runner, passed ? .exited(code: 0) : .gateFailed(GateFailure(gate: name, exitCode: exitCode, ending: ending, outputTail: tail)))
+        finishExit(run.runner, passed ? .exited(code: 0) : .gateFailed(GateEvents.failure(name, outcome, outputTail: tail)))
     }
 
     /// Passes a stop meant for a runner to its gate, if one runs for it (the runner has exited).
@@ -182,16 +186,14 @@ extension Dispatcher {
         return true
     }
 
-    /// The last lines of a log: at most its last 4 KB, from a line's start.
-    static func tail(of path: String, bytes: Int = 4096) -> String {
+    /// The end of a log (`OutputTail`).
+    static func tail(of path: String) -> String {
         guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
         defer { try? handle.close() }
         guard let size = try? handle.seekToEnd() else { return "" }
-        let start = size > UInt64(bytes) ? size - UInt64(bytes) : 0
+        let start = size > UInt64(OutputTail.limit) ? size - UInt64(OutputTail.limit) : 0
         try? handle.seek(toOffset: start)
-        var text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
-        if start > 0, let newline = text.firstIndex(of: "\n") { text = String(text[text.index(after: newline)...]) }
-        return text
+        return OutputTail.text((try? handle.readToEnd()) ?? Data(), cut: start > 0)
     }
 
     /// How a runner that ended while no dispatcher watched counts: one that exited 0 with gates
@@ -247,7 +249,11 @@ extension Dispatcher {
         reportedGates.withLock { _ = $0.removeValue(forKey: id) }
         adoptedRunners.withLock { _ = $0.remove(id) }
         let launch = launched.withLock { $0.removeValue(forKey: id) }?.launch
-        guard !exit.succeeded, let row = runnerRow(of: id) else { return }
+        guard let row = runnerRow(of: id) else { return }
+        guard !exit.succeeded else {
+            lastFailures.withLock { _ = $0.removeValue(forKey: row.task) }
+            return
+        }
         var failure: [String: JSONValue] = ["attempt": .int(row.attempt), "runner_id": .string(id.rawValue), "reason": .string(exit.reason)]
         switch exit {
         case .gateFailed(let gate):

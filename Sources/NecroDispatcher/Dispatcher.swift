@@ -630,17 +630,25 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard let handle = runner.handle, let launcher = launchers[runner.poolType] else { return }
         saveRunner(runner)
         adoptedRunners.withLock { _ = $0.insert(runner.id) }
-        if let record = tasksets.lazy.flatMap(\.records).first(where: { $0.key == runner.task }),
+        if let record = tasksets.lazy.flatMap(\.records).first(where: { $0.key == runner.task }), !record.task.gates.isEmpty,
             let pool = configuration.pool(named: runner.pool)
         {
-            // Its gates run as they would have, should it exit 0.
+            // Its gates run as they would have, should it exit 0: in its folder, with the
+            // environment it was given.
             let work = record.slot.map(\.path) ?? paths.workFolder(for: runner.task)
+            let request = LaunchRequest(
+                runner: runner.id, task: runner.task, spec: record.task, attempt: runner.attempt, pool: pool.name, dependencies: [],
+                slot: record.slot)
+            let contract = RunnerContract(request: request, pool: pool, work: work, api: runnerAPI, checkpoint: nil)
             launched.withLock {
                 $0[runner.id] = (
                     RunnerLaunch(
-                        runner: runner.id, argv: [], environment: [:], workingDirectory: work, logPath: runner.logPath ?? paths.logFile(for: runner.id),
-                        task: runner.task, attempt: runner.attempt, pool: pool.name,
-                        sharedPaths: [workspaces?.gitDirectory, runnerAPI?.socket].compactMap { $0 }),
+                        runner: runner.id, argv: [], environment: contract.environment(base: baseEnvironment), workingDirectory: work,
+                        logPath: runner.logPath ?? paths.logFile(for: runner.id), task: runner.task, attempt: runner.attempt, pool: pool.name,
+                        resources: TaskResources(
+                            cpu: record.task.resources.cpu ?? pool.limits.defaultResources.cpu,
+                            memoryMB: record.task.resources.memoryMB ?? pool.limits.defaultResources.memoryMB),
+                        sharedPaths: [record.slot == nil ? nil : workspaces?.gitDirectory, runnerAPI?.socket].compactMap { $0 }),
                     record.task.gates, pool.type
                 )
             }
@@ -768,18 +776,24 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func noteCheckpoints(_ transitions: [Transition]) {
         for transition in transitions {
             guard let id = transition.task else { continue }
-            for event in transition.events where event.type == .checkpointCommit || event.type == .checkpointInvalid {
+            for event in transition.events where Self.checkpointTypes.contains(event.type) {
                 noteCheckpoint(TaskKey(spec: transition.spec, id: id), event.type, event.payload)
             }
         }
     }
 
+    /// The events that say which checkpoint a task goes on from.
+    static var checkpointTypes: Set<EventType> { [.checkpointCommit, .checkpointInvalid, .taskSpecChanged] }
+
     /// A `checkpoint_commit` is a task's checkpoint from then on, until a `checkpoint_invalid` of
-    /// the same id says it cannot be read back: then the one before it is.
+    /// the same id says it cannot be read back: then the one before it is. A task whose
+    /// definition changed starts afresh: its checkpoints were of other work.
     private func noteCheckpoint(_ task: TaskKey, _ type: EventType, _ payload: [String: JSONValue]) {
         checkpoints.withLock { checkpoints in
             if type == .checkpointCommit {
                 checkpoints[task, default: []].append(payload)
+            } else if type == .taskSpecChanged {
+                checkpoints[task] = nil
             } else if let id = payload["checkpoint_id"], id != .null {
                 checkpoints[task]?.removeAll { $0["checkpoint_id"] == id }
             }
@@ -790,8 +804,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func seedCheckpoints(_ specs: [String]) {
         checkpoints.withLock { $0.removeAll() }
         for spec in specs {
-            let found = ((try? registry.events(EventQuery(spec: spec, type: .checkpointCommit))) ?? [])
-                + ((try? registry.events(EventQuery(spec: spec, type: .checkpointInvalid))) ?? [])
+            let found = Self.checkpointTypes.flatMap { (try? registry.events(EventQuery(spec: spec, type: $0))) ?? [] }
             for event in found.sorted(by: { $0.id < $1.id }) {
                 guard let id = event.taskID else { continue }
                 noteCheckpoint(TaskKey(spec: spec, id: id), event.type, event.payload)

@@ -90,6 +90,15 @@ public struct CheckpointStore: Sendable {
         return try git.run(arguments, environment: environment)
     }
 
+    /// The paths a `-z` listing gives, untrimmed (a path may begin or end with a space).
+    private func paths(_ arguments: [String], scratch: Bool = false) throws -> [String] {
+        var environment = inRepository ? [:] : ["GIT_DIR": folder + "/.necro/checkpoints.git", "GIT_WORK_TREE": folder]
+        if scratch { environment.merge(self.scratch()) { $1 } }
+        let result = try git.attempt(arguments, environment: environment)
+        guard result.succeeded else { throw Git.Failure(command: arguments, status: result.status, output: result.stderr) }
+        return result.stdout.split(separator: "\0").map(String.init)
+    }
+
     /// The task's checkpoints as refs, by sequence number.
     public func sequenceNumbers() -> [Int] {
         let listed = (try? run(["for-each-ref", "--format=%(refname)", prefix + "/"])) ?? ""
@@ -138,15 +147,19 @@ public struct CheckpointStore: Sendable {
     }
 
     /// Puts the folder's files back as they were at `commit`: those not in it are removed, the
-    /// others written; ignored files are left alone, the index is untouched.
+    /// others written; ignored files are left alone, the index is untouched. The commit is read
+    /// first: one that cannot be read changes nothing. Only files are removed, never a folder (an
+    /// untracked repository inside is left as it is), and nothing through a symbolic link.
     public func restore(commit: String) throws {
-        let wanted = Set(try run(["ls-tree", "-r", "-z", "--name-only", commit]).split(separator: "\0").map(String.init))
-        let present = try run(["ls-files", "-z", "-co", "--exclude-standard"]).split(separator: "\0").map(String.init)
-        for path in present where !wanted.contains(path) {
-            try? FileManager.default.removeItem(atPath: folder + "/" + path)
-        }
+        let wanted = Set(try paths(["ls-tree", "-r", "-z", "--name-only", commit]))
         try? FileManager.default.removeItem(atPath: stateDirectory + "/checkpoint.index")
         try run(["read-tree", commit], scratch: true)
+        let top = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
+        for path in try paths(["ls-files", "-z", "-co", "--exclude-standard"]) where !wanted.contains(path) && !path.hasSuffix("/") {
+            let parent = URL(fileURLWithPath: folder + "/" + path).deletingLastPathComponent().resolvingSymlinksInPath().path
+            guard parent == top || parent.hasPrefix(top + "/") else { continue }
+            unlink(folder + "/" + path)  // a file or a link, never what a link points to
+        }
         try run(["checkout-index", "-a", "-f"], scratch: true)
     }
 }

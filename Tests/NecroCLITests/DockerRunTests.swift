@@ -257,6 +257,31 @@ extension DockerRunTests {
         #expect(try DockerTestImage.containers(label: label(dir)).isEmpty, "the gate's container is removed too")
     }
 
+    /// A pool that keeps the task's work inside its containers (`mount_repo_pool: false`): the
+    /// dispatcher cannot run a gate on it, and says so rather than pass or fail it on nothing.
+    @Test func aGateOfAPoolThatDoesNotMountTheTasksFolderIsNotRunOnAnEmptyFolder() async throws {
+        try requireImage()
+        let dir = try TemporaryDirectory("docker-gate-unmounted")
+        defer { dir.remove() }
+        try dir.write("tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: Code, gates: [[\"true\"]]}\n")
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {retry_max_attempts: 1}
+            agent_pools:
+              box:
+                type: docker
+                max_concurrency: 1
+                config: {image: "\(DockerTestImage.name)", command: ["true"], mount_repo_pool: false}
+            """)
+        let result = try await NecroBinary.runAsync(["run", "tasks.yaml", "--no-workspace"], in: dir.path)
+        #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
+        let events = try SQLiteRegistry(path: dir.file(".necro/registry.sqlite")).events(EventQuery(spec: "demo", task: "1"))
+        #expect(!events.contains { $0.type == .gateStart })
+        let failed = try #require(events.first { $0.type == .taskFailed })
+        #expect(failed.payload["failure_reason"]?.stringValue?.contains("does not mount the task's folder (mount_repo_pool: false)") == true, "\(failed.payload)")
+    }
+
     @Test func necroRunnerInAContainerResumesFromItsCheckpointAfterTheContainerIsKilled() async throws {
         try requireImage()
         if let problem = DockerTestImage.runnerImageProblem {

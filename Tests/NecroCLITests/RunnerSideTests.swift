@@ -54,9 +54,13 @@ import Testing
         try dir.write("tasks.yaml", Self.twoSteps)
         try Self.config(
             dir,
-            agent: #"$NECRO step start 1 && echo code > code.txt && $NECRO step done 1 && $NECRO step start 2 && echo tests > tests.txt && $NECRO step done 2"#)
+            agent: #"env > "$ROOT/agent-env"; $NECRO step start 1 && echo code > code.txt && $NECRO step done 1 && necro step start 2 && echo tests > tests.txt && necro step done 2"#)
         let result = try await Self.run(dir)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        // The agent talks to its runner, not to the dispatcher: it has no token of its own.
+        let agentEnvironment = try String(contentsOfFile: dir.file("agent-env"), encoding: .utf8).split(separator: "\n")
+        #expect(agentEnvironment.contains { $0.hasPrefix("NECRO_RUNNER_CONTROL=") } && agentEnvironment.contains { $0.hasPrefix("TASK_CONTEXT=") })
+        #expect(!agentEnvironment.contains { $0.hasPrefix("NECRO_RUNNER_TOKEN=") || $0.hasPrefix("NECRO_API_") })
         let all = try Self.events(dir)
         #expect(all.map(\.seq) == Array(1...Int64(all.count)), "gapless seq")
         let runner = all.filter { $0.payload["runner_seq"] != nil }
@@ -406,5 +410,85 @@ extension RunnerSideTests {
             let times = renewed.map(\.timestamp.secondsSince1970)
             #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 > 0.5 }, "coalesced: \(times)")
         }
+    }
+}
+
+/// Gates under `necro runner`: they keep the lease while they run quietly, and a stop reaches them.
+extension RunnerSideTests {
+    @Test func aQuietGateKeepsTheLeaseAndAStopReachesTheGateThatRuns() async throws {
+        let dir = try TemporaryDirectory("runner-gate-stop")
+        defer { dir.remove() }
+        // 1: a gate silent for 4 s, longer than the 2 s heartbeat timeout. 2: a gate of 60 s in a
+        // task with a timeout of 3 s: stopped with its task, not left running.
+        try dir.write(
+            "tasks.yaml",
+            """
+            spec_name: demo
+            tasks:
+              - {id: "1", title: Quiet gate, gates: [[sleep, "4"]]}
+              - {id: "2", title: Long gate, timeout_seconds: 3, gates: [[sh, -c, "echo $$ > $ROOT/gate-pid; exec sleep 60"]]}
+            """)
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {heartbeat_timeout: 2, retry_max_attempts: 1}
+            agent: {command: [/bin/true]}
+            agent_pools:
+              local: {max_concurrency: 2, config: {env: {ROOT: "\(dir.path)"}}}
+            """)
+        let started = Date()
+        let result = try await Self.run(dir)
+        #expect(result.status == 1, "2 fails: \(result.stdout)")
+        #expect(Date().timeIntervalSince(started) < 9, "the stop reached the gate: no 10 s kill grace")
+        let events = try Self.events(dir)
+        #expect(events.contains { $0.taskID == "1" && $0.type == .taskCompleted })
+        #expect(events.contains { $0.taskID == "2" && $0.type == .taskFailed && $0.payload["failure_reason"] == "timed out after 3 s" })
+        #expect(!events.contains { $0.type == .runnerTimedOut && $0.taskID == "1" })
+        let pid = try #require(Int32(String(contentsOfFile: dir.file("gate-pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(kill(pid, 0) != 0, "the gate is not left running")
+    }
+}
+
+extension RunnerSideTests {
+    /// A runner adopted after a dispatcher's kill -9 has its gates run as they would have been:
+    /// in its folder, with the environment it was given.
+    @Test func theGatesOfARunnerAdoptedAfterAKill9RunWithItsEnvironment() async throws {
+        let dir = try TemporaryDirectory("adopted-gate")
+        defer { dir.remove() }
+        try dir.write(
+            "tasks.yaml",
+            """
+            spec_name: demo
+            tasks:
+              - {id: "1", title: Adopted, gates: [[sh, -c, "test \\"$NECRO_TASK_ID/$GREETING\\" = 1/hello && test -f work.txt"]]}
+            """)
+        try dir.write(
+            "necro.yaml",
+            """
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: [/bin/sh, -c, 'echo work > work.txt; echo $$ > "$ROOT/ready"; while [ ! -e "$ROOT/go" ]; do sleep 0.05; done']
+                  env: {ROOT: "\(dir.path)", GREETING: hello}
+            """)
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0)
+        let first = try NecroBinary.start(["run", "tasks.yaml", "--no-server"], in: dir.path)
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+        let runner = try #require(Int32(awaitLine(fromFIFO: dir.file("ready")).trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { kill(runner, SIGKILL) }
+        kill(first.processIdentifier, SIGKILL)
+        await waitForExit(first)
+        let second = try NecroBinary.start(["run", "tasks.yaml", "--no-server"], in: dir.path)
+        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL) } }
+        // Once it has adopted the runner, the runner ends.
+        for _ in 0..<300 where !((try? Self.events(dir)) ?? []).contains(where: { $0.type == .runnerAdopted }) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try dir.write("go", "")
+        await waitForExit(second)
+        #expect(second.terminationStatus == 0)
+        let gate = try #require(try Self.events(dir).first { $0.type == .gateResult })
+        #expect(gate.payload["passed"] == true, "\(gate.payload)")
     }
 }

@@ -71,4 +71,25 @@ import Testing
         try repository.git("update-ref", "-d", taken.ref)
         #expect(store.verify(ref: taken.ref, commit: taken.commit, tree: taken.tree) == .invalid("\(taken.ref) does not exist"))
     }
+
+    @Test func aRestoreRemovesNoFolderNothingThroughALinkAndNothingIfTheCommitCannotBeRead() throws {
+        let dir = try TemporaryDirectory("checkpoints-restore")
+        defer { dir.remove() }
+        let repository = try GitRepository(at: dir.file("work"), files: ["README.md": "# r\n", "lib/a.txt": "a\n"])
+        let store = try CheckpointStore(folder: repository.path, spec: "s", task: "1")
+        let taken = try store.take(message: "one")
+        // Since: a nested repository, and lib replaced by a link to a folder outside.
+        _ = try GitRepository(at: repository.path + "/nested", files: ["inner.txt": "inner\n"])
+        try FileManager.default.createDirectory(atPath: dir.file("outside"), withIntermediateDirectories: true)
+        try "keep\n".write(toFile: dir.file("outside/a.txt"), atomically: true, encoding: .utf8)
+        try "keep\n".write(toFile: dir.file("outside/b.txt"), atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: repository.path + "/lib")
+        try FileManager.default.createSymbolicLink(atPath: repository.path + "/lib", withDestinationPath: dir.file("outside"))
+        #expect(throws: (any Error).self) { try store.restore(commit: String(repeating: "0", count: 40)) }
+        #expect(FileManager.default.fileExists(atPath: repository.path + "/nested/inner.txt"), "an unreadable commit changes nothing")
+        try store.restore(commit: taken.commit)
+        #expect(FileManager.default.fileExists(atPath: repository.path + "/nested/.git"), "a repository inside is left alone")
+        #expect(FileManager.default.fileExists(atPath: dir.file("outside/a.txt")) && FileManager.default.fileExists(atPath: dir.file("outside/b.txt")),
+            "nothing outside the folder is removed")
+    }
 }

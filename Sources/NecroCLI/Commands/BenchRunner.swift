@@ -15,9 +15,10 @@ struct BenchRunner: ParsableCommand {
             as the pool's command, against `necro runner -- /bin/true` (one step, no gate; its \
             checkpoint and events included). The wrapper's cost per task, and its peak resident memory \
             (as each runner reports it in runner_exit).
-            2. --reporters tasks at --concurrency whose runners each post --events events through the \
-            API, one call each, against the same tasks reporting nothing: events per second recorded, \
-            and the dispatch rate under that load beside the idle one.
+            2. --reporters tasks whose runners each post --events events through the API, one call \
+            each, while --noop no-op tasks are dispatched beside them (half of --concurrency each): \
+            events per second recorded, and the no-op tasks' dispatch rate beside the same tasks \
+            dispatched alone.
             """)
 
     @Option(help: "Tasks in the DAG.")
@@ -38,6 +39,9 @@ struct BenchRunner: ParsableCommand {
     @Option(help: "Events each reporting runner posts.")
     var events = 100
 
+    @Option(help: "No-op tasks dispatched beside the reporting runners.")
+    var noop = 2_000
+
     func run() throws {
         let necro = Launchers.runnerCommand[0]
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
@@ -56,15 +60,39 @@ struct BenchRunner: ParsableCommand {
             print(String(format: "  necro runner's peak resident memory: median %.1f MB, max %.1f MB (%d runners)", rss.median / 1024, rss.max / 1024, rss.count))
         }
 
-        let reportSpec = Self.chainless(reporters)
-        let idle = try Self.timedRun(necro, in: "\(folder)/idle", spec: reportSpec, command: ["/bin/true"], concurrency: concurrency)
-        let loaded = try Self.timedRun(
-            necro, in: "\(folder)/loaded", spec: reportSpec, command: [necro, "bench", "report-events", "--count", String(events)], concurrency: concurrency)
-        let recorded = try SQLiteRegistry(path: "\(folder)/loaded/.necro/registry.sqlite").events(EventQuery(spec: "bench", type: .phaseEnter)).count
+        let half = max(1, concurrency / 2)
+        let idleFolder = "\(folder)/idle"
+        _ = try Self.timedRun(
+            necro, in: idleFolder, spec: Self.independent(noop, prefix: "n", skill: "noop"),
+            pools: [("noop", ["/bin/true"], half)], concurrency: concurrency)
+        let loadedFolder = "\(folder)/loaded"
+        _ = try Self.timedRun(
+            necro, in: loadedFolder,
+            spec: Self.independent(reporters, prefix: "r", skill: "report") + Self.independent(noop, prefix: "n", skill: "noop", header: false),
+            pools: [("report", [necro, "bench", "report-events", "--count", String(events)], half), ("noop", ["/bin/true"], half)],
+            concurrency: concurrency)
+        let idle = try Self.span(of: "n", registry: "\(idleFolder)/.necro/registry.sqlite")
+        let loaded = try Self.span(of: "n", registry: "\(loadedFolder)/.necro/registry.sqlite")
+        let reporting = try Self.span(of: "r", registry: "\(loadedFolder)/.necro/registry.sqlite")
+        let recorded = try SQLiteRegistry(path: "\(loadedFolder)/.necro/registry.sqlite").events(EventQuery(spec: "bench", type: .phaseEnter)).count
         print(
             String(
-                format: "%d runners reporting %d events each (one API call per event, %d at a time): %d events recorded in %.2f s, %.0f events/s; dispatch %.0f tasks/s under that load, %.0f tasks/s idle",
-                reporters, events, concurrency, recorded, loaded, Double(recorded) / loaded, Double(reporters) / loaded, Double(reporters) / idle))
+                format: "%d runners reporting %d events each, one API call per event, %d at a time: %d events recorded in %.2f s, %.0f events/s",
+                reporters, events, half, recorded, reporting, Double(recorded) / reporting))
+        print(
+            String(
+                format: "  %d no-op tasks dispatched beside them, %d at a time: %.0f tasks/s; the same tasks alone: %.0f tasks/s (under the load: %.0f%% of that)",
+                noop, half, Double(noop) / loaded, Double(noop) / idle, 100 * idle / loaded))
+    }
+
+    /// The time from the first assignment to the last completion of the tasks whose ids start
+    /// with `prefix`, as recorded.
+    static func span(of prefix: String, registry path: String) throws -> Double {
+        let registry = try SQLiteRegistry(path: path)
+        let assigned = try registry.events(EventQuery(spec: "bench", type: .taskAssigned)).filter { $0.taskID?.rawValue.hasPrefix(prefix) == true }
+        let completed = try registry.events(EventQuery(spec: "bench", type: .taskCompleted)).filter { $0.taskID?.rawValue.hasPrefix(prefix) == true }
+        guard let first = assigned.map(\.timestamp).min(), let last = completed.map(\.timestamp).max() else { return .nan }
+        return last.secondsSince1970 - first.secondsSince1970
     }
 
     static func chainYAML(_ length: Int) -> String {
@@ -80,20 +108,31 @@ struct BenchRunner: ParsableCommand {
             }.joined()
     }
 
-    /// Independent tasks.
-    static func chainless(_ count: Int) -> String {
-        "spec_name: bench\ntasks:\n" + (0..<count).map { "  - {id: r\($0), title: r\($0)}\n" }.joined()
+    /// Independent tasks `<prefix>0`…, of `skill`.
+    static func independent(_ count: Int, prefix: String, skill: String, header: Bool = true) -> String {
+        (header ? "spec_name: bench\ntasks:\n" : "")
+            + (0..<count).map { "  - {id: \(prefix)\($0), title: \(prefix)\($0), required_skill: \(skill)}\n" }.joined()
     }
 
     /// A whole `necro run` of `spec` with `command` as the local pool's: its wall time.
     static func timedRun(_ necro: String, in folder: String, spec: String, command: [String], concurrency: Int) throws -> Double {
+        try timedRun(necro, in: folder, spec: spec, pools: [("local", command, concurrency)], concurrency: concurrency)
+    }
+
+    /// A whole `necro run` of `spec` with these local pools (each takes the skill of its name, and
+    /// the first the rest): its wall time.
+    static func timedRun(
+        _ necro: String, in folder: String, spec: String, pools: [(name: String, command: [String], concurrency: Int)], concurrency: Int
+    ) throws -> Double {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try Data(spec.utf8).write(to: URL(fileURLWithPath: folder + "/tasks.yaml"))
-        let argv = command.map { "\"\($0)\"" }.joined(separator: ", ")
         let configuration = """
             dispatcher: {heartbeat_timeout: 600, max_global_concurrency: \(concurrency)}
             agent_pools:
-              local: {max_concurrency: \(concurrency), config: {command: [\(argv)]}}
+            \(pools.map { "  \($0.name): {max_concurrency: \($0.concurrency), config: {command: [\($0.command.map { "\"\($0)\"" }.joined(separator: ", "))]}}" }.joined(separator: "\n"))
+            skill_mapping:
+            \(pools.map { "  \($0.name): [\($0.name)]" }.joined(separator: "\n"))
+              default: [\(pools[0].name)]
             """
         try Data(configuration.utf8).write(to: URL(fileURLWithPath: folder + "/necro.yaml"))
         let process = Process()

@@ -13,6 +13,9 @@ final class EventReporter: Sendable {
         /// How many of `pending` are in the spool file already.
         var spooled = 0
         var nextSeq = 1
+        /// How many events go in one request: halved when the dispatcher finds a request too
+        /// large, or cannot take one of its events.
+        var batchSize = 500
         /// The `runner_seq` of the last event the dispatcher took.
         var delivered = 0
         var sending = false
@@ -70,18 +73,17 @@ final class EventReporter: Sendable {
         while Date() < deadline {
             let done = state.withLock { $0.delivered >= seq - 1 || $0.failing != nil }
             if done { return }
-            wake.signal()
             _ = progress.wait(timeout: .now() + .milliseconds(50))
         }
     }
 
-    /// Waits until every event is sent, at most `seconds`; false if some are left (in the spool).
+    /// Waits until every event is sent, at most `seconds`; false if some are left (in the spool,
+    /// which stays for whoever looks: events this runner could not send are not sent by another).
     func flush(seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let done = state.withLock { $0.pending.isEmpty && !$0.sending }
             if done { return true }
-            wake.signal()
             _ = progress.wait(timeout: .now() + .milliseconds(50))
         }
         return state.withLock { $0.pending.isEmpty }
@@ -94,7 +96,7 @@ final class EventReporter: Sendable {
             while let (batch, count) = state.withLock({ state -> ([JSONValue], Int)? in
                 guard !state.pending.isEmpty else { return nil }
                 state.sending = true
-                let batch = Array(state.pending.prefix(500))
+                let batch = Array(state.pending.prefix(state.batchSize))
                 return (batch.map(JSONValue.object), batch.count)
             }) {
                 let body = Array(JSONValue.object(["events": .array(batch)]).jsonText.utf8)
@@ -106,8 +108,13 @@ final class EventReporter: Sendable {
                     }
                     let text = answer.trimmingCharacters(in: .whitespacesAndNewlines)
                     if status == 400 || status == 413 {
-                        // Events it cannot take as they are: said, dropped; the others go on.
-                        FileHandle.standardError.write(Data("necro runner: the dispatcher refused \(count) events (\(status)): \(text)\n".utf8))
+                        // Too large, or one event it cannot take: sent again in halves, until the
+                        // one at fault is alone; that one is said and dropped, the others go on.
+                        if count > 1 {
+                            state.withLock { $0.batchSize = max(1, count / 2) }
+                            continue
+                        }
+                        FileHandle.standardError.write(Data("necro runner: the dispatcher refused an event (\(status)): \(text)\n".utf8))
                         delivered(count)
                         continue
                     }

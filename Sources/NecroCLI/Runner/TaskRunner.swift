@@ -20,6 +20,8 @@ struct RunnerContext {
     var agent: [String]
     var stepsEach: Bool
     var stallTimeout: Double
+    /// Whether the last attempt failed (`previous_failure`).
+    var previousFailure: Bool
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -57,6 +59,7 @@ struct RunnerContext {
             work = currentDirectory
         }
         if case .object(let checkpoint)? = root["checkpoint"] { self.checkpoint = checkpoint }
+        if case .object? = root["previous_failure"] { previousFailure = true } else { previousFailure = false }
         heartbeatTimeout = root["heartbeat_timeout_seconds"]?.doubleValue ?? 60
         gateTimeout = root["gate_timeout_seconds"]?.doubleValue ?? 1800
         var agent: [String] = []
@@ -83,8 +86,8 @@ final class TaskRunner: Sendable {
     let environment: [String: String]
     /// The work items and the last checkpoint, changed by the agent's reports and by the runner.
     private let progress: Mutex<(items: WorkItems, last: CheckpointStore.Checkpoint?)>
-    /// The agent's process group while it runs (0: none).
-    private let agentGroup = Atomic<Int32>(0)
+    /// The process group of the child running now, the agent or a gate (0: none).
+    private let childGroup = Atomic<Int32>(0)
     /// Output bytes the agent wrote: a sign of activity.
     private let outputBytes = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
@@ -121,7 +124,12 @@ final class TaskRunner: Sendable {
 
         let forwarder = forwardTermination()
         defer { forwarder.cancel() }
-        let control = try? RunnerControl(path: NSTemporaryDirectory() + "necro-runner-\(pid).sock") { [self] in answer($0) }
+        var control: RunnerControl?
+        do {
+            control = try RunnerControl(path: NSTemporaryDirectory() + "necro-runner-\(pid).sock") { [self] in answer($0) }
+        } catch {
+            FileHandle.standardError.write(Data("necro runner: the agent cannot report its steps (necro step): \(error)\n".utf8))
+        }
         defer { control?.stop() }
         let lease = keepLease()
         defer { lease.cancel() }
@@ -231,9 +239,13 @@ final class TaskRunner: Sendable {
         return (status, 1)
     }
 
-    /// The agent once per step not done yet, a checkpoint after each.
+    /// The agent once per step not done yet, a checkpoint after each. With every step done and a
+    /// failure to fix (a gate that failed on them), once more, with no step.
     private func runEachStep(control: RunnerControl?) -> (Int32, Int) {
         var iterations = 0
+        if progress.withLock({ $0.items.allDone }), context.previousFailure {
+            return (runAgent(step: nil, control: control), 1)
+        }
         while !stopping.load(ordering: .relaxed), let next = progress.withLock({ $0.items.remaining.first }) {
             report(progress.withLock { (try? $0.items.start(next.number)) ?? [] })
             iterations += 1
@@ -400,10 +412,12 @@ final class TaskRunner: Sendable {
                 return "error: expected step start N or step done N"
             }
             do {
-                let changes = try progress.withLock { progress throws(WorkItems.Refusal) in
-                    words[1] == "start" ? try progress.items.start(number) : try progress.items.finish(number)
+                let (wasDone, changes) = try progress.withLock { progress throws(WorkItems.Refusal) in
+                    let wasDone = progress.items.isDone(number) == true
+                    return (wasDone, words[1] == "start" ? try progress.items.start(number) : try progress.items.finish(number))
                 }
                 report(changes)
+                if wasDone { return "ok step \(number) was done already (NECRO_DONE_STEPS)" }
                 return "ok step \(number) \(words[1] == "start" ? "started" : "done")"
             } catch {
                 return "error: \(error)"
@@ -420,18 +434,21 @@ final class TaskRunner: Sendable {
     // MARK: Processes
 
     /// Runs the agent in the task's folder, its output passed through; its exit status (128 + N
-    /// when killed by signal N).
+    /// when killed by signal N). It talks to this runner (`NECRO_RUNNER_CONTROL`), not to the
+    /// dispatcher: it is not given the runner's token, so what the runner reports (its gates
+    /// above all) is the runner's word.
     private func runAgent(step: Int?, control: RunnerControl?) -> Int32 {
         var environment = environment
+        for name in ["NECRO_RUNNER_TOKEN", "NECRO_API_URL", "NECRO_API_SOCKET"] { environment[name] = nil }
         environment["NECRO_RUNNER_CONTROL"] = control?.path
+        // `necro step` and `necro checkpoint`: this executable, as $NECRO, and on PATH if none is.
+        let own = Launchers.runnerCommand[0]
+        environment["NECRO"] = own
+        environment["PATH"] = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") + ":" + (own as NSString).deletingLastPathComponent
         environment["NECRO_DONE_STEPS"] = progress.withLock { $0.items.items.filter { $0.state == .done }.map { String($0.number) }.joined(separator: ",") }
         if let step { environment["NECRO_STEP"] = String(step) }
-        guard let (pid, output) = spawn(context.agent, environment: environment) else { return 127 }
-        agentGroup.store(pid, ordering: .relaxed)
-        pass(output, counting: true, tail: nil)
-        let status = wait(pid)
-        agentGroup.store(0, ordering: .relaxed)
-        return status
+        let (ended, _) = runChild(context.agent, environment: environment, tail: nil, timeout: nil)
+        return ended.map { $0.exitCode ?? 128 + ($0.signal ?? 0) } ?? 127
     }
 
     /// Runs a gate in the task's folder within the gate timeout; reports its start and result.
@@ -439,57 +456,77 @@ final class TaskRunner: Sendable {
         let name = GateFailure.name(argv)
         reporter.emit(
             .gateStart, phase: "verifying", actor: "gate_runner",
-            ["gate_name": .string(name), "timeout_seconds": .double(context.gateTimeout), "explanation": "a DONE gate: the task is done only if it passes"])
+            GateEvents.start(name, timeoutSeconds: context.gateTimeout, explanation: "a DONE gate: the task is done only if it passes"))
         let started = Date()
         var environment = environment
         environment["NECRO_GATE"] = name
-        var exitCode: Int32?
-        var timedOut = false
         let tail = Tail()
-        if let (pid, output) = spawn(argv, environment: environment) {
-            let timer = DispatchWorkItem { [timedOutFlag = tail] in
-                timedOutFlag.timedOut.store(true, ordering: .relaxed)
-                kill(-pid, SIGTERM)
-                DispatchQueue.global().asyncAfter(deadline: .now() + 10) { kill(-pid, SIGKILL) }
-            }
-            DispatchQueue.global().asyncAfter(deadline: .now() + context.gateTimeout, execute: timer)
-            pass(output, counting: false, tail: tail)
-            let status = wait(pid)
-            timer.cancel()
-            timedOut = tail.timedOut.load(ordering: .relaxed)
-            if status < 128 { exitCode = status }
-        } else {
-            tail.append(Array("cannot run \(argv[0])\n".utf8))
-            exitCode = 127
-        }
-        let passed = exitCode == 0 && !timedOut
-        let ending = timedOut ? "timed out after \(Int(context.gateTimeout)) s" : exitCode.map { "exit code \($0)" } ?? "killed"
+        let (ended, timedOut) = runChild(argv, environment: environment, tail: tail, timeout: context.gateTimeout)
+        let outcome = GateOutcome(
+            exitCode: ended?.exitCode, signal: ended?.signal, timedOut: timedOut, timeoutSeconds: context.gateTimeout,
+            notStarted: ended == nil ? "cannot run \(argv[0])" : nil)
         reporter.emit(
             .gateResult, phase: "verifying", actor: "gate_runner",
-            [
-                "gate_name": .string(name), "status": .string(passed ? "passed" : timedOut ? "timed_out" : "failed"), "passed": .bool(passed),
-                "exit_code": exitCode.map { .int(Int($0)) } ?? .null, "duration_seconds": .double((Date().timeIntervalSince(started) * 1000).rounded() / 1000),
-                "output_tail": .string(tail.text), "explanation": .string(passed ? "the gate passed" : "the gate did not pass (\(ending))"),
-            ])
-        return passed
+            GateEvents.result(name, outcome, seconds: Date().timeIntervalSince(started), outputTail: tail.text))
+        return outcome.passed
     }
 
-    /// The last 4 KB a process wrote.
+    /// The last bytes a process wrote.
     final class Tail: Sendable {
-        private let bytes = Mutex<[UInt8]>([])
-        let timedOut = Atomic<Bool>(false)
-        func append(_ more: [UInt8]) {
+        private let bytes = Mutex<(kept: [UInt8], cut: Bool)>(([], false))
+        func append(_ more: ArraySlice<UInt8>) {
             bytes.withLock { bytes in
-                bytes += more
-                if bytes.count > 4096 { bytes.removeFirst(bytes.count - 4096) }
+                bytes.kept += more
+                if bytes.kept.count > OutputTail.limit {
+                    bytes.kept.removeFirst(bytes.kept.count - OutputTail.limit)
+                    bytes.cut = true
+                }
             }
         }
-        var text: String {
-            let kept = bytes.withLock { $0 }
-            var text = String(decoding: kept, as: UTF8.self)
-            if kept.count >= 4096, let newline = text.firstIndex(of: "\n") { text = String(text[text.index(after: newline)...]) }
-            return text
+        var text: String { bytes.withLock { OutputTail.text($0.kept, cut: $0.cut) } }
+    }
+
+    struct Ended {
+        var exitCode: Int32?
+        var signal: Int32?
+    }
+
+    /// Runs `argv` in the task's folder, in a process group of its own (the child a stop is
+    /// passed on to, and whose CPU time keeps the lease), stdin from /dev/null, its output passed
+    /// through to this runner's; stopped (SIGTERM, then SIGKILL 10 s later) after `timeout`
+    /// seconds. How it ended (nil: it could not start), and whether it timed out. Its output is
+    /// read until it ends, then for 2 s at most: a process it left behind holding its stdout
+    /// does not hold the runner.
+    private func runChild(_ argv: [String], environment: [String: String], tail: Tail?, timeout: Double?) -> (Ended?, Bool) {
+        guard let (pid, output) = spawn(argv, environment: environment) else {
+            tail?.append(ArraySlice("cannot run \(argv.first ?? "")\n".utf8))
+            return (nil, false)
         }
+        childGroup.store(pid, ordering: .relaxed)
+        if stopping.load(ordering: .relaxed) { kill(-pid, SIGTERM) }  // a stop that came as it started
+        let drained = DispatchSemaphore(value: 0)
+        let reader = Thread { [self] in
+            pass(output, tail: tail)
+            drained.signal()
+        }
+        reader.start()
+        let timedOut = Atomic<Bool>(false)
+        let hardKill = DispatchWorkItem { kill(-pid, SIGKILL) }
+        let stop = DispatchWorkItem {
+            timedOut.store(true, ordering: .relaxed)
+            kill(-pid, SIGTERM)
+            DispatchQueue.global().asyncAfter(deadline: .now() + 10, execute: hardKill)
+        }
+        if let timeout { DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: stop) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // Reaped: its pid may be reused from now on, so no signal goes to it any more.
+        stop.cancel()
+        hardKill.cancel()
+        childGroup.store(0, ordering: .relaxed)
+        _ = drained.wait(timeout: .now() + 2)
+        let ended = (status & 0x7f) == 0 ? Ended(exitCode: (status >> 8) & 0xff) : Ended(signal: status & 0x7f)
+        return (ended, timedOut.load(ordering: .relaxed))
     }
 
     /// Starts `argv` in the task's folder, in a process group of its own, stdin from /dev/null,
@@ -514,8 +551,9 @@ final class TaskRunner: Sendable {
         return (pid, fds[0])
     }
 
-    /// Passes what a process writes to this runner's stdout (the runner's log), to its end.
-    private func pass(_ fd: Int32, counting: Bool, tail: Tail?) {
+    /// Passes what a process writes to this runner's stdout (the runner's log), to its end; every
+    /// byte a sign of activity.
+    private func pass(_ fd: Int32, tail: Tail?) {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -528,25 +566,20 @@ final class TaskRunner: Sendable {
                 if wrote <= 0 { break }
                 written += wrote
             }
-            if counting { outputBytes.add(count, ordering: .relaxed) }
-            tail?.append(Array(buffer[0..<count]))
+            outputBytes.add(count, ordering: .relaxed)
+            tail?.append(buffer[0..<count])
         }
         close(fd)
     }
 
-    private func wait(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    }
-
-    /// SIGTERM to the runner (a stop) goes on to the agent's process group.
+    /// SIGTERM to the runner (a stop) goes on to the child running now (the agent, or a gate);
+    /// no step or gate starts after it.
     private func forwardTermination() -> any DispatchSourceSignal {
         signal(SIGTERM, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
         source.setEventHandler { [self] in
             stopping.store(true, ordering: .relaxed)
-            let group = agentGroup.load(ordering: .relaxed)
+            let group = childGroup.load(ordering: .relaxed)
             if group > 0 { kill(-group, SIGTERM) }
         }
         source.resume()
@@ -557,18 +590,18 @@ final class TaskRunner: Sendable {
 
     /// While the agent is active (output, CPU time of its processes, files changing in
     /// the folder), the lease is renewed: a `lease_renewed` on the current work item's span at
-    /// most once a third of the heartbeat timeout. With no activity for the stall timeout, a
-    /// stall is reported and the lease left to lapse.
+    /// most once a third of the heartbeat timeout. With no activity for the stall timeout, the
+    /// runner says so in its log and lets the lease lapse.
     private func keepLease() -> any DispatchSourceTimer {
         let interval = max(0.2, context.heartbeatTimeout / 3)
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "necro-runner-lease"))
         let state = Mutex((output: 0, cpu: UInt64(0), files: 0.0, lastActive: Date(), stalled: false))
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler { [self] in
-            guard agentGroup.load(ordering: .relaxed) > 0 else { return }
+            guard childGroup.load(ordering: .relaxed) > 0 else { return }
             let output = outputBytes.load(ordering: .relaxed)
-            let cpu = Activity.cpuTicks(groups: [agentGroup.load(ordering: .relaxed)])
-            let (active, renew): (Bool, Bool) = state.withLock { state in
+            let cpu = Activity.cpuTicks(groups: [childGroup.load(ordering: .relaxed)])
+            let renew: Bool = state.withLock { state in
                 var active = output != state.output || cpu != state.cpu
                 if !active {
                     let files = Activity.newestModification(in: context.work)
@@ -579,8 +612,8 @@ final class TaskRunner: Sendable {
                 state.cpu = cpu
                 if active {
                     state.lastActive = Date()
-                    if state.stalled { state.stalled = false }
-                    return (true, true)
+                    state.stalled = false
+                    return true
                 }
                 if Date().timeIntervalSince(state.lastActive) >= context.stallTimeout {
                     if !state.stalled {
@@ -588,11 +621,10 @@ final class TaskRunner: Sendable {
                         FileHandle.standardError.write(
                             Data("necro runner: the agent shows no activity (output, CPU time, files) for \(Int(context.stallTimeout)) s: a stall; its lease is left to lapse\n".utf8))
                     }
-                    return (false, false)
+                    return false
                 }
-                return (false, true)  // quiet, not stalled yet: still thinking
+                return true  // quiet, not stalled yet: still thinking
             }
-            _ = active
             guard renew else { return }
             let item = progress.withLock { $0.items.current }
             reporter.emit(

@@ -27,13 +27,16 @@ public struct WorkItems: Sendable {
 
     public enum Refusal: Error, Hashable, Sendable, CustomStringConvertible {
         case noSuchStep(Int, count: Int)
-        case alreadyDone(Int)
         public var description: String {
             switch self {
             case .noSuchStep(let number, let count): return "no step \(number): the task has \(count) (numbered from 1)"
-            case .alreadyDone(let number): return "step \(number) is done already"
             }
         }
+    }
+
+    /// Whether step `number` is done (nil: no such step).
+    public func isDone(_ number: Int) -> Bool? {
+        items.indices.contains(number - 1) ? items[number - 1].state == .done : nil
     }
 
     public private(set) var items: [Item]
@@ -56,12 +59,12 @@ public struct WorkItems: Sendable {
     public var current: Item? { items.last { $0.state == .started } }
     public var allDone: Bool { items.allSatisfy { $0.state == .done } }
 
-    /// Starts step `number` (dispatching it first).
+    /// Starts step `number` (dispatching it first). One done already (by an earlier attempt)
+    /// stays done: nothing changes.
     public mutating func start(_ number: Int) throws(Refusal) -> [Change] {
         let index = try position(number)
         switch items[index].state {
-        case .done: throw .alreadyDone(number)
-        case .started: return []
+        case .done, .started: return []
         case .pending, .failed:
             items[index].state = .dispatched
             let dispatched = items[index]
@@ -73,10 +76,10 @@ public struct WorkItems: Sendable {
         }
     }
 
-    /// Finishes step `number` (starting it first if it was not).
+    /// Finishes step `number` (starting it first if it was not); one done already stays as it was.
     public mutating func finish(_ number: Int) throws(Refusal) -> [Change] {
         let index = try position(number)
-        if items[index].state == .done { throw .alreadyDone(number) }
+        if items[index].state == .done { return [] }
         var changes = try start(number)
         items[index].state = .done
         changes.append(.done(items[index]))
@@ -87,11 +90,6 @@ public struct WorkItems: Sendable {
     public mutating func startNext() -> [Change] {
         guard let next = items.first(where: { $0.state != .done }) else { return [] }
         return (try? start(next.number)) ?? []
-    }
-
-    /// The agent exited 0: every item not done is done, in order.
-    public mutating func finishAll() -> [Change] {
-        remaining.flatMap { (try? finish($0.number)) ?? [] }
     }
 
     /// The agent failed: the items it had started fail.

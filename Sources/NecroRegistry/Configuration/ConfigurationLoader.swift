@@ -31,6 +31,10 @@ public enum ConfigurationLoader {
             configuration.pools[index].command.argv[0] = URL(fileURLWithPath: program, relativeTo: URL(fileURLWithPath: folder + "/"))
                 .standardizedFileURL.path
         }
+        // And the agent's.
+        if let program = configuration.agent?.command.first, program.contains("/"), !program.hasPrefix("/") {
+            configuration.agent!.command[0] = URL(fileURLWithPath: program, relativeTo: URL(fileURLWithPath: folder + "/")).standardizedFileURL.path
+        }
         // So is the journal.
         configuration.journalPath = configuration.journalPath.map {
             URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: folder + "/")).standardizedFileURL.path
