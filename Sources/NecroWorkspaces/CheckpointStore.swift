@@ -69,7 +69,14 @@ public struct CheckpointStore: Sendable {
     }
 
     private static func samePath(_ a: String, _ b: String) -> Bool {
-        URL(fileURLWithPath: a).resolvingSymlinksInPath().path == URL(fileURLWithPath: b).resolvingSymlinksInPath().path
+        realPath(a) == realPath(b)
+    }
+
+    /// The path with every link resolved (itself if it cannot be).
+    static func realPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// Git runs with a scratch index (the worktree's own is never touched), and with the private
@@ -154,9 +161,9 @@ public struct CheckpointStore: Sendable {
         let wanted = Set(try paths(["ls-tree", "-r", "-z", "--name-only", commit]))
         try? FileManager.default.removeItem(atPath: stateDirectory + "/checkpoint.index")
         try run(["read-tree", commit], scratch: true)
-        let top = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
+        let top = Self.realPath(folder)
         for path in try paths(["ls-files", "-z", "-co", "--exclude-standard"]) where !wanted.contains(path) && !path.hasSuffix("/") {
-            let parent = URL(fileURLWithPath: folder + "/" + path).deletingLastPathComponent().resolvingSymlinksInPath().path
+            let parent = Self.realPath(((folder + "/" + path) as NSString).deletingLastPathComponent)
             guard parent == top || parent.hasPrefix(top + "/") else { continue }
             unlink(folder + "/" + path)  // a file or a link, never what a link points to
         }

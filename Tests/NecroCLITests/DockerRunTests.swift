@@ -282,7 +282,8 @@ extension DockerRunTests {
         #expect(failed.payload["failure_reason"]?.stringValue?.contains("does not mount the task's folder (mount_repo_pool: false)") == true, "\(failed.payload)")
     }
 
-    @Test func necroRunnerInAContainerResumesFromItsCheckpointAfterTheContainerIsKilled() async throws {
+    @Test(arguments: [false, true])
+    func necroRunnerInAContainerResumesFromItsCheckpointAfterTheContainerIsKilled(_ dispatcherToo: Bool) async throws {
         try requireImage()
         if let problem = DockerTestImage.runnerImageProblem {
             Issue.record("\(problem)")
@@ -291,15 +292,7 @@ extension DockerRunTests {
         let dir = try TemporaryDirectory("docker-resume")
         defer { dir.remove() }
         let repository = try GitRepository(at: dir.file("repo"))
-        try dir.write(
-            "tasks.yaml",
-            """
-            spec_name: demo
-            tasks:
-              - id: "1"
-                title: Two files
-                steps: [{title: Write a}, {title: Write b}]
-            """)
+        try dir.write("tasks.yaml", RunnerSideTests.twoFiles)
         // Attempt 1 does step 1 (checkpointed), leaves junk and hangs; attempt 2 notes what it found.
         // (One line: YAML folds a quoted scalar's line breaks; no braces: they are placeholders.)
         let agent = #"if [ "$NECRO_ATTEMPT" = 1 ]; then necro step start 1 && echo a > a.txt && necro step done 1 && echo junk > junk.txt && exec sleep 600; fi; (echo "done steps: $NECRO_DONE_STEPS"; ls) > found.txt; necro step start 2 && echo b > b.txt && necro step done 2"#
@@ -327,9 +320,16 @@ extension DockerRunTests {
         #expect(verified, "\((try? String(contentsOfFile: dir.file("stderr"), encoding: .utf8)) ?? "")")
         let containers = try DockerTestImage.containers(label: label(dir))
         #expect(containers.count == 1)
+        if dispatcherToo { kill(run.processIdentifier, SIGKILL) }
         for container in containers { _ = try await runProcessAsync("/bin/sh", ["-c", "docker kill \(container)"]) }
         await waitForExit(run)
-        #expect(run.terminationStatus == 0, "\((try? String(contentsOfFile: dir.file("stderr"), encoding: .utf8)) ?? "")")
+        if dispatcherToo {
+            // The next dispatcher finds the container ended, and the task goes on from its checkpoint.
+            let second = try await NecroBinary.runAsync(["run", "tasks.yaml", "--workspace", repository.path], in: dir.path)
+            #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
+        } else {
+            #expect(run.terminationStatus == 0, "\((try? String(contentsOfFile: dir.file("stderr"), encoding: .utf8)) ?? "")")
+        }
         let found = try repository.git("show", "necro/demo/1:found.txt")
         #expect(found.hasPrefix("done steps: 1\n"), "\(found)")
         #expect(found.contains("a.txt") && !found.contains("junk.txt"), "\(found)")

@@ -102,9 +102,11 @@ import Testing
         #expect(refs.stdout == "refs/necro/checkpoints/demo/1/1 \(commits[0].payload["commit"]!.stringValue!)\nrefs/necro/checkpoints/demo/1/2 \(commits[1].payload["commit"]!.stringValue!)\n")
     }
 
-    @Test func aFailedGateFailsTheAttemptTheNextSeesItsOutputAndPassesOnceTheAgentFixesIt() async throws {
+    @Test(arguments: [false, true])
+    func aFailedGateFailsTheAttemptTheNextSeesItsOutputAndPassesOnceTheAgentFixesIt(_ inWorktree: Bool) async throws {
         let dir = try TemporaryDirectory("gate-retry")
         defer { dir.remove() }
+        let repository = inWorktree ? try GitRepository(at: dir.file("repo")) : nil
         try dir.write(
             "tasks.yaml",
             """
@@ -119,6 +121,7 @@ import Testing
             #"""
             #!/bin/sh
             printf '%s' "$TASK_CONTEXT" > "$ROOT/context-$NECRO_ATTEMPT"
+            echo "attempt $NECRO_ATTEMPT" > "attempt-$NECRO_ATTEMPT.txt"
             case "$TASK_CONTEXT" in *'"output_tail":"checking'*FAIL*) touch fixed;; esac
             """#)
         chmod(dir.file("agent.sh"), 0o755)
@@ -133,9 +136,14 @@ import Testing
                   command: ["\(dir.file("agent.sh"))"]
                   env: {ROOT: "\(dir.path)"}
             """)
-        let result = try await Self.run(dir)
+        let result = try await Self.run(dir, repository.map { ["--workspace", $0.path] } ?? ["--no-workspace"])
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("attempt failed: gate `sh -c echo checking; test -f fixed || { echo FAIL: not fixed; exit 3; }` failed: exit code 3"), "\(result.stdout)")
+        if let repository {
+            // The failed attempt's work is kept under its attempt's ref; the branch has the second's.
+            #expect(repository.show("refs/necro/attempts/demo/1/1", "attempt-1.txt") == "attempt 1\n")
+            #expect(repository.show("necro/demo/1", "attempt-2.txt") == "attempt 2\n" && repository.show("necro/demo/1", "fixed") != nil)
+        }
         let first = try JSONDecoder().decode([String: JSONValue].self, from: Data(contentsOf: URL(fileURLWithPath: dir.file("context-1"))))
         let second = try JSONDecoder().decode([String: JSONValue].self, from: Data(contentsOf: URL(fileURLWithPath: dir.file("context-2"))))
         #expect(first["previous_failure"] == .null)
@@ -199,12 +207,16 @@ import Testing
     @Test func aLocalPoolWithoutCommandOrAgentFailsItsTaskAtOnceNamingWhatIsMissingAndWhere() async throws {
         let dir = try TemporaryDirectory("no-agent")
         defer { dir.remove() }
-        try dir.write("tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: One}\n")
+        // Task 2 names its own agent: it runs.
+        try dir.write(
+            "tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: One}\n  - {id: \"2\", title: Two, agent: [sh, -c, \"echo mine > mine.txt\"]}\n")
         try dir.write("necro.yaml", "dispatcher: {retry_max_attempts: 3}\nagent_pools:\n  local:\n    max_concurrency: 1\n")
         let result = try await Self.run(dir)
         #expect(result.status == 1)
         let events = try Self.events(dir)
-        #expect(events.filter { $0.type == .taskAssigned }.count == 1, "not retried")
+        #expect(events.filter { $0.type == .taskAssigned && $0.taskID == "1" }.count == 1, "not retried")
+        #expect(events.contains { $0.type == .taskCompleted && $0.taskID == "2" })
+        #expect(FileManager.default.fileExists(atPath: dir.file(".necro/work/demo/2/mine.txt")), "the task's own agent ran")
         let failed = try #require(events.first { $0.type == .taskFailed })
         #expect(failed.payload["retryable"] == false)
         #expect(failed.payload["failure_reason"]?.stringValue?.contains("pool local (necro.yaml:4) has no config.command") == true, "\(failed.payload)")
@@ -227,18 +239,19 @@ extension RunnerSideTests {
         $NECRO step start 2 && echo b > b.txt && $NECRO step done 2
         """#
 
+    /// One task of two steps, each writing a file.
+    static let twoFiles = """
+        spec_name: demo
+        tasks:
+          - id: "1"
+            title: Two files
+            steps: [{title: Write a}, {title: Write b}]
+        """
+
     static func resumeSetup(_ name: String) throws -> (TemporaryDirectory, GitRepository) {
         let dir = try TemporaryDirectory(name)
         let repository = try GitRepository(at: dir.file("repo"))
-        try dir.write(
-            "tasks.yaml",
-            """
-            spec_name: demo
-            tasks:
-              - id: "1"
-                title: Two files
-                steps: [{title: Write a}, {title: Write b}]
-            """)
+        try dir.write("tasks.yaml", twoFiles)
         try dir.write("agent.sh", resumingAgent)
         chmod(dir.file("agent.sh"), 0o755)
         try dir.write(
@@ -490,5 +503,70 @@ extension RunnerSideTests {
         #expect(second.terminationStatus == 0)
         let gate = try #require(try Self.events(dir).first { $0.type == .gateResult })
         #expect(gate.payload["passed"] == true, "\(gate.payload)")
+    }
+}
+
+extension RunnerSideTests {
+    /// `steps: each`: the agent once per step, with `NECRO_STEP`; after a failure, the next
+    /// attempt runs only the steps not done. And the agent's own `necro checkpoint`.
+    @Test func withStepsEachTheAgentRunsOncePerStepNotDoneAndMayCheckpointWhenItLikes() async throws {
+        let dir = try TemporaryDirectory("steps-each")
+        defer { dir.remove() }
+        try dir.write(
+            "tasks.yaml",
+            """
+            spec_name: demo
+            tasks:
+              - id: "1"
+                title: Three steps
+                steps: [{title: One}, {title: Two}, {title: Three}]
+            """)
+        // Step 2 fails on attempt 1, after a checkpoint of its own.
+        try Self.config(
+            dir,
+            agent: #"echo "$NECRO_ATTEMPT:$NECRO_STEP" >> "$ROOT/runs"; echo "$NECRO_STEP" > "step-$NECRO_STEP.txt"; if [ "$NECRO_STEP$NECRO_ATTEMPT" = 21 ]; then $NECRO checkpoint half of step 2 > "$ROOT/said"; exit 1; fi"#,
+            dispatcher: "  retry_max_attempts: 2")
+        var text = try String(contentsOfFile: dir.file("necro.yaml"), encoding: .utf8)
+        text = text.replacingOccurrences(of: "agent:\n", with: "agent:\n  steps: each\n")
+        try dir.write("necro.yaml", text)
+        let result = try await Self.run(dir)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(try String(contentsOfFile: dir.file("runs"), encoding: .utf8) == "1:1\n1:2\n2:2\n2:3\n", "step 1 is not run again")
+        #expect(try String(contentsOfFile: dir.file("said"), encoding: .utf8).hasPrefix("ok checkpoint 2 refs/necro/checkpoints/demo/1/2"))
+        let events = try Self.events(dir)
+        let commits = events.filter { $0.type == .checkpointCommit }
+        #expect(commits.map { $0.payload["checkpoint_type"] } == ["work_item", "agent", "work_item", "work_item"])
+        #expect(commits[1].payload["work_item_id"] == "step_2" && commits[1].payload["work_items_done"] == .array(["step_1"]))
+        // Attempt 2 goes on from the agent's own checkpoint, the last one.
+        let resumed = try #require(events.first { $0.type == .recoveryResumedFromCheckpoint })
+        #expect(resumed.payload["sequence_number"] == 2 && resumed.payload["work_items_done"] == .array(["step_1"]))
+        #expect(events.filter { $0.type == .runnerExit }.map { $0.payload["iterations"] } == [2, 2])
+    }
+
+    /// What keeps a quiet agent from stalling: files changing in its folder, or its CPU time.
+    @Test(arguments: ["files", "cpu"])
+    func anAgentThatPrintsNothingButWorksIsNotAStall(_ activity: String) async throws {
+        let dir = try TemporaryDirectory("runner-activity")
+        defer { dir.remove() }
+        try dir.write("tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: Work}\n")
+        let work =
+            activity == "files"
+            ? #"i=0; while [ $i -lt 12 ]; do echo $i > progress.txt; sleep 0.3; i=$((i+1)); done"#
+            : #"end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do :; done"#
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {heartbeat_timeout: 2, retry_max_attempts: 1}
+            agent:
+              command: [/bin/sh, -c, '\(work)']
+              stall_timeout: 1
+            agent_pools:
+              local: {max_concurrency: 1}
+            """)
+        let result = try await Self.run(dir)
+        #expect(result.status == 0, "\(result.stdout)")
+        let events = try Self.events(dir)
+        #expect(!events.contains { $0.type == .runnerTimedOut })
+        #expect(events.filter { $0.type == .leaseRenewed }.count >= 3)
     }
 }

@@ -1,6 +1,7 @@
 import CNecroSystem
 import Foundation
 import NecroCore
+import NecroRegistry
 import NecroWorkspaces
 import Synchronization
 
@@ -28,7 +29,7 @@ struct RunnerContext {
     }
 
     init(json text: String, currentDirectory: String) throws {
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case .object(let root) = value else {
+        guard case .success(.object(let root)) = JSONDocument.parse(text) else {
             throw Invalid(description: "TASK_CONTEXT is not a JSON object: necro runner runs as a pool's command, started by a dispatcher")
         }
         func string(_ value: JSONValue?) -> String? { if case .string(let text)? = value { text } else { nil } }

@@ -286,3 +286,12 @@ public enum StrictJSON {
         return nil
     }
 }
+
+/// A JSON text read into a `JSONValue` with this package's own parser (no Foundation decoder: what
+/// `necro runner` reads its context with, at each start).
+public enum JSONDocument {
+    /// The value, or why the text is not JSON.
+    public static func parse(_ text: String) -> Result<JSONValue, SpecIssue> {
+        JSONSpecParser.parse(Data(text.utf8), file: "JSON").map(\.json)
+    }
+}
