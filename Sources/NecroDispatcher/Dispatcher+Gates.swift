@@ -49,7 +49,12 @@ extension Dispatcher {
             return true
         }
         let pending = gates.filter { reported[GateFailure.name($0)] == nil }
-        guard !pending.isEmpty, let launcher = launchers[type] else { return false }
+        guard !pending.isEmpty else { return false }
+        guard let launcher = launchers[type] else {
+            let failure = GateFailure(gate: GateFailure.name(pending[0]), exitCode: nil, ending: "not run: no \(type) launcher here", outputTail: "")
+            finishExit(id, .gateFailed(failure))
+            return true
+        }
         if let pool = configuration.pool(named: launch.pool), let container = pool.container, !container.mountRepoPool {
             // Its work stayed in its container: a gate here would look at an empty folder.
             let name = GateFailure.name(pending[0])

@@ -630,9 +630,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         guard let handle = runner.handle, let launcher = launchers[runner.poolType] else { return }
         saveRunner(runner)
         adoptedRunners.withLock { _ = $0.insert(runner.id) }
-        if let record = tasksets.lazy.flatMap(\.records).first(where: { $0.key == runner.task }), !record.task.gates.isEmpty,
-            let pool = configuration.pool(named: runner.pool)
-        {
+        let record = tasksets.lazy.flatMap(\.records).first { $0.key == runner.task }
+        if let record, !record.task.gates.isEmpty, let pool = configuration.pool(named: runner.pool) {
             // Its gates run as they would have, should it exit 0: in its folder, with the
             // environment it was given.
             let work = record.slot.map(\.path) ?? paths.workFolder(for: runner.task)
@@ -653,7 +652,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 )
             }
         }
-        let record = tasksets.lazy.flatMap(\.records).first { $0.key == runner.task }
         if workspaces != nil, let slot = record?.slot {
             let user = SlotUser(runner: runner.id, task: runner.task, attempt: runner.attempt, title: record?.task.title ?? "")
             slotUsers.withLock { $0[runner.id] = (slot, user) }
@@ -765,9 +763,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         inbox.post(.runner(event, received: .now))
     }
 
-    /// The payload of the task's last `checkpoint_commit`, if a runner reported one: the last this
-    /// dispatcher recorded, else the registry's (which has every earlier one: the journal is
-    /// replayed before a run). Neither waits for the turns on their way to the registry.
+    /// The task's last checkpoint not found invalid, if a runner reported one: as read from the
+    /// registry at the start (the journal replayed first) and recorded by this dispatcher's turns
+    /// since, without waiting for them to reach the registry.
     private func lastCheckpoint(of task: TaskKey) -> [String: JSONValue]? {
         checkpoints.withLock { $0[task]?.last }
     }
@@ -783,7 +781,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     }
 
     /// The events that say which checkpoint a task goes on from.
-    static var checkpointTypes: Set<EventType> { [.checkpointCommit, .checkpointInvalid, .taskSpecChanged] }
+    static var checkpointTypes: Set<EventType> { checkpointEventTypes }
 
     /// A `checkpoint_commit` is a task's checkpoint from then on, until a `checkpoint_invalid` of
     /// the same id says it cannot be read back: then the one before it is. A task whose
@@ -880,6 +878,9 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
     private func wallNow() -> Timestamp { Timestamp(secondsSince1970: Date().timeIntervalSince1970) }
 }
+
+/// The events that say which checkpoint a task goes on from (looked for in every turn's events).
+private let checkpointEventTypes: Set<EventType> = [.checkpointCommit, .checkpointInvalid, .taskSpecChanged]
 
 /// How runners reach the dispatcher's HTTP API: its address (known once the server listens), and
 /// the token that lets each runner (and only it, while it runs) report on its task.
