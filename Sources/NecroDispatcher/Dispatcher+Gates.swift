@@ -6,6 +6,8 @@ import Synchronization
 struct GateReport: Sendable {
     var passed: Bool
     var exitCode: Int32?
+    /// How it ended, in words, as the runner said (`not started: cannot run x`).
+    var ending: String?
     var outputTail: String
 }
 
@@ -76,7 +78,7 @@ extension Dispatcher {
     /// A gate the runner reported failing, if any: why its attempt failed, whatever it exited with.
     func reportedGateFailure(of id: RunnerID) -> GateFailure? {
         guard let (name, report) = reportedGates.withLock({ $0[id] })?.first(where: { !$0.value.passed }) else { return nil }
-        let ending = report.exitCode.map { "exit code \($0)" } ?? "did not pass"
+        let ending = report.ending ?? report.exitCode.map { "exit code \($0)" } ?? "did not pass"
         return GateFailure(gate: name, exitCode: report.exitCode, ending: ending, outputTail: report.outputTail)
     }
 
@@ -219,14 +221,57 @@ extension Dispatcher {
 
     // MARK: What runners report
 
+    /// What a runner that ended while no dispatcher watched had spooled and could not send (its
+    /// checkpoints, its gates' results): recorded now, once, in order, with their own times,
+    /// before its exit is counted; then the spool goes.
+    func recordSpool(of runner: RunnerRecord, _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) {
+        guard let record = tasksets.lazy.flatMap(\.records).first(where: { $0.key == runner.task }) else { return }
+        let work = record.slot?.path ?? paths.workFolder(for: runner.task)
+        let name = "spool-" + runner.id.rawValue.replacingOccurrences(of: "/", with: "%2F") + ".jsonl"
+        var candidates = [work + "/.necro/" + name]
+        // In a worktree, the spool is in its git folder (`.git` names it).
+        if let link = try? String(contentsOfFile: work + "/.git", encoding: .utf8), link.hasPrefix("gitdir: ") {
+            let gitDirectory = link.dropFirst(8).trimmingCharacters(in: .whitespacesAndNewlines)
+            candidates.insert((gitDirectory.hasPrefix("/") ? gitDirectory : work + "/" + gitDirectory) + "/necro/" + name, at: 0)
+        }
+        for path in candidates {
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            let last = lastRecordedSeq(of: runner.id, task: runner.task) ?? 0
+            let now = Timestamp(secondsSince1970: Date().timeIntervalSince1970)
+            var events: [NewEvent] = []
+            for line in data.split(separator: UInt8(ascii: "\n")) {
+                guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(line)),
+                    var event = try? RunnerEventReport.event(fields, now: now)
+                else { continue }  // a line torn by the runner's end
+                if let seq = event.payload["runner_seq"]?.intValue, seq <= last { continue }
+                event.payload["runner_id"] = .string(runner.id.rawValue)
+                events.append(event)
+            }
+            if !events.isEmpty {
+                do {
+                    _ = try registry.apply([Transition(spec: runner.task.spec, task: runner.task.id, events: events)])
+                } catch {
+                    FileHandle.standardError.write(Data("necro: the events runner \(runner.id) spooled in \(path) could not be recorded: \(error)\n".utf8))
+                    continue
+                }
+            }
+            unlink(path)
+        }
+    }
+
+    /// The last `runner_seq` recorded of a runner (among its task's last 1,000 events).
+    func lastRecordedSeq(of id: RunnerID, task: TaskKey) -> Int? {
+        let recent = (try? registry.events(EventQuery(spec: task.spec, task: task.id, limit: 1000, newestFirst: true))) ?? []
+        return recent.filter { $0.payload["runner_id"] == .string(id.rawValue) }.compactMap { $0.payload["runner_seq"]?.intValue }.max()
+    }
+
     /// A runner's reports as recorded: each says which runner made it; one sent again (the same
     /// `runner_seq`, after a lost answer) is dropped; gate results are noted for its exit.
     func takeReports(_ id: RunnerID, _ events: [NewEvent]) -> [NewEvent] {
         var last = reportSeqs.withLock { $0[id] }
         if last == nil, adoptedRunners.withLock({ $0.contains(id) }), let task = task(ofRunner: id) {
             // Adopted: what it had sent the last dispatcher is in the registry.
-            let recent = (try? registry.events(EventQuery(spec: task.spec, task: task.id, limit: 1000, newestFirst: true))) ?? []
-            last = recent.filter { $0.payload["runner_id"] == .string(id.rawValue) }.compactMap { $0.payload["runner_seq"]?.intValue }.max()
+            last = lastRecordedSeq(of: id, task: task)
         }
         var kept: [NewEvent] = []
         for var event in events {
@@ -238,6 +283,7 @@ extension Dispatcher {
             if event.type == .gateResult, case .string(let name)? = event.payload["gate_name"] {
                 let report = GateReport(
                     passed: event.payload["passed"] == true, exitCode: event.payload["exit_code"]?.intValue.map { Int32(clamping: $0) },
+                    ending: { if case .string(let ending)? = event.payload["ending"] { ending } else { nil } }(),
                     outputTail: { if case .string(let tail)? = event.payload["output_tail"] { tail } else { "" } }())
                 reportedGates.withLock { $0[id, default: [:]][name] = report }
             }

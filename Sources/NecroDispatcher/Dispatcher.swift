@@ -302,6 +302,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         var timer: (deadline: C.Instant, task: Task<Void, Never>)?
         defer { timer?.task.cancel() }
 
+        for ended in recovered.ended { recordSpool(of: ended.runner, tasksets) }
         seedCheckpoints(tasksets.map(\.spec.name))
         var recovered = recovered
         for index in recovered.ended.indices { recovered.ended[index].exit = gatedExit(recovered.ended[index], tasksets) }

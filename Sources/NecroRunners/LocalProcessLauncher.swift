@@ -597,7 +597,23 @@ public enum ProcessIdentity {
     }
 
     /// Whether `pid` is still the process that started at `startTime`.
+    /// A zombie (ended, not reaped yet: its parent died, and nothing reaps it soon in a container
+    /// whose first process is not an init) is not alive.
     public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
-        kill(pid, 0) == 0 && self.startTime(of: pid) == startTime
+        kill(pid, 0) == 0 && self.startTime(of: pid) == startTime && !isZombie(pid)
+    }
+
+    /// Whether `pid` has ended and waits to be reaped (state `Z` in `/proc/PID/stat`).
+    public static func isZombie(_ pid: Int32) -> Bool {
+        let file = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { return false }
+        defer { close(file) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buffer -> Bool in
+            let count = read(file, buffer.baseAddress, buffer.count)
+            guard count > 0, let close = UnsafeBufferPointer(rebasing: buffer[0..<count]).lastIndex(of: UInt8(ascii: ")")),
+                close + 2 < count
+            else { return false }
+            return buffer[close + 2] == UInt8(ascii: "Z")
+        }
     }
 }

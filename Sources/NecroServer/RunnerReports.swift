@@ -4,11 +4,7 @@ import NecroCore
 /// What a runner may say of its own work through the API, read from request bodies: events of the
 /// instrumentation design (`runner_spawn` … `recovery_resumed_from_checkpoint`), and checkpoints.
 enum RunnerReports {
-    /// `{"events": [event, …]}` or one event: each `{"event_type", "span_id", "parent_span_id",
-    /// "phase", "actor", "payload", "timestamp", "runner_seq"}`, only `event_type` required (the
-    /// span defaults to `main`, the actor to `runner`). `timestamp` (seconds since 1970) is when it
-    /// happened, for events sent late; `runner_seq` (the runner's own count, from 1) lets a report
-    /// sent again be recorded once.
+    /// `{"events": [event, …]}` or one event (`RunnerEventReport`).
     static func events(_ body: [String: JSONValue]) throws -> [NewEvent] {
         if let list = body["events"] {
             guard case .array(let items) = list, !items.isEmpty else {
@@ -26,51 +22,10 @@ enum RunnerReports {
     }
 
     private static func event(_ fields: [String: JSONValue], path: String) throws -> NewEvent {
-        let known: Set<String> = ["event_type", "span_id", "parent_span_id", "phase", "actor", "payload", "timestamp", "runner_seq"]
-        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
-            throw APIError.badRequest("unknown field \(unknown) (known: \(known.sorted().joined(separator: ", ")))", field: path + unknown)
-        }
-        guard case .string(let name)? = fields["event_type"] else {
-            throw APIError.badRequest("event_type is required: one of the runner event types", field: path + "event_type")
-        }
-        let type = EventType(name)
-        guard EventType.runnerTypes.contains(type) else {
-            throw APIError.badRequest(
-                "\(name) is not a runner event type (known: \(EventType.runnerTypes.map(\.rawValue).joined(separator: ", ")))",
-                field: path + "event_type")
-        }
-        var payload: [String: JSONValue] = [:]
-        if let value = fields["payload"] {
-            guard case .object(let object) = value else { throw APIError.badRequest("payload must be an object", field: path + "payload") }
-            payload = object
-        }
-        var timestamp: Timestamp?
-        if let value = fields["timestamp"], value != .null {
-            // Not before 2000, not more than a day ahead: a clock that far off is a mistake.
-            guard let seconds = value.doubleValue, seconds.isFinite, seconds > 946_684_800,
-                seconds < Date().timeIntervalSince1970 + 86_400
-            else {
-                throw APIError.badRequest("timestamp must be a time in seconds since 1970, not in the future", field: path + "timestamp")
-            }
-            timestamp = Timestamp(secondsSince1970: seconds)
-        }
-        if let value = fields["runner_seq"], value != .null {
-            guard let seq = value.intValue, seq >= 1 else {
-                throw APIError.badRequest("runner_seq must be an integer from 1", field: path + "runner_seq")
-            }
-            payload["runner_seq"] = .int(seq)
-        }
-        return NewEvent(
-            type, actor: try text(fields, "actor", path) ?? "runner", spanID: try text(fields, "span_id", path) ?? "main",
-            parentSpanID: try text(fields, "parent_span_id", path), phase: try text(fields, "phase", path), payload: payload,
-            timestamp: timestamp)
-    }
-
-    private static func text(_ fields: [String: JSONValue], _ name: String, _ path: String) throws -> String? {
-        switch fields[name] {
-        case nil, .null?: return nil
-        case .string(let value)?: return value
-        default: throw APIError.badRequest("\(name) must be a string", field: path + name)
+        do {
+            return try RunnerEventReport.event(fields, path: path, now: Timestamp(secondsSince1970: Date().timeIntervalSince1970))
+        } catch {
+            throw APIError.badRequest(error.message, field: error.field)
         }
     }
 

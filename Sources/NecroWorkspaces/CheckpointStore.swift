@@ -58,14 +58,15 @@ public struct CheckpointStore: Sendable {
             let repository = folder + "/.necro/checkpoints.git"
             stateDirectory = folder + "/.necro"
             if !FileManager.default.fileExists(atPath: repository + "/HEAD") {
-                try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                 try Git(stateDirectory).run(["init", "-q", "--bare", repository])
                 try Data("/.necro/\n".utf8).write(to: URL(fileURLWithPath: repository + "/info/exclude"))
             }
             git = plain
             index = nil
         }
-        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        // Yours alone, as the registry's folder is: the spool in it holds what gates printed.
+        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
     private static func samePath(_ a: String, _ b: String) -> Bool {

@@ -570,3 +570,49 @@ extension RunnerSideTests {
         #expect(events.filter { $0.type == .leaseRenewed }.count >= 3)
     }
 }
+
+extension RunnerSideTests {
+    /// The dispatcher stays away longer than the runner waits: the runner finishes, runs its gate,
+    /// and exits with its last events in its spool. The next dispatcher records them (its
+    /// checkpoints, its gate's result) before it counts the exit: the task is done, not run again.
+    @Test func eventsARunnerCouldNotSendBeforeItEndedAreRecordedByTheNextDispatcher() async throws {
+        let dir = try TemporaryDirectory("spool-ended")
+        defer { dir.remove() }
+        try dir.write("tasks.yaml", Self.twoSteps)
+        let agent = #"$NECRO step start 1 && echo code > code.txt && $NECRO step done 1 && echo $PPID > "$ROOT/ready" && while [ ! -e "$ROOT/go" ]; do sleep 0.05; done; $NECRO step start 2 && echo tests > tests.txt && $NECRO step done 2"#
+        try dir.write(
+            "necro.yaml",
+            """
+            dispatcher: {retry_max_attempts: 2, retry_initial_delay: 0.05}
+            agent_pools:
+              local:
+                max_concurrency: 1
+                config:
+                  command: ["\(NecroBinary.path)", runner, --flush-timeout, "0.5", --, /bin/sh, -c, '\(agent)']
+                  env: {ROOT: "\(dir.path)", NECRO: "\(NecroBinary.path)"}
+            """)
+        #expect(mkfifo(dir.file("ready"), 0o644) == 0)
+        let run = try NecroBinary.start(["run", "tasks.yaml", "--no-server"], in: dir.path)
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        let runner = try #require(Int32(awaitLine(fromFIFO: dir.file("ready")).trimmingCharacters(in: .whitespacesAndNewlines)))
+        kill(run.processIdentifier, SIGKILL)
+        await waitForExit(run)
+        try dir.write("go", "")
+        // The runner ends on its own, its events unsent.
+        for _ in 0..<600 where kill(runner, 0) == 0 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(kill(runner, 0) != 0)
+        let spool = dir.file(".necro/work/demo/1/.necro")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).contains { $0.hasPrefix("spool-") })
+        let second = try await Self.run(dir, ["--no-server"])
+        #expect(second.status == 0, "\(second.stdout)\n\(second.stderr)")
+        let events = try Self.events(dir)
+        #expect(events.map(\.seq) == Array(1...Int64(events.count)), "gapless seq")
+        #expect(events.filter { $0.type == .taskAssigned }.count == 1, "not run again")
+        #expect(events.filter { $0.type == .checkpointCommit }.map { $0.payload["sequence_number"] } == [1, 2])
+        #expect(events.contains { $0.type == .gateResult && $0.payload["passed"] == true })
+        let seqs = events.compactMap { $0.payload["runner_seq"]?.intValue }
+        #expect(seqs == Array(1...seqs.count), "each once, in the runner's order")
+        #expect(events.last { $0.type == .runnerExit }.map { $0.timestamp.secondsSince1970 } ?? 0 < events.first { $0.type == .runnerFinished }!.timestamp.secondsSince1970)
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).filter { $0.hasPrefix("spool-") }.isEmpty)
+    }
+}

@@ -84,6 +84,7 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
               - _Timeout: 1h30m_
               - _Attempts: 5_
               - _Gate: swift test --filter "Auth Tests"_
+              - _Gate: npm run build && npm test_
               - _Leverage: src/auth_
               second line without bullet
             - [-] 3. In progress counts as not done
@@ -97,7 +98,8 @@ private func issues(_ name: String, _ text: String) throws -> [SpecIssue] {
         #expect(two.priority == -3)
         #expect(two.timeoutSeconds == 5400)
         #expect(two.maxAttempts == 5)
-        #expect(two.gates == [["swift", "test", "--filter", "Auth Tests"]])
+        // A gate written as a shell line runs in a shell; a plain one is split into argv.
+        #expect(two.gates == [["swift", "test", "--filter", "Auth Tests"], ["sh", "-c", "npm run build && npm test"]])
         #expect(two.metadata["leverage"] == "src/auth")
         #expect(two.description == "first line of description\nsecond line without bullet")
     }

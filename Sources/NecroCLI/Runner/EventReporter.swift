@@ -161,7 +161,7 @@ final class EventReporter: Sendable {
         guard !lines.isEmpty else { return }
         let text = lines.map { JSONValue.object($0).jsonText + "\n" }.joined()
         if let handle = FileHandle(forWritingAtPath: spoolPath) ?? {
-            _ = FileManager.default.createFile(atPath: spoolPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: spoolPath, contents: nil, attributes: [.posixPermissions: 0o600])
             return FileHandle(forWritingAtPath: spoolPath)
         }() {
             _ = try? handle.seekToEnd()

@@ -92,6 +92,8 @@ final class TaskRunner: Sendable {
     /// Output bytes the agent wrote: a sign of activity.
     private let outputBytes = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
+    /// Checkpoints this attempt took.
+    private let checkpointsTaken = Atomic<Int>(0)
 
     init(context: RunnerContext, environment: [String: String]) {
         self.context = context
@@ -104,7 +106,12 @@ final class TaskRunner: Sendable {
         }
         self.store = store
         let spool = (store?.stateDirectory ?? NSTemporaryDirectory()) + "/spool-" + context.runner.replacingOccurrences(of: "/", with: "%2F") + ".jsonl"
-        reporter = EventReporter(call: RunnerCall(environment: environment), runner: context.runner, spoolPath: spool)
+        let call = RunnerCall(environment: environment)
+        if call == nil {
+            FileHandle.standardError.write(
+                Data("necro runner: no dispatcher to report to (NECRO_RUNNER_TOKEN with NECRO_API_SOCKET or NECRO_API_URL): the agent runs, its events are not recorded\n".utf8))
+        }
+        reporter = EventReporter(call: call, runner: context.runner, spoolPath: spool)
         progress = Mutex((WorkItems(steps: context.steps, taskTitle: context.title), nil))
     }
 
@@ -137,6 +144,12 @@ final class TaskRunner: Sendable {
 
         phase(.phaseEnter, "executing")
         let (agentStatus, iterations) = context.stepsEach ? runEachStep(control: control) : runOnce(control: control)
+        if agentStatus == 0 && checkpointsTaken.load(ordering: .relaxed) == 0 && store != nil {
+            // Every step was done before (a resumed attempt fixing what its gate said): what the
+            // agent did now is kept too.
+            let message = "the agent's work at its end"
+            reportCheckpoint(capture(after: nil, message: message), after: nil, message: message, type: "final")
+        }
         phase(.phaseExit, "executing")
 
         var exitReason = agentStatus == 0 ? "done" : "agent failed with status \(agentStatus)"
@@ -329,6 +342,7 @@ final class TaskRunner: Sendable {
             let checkpoint = try store.take(
                 message: "necro checkpoint: task \(context.taskID), attempt \(context.attempt): \(message)\n\nrunner \(context.runner)", after: previous)
             let verification = store.verify(ref: checkpoint.ref, commit: checkpoint.commit, tree: checkpoint.tree)
+            checkpointsTaken.add(1, ordering: .relaxed)
             return .success(Taken(checkpoint: checkpoint, verification: verification, done: done))
         } catch {
             return .failure(NotTaken(description: "\(error)"))

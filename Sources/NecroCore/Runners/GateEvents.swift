@@ -42,6 +42,7 @@ public enum GateEvents {
             "gate_name": .string(name), "status": .string(outcome.status), "passed": .bool(outcome.passed),
             "exit_code": outcome.exitCode.map { .int(Int($0)) } ?? .null, "signal": outcome.signal.map { .int(Int($0)) } ?? .null,
             "duration_seconds": .double((seconds * 1000).rounded() / 1000), "output_tail": .string(outputTail),
+            "ending": .string(outcome.ending),
             "explanation": .string(outcome.passed ? "the gate passed" : "the gate did not pass (\(outcome.ending)): the attempt fails"),
         ]
     }

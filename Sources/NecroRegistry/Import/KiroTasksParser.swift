@@ -630,7 +630,10 @@ struct KiroTasksParser {
                 issues.append(SpecIssue(.invalidValue, at: location, "task \(id): _Agent:_ needs a command, with its quotes closed"))
             }
         case "gate":
-            if let argv = Self.argv(value), !argv.isEmpty {
+            if Self.isShellCommand(value) {
+                // `npm run build && npm test` means what a shell makes of it: so it is run.
+                tasks[index].gates.append(["sh", "-c", value])
+            } else if let argv = Self.argv(value), !argv.isEmpty {
                 tasks[index].gates.append(argv)
             } else {
                 issues.append(
@@ -687,6 +690,14 @@ struct KiroTasksParser {
 
     /// Splits a command into argv: whitespace separates, single or double quotes group. No shell.
     /// Nil if a quote is left open.
+    /// Whether a command line needs a shell: it joins or redirects commands, or substitutes one
+    /// (outside quotes or not: a gate is one line a person wrote).
+    static func isShellCommand(_ text: String) -> Bool {
+        let words = text.split(separator: " ")
+        if words.contains(where: { ["&&", "||", "|", ";", ">", ">>", "<", "2>&1"].contains($0) }) { return true }
+        return text.contains("$(") || text.contains("`") || words.contains { $0.hasSuffix(";") }
+    }
+
     static func argv(_ text: String) -> [String]? {
         var result: [String] = []
         var current = ""
