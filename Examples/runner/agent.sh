@@ -2,7 +2,8 @@
 # A stand-in for a coding agent under `necro runner`: it says which step it works on (`necro step`),
 # and writes each step's file. On its first attempt at task 1 it forgets the test's expected
 # output; the gate fails, and the next attempt reads why in TASK_CONTEXT.previous_failure and fixes
-# it. Steps a checkpoint recorded as done (NECRO_DONE_STEPS) are not done again.
+# it. A resumed attempt is told which steps a checkpoint recorded as done (NECRO_DONE_STEPS); this
+# agent does them again anyway, and `necro step` on one of them only says it was done already.
 set -eu
 echo "task $NECRO_TASK_ID, attempt $NECRO_ATTEMPT; steps already done: ${NECRO_DONE_STEPS:-none}"
 case "$NECRO_TASK_ID" in
