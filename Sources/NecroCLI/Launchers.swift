@@ -43,11 +43,9 @@ enum Launchers {
         configuration.pools.contains { $0.type == .docker || $0.runsNecroRunner }
     }
 
+    /// This executable's path (what `/proc/self/exe` names), read once.
+    static let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+
     /// `necro runner` as this executable runs it: the command of a local pool that names none.
-    static var runnerCommand: [String] {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let path = count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
-        return [path, "runner"]
-    }
+    static let runnerCommand = [executable, "runner"]
 }

@@ -27,6 +27,11 @@ struct RunnerCall {
         self.token = token
     }
 
+    /// The path of a runner's callback (`heartbeat`, `events`), its id percent-encoded.
+    static func path(runner: String, _ endpoint: String) -> String {
+        "/v1/runners/\(runner.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? runner)/\(endpoint)"
+    }
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }

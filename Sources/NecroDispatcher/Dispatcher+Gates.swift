@@ -227,7 +227,7 @@ extension Dispatcher {
     func recordSpool(of runner: RunnerRecord, _ tasksets: [(spec: TaskSetSpec, records: [TaskRecord])]) {
         guard let record = tasksets.lazy.flatMap(\.records).first(where: { $0.key == runner.task }) else { return }
         let work = record.slot?.path ?? paths.workFolder(for: runner.task)
-        let name = "spool-" + runner.id.rawValue.replacingOccurrences(of: "/", with: "%2F") + ".jsonl"
+        let name = RunnerSpool.fileName(of: runner.id)
         var candidates = [work + "/.necro/" + name]
         // In a worktree, the spool is in its git folder (`.git` names it).
         if let link = try? String(contentsOfFile: work + "/.git", encoding: .utf8), link.hasPrefix("gitdir: ") {

@@ -37,14 +37,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         /// The runner's log, inside `logs` whatever its id.
         public func logFile(for runner: RunnerID) -> String { "\(logs)/\(Self.fileName(runner.rawValue)).log" }
 
-        /// A name that stays one path component: no `/`, and no leading `.` (so never `..`).
-        static func fileName(_ text: String) -> String {
-            if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "/") }) && text.utf8.first != UInt8(ascii: ".") {
-                return text  // the usual case, on the loop for every runner: nothing to change
-            }
-            let safe = text.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
-            return safe.hasPrefix(".") ? "%2E" + safe.dropFirst() : safe
-        }
+        /// A name that stays one path component (`PathComponent.safe`).
+        static func fileName(_ text: String) -> String { PathComponent.safe(text) }
     }
 
     /// What observers see: the events each turn recorded, in order, and runners' output.
@@ -775,14 +769,11 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func noteCheckpoints(_ transitions: [Transition]) {
         for transition in transitions {
             guard let id = transition.task else { continue }
-            for event in transition.events where Self.checkpointTypes.contains(event.type) {
+            for event in transition.events where checkpointEventTypes.contains(event.type) {
                 noteCheckpoint(TaskKey(spec: transition.spec, id: id), event.type, event.payload)
             }
         }
     }
-
-    /// The events that say which checkpoint a task goes on from.
-    static var checkpointTypes: Set<EventType> { checkpointEventTypes }
 
     /// A `checkpoint_commit` is a task's checkpoint from then on, until a `checkpoint_invalid` of
     /// the same id says it cannot be read back: then the one before it is. A task whose
@@ -803,7 +794,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     private func seedCheckpoints(_ specs: [String]) {
         checkpoints.withLock { $0.removeAll() }
         for spec in specs {
-            let found = Self.checkpointTypes.flatMap { (try? registry.events(EventQuery(spec: spec, type: $0))) ?? [] }
+            let found = checkpointEventTypes.flatMap { (try? registry.events(EventQuery(spec: spec, type: $0))) ?? [] }
             for event in found.sorted(by: { $0.id < $1.id }) {
                 guard let id = event.taskID else { continue }
                 noteCheckpoint(TaskKey(spec: spec, id: id), event.type, event.payload)

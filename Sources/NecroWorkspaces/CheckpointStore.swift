@@ -80,29 +80,22 @@ public struct CheckpointStore: Sendable {
         return String(cString: resolved)
     }
 
-    /// Git runs with a scratch index (the worktree's own is never touched), and with the private
-    /// repository's folders when there is one.
-    private func scratch() -> [String: String] {
-        var environment = ["GIT_INDEX_FILE": stateDirectory + "/checkpoint.index"]
-        if !inRepository {
-            environment["GIT_DIR"] = folder + "/.necro/checkpoints.git"
-            environment["GIT_WORK_TREE"] = folder
-        }
+    /// Git's environment here: the private repository's folders when there is one; with
+    /// `scratch`, the scratch index too (the worktree's own is never touched).
+    private func environment(scratch: Bool) -> [String: String] {
+        var environment = inRepository ? [:] : ["GIT_DIR": folder + "/.necro/checkpoints.git", "GIT_WORK_TREE": folder]
+        if scratch { environment["GIT_INDEX_FILE"] = stateDirectory + "/checkpoint.index" }
         return environment
     }
 
     @discardableResult
     private func run(_ arguments: [String], scratch: Bool = false) throws -> String {
-        var environment = inRepository ? [:] : ["GIT_DIR": folder + "/.necro/checkpoints.git", "GIT_WORK_TREE": folder]
-        if scratch { environment.merge(self.scratch()) { $1 } }
-        return try git.run(arguments, environment: environment)
+        try git.run(arguments, environment: environment(scratch: scratch))
     }
 
     /// The paths a `-z` listing gives, untrimmed (a path may begin or end with a space).
-    private func paths(_ arguments: [String], scratch: Bool = false) throws -> [String] {
-        var environment = inRepository ? [:] : ["GIT_DIR": folder + "/.necro/checkpoints.git", "GIT_WORK_TREE": folder]
-        if scratch { environment.merge(self.scratch()) { $1 } }
-        let result = try git.attempt(arguments, environment: environment)
+    private func paths(_ arguments: [String]) throws -> [String] {
+        let result = try git.attempt(arguments, environment: environment(scratch: false))
         guard result.succeeded else { throw Git.Failure(command: arguments, status: result.status, output: result.stderr) }
         return result.stdout.split(separator: "\0").map(String.init)
     }

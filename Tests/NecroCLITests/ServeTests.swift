@@ -174,6 +174,26 @@ private func scrape(_ url: String) throws -> [String: Double] {
 }
 
 @Suite(.serialized) struct DashboardTests {
+    /// Starts `necro run SPEC --listen 127.0.0.1:0` in `dir`: the process, and the dashboard's
+    /// address it prints first (nil if it printed none).
+    static func runServing(_ spec: String, in dir: TemporaryDirectory) throws -> (Process, String?) {
+        let run = Process()
+        run.executableURL = URL(fileURLWithPath: NecroBinary.path)
+        run.arguments = ["run", spec, "--listen", "127.0.0.1:0"]
+        run.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        let errors = Pipe()
+        run.standardError = errors
+        run.standardOutput = FileHandle.nullDevice
+        try run.run()
+        var text = ""
+        while !text.contains("\n") {
+            let more = errors.fileHandleForReading.availableData
+            if more.isEmpty { break }
+            text += String(decoding: more, as: UTF8.self)
+        }
+        return (run, text.split(separator: "\n").first { $0.hasPrefix("dashboard: ") }.map { String($0.dropFirst(11)) })
+    }
+
     @Test func theDashboardShowsATaskTurnFromRunningToDoneLiveInARealBrowser() throws {
         let dir = try TemporaryDirectory("dashboard")
         defer { dir.remove() }
@@ -190,21 +210,8 @@ private func scrape(_ url: String) throws -> [String: Double] {
                   command: [/bin/sh, -c, 'echo "working on $NECRO_TASK_ID"; if [ "$NECRO_TASK_ID" = 1.1 ]; then read l < "$ROOT/go"; else read l < "$ROOT/end"; fi']
                   env: {ROOT: "\(dir.path)"}
             """)
-        let run = Process()
-        run.executableURL = URL(fileURLWithPath: NecroBinary.path)
-        run.arguments = ["run", "tasks.md", "--listen", "127.0.0.1:0"]
-        run.currentDirectoryURL = URL(fileURLWithPath: dir.path)
-        let errors = Pipe()
-        run.standardError = errors
-        run.standardOutput = FileHandle.nullDevice
-        try run.run()
-        var text = ""
-        while !text.contains("\n") {
-            let more = errors.fileHandleForReading.availableData
-            if more.isEmpty { break }
-            text += String(decoding: more, as: UTF8.self)
-        }
-        let dashboard = try #require(text.split(separator: "\n").first { $0.hasPrefix("dashboard: ") }.map { String($0.dropFirst(11)) })
+        let (run, address) = try Self.runServing("tasks.md", in: dir)
+        let dashboard = try #require(address)
         #expect(dashboard.contains("/#token="), "the address carries the admin token for the page's controls")
 
         let screenshot = "\(repositoryRoot)/.build/test-output/dashboard.png"
@@ -267,22 +274,9 @@ extension DashboardTests {
                 max_concurrency: 2
                 config: {env: {ROOT: "\(dir.path)", NECRO: "\(NecroBinary.path)"}}
             """)
-        let run = Process()
-        run.executableURL = URL(fileURLWithPath: NecroBinary.path)
-        run.arguments = ["run", "tasks.yaml", "--listen", "127.0.0.1:0"]
-        run.currentDirectoryURL = URL(fileURLWithPath: dir.path)
-        let errors = Pipe()
-        run.standardError = errors
-        run.standardOutput = FileHandle.nullDevice
-        try run.run()
+        let (run, address) = try Self.runServing("tasks.yaml", in: dir)
         defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
-        var text = ""
-        while !text.contains("\n") {
-            let more = errors.fileHandleForReading.availableData
-            if more.isEmpty { break }
-            text += String(decoding: more, as: UTF8.self)
-        }
-        let dashboard = try #require(text.split(separator: "\n").first { $0.hasPrefix("dashboard: ") }.map { String($0.dropFirst(11)) })
+        let dashboard = try #require(address)
         let screenshot = "\(repositoryRoot)/.build/test-output/dashboard-spans.png"
         let browser = try runProcess(
             "/usr/bin/env", ["python3", "\(repositoryRoot)/Tests/NecroCLITests/Browser/inspect_span_tree.py", dashboard, "demo/1", screenshot])

@@ -38,3 +38,12 @@ import Testing
         #expect(kinds(try single.finish(1)) == ["dispatched step_1", "started step_1", "done step_1"])
     }
 }
+
+@Suite struct PathComponentTests {
+    @Test func anIdBecomesOneFileNameThatNoOtherIdMakes() {
+        #expect(PathComponent.safe("s.1.a1-x") == "s.1.a1-x")
+        #expect(PathComponent.safe("a/b") == "a%2Fb" && PathComponent.safe("a%2Fb") == "a%252Fb")
+        #expect(PathComponent.safe("..") == "%2E." && PathComponent.safe(".hidden/x") == "%2Ehidden%2Fx")
+        #expect(RunnerSpool.fileName(of: RunnerID("s/t.a1")) == "spool-s%2Ft.a1.jsonl")
+    }
+}

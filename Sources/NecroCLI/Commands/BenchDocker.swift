@@ -119,7 +119,7 @@ struct BenchDocker: AsyncParsableCommand {
                 config: {image: "\(image)", command: ["true"]}
             """
         try configuration.write(toFile: folder + "/necro.yaml", atomically: true, encoding: .utf8)
-        let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let binary = Launchers.executable
         let previous = FileManager.default.currentDirectoryPath
         _ = FileManager.default.changeCurrentDirectoryPath(folder)
         defer { _ = FileManager.default.changeCurrentDirectoryPath(previous) }

@@ -22,17 +22,12 @@ struct BenchRun: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Tasks in the DAG.")
-    var tasks = 10_000
+    @OptionGroup var shape: BenchShape
 
-    @Option(help: "Tasks per layer of the DAG.")
-    var width = 200
-
-    @Option(help: "Runners at once.")
-    var concurrency = 64
-
-    @Option(help: "Length of the sequential chain.")
-    var chain = 40
+    var tasks: Int { shape.tasks }
+    var width: Int { shape.width }
+    var concurrency: Int { shape.concurrency }
+    var chain: Int { shape.chain }
 
     @Option(help: "Length of the chain the unsaturated latency is measured along.")
     var latencyChain = 500
@@ -166,4 +161,20 @@ struct BenchRun: AsyncParsableCommand {
         }
         return ((ContinuousClock.now - start).seconds, latencies)
     }
+}
+
+/// The generated workloads `necro bench run` and `necro bench runner` dispatch: a layered DAG and a
+/// sequential chain.
+struct BenchShape: ParsableArguments {
+    @Option(help: "Tasks in the DAG.")
+    var tasks = 10_000
+
+    @Option(help: "Tasks per layer of the DAG.")
+    var width = 200
+
+    @Option(help: "Runners at once.")
+    var concurrency = 64
+
+    @Option(help: "Length of the sequential chain.")
+    var chain = 40
 }

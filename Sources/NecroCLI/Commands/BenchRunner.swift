@@ -21,17 +21,12 @@ struct BenchRunner: ParsableCommand {
             dispatched alone.
             """)
 
-    @Option(help: "Tasks in the DAG.")
-    var tasks = 10_000
+    @OptionGroup var shape: BenchShape
 
-    @Option(help: "Tasks per layer of the DAG.")
-    var width = 200
-
-    @Option(help: "Runners at once.")
-    var concurrency = 64
-
-    @Option(help: "Length of the sequential chain.")
-    var chain = 40
+    var tasks: Int { shape.tasks }
+    var width: Int { shape.width }
+    var concurrency: Int { shape.concurrency }
+    var chain: Int { shape.chain }
 
     @Option(help: "Tasks whose runners report events.")
     var reporters = 1_000
@@ -43,7 +38,7 @@ struct BenchRunner: ParsableCommand {
     var noop = 2_000
 
     func run() throws {
-        let necro = Launchers.runnerCommand[0]
+        let necro = Launchers.executable
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
         let folder = NSTemporaryDirectory() + "necro-bench-runner-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -170,7 +165,7 @@ struct BenchReportEvents: ParsableCommand {
         guard let call = RunnerCall(environment: environment), let runner = environment["RUNNER_ID"] else {
             throw ValidationError("not a runner: no NECRO_RUNNER_TOKEN, API or RUNNER_ID")
         }
-        let path = "/v1/runners/\(runner.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? runner)/events"
+        let path = RunnerCall.path(runner: runner, "events")
         for index in 1...max(1, count) {
             let body = #"{"event_type": "phase_enter", "phase": "executing", "runner_seq": \#(index), "payload": {"explanation": "bench"}}"#
             let (status, answer) = try call.post(path, json: Array(body.utf8))

@@ -234,7 +234,7 @@ struct Heartbeat: AsyncParsableCommand {
             printError("error: no API to call: a runner gets NECRO_RUNNER_TOKEN and NECRO_API_SOCKET or NECRO_API_URL from its dispatcher (or pass --registry)")
             throw ExitStatus.invalidInput
         }
-        let path = "/v1/runners/\(id.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? id)/heartbeat"
+        let path = RunnerCall.path(runner: id, "heartbeat")
         do {
             let (status, body) = try call.post(path)
             guard (200..<300).contains(status) else {

@@ -33,8 +33,7 @@ final class EventReporter: Sendable {
     init(call: RunnerCall?, runner: String, spoolPath: String) {
         self.call = call
         self.spoolPath = spoolPath
-        let encoded = runner.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? runner
-        path = "/v1/runners/\(encoded)/events"
+        path = RunnerCall.path(runner: runner, "events")
         guard call != nil else { return }
         let thread = Thread { [self] in sendLoop() }
         thread.name = "necro-runner-events"

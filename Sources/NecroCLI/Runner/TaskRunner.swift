@@ -105,7 +105,7 @@ final class TaskRunner: Sendable {
             FileHandle.standardError.write(Data("necro runner: no checkpoints for this attempt: \(error)\n".utf8))
         }
         self.store = store
-        let spool = (store?.stateDirectory ?? NSTemporaryDirectory()) + "/spool-" + context.runner.replacingOccurrences(of: "/", with: "%2F") + ".jsonl"
+        let spool = (store?.stateDirectory ?? NSTemporaryDirectory()) + "/" + RunnerSpool.fileName(of: RunnerID(context.runner))
         let call = RunnerCall(environment: environment)
         if call == nil {
             FileHandle.standardError.write(
@@ -457,7 +457,7 @@ final class TaskRunner: Sendable {
         for name in ["NECRO_RUNNER_TOKEN", "NECRO_API_URL", "NECRO_API_SOCKET"] { environment[name] = nil }
         environment["NECRO_RUNNER_CONTROL"] = control?.path
         // `necro step` and `necro checkpoint`: this executable, as $NECRO, and on PATH if none is.
-        let own = Launchers.runnerCommand[0]
+        let own = Launchers.executable
         environment["NECRO"] = own
         environment["PATH"] = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") + ":" + (own as NSString).deletingLastPathComponent
         environment["NECRO_DONE_STEPS"] = progress.withLock { $0.items.items.filter { $0.state == .done }.map { String($0.number) }.joined(separator: ",") }

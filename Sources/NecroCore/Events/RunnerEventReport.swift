@@ -57,3 +57,13 @@ public enum RunnerEventReport {
         }
     }
 }
+
+/// Where a runner keeps the events it could not send yet: `spool-<runner>.jsonl` in its state
+/// folder (the worktree's git folder, or the plain folder's `.necro`). The runner writes it; a
+/// later dispatcher records what it holds.
+public enum RunnerSpool {
+    /// The file's name for `runner` (one path component whatever the id).
+    public static func fileName(of runner: RunnerID) -> String {
+        "spool-" + PathComponent.safe(runner.rawValue) + ".jsonl"
+    }
+}
