@@ -165,6 +165,34 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(finished == ["exit code 1", "exit code 3", nil])
     }
 
+    @Test func anAttemptStoppedByAUsageLimitRunsAgainAfterTheResetWithoutCounting() {
+        var h = Harness(configuration(attempts: 1))
+        h.load(spec([task("agent")]))
+        let first = h.runner("agent")
+        h.send(.runnerExited(first, .usageLimited(retryAfter: .seconds(90), message: "You've hit your limit")))
+        #expect(h.states["agent"] == .ready, "not failed, though one attempt is all it has")
+        let retry = try! #require(h.events.last { $0.1 == .taskRetryScheduled }?.2)
+        #expect(retry["delay_seconds"] == 90.0 && retry["usage_limit"] == true && retry["attempt_counted"] == false)
+        let finished = try! #require(h.events.last { $0.1 == .runnerFinished }?.2)
+        #expect(finished["usage_limit"] == true && finished["failure_reason"] == "usage limit: You've hit your limit")
+        #expect(h.engine.attempts(of: TaskKey(spec: "s", id: "agent")) == 0)
+        h.advance(89.9)
+        #expect(h.launched.count == 1, "waits for the reset")
+        h.advance(0.1)
+        #expect(h.launched.count == 2)
+        // The same attempt again, under an id of its own.
+        let second = h.launched[1]
+        #expect(h.requests[second]?.attempt == 1 && second != first && second.rawValue.hasPrefix("s.agent.a1"))
+        // Without a reset time, the backoff; then a real failure counts.
+        h.send(.runnerExited(second, .usageLimited(retryAfter: nil, message: "rate limit")))
+        #expect(h.events.last { $0.1 == .taskRetryScheduled }?.2["delay_seconds"] == 1.0)
+        h.advance(1)
+        let third = h.launched[2]
+        #expect(third != second && h.requests[third]?.attempt == 1)
+        h.exit(third, 1)
+        #expect(h.states["agent"] == .failed, "the one attempt it has, spent")
+    }
+
     @Test func aTaskThatFailsForGoodBlocksItsDependentsAndFailsTheRun() {
         var h = Harness(configuration(attempts: 2))
         h.load(spec([task("1.2"), task("b", ["1.2"]), task("c", ["b"]), task("free")]))

@@ -119,6 +119,8 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     public var gateTimeout: Duration = .seconds(30 * 60)
     /// The agent `necro runner` runs for a task that names none (top-level `agent:`).
     public var agent: AgentConfiguration?
+    /// What the agents may spend (top-level `budget:`).
+    public var budget = BudgetConfiguration()
 
     public init(
         schedulingPolicy: SchedulingPolicy = .priority,
@@ -156,7 +158,7 @@ public struct DispatcherConfiguration: Hashable, Sendable {
     public func pool(named name: String) -> PoolConfiguration? { pools.first { $0.name == name } }
 }
 
-/// The agent `necro runner` wraps (top-level `agent:` of the configuration).
+/// The agent `necro runner` wraps (top-level `agent:` of the configuration, or a preset).
 public struct AgentConfiguration: Hashable, Sendable {
     /// How `necro runner` runs the agent for a task's steps.
     public enum Steps: String, Hashable, Sendable {
@@ -166,7 +168,17 @@ public struct AgentConfiguration: Hashable, Sendable {
         case each
     }
 
-    /// The agent's argv.
+    /// How the task's prompt reaches the agent.
+    public enum PromptVia: String, Hashable, Sendable, CaseIterable {
+        /// As `{prompt}` inside an argv element (else as the last argument).
+        case arg
+        /// As a file, its path `{prompt.file}` inside an argv element (else the last argument).
+        case file
+        /// On the agent's stdin (otherwise closed).
+        case stdin
+    }
+
+    /// The agent's argv. `{prompt}`, `{prompt.file}` stand for the task's prompt.
     public var command: [String]
     public var steps: Steps
     /// How long the agent may show no sign of activity (output, CPU time, file changes) before
@@ -174,11 +186,91 @@ public struct AgentConfiguration: Hashable, Sendable {
     public var stallTimeout: Duration
     /// Where it is written (`file:line`).
     public var location: String?
+    /// The preset it comes from (`claude`, `codex`, `aider`), if any.
+    public var preset: String?
+    /// Arguments added after `command` when the attempt resumes the agent's own session
+    /// (`{agent.session}` stands for its id); empty: the agent starts its conversation over.
+    public var resume: [String]
+    /// How the prompt reaches the agent; nil: only as the file `NECRO_PROMPT_FILE` names, unless
+    /// the command holds `{prompt}` or `{prompt.file}`.
+    public var promptVia: PromptVia?
+    /// The prompt template's text (`agent.prompt_template`, read when the configuration loads, so
+    /// that it travels in `TASK_CONTEXT`); nil: the default one.
+    public var promptTemplate: String?
 
-    public init(command: [String], steps: Steps = .once, stallTimeout: Duration = .seconds(15 * 60), location: String? = nil) {
+    public init(
+        command: [String], steps: Steps = .once, stallTimeout: Duration = .seconds(15 * 60), location: String? = nil, preset: String? = nil,
+        resume: [String] = [], promptVia: PromptVia? = nil, promptTemplate: String? = nil
+    ) {
         self.command = command
         self.steps = steps
         self.stallTimeout = stallTimeout
         self.location = location
+        self.preset = preset
+        self.resume = resume
+        self.promptVia = promptVia
+        self.promptTemplate = promptTemplate
+    }
+
+    /// The agent for a task: its own `_Agent:_` argv (a preset's name alone is that preset), on
+    /// the configured agent's other settings; else the configured agent.
+    public static func forTask(_ metadata: [String: JSONValue], configured: AgentConfiguration?) -> AgentConfiguration? {
+        guard case .array(let words)? = metadata["agent"] else { return configured }
+        let argv = words.compactMap(\.stringValue)
+        guard !argv.isEmpty else { return configured }
+        if argv.count == 1, var preset = AgentPreset.named(argv[0]) {
+            if let configured {
+                preset.steps = configured.steps
+                preset.stallTimeout = configured.stallTimeout
+                preset.promptTemplate = configured.promptTemplate
+            }
+            return preset
+        }
+        var agent = configured ?? AgentConfiguration(command: argv)
+        agent.command = argv
+        agent.preset = nil
+        agent.resume = []
+        return agent
+    }
+}
+
+/// How much the agents may spend (top-level `budget:`): once the cost recorded reaches a limit,
+/// no attempt starts that it covers.
+public struct BudgetConfiguration: Hashable, Sendable {
+    /// Per task, over all its attempts (`budget.task_usd`).
+    public var taskUSD: Double?
+    /// Per taskset, all its tasks together (`budget.taskset_usd`).
+    public var tasksetUSD: Double?
+    /// Where it is written (`file:line`).
+    public var location: String?
+
+    public init(taskUSD: Double? = nil, tasksetUSD: Double? = nil, location: String? = nil) {
+        self.taskUSD = taskUSD
+        self.tasksetUSD = tasksetUSD
+        self.location = location
+    }
+
+    /// Why an attempt may not start, given what the task and its taskset cost so far; nil: it may.
+    public func refusal(task: Double, taskset: Double) -> String? {
+        let place = location.map { " (\($0))" } ?? ""
+        if let limit = taskUSD, task >= limit {
+            return "budget reached: the task's agents cost \(Self.dollars(task)), budget.task_usd is \(Self.dollars(limit))\(place): no further attempt starts (raise it and necro retry the task)"
+        }
+        if let limit = tasksetUSD, taskset >= limit {
+            return "budget reached: the taskset's agents cost \(Self.dollars(taskset)), budget.taskset_usd is \(Self.dollars(limit))\(place): no further attempt starts (raise it and necro retry the task)"
+        }
+        return nil
+    }
+
+    /// `$0.0123`, `$0.30`, `$12.50`: cents, and below a dollar up to four places.
+    public static func dollars(_ amount: Double) -> String {
+        guard amount.isFinite else { return "$?" }
+        let places = amount < 1 ? 4 : 2
+        let scale = places == 4 ? 10_000 : 100
+        let scaled = Int((abs(amount) * Double(scale)).rounded())
+        var fraction = String(scaled % scale)
+        fraction = String(repeating: "0", count: places - fraction.count) + fraction
+        while fraction.count > 2 && fraction.hasSuffix("0") { fraction.removeLast() }
+        return (amount < 0 ? "-$" : "$") + "\(scaled / scale).\(fraction)"
     }
 }

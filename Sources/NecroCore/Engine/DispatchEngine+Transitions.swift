@@ -340,6 +340,7 @@ extension DispatchEngine {
             finished["gate"] = .string(failure.gate)
             finished["gate_exit_code"] = failure.exitCode.map { .int(Int($0)) } ?? .null
             finished["gate_output_tail"] = .string(failure.outputTail)
+        case .usageLimited: finished["usage_limit"] = true
         case .launchFailed, .mergeConflict, .refused: break
         }
         // Exit 0 is success, except from a runner stopped for a timeout: it was cut off, whatever it
@@ -404,6 +405,28 @@ extension DispatchEngine {
                     ]),
                 ])
             if task.optional { releaseDependents(of: key, index) } else { blockDependents(of: key, index) }
+            return
+        }
+        if case .usageLimited(let retryAfter, _) = exit, runner.stopReason == nil, phase == .running {
+            // Not the agent's failure: the attempt is given back, and tried again once the limit
+            // resets (a day at most).
+            let delay = min(retryAfter ?? configuration.retry.delay(afterAttempt: runner.attempt, using: &random), .seconds(86_400))
+            limitedAttempts[key, default: 0] += 1
+            finished["attempt_counted"] = false
+            change(
+                key, index, to: .ready, attempts: runner.attempt - 1,
+                reason: .some("attempt \(runner.attempt) stopped by a usage limit; tried again in \(Int(delay.seconds.rounded())) s"),
+                events: [
+                    NewEvent(.runnerFinished, payload: finished),
+                    NewEvent(.taskRetryScheduled, payload: [
+                        "delay_seconds": .double((delay.seconds * 1000).rounded() / 1000), "attempt": .int(runner.attempt),
+                        "max_attempts": .int(maxAttempts(task)), "failure_reason": .string(reason), "usage_limit": true,
+                        "attempt_counted": false,
+                        "explanation": .string("the agent's provider said it is over a usage limit: attempt \(runner.attempt) runs again once it resets, and does not count"),
+                    ]),
+                ])
+            pendingRetries.insert(key)
+            schedule(.retry(key), at: now.advanced(by: delay))
             return
         }
         if runner.attempt < maxAttempts(task) && phase == .running {

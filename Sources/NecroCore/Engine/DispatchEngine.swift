@@ -101,6 +101,8 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var deadlines = Heap<Deadline>()
     var deadlineOrder: UInt64 = 0
     var pendingRetries: Set<TaskKey> = []
+    /// Attempts given back after a usage limit, per task: their runners need ids of their own.
+    var limitedAttempts: [TaskKey: Int] = [:]
     /// Slot numbers free for the next runner, with a repo pool.
     var freeSlots = Heap<Int>()
     /// When each queued task was queued: its wait is recorded when it is assigned.
@@ -404,7 +406,9 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                     branch: repoPool.branchTemplate.render(spec: key.spec, task: key.id)))
             }
             let attempt = sets[key.spec]!.attempts[index] + 1
-            let id = RunnerID(task: key, attempt: attempt, suffix: options.runnerIDSuffix)
+            let waits = limitedAttempts[key].map { "w\($0)" }
+            let suffix = [options.runnerIDSuffix, waits].compactMap { $0 }.joined(separator: "-")
+            let id = RunnerID(task: key, attempt: attempt, suffix: suffix.isEmpty ? nil : suffix)
             let runner = RunnerState(
                 key: key, index: index, assignment: assignment, attempt: attempt, slot: slot, started: now,
                 leaseExpiresAt: now.advanced(by: configuration.heartbeatTimeout), reportsOwnLease: ownLease(assignment.pool), leaseNoted: now)

@@ -26,6 +26,9 @@ public enum RunnerExit: Hashable, Sendable {
     /// It could not be run as configured (no agent to run, no command): not retried, since
     /// another attempt would meet the same configuration.
     case refused(String)
+    /// A provider's rate or usage limit stopped the agent: tried again after `retryAfter` (else
+    /// the backoff), and the attempt does not count.
+    case usageLimited(retryAfter: Duration?, message: String)
 
     public var succeeded: Bool { self == .exited(code: 0) }
 
@@ -41,6 +44,7 @@ public enum RunnerExit: Hashable, Sendable {
         case .outOfMemory(nil): return "out of memory"
         case .gateFailed(let failure): return failure.reason
         case .refused(let why): return why
+        case .usageLimited(_, let message): return "usage limit: \(message)"
         }
     }
 }

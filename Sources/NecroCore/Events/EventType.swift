@@ -76,6 +76,21 @@ public struct EventType: RawRepresentable, Hashable, Sendable, Codable, CustomSt
     public static let recoveryRequeued = EventType("recovery_requeued")
     public static let recoveryResumedFromCheckpoint = EventType("recovery_resumed_from_checkpoint")
 
+    // What the agent a runner wraps says of itself (`necro runner` reads its structured output).
+    /// The agent's own session id (`session_id`, `agent`, `model`): what resumes its conversation.
+    public static let agentSession = EventType("agent_session")
+    /// The agent started a tool: a shell command, a file change (`tool`, `detail`).
+    public static let agentToolUse = EventType("agent_tool_use")
+    /// What a turn or a run of the agent cost (`cost_usd`, `tokens` by kind, `turns`): added up
+    /// per task and per taskset.
+    public static let agentUsage = EventType("agent_usage")
+    /// A provider's rate or usage limit stopped the agent (`message`, `resets_at`): the attempt is
+    /// retried after the reset, without counting.
+    public static let agentLimit = EventType("agent_limit")
+
+    /// The agent event types a runner may report beside the nineteen.
+    public static let agentTypes: [EventType] = [.agentSession, .agentToolUse, .agentUsage, .agentLimit]
+
     /// The nineteen event types a runner may emit.
     public static let runnerTypes: [EventType] = [
         .runnerSpawn, .runnerExit, .phaseEnter, .phaseExit, .checkpointBegin, .checkpointCommit,

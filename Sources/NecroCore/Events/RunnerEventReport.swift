@@ -21,10 +21,10 @@ public enum RunnerEventReport {
             throw Invalid(field: path + "event_type", message: "event_type is required: one of the runner event types")
         }
         let type = EventType(name)
-        guard EventType.runnerTypes.contains(type) else {
+        guard EventType.runnerTypes.contains(type) || EventType.agentTypes.contains(type) else {
             throw Invalid(
                 field: path + "event_type",
-                message: "\(name) is not a runner event type (known: \(EventType.runnerTypes.map(\.rawValue).joined(separator: ", ")))")
+                message: "\(name) is not a runner event type (known: \((EventType.runnerTypes + EventType.agentTypes).map(\.rawValue).joined(separator: ", ")))")
         }
         var payload: [String: JSONValue] = [:]
         if let value = fields["payload"] {

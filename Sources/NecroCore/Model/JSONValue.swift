@@ -18,6 +18,11 @@ public enum JSONValue: Hashable, Sendable {
         return nil
     }
 
+    public var objectValue: [String: JSONValue]? {
+        if case .object(let o) = self { return o }
+        return nil
+    }
+
     public var intValue: Int? {
         switch self {
         case .int(let i): return i

@@ -1,0 +1,30 @@
+/// What the agents cost, per task and per taskset: the sum of their `agent_usage` events.
+public struct AgentUsageTotals: Hashable, Sendable {
+    public private(set) var byTask: [TaskKey: AgentUsage] = [:]
+
+    public init() {}
+
+    /// The totals of these events (those not `agent_usage` are passed over).
+    public init(_ events: some Sequence<EventRecord>) {
+        for event in events { add(event) }
+    }
+
+    public mutating func add(_ event: EventRecord) {
+        guard event.type == .agentUsage, let task = event.taskID else { return }
+        add(TaskKey(spec: event.spec, id: task), event.payload)
+    }
+
+    /// Adds an `agent_usage` payload to a task's total.
+    public mutating func add(_ task: TaskKey, _ payload: [String: JSONValue]) {
+        guard let usage = AgentUsage(payload: payload) else { return }
+        byTask[task, default: AgentUsage()] += usage
+    }
+
+    public func task(_ key: TaskKey) -> AgentUsage { byTask[key] ?? AgentUsage() }
+
+    public func taskset(_ spec: String) -> AgentUsage {
+        byTask.filter { $0.key.spec == spec }.values.reduce(AgentUsage(), +)
+    }
+
+    public var all: AgentUsage { byTask.values.reduce(AgentUsage(), +) }
+}

@@ -1,0 +1,260 @@
+/// The prompt `necro runner` gives an agent, rendered from `TASK_CONTEXT` by a template.
+///
+/// A template is text with `{{name}}` for a value and `{{#name}}…{{/name}}` for a part kept only
+/// when the value is not empty. Names: `spec`, `attempt`, `task.id`, `task.title`,
+/// `task.description`, `steps`, `step` (the step this run is for, with `steps: each`),
+/// `requirements`, `design`, `design.path`, `dependencies`, `checkpoint`, `previous_failure`,
+/// `gates`.
+public struct PromptTemplate: Hashable, Sendable {
+    public static let names: Set<String> = [
+        "spec", "attempt", "task.id", "task.title", "task.description", "steps", "step", "requirements", "design", "design.path",
+        "dependencies", "checkpoint", "previous_failure", "gates",
+    ]
+
+    public static let defaultText = """
+        You are working on task {{task.id}} of the spec "{{spec}}": {{task.title}}
+        {{#task.description}}
+
+        {{task.description}}
+        {{/task.description}}
+        {{#step}}
+
+        ## This run
+        {{step}}
+        {{/step}}
+        {{#steps}}
+
+        ## Steps
+        {{steps}}
+        {{/steps}}
+        {{#requirements}}
+
+        ## Requirements this task must meet
+        {{requirements}}
+        {{/requirements}}
+        {{#design}}
+
+        ## Design
+        The spec's design ({{design.path}}), for reference:
+
+        {{design}}
+        {{/design}}
+        {{#dependencies}}
+
+        ## Done before this task
+        {{dependencies}}
+        {{/dependencies}}
+        {{#checkpoint}}
+
+        ## Where this attempt starts
+        {{checkpoint}}
+        {{/checkpoint}}
+        {{#previous_failure}}
+
+        ## What went wrong last time
+        {{previous_failure}}
+        {{/previous_failure}}
+
+        ## Done means
+        Work in the current folder only. {{#gates}}The task counts as done when these checks pass there: {{gates}}. {{/gates}}Report each step as you finish it with `necro step done N` if that command is available.
+        """
+
+    /// A part of a template: text, a value, or a part kept when a value is not empty.
+    indirect enum Part: Hashable, Sendable {
+        case text(String)
+        case value(String)
+        case section(String, [Part])
+    }
+
+    let parts: [Part]
+
+    /// What is wrong with a template: where, and what.
+    public struct Invalid: Error, Hashable, Sendable, CustomStringConvertible {
+        public var line: Int
+        public var message: String
+        public var description: String { "line \(line): \(message)" }
+
+        public init(line: Int, message: String) {
+            self.line = line
+            self.message = message
+        }
+    }
+
+    public init(_ text: String) throws(Invalid) {
+        var parser = Parser(text: Array(text))
+        parts = try parser.parts(until: nil)
+    }
+
+    public static let standard: PromptTemplate = try! PromptTemplate(defaultText)
+
+    /// The prompt for a runner's `TASK_CONTEXT`, for step `step` (1-based) if it runs one step.
+    public func render(context: [String: JSONValue], step: Int? = nil) -> String {
+        let values = Self.values(context, step: step)
+        var out = ""
+        Self.write(parts, values, to: &out)
+        // No runs of blank lines where parts were left out.
+        var lines: [Substring] = []
+        for line in out.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.allSatisfy({ $0 == " " }) && (lines.last?.isEmpty ?? true) { continue }
+            lines.append(line.allSatisfy({ $0 == " " }) ? "" : line)
+        }
+        while lines.last?.isEmpty == true { lines.removeLast() }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private static func write(_ parts: [Part], _ values: [String: String], to out: inout String) {
+        for part in parts {
+            switch part {
+            case .text(let text): out += text
+            case .value(let name): out += values[name] ?? ""
+            case .section(let name, let inner): if !(values[name] ?? "").isEmpty { write(inner, values, to: &out) }
+            }
+        }
+    }
+
+    // MARK: Values
+
+    static func values(_ context: [String: JSONValue], step: Int?) -> [String: String] {
+        let task = context["task"]?.objectValue ?? [:]
+        var values: [String: String] = [
+            "spec": context["spec"]?.stringValue ?? "",
+            "attempt": context["attempt"]?.intValue.map(String.init) ?? "1",
+            "task.id": task["id"]?.stringValue ?? "",
+            "task.title": task["title"]?.stringValue ?? "",
+            "task.description": (task["description"]?.stringValue ?? "").trimmingBlankLines,
+        ]
+        let steps = (task["steps"]?.arrayValue ?? []).compactMap { $0.objectValue }
+        values["steps"] = steps.enumerated().map { index, item in
+            let done = item["done"] == true
+            return "\(index + 1). [\(done ? "x" : " ")] \(item["title"]?.stringValue ?? "")"
+        }.joined(separator: "\n")
+        if let step, steps.indices.contains(step - 1) {
+            values["step"] = "Do step \(step) only: \(steps[step - 1]["title"]?.stringValue ?? "")"
+        }
+        values["requirements"] = requirements(context["requirements"]?.arrayValue ?? [])
+        if let design = context["design"]?.objectValue {
+            values["design"] = (design["text"]?.stringValue ?? "").trimmingBlankLines
+            values["design.path"] = design["path"]?.stringValue ?? "design.md"
+        }
+        let branches = (context["dependency_branches"]?.arrayValue ?? []).compactMap { $0.objectValue }
+        values["dependencies"] = (context["dependencies"]?.arrayValue ?? []).compactMap(\.stringValue).map { id in
+            let branch = branches.first { $0["task"]?.stringValue == id }?["branch"]?.stringValue
+            return "- task \(id)" + (branch.map { " (branch \($0), merged into this folder)" } ?? "")
+        }.joined(separator: "\n")
+        if let checkpoint = context["checkpoint"]?.objectValue {
+            let done = (checkpoint["work_items_done"]?.arrayValue ?? []).compactMap(\.stringValue)
+            var text = "An earlier attempt left off at checkpoint \(checkpoint["sequence_number"]?.intValue ?? 0): the files here are as they were then."
+            if !done.isEmpty {
+                let numbers = done.compactMap { $0.hasPrefix("step_") ? String($0.dropFirst(5)) : nil }
+                text += " Done already: step\(numbers.count == 1 ? "" : "s") \(numbers.joined(separator: ", ")). Go on with the rest."
+            }
+            if checkpoint["agent_session"]?.stringValue != nil { text += " Your conversation of then goes on." }
+            values["checkpoint"] = text
+        }
+        if let failure = context["previous_failure"]?.objectValue {
+            var text = "Attempt \(failure["attempt"]?.intValue.map(String.init) ?? "?") failed: \(failure["reason"]?.stringValue ?? "unknown reason")."
+            if let gate = failure["gate"]?.stringValue { text += " The check `\(gate)` did not pass." }
+            if let tail = failure["output_tail"]?.stringValue, !tail.isEmpty {
+                text += " The end of its output:\n\n```\n\(tail.trimmingBlankLines)\n```"
+            }
+            values["previous_failure"] = text
+        }
+        let gates = (task["gates"]?.arrayValue ?? []).compactMap { $0.arrayValue?.compactMap(\.stringValue) }.filter { !$0.isEmpty }
+        values["gates"] = gates.map { "`" + $0.joined(separator: " ") + "`" }.joined(separator: ", ")
+        return values
+    }
+
+    /// The cited requirements, each with its user story and the criteria cited.
+    static func requirements(_ items: [JSONValue]) -> String {
+        var blocks: [String] = []
+        for case .object(let item) in items {
+            var block = "### Requirement \(item["requirement"]?.stringValue ?? "?")"
+            if let title = item["title"]?.stringValue, !title.isEmpty { block += ": \(title)" }
+            if let story = item["user_story"]?.stringValue, !story.isEmpty { block += "\n\nUser story: \(story)" }
+            let criteria = (item["criteria"]?.arrayValue ?? []).compactMap { $0.objectValue }
+            if !criteria.isEmpty {
+                block += "\n\nAcceptance criteria:\n" + criteria.map { "\($0["number"]?.intValue.map(String.init) ?? "-"). \($0["text"]?.stringValue ?? "")" }.joined(separator: "\n")
+            }
+            if let missing = item["missing"]?.stringValue { block += "\n\n(\(missing))" }
+            blocks.append(block)
+        }
+        return blocks.joined(separator: "\n\n")
+    }
+
+    // MARK: Parsing
+
+    struct Parser {
+        var text: [Character]
+        var index = 0
+        var line = 1
+
+        mutating func parts(until closing: String?) throws(Invalid) -> [Part] {
+            var parts: [Part] = []
+            var literal = ""
+            while index < text.count {
+                if text[index] == "{" && index + 1 < text.count && text[index + 1] == "{" {
+                    let start = line
+                    guard let end = closingBraces(from: index + 2) else {
+                        throw Invalid(line: start, message: "{{ is not closed by }}")
+                    }
+                    let tag = String(text[(index + 2)..<end]).trimmingSpaces
+                    index = end + 2
+                    if !literal.isEmpty { parts.append(.text(literal)) }
+                    literal = ""
+                    if tag.hasPrefix("#") {
+                        let name = String(tag.dropFirst()).trimmingSpaces
+                        try known(name, start)
+                        // An opening tag alone on its line takes its line with it.
+                        if index < text.count, text[index] == "\n" { index += 1; line += 1 }
+                        parts.append(.section(name, try self.parts(until: name)))
+                    } else if tag.hasPrefix("/") {
+                        let name = String(tag.dropFirst()).trimmingSpaces
+                        guard name == closing else {
+                            throw Invalid(line: start, message: closing.map { "{{/\(name)}} closes nothing here: {{#\($0)}} is open" } ?? "{{/\(name)}} closes nothing")
+                        }
+                        // A section's closing tag alone on its line takes its line with it.
+                        if index < text.count && text[index] == "\n" { index += 1; line += 1 }
+                        return parts
+                    } else {
+                        try known(tag, start)
+                        parts.append(.value(tag))
+                    }
+                    continue
+                }
+                if text[index] == "\n" { line += 1 }
+                literal.append(text[index])
+                index += 1
+            }
+            if let closing { throw Invalid(line: line, message: "{{#\(closing)}} is not closed by {{/\(closing)}}") }
+            if !literal.isEmpty { parts.append(.text(literal)) }
+            return parts
+        }
+
+        private func closingBraces(from start: Int) -> Int? {
+            var at = start
+            while at + 1 < text.count {
+                if text[at] == "\n" { return nil }
+                if text[at] == "}" && text[at + 1] == "}" { return at }
+                at += 1
+            }
+            return nil
+        }
+
+        private func known(_ name: String, _ line: Int) throws(Invalid) {
+            guard PromptTemplate.names.contains(name) else {
+                throw Invalid(line: line, message: "unknown name {{\(name)}} (known: \(PromptTemplate.names.sorted().joined(separator: ", ")))")
+            }
+        }
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+
+    /// Without blank lines (or spaces) before and after.
+    var trimmingBlankLines: String {
+        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}

@@ -1,0 +1,118 @@
+import NecroCore
+import Testing
+
+/// A Kiro `requirements.md`, in the shape Kiro writes (`### Requirement N`, `**User Story:**`,
+/// `#### Acceptance Criteria`, numbered WHEN/THEN criteria), and one with titles and wrapped lines.
+let kiroRequirements = """
+    # Requirements Document
+
+    ## Introduction
+
+    A greeter that says hello.
+
+    ## Requirements
+
+    ### Requirement 1
+
+    **User Story:** As a visitor, I want to be greeted, so that I feel welcome.
+
+    #### Acceptance Criteria
+
+    1. WHEN a visitor arrives THEN the system SHALL print "hello"
+    2. WHEN the visitor gives a name THEN the system SHALL print "hello, NAME"
+       and keep the name's case
+    3. IF the name is empty THEN the system SHALL print "hello" alone
+
+    ### Requirement 2: Farewells
+
+    **User Story:** As a visitor, I want a goodbye,
+    so that I know the greeter is done.
+
+    #### Acceptance Criteria
+
+    1. WHEN the visitor leaves THEN the system SHALL print "goodbye"
+
+    ```
+    1. not a criterion: inside a code block
+    ```
+    """
+
+@Suite struct KiroRequirementsTests {
+    @Test func requirementsAreReadWithTheirStoriesAndCriteria() {
+        let requirements = KiroRequirements(markdown: kiroRequirements).requirements
+        #expect(requirements.map(\.number) == ["1", "2"])
+        #expect(requirements[0].userStory == "As a visitor, I want to be greeted, so that I feel welcome.")
+        #expect(requirements[0].criteria.map(\.number) == [1, 2, 3])
+        #expect(requirements[0].criteria[1].text == "WHEN the visitor gives a name THEN the system SHALL print \"hello, NAME\"\n   and keep the name's case")
+        #expect(requirements[1].title == "Farewells" && requirements[1].userStory == "As a visitor, I want a goodbye, so that I know the greeter is done.")
+        #expect(requirements[1].criteria.map(\.number) == [1])
+    }
+
+    @Test func aCitationResolvesToItsCriterionWithTheStoryAWholeRequirementOrSaysWhatIsMissing() {
+        let requirements = KiroRequirements(markdown: kiroRequirements)
+        let cited = requirements.cited(["1.2", "Requirement 2", "1.3", "7.1", "1.9"])
+        #expect(cited.count == 3)
+        #expect(cited[0]["requirement"] == "1" && cited[0]["user_story"] == "As a visitor, I want to be greeted, so that I feel welcome.")
+        #expect(cited[0]["criteria"]?.arrayValue?.compactMap { $0["number"]?.intValue } == [2, 3])
+        #expect(cited[0]["missing"] == "acceptance criteria 1.9 are not in requirements.md")
+        #expect(cited[1]["title"] == "Farewells" && cited[1]["criteria"]?.arrayValue?.count == 1)
+        #expect(cited[2]["missing"] == "requirement 7 is not in requirements.md")
+        #expect(requirements.cited(["1.1-1.3"])[0]["criteria"]?.arrayValue?.count == 3)
+        #expect(requirements.cited(["see the design", ""]).isEmpty)
+    }
+}
+
+@Suite struct PromptTemplateTests {
+    static let context: [String: JSONValue] = [
+        "spec": "greeter", "attempt": 2,
+        "task": [
+            "id": "1.2", "title": "Greet by name", "description": "Use the name given on the command line.",
+            "steps": [["title": "Read the name", "done": true], ["title": "Print the greeting", "done": false]],
+            "gates": [["swift", "test"]],
+        ],
+        "requirements": .array(KiroRequirements(markdown: kiroRequirements).cited(["1.2"])),
+        "design": ["path": "design.md", "text": "# Design\n\nOne executable, `greet`."],
+        "dependencies": ["1.1"], "dependency_branches": [["task": "1.1", "branch": "necro/greeter/1.1"]],
+        "checkpoint": ["sequence_number": 3, "work_items_done": ["step_1"], "agent_session": "abc"],
+        "previous_failure": ["attempt": 1, "reason": "gate `swift test` failed: exit code 1", "gate": "swift test", "output_tail": "error: expected hello, NAME\n"],
+    ]
+
+    @Test func theDefaultPromptHoldsTheTaskItsStepsRequirementsDesignDependenciesCheckpointAndFailure() {
+        let prompt = PromptTemplate.standard.render(context: Self.context)
+        for part in [
+            "task 1.2 of the spec \"greeter\": Greet by name", "Use the name given on the command line.",
+            "1. [x] Read the name\n2. [ ] Print the greeting",
+            "### Requirement 1\n\nUser story: As a visitor, I want to be greeted, so that I feel welcome.",
+            "2. WHEN the visitor gives a name THEN the system SHALL print \"hello, NAME\"\n   and keep the name's case",
+            "The spec's design (design.md), for reference:\n\n# Design\n\nOne executable, `greet`.",
+            "- task 1.1 (branch necro/greeter/1.1, merged into this folder)",
+            "left off at checkpoint 3", "Done already: step 1.", "Your conversation of then goes on.",
+            "Attempt 1 failed: gate `swift test` failed: exit code 1.", "```\nerror: expected hello, NAME\n```",
+            "these checks pass there: `swift test`.",
+        ] {
+            #expect(prompt.contains(part), "\(part)\n---\n\(prompt)")
+        }
+        #expect(!prompt.contains("\n\n\n"), "no runs of blank lines")
+        #expect(!prompt.contains("{{"))
+    }
+
+    @Test func emptyPartsAreLeftOutAndOneStepIsNamedForStepsEach() {
+        let bare: [String: JSONValue] = ["spec": "s", "task": ["id": "3", "title": "Tidy", "steps": [["title": "A"], ["title": "B"]]]]
+        let prompt = PromptTemplate.standard.render(context: bare, step: 2)
+        #expect(prompt.contains("Do step 2 only: B"))
+        for absent in ["## Requirements", "## Design", "## Done before", "## Where this attempt", "## What went wrong", "checks pass"] {
+            #expect(!prompt.contains(absent), "\(absent)\n---\n\(prompt)")
+        }
+    }
+
+    @Test func aTemplateWithAnUnknownNameOrAnOpenPartIsRefusedWithItsLine() throws {
+        let custom = try PromptTemplate("Do {{ task.title }}.\n{{#gates}}Check: {{gates}}{{/gates}}")
+        #expect(custom.render(context: Self.context) == "Do Greet by name.\nCheck: `swift test`\n")
+        #expect(throws: PromptTemplate.Invalid(line: 2, message: "unknown name {{task.owner}} (known: \(PromptTemplate.names.sorted().joined(separator: ", ")))")) {
+            try PromptTemplate("ok\n{{task.owner}}")
+        }
+        #expect(throws: PromptTemplate.Invalid(line: 3, message: "{{#steps}} is not closed by {{/steps}}")) { try PromptTemplate("{{#steps}}\n{{steps}}\n") }
+        #expect(throws: PromptTemplate.Invalid(line: 1, message: "{{/steps}} closes nothing")) { try PromptTemplate("{{/steps}}") }
+        #expect(throws: PromptTemplate.Invalid(line: 1, message: "{{ is not closed by }}")) { try PromptTemplate("{{steps\n}}") }
+    }
+}
