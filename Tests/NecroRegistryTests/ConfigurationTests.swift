@@ -352,4 +352,67 @@ private func issues(_ text: String) -> [SpecIssue] {
         #expect(messages.contains { $0.contains("agent needs command") }, "\(messages)")
         #expect(messages.contains { $0.hasPrefix("4: ") && $0.contains("found \"never\"") }, "\(messages)")
     }
+    @Test func anAgentInOneLineIsAPresetAndAPresetCanBeOverridden() throws {
+        let claude = try ConfigurationLoader.load(text: "agent: claude\nagent_pools:\n  local: {max_concurrency: 1}\n", file: "necro.yaml")
+        #expect(claude.agent?.preset == "claude" && claude.agent?.command.first == "claude" && claude.agent?.promptVia == .stdin)
+        #expect(claude.agent?.resume == ["--resume", "{agent.session}"] && claude.agent?.location == "necro.yaml:1")
+        let codex = try ConfigurationLoader.load(
+            text: """
+                agent:
+                  preset: codex
+                  args: [--model, gpt-5-codex]
+                  prompt_via: file
+                  steps: each
+                budget: {task_usd: 2.5, taskset_usd: 40}
+                agent_pools:
+                  local: {max_concurrency: 1}
+                """, file: "necro.yaml")
+        #expect(codex.agent?.command == ["codex", "exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check", "--model", "gpt-5-codex"])
+        #expect(codex.agent?.promptVia == .file && codex.agent?.steps == .each && codex.agent?.resume == ["resume", "{agent.session}"])
+        #expect(codex.budget == BudgetConfiguration(taskUSD: 2.5, tasksetUSD: 40, location: "necro.yaml:6"))
+    }
+
+    @Test func aPromptTemplateIsReadBesideTheConfigurationAndCheckedWithItsLine() throws {
+        let dir = try TemporaryDirectory("prompt-template")
+        defer { dir.remove() }
+        try dir.write("prompt.md", "Task {{task.id}}: {{task.title}}\n{{#steps}}Steps:\n{{steps}}\n{{/steps}}")
+        try dir.write("bad.md", "Task {{task.id}}\n\nFix {{tsk.title}}\n")
+        try dir.write("necro.yaml", "agent: {preset: aider, prompt_template: prompt.md}\nagent_pools:\n  local: {max_concurrency: 1}\n")
+        let good = try ConfigurationLoader.load(path: dir.file("necro.yaml"))
+        #expect(good.agent?.promptTemplate?.hasPrefix("Task {{task.id}}") == true)
+        try dir.write("necro.yaml", "agent:\n  preset: aider\n  prompt_template: bad.md\nagent_pools:\n  local: {max_concurrency: 1}\n")
+        do {
+            _ = try ConfigurationLoader.load(path: dir.file("necro.yaml"))
+            Issue.record("a template with an unknown name loaded")
+        } catch {
+            let issue = error.issues.first
+            #expect(issue?.location.line == 3 && issue?.location.field == "agent.prompt_template")
+            #expect(issue?.message.contains("bad.md, line 3: unknown name {{tsk.title}}") == true, "\(String(describing: issue))")
+        }
+    }
+
+    @Test func badPresetsPromptWaysResumesAndBudgetsAreRefusedWithTheirLines() {
+        let found = issues(
+            """
+            agent:
+              preset: gemini
+              prompt_via: pigeon
+              resume: [--resume]
+              prompt_template: /nonexistent/prompt.md
+            budget:
+              task_usd: -1
+              total: 3
+            agent_pools:
+              local: {max_concurrency: 1}
+            """)
+        let messages = found.map { "\($0.location.line ?? 0): \($0.message)" }
+        #expect(messages.contains { $0.hasPrefix("2: unknown agent preset gemini (known: claude, codex, aider)") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("3: agent.prompt_via must be arg, file or stdin, found pigeon") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("4: agent.resume must hold {agent.session}") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("5: cannot read the prompt template /nonexistent/prompt.md") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("7: budget.task_usd must be an amount in US dollars above 0") }, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("8: unknown key total") }, "\(messages)")
+        #expect(issues("agent: gemini\nagent_pools:\n  l: {max_concurrency: 1}\n").first?.message.hasPrefix("unknown agent preset gemini") == true)
+    }
 }
+

@@ -3,8 +3,9 @@ public import NecroCore
 
 /// Reads a dispatcher configuration file (YAML, the format of the design documents).
 public enum ConfigurationLoader {
-    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping", "repo_pool", "agent"]
-    static let agentKeys = ["command", "steps", "stall_timeout"]
+    static let topKeys = ["dispatcher", "agent_pools", "skill_mapping", "repo_pool", "agent", "budget"]
+    static let agentKeys = ["preset", "command", "args", "resume", "prompt_via", "prompt_template", "steps", "stall_timeout"]
+    static let budgetKeys = ["task_usd", "taskset_usd"]
     static let repoPoolKeys = ["repo", "base_ref", "slots_dir", "max_slots", "branch_template"]
     static let dispatcherKeys = [
         "poll_interval", "scheduling_policy", "max_global_concurrency", "heartbeat_timeout", "retry_max_attempts",
@@ -81,6 +82,7 @@ private struct ConfigurationDecoder {
             case "skill_mapping": mappingNode = node
             case "repo_pool": decodeRepoPool(node)
             case "agent": decodeAgent(node)
+            case "budget": decodeBudget(node)
             default: unknown(key, node, key, ConfigurationLoader.topKeys)
             }
         }
@@ -191,21 +193,59 @@ private struct ConfigurationDecoder {
         return Int(max(1, min(duration.components.seconds, Int64(Int32.max))))
     }
 
-    /// `agent: {command: [...], steps: once|each, stall_timeout: 15m}`: what `necro runner` runs.
+    /// `agent: claude` (a preset), or `agent: {preset, command, args, resume, prompt_via,
+    /// prompt_template, steps, stall_timeout}`: what `necro runner` runs.
     private mutating func decodeAgent(_ node: SpecNode) {
+        let location = node.line.map { "\(reader.file):\($0)" } ?? reader.file
+        let presets = AgentPreset.names.joined(separator: ", ")
+        if case .object = node.value {} else {
+            guard let name = reader.string(node, "agent") else { return }
+            guard var preset = AgentPreset.named(name) else {
+                reader.fail(.invalidValue, node, "agent", "unknown agent preset \(name) (known: \(presets)); or give agent: {command: [...]}")
+                return
+            }
+            preset.location = location
+            configuration.agent = preset
+            return
+        }
         guard let fields = reader.mapping(node, "agent") else { return }
-        var agent = AgentConfiguration(command: [], location: node.line.map { "\(reader.file):\($0)" } ?? reader.file)
-        var sawCommand = false
+        var agent = AgentConfiguration(command: [], location: location)
+        if let presetNode = fields.first(where: { $0.key == "preset" })?.value, let name = reader.string(presetNode, "agent.preset") {
+            if let preset = AgentPreset.named(name) {
+                agent = preset
+                agent.location = location
+            } else {
+                reader.fail(.invalidValue, presetNode, "agent.preset", "unknown agent preset \(name) (known: \(presets))")
+            }
+        }
+        var args: [String] = []
         for (key, value) in fields {
             let path = "agent.\(key)"
             switch key {
+            case "preset": break
             case "command":
-                sawCommand = true
-                let argv = reader.list(value, path).enumerated().compactMap { reader.string($0.element, "\(path)[\($0.offset)]") }
+                let argv = strings(value, path)
                 if argv.isEmpty {
                     reader.fail(.invalidValue, value, path, "agent.command must be a non-empty argv list, such as [claude, -p]")
                 }
                 agent.command = argv
+            case "args":
+                args = strings(value, path)
+            case "resume":
+                agent.resume = strings(value, path)
+                if !agent.resume.isEmpty && !agent.resume.contains(where: { $0.contains("{agent.session}") }) {
+                    reader.fail(.invalidValue, value, path, "agent.resume must hold {agent.session}, the session to resume, such as [--resume, \"{agent.session}\"]")
+                }
+            case "prompt_via":
+                guard let text = reader.string(value, path) else { continue }
+                guard let via = AgentConfiguration.PromptVia(rawValue: text) else {
+                    reader.fail(.invalidValue, value, path, "agent.prompt_via must be arg, file or stdin, found \(text)")
+                    continue
+                }
+                agent.promptVia = via
+            case "prompt_template":
+                guard let file = reader.string(value, path) else { continue }
+                agent.promptTemplate = template(file, value, path)
             case "steps":
                 guard let text = reader.string(value, path) else { continue }
                 guard let steps = AgentConfiguration.Steps(rawValue: text) else {
@@ -219,8 +259,54 @@ private struct ConfigurationDecoder {
                 unknown(key, value, path, ConfigurationLoader.agentKeys)
             }
         }
-        if !sawCommand { reader.fail(.missingField, node, "agent.command", "agent needs command: the agent's argv, such as [claude, -p]") }
+        agent.command += args
+        if agent.command.isEmpty && !fields.contains(where: { $0.key == "command" }) {
+            reader.fail(.missingField, node, "agent.command", "agent needs command (the agent's argv, such as [claude, -p]) or preset (\(presets))")
+        }
         configuration.agent = agent
+    }
+
+    private mutating func strings(_ node: SpecNode, _ path: String) -> [String] {
+        reader.list(node, path).enumerated().compactMap { reader.string($0.element, "\(path)[\($0.offset)]") }
+    }
+
+    /// A prompt template file, beside the configuration unless absolute: its text, checked.
+    private mutating func template(_ file: String, _ node: SpecNode, _ path: String) -> String? {
+        let folder = URL(fileURLWithPath: reader.file).deletingLastPathComponent()
+        let full = file.hasPrefix("/") ? file : URL(fileURLWithPath: file, relativeTo: folder).standardizedFileURL.path
+        guard let data = FileManager.default.contents(atPath: full), data.count <= 1 << 20 else {
+            reader.fail(.invalidValue, node, path, "cannot read the prompt template \(full) (missing, unreadable, or over 1 MB)")
+            return nil
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        do {
+            _ = try PromptTemplate(text)
+        } catch {
+            reader.fail(.invalidValue, node, path, "the prompt template \(full), \(error)")
+            return nil
+        }
+        return text
+    }
+
+    /// `budget: {task_usd: 2, taskset_usd: 20}`.
+    private mutating func decodeBudget(_ node: SpecNode) {
+        guard let fields = reader.mapping(node, "budget") else { return }
+        var budget = BudgetConfiguration(location: node.line.map { "\(reader.file):\($0)" } ?? reader.file)
+        for (key, value) in fields {
+            let path = "budget.\(key)"
+            switch key {
+            case "task_usd", "taskset_usd":
+                guard let amount = reader.number(value, path) else { continue }
+                guard amount > 0 else {
+                    reader.fail(.invalidValue, value, path, "\(path) must be an amount in US dollars above 0, such as 2.50")
+                    continue
+                }
+                if key == "task_usd" { budget.taskUSD = amount } else { budget.tasksetUSD = amount }
+            default:
+                unknown(key, value, path, ConfigurationLoader.budgetKeys)
+            }
+        }
+        configuration.budget = budget
     }
 
     private mutating func decodePools(_ node: SpecNode) {

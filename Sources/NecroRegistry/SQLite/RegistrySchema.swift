@@ -117,6 +117,9 @@ enum RegistrySchema {
             try db.execute(sql: "ALTER TABLE runners ADD COLUMN pool_type TEXT NOT NULL DEFAULT 'local-process'")
             try db.execute(sql: "ALTER TABLE runners ADD COLUMN handle TEXT")
         }
+        migrator.registerMigration("v10: events by type, for what the agents cost and the checkpoints") { db in
+            try db.execute(sql: "CREATE INDEX events_by_type ON events(event_type, spec)")
+        }
         return migrator
     }
 }
