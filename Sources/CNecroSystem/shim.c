@@ -29,6 +29,11 @@ int necro_spawn(const char *path, char *const argv[], char *const envp[], const 
 
 int necro_spawn_split(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                       int error_fd, pid_t *pid) {
+    return necro_spawn_input(path, argv, envp, cwd, -1, output_fd, error_fd, pid);
+}
+
+int necro_spawn_input(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
+                      int output_fd, int error_fd, pid_t *pid) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
     int error = posix_spawn_file_actions_init(&actions);
@@ -48,7 +53,8 @@ int necro_spawn_split(const char *path, char *const argv[], char *const envp[], 
     if (!error) error = posix_spawnattr_setpgroup(&attributes, 0);
     if (!error) error = posix_spawnattr_setsigmask(&attributes, &none);
     if (!error) error = posix_spawnattr_setsigdefault(&attributes, &defaults);
-    if (!error) error = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (!error && input_fd < 0) error = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (!error && input_fd >= 0) error = posix_spawn_file_actions_adddup2(&actions, input_fd, 0);
     if (!error) error = posix_spawn_file_actions_adddup2(&actions, output_fd, 1);
     if (!error) error = posix_spawn_file_actions_adddup2(&actions, error_fd, 2);
     // Nothing else of ours leaks into the runner: no registry file, socket or pipe of the dispatcher.

@@ -287,6 +287,7 @@ extension Dispatcher {
                     outputTail: { if case .string(let tail)? = event.payload["output_tail"] { tail } else { "" } }())
                 reportedGates.withLock { $0[id, default: [:]][name] = report }
             }
+            if event.type == .agentLimit { noteLimit(id, event.payload) }
             kept.append(event)
         }
         if let last { reportSeqs.withLock { $0[id] = last } }
@@ -298,6 +299,7 @@ extension Dispatcher {
     func forgetRunner(_ id: RunnerID, _ exit: RunnerExit) {
         reportSeqs.withLock { _ = $0.removeValue(forKey: id) }
         reportedGates.withLock { _ = $0.removeValue(forKey: id) }
+        agents.limits.withLock { _ = $0.removeValue(forKey: id) }
         adoptedRunners.withLock { _ = $0.remove(id) }
         let launch = launched.withLock { $0.removeValue(forKey: id) }?.launch
         guard let row = runnerRow(of: id) else { return }

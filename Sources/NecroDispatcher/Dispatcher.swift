@@ -101,6 +101,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
     let adoptedRunners = Mutex<Set<RunnerID>>([])
     /// How each task's last attempt failed, for the next one's `previous_failure`.
     let lastFailures = Mutex<[TaskKey: [String: JSONValue]]>([:])
+    /// The agents' costs, limits and spec documents.
+    let agents = AgentLedger()
 
     public init(
         configuration: DispatcherConfiguration, registry: any Registry, launchers: [any RunnerLauncher], clock: C,
@@ -298,6 +300,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
 
         for ended in recovered.ended { recordSpool(of: ended.runner, tasksets) }
         seedCheckpoints(tasksets.map(\.spec.name))
+        seedAgentUsage(tasksets.map(\.spec.name))
         var recovered = recovered
         for index in recovered.ended.indices { recovered.ended[index].exit = gatedExit(recovered.ended[index], tasksets) }
         for runner in recovered.adopted { adopt(runner, tasksets) }
@@ -390,7 +393,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
         case .runner(.output(let id, let line), _):
             publish(.output(id, lastLine: line))
             return engine.handle(.heartbeat(id), now: now)
-        case .runner(.exited(let id, let exit), _):
+        case .runner(.exited(let id, let ended), _):
+            // An agent stopped by its provider's usage limit (it said so before its runner ended,
+            // so its report was taken first): tried again after the reset.
+            var limited: RunnerExit?
+            if case .exited(let code) = ended, code != 0 { limited = limitedExit(of: id) }
+            let exit = limited ?? ended
             // Once this turn is committed, the supervisor's record of the status is not needed any
             // more; until then it is what recovery would go by.
             if let (record, type) = runnerRows.withLock({ rows in rows.all[id].map { ($0.status, $0.poolType) } }) {
@@ -445,6 +453,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
                 for index in batch.indices { batch[index].at = at }
                 transitions += batch
                 noteCheckpoints(batch)
+                noteAgentUsage(batch)
             // Its row, with the record its supervisor will write its status to, is saved with its
             // assignment: recovery finds every runner that may have started.
             case .launch(let request):
@@ -688,7 +697,8 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             let type = configuration.pool(named: request.pool)?.type.name ?? "?"
             return failLaunch(request.runner, "no launcher for pool type \(type) (pool \(request.pool))")
         }
-        let agent = agentCommand(for: request.spec)
+        if let refusal = budgetRefusal(for: request.task) { return failLaunch(request.runner, refused: refusal) }
+        let agent = AgentConfiguration.forTask(request.spec.metadata, configured: configuration.agent)
         var argv: [String]?
         if pool.command.argv.isEmpty && pool.type == .localProcess {
             let place = pool.location.map { " (\($0))" } ?? ""
@@ -710,14 +720,7 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             "gate_timeout_seconds": .double(configuration.gateTimeout.seconds),
             "previous_failure": previousFailure(of: request.task, attempt: request.attempt).map(JSONValue.object) ?? .null,
         ]
-        if let agent {
-            var fields: [String: JSONValue] = ["command": .array(agent.map(JSONValue.string))]
-            if let configured = configuration.agent {
-                fields["steps"] = .string(configured.steps.rawValue)
-                fields["stall_timeout_seconds"] = .double(configured.stallTimeout.seconds)
-            }
-            context["agent"] = .object(fields)
-        }
+        context.merge(agentContext(request, agent)) { own, _ in own }
         let contract = RunnerContract(
             request: request, pool: pool, work: work, api: runnerAPI, checkpoint: lastCheckpoint(of: request.task), context: context)
         let row = runnerRows.withLock { $0.all[request.runner] }
@@ -734,15 +737,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             sharedPaths: shared)
         if !request.spec.gates.isEmpty { launched.withLock { $0[request.runner] = (launch, request.spec.gates, pool.type) } }
         launcher.launch(launch)
-    }
-
-    /// The agent `necro runner` runs for a task: its own (`_Agent:_`), else the configuration's.
-    private func agentCommand(for task: TaskSpec) -> [String]? {
-        if case .array(let words)? = task.metadata["agent"] {
-            let argv = words.compactMap { if case .string(let word) = $0 { word } else { nil } }
-            if !argv.isEmpty { return argv }
-        }
-        return configuration.agent?.command
     }
 
     /// A launch that failed before a launcher had it: reported as a launcher reports one (its

@@ -58,6 +58,7 @@ enum Dashboard {
           <h1>necro</h1>
           <select id="spec"></select>
           <div id="counts"></div>
+          <span id="cost" class="muted" title="what the agents reported they cost, all tasks of this taskset"></span>
           <span id="conn">connecting…</span>
           <input id="token" type="password" placeholder="token (admin, or necro token --read)" size="22">
         </header>
@@ -121,6 +122,7 @@ enum Dashboard {
           state.lastId = (await get("/healthz")).last_event_id;
           const set = await get("/v1/tasksets/" + encodeURIComponent(spec));
           for (const t of set.tasks) state.tasks.set(t.id, t);
+          state.usage = set.agent_usage || null; drawCost();
           for (const r of await get("/v1/runners")) if (r.spec === spec) state.runners.set(r.id, r);
           drawGraph(); drawTimeline(); drawCounts(); await drawPools();
           follow(spec);
@@ -168,6 +170,20 @@ enum Dashboard {
           const node = document.querySelector(`#graph [data-task="${CSS.escape(key(state.spec, id))}"]`);
           if (node) { node.setAttribute("data-state", next); node.querySelector("title").textContent = `${t.id} ${t.title}\n${next}`; }
           drawCounts();
+        }
+
+        // What the agents cost: the taskset's total in the header, each task's in its panel.
+        function usageText(u) {
+          if (!u) return "";
+          const tokens = Object.values(u.tokens || {}).reduce((a, b) => a + b, 0);
+          if (!(u.cost_usd > 0) && tokens === 0) return "";
+          const dollars = "$" + (u.cost_usd < 1 ? u.cost_usd.toFixed(4).replace(/0{1,2}$/, "") : u.cost_usd.toFixed(2));
+          return `${dollars} · ${tokens.toLocaleString("en")} tokens`;
+        }
+        function drawCost() { const text = usageText(state.usage); $("cost").textContent = text ? "agents " + text : ""; }
+        function addUsage(u, p) {
+          u.cost_usd = (u.cost_usd || 0) + (p.cost_usd || 0); u.turns = (u.turns || 0) + (p.turns || 0); u.tokens = u.tokens || {};
+          for (const [k, v] of Object.entries(p.tokens || {})) u.tokens[k] = (u.tokens[k] || 0) + v;
         }
 
         function drawCounts() {
@@ -220,6 +236,13 @@ enum Dashboard {
           const head = document.createElement("div");
           head.innerHTML = `<b>${t.id}</b> ${t.title}<div class="muted">${t.state}, ${t.attempts} attempt${t.attempts == 1 ? "" : "s"}${t.reason ? " — " + t.reason : ""}</div>`;
           div.appendChild(head);
+          const spent = usageText(t.agent_usage);
+          if (spent) {
+            const u = t.agent_usage, usage = document.createElement("div"); usage.id = "task-usage"; usage.className = "muted";
+            const kinds = Object.entries(u.tokens || {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v.toLocaleString("en")}`).join(", ");
+            usage.textContent = `agents: ${spent}${kinds ? " (" + kinds + ")" : ""}, ${u.turns} turn${u.turns == 1 ? "" : "s"}`;
+            div.appendChild(usage);
+          }
           if (t.steps && t.steps.length) {
             const steps = document.createElement("ul"); steps.className = "steps";
             for (const s of t.steps) { const li = document.createElement("li"); li.textContent = (s.done ? "☑ " : "☐ ") + s.title; steps.appendChild(li); }
@@ -326,6 +349,11 @@ enum Dashboard {
             const p = e.payload || {};
             if (e.event_type === "TaskAssigned" || e.event_type === "RunnerAdopted") {
               state.runners.set(p.runner_id, { id: p.runner_id, spec: e.spec, task_id: e.task_id, pool: p.pool_name, state: "running", started_at: e.timestamp, ended_at: null, exit: null });
+            }
+            if (e.event_type === "agent_usage") {
+              state.usage = state.usage || {}; addUsage(state.usage, p);
+              const t = state.tasks.get(e.task_id); if (t) { t.agent_usage = t.agent_usage || {}; addUsage(t.agent_usage, p); }
+              drawCost();
             }
             if (e.event_type === "RunnerFinished" && state.runners.has(p.runner_id)) {
               const r = state.runners.get(p.runner_id);

@@ -22,6 +22,8 @@ public final class DispatcherMetrics: Sendable {
     private let heartbeatTimeouts: CoreMetrics.Counter
     private let events: CoreMetrics.Counter
     private let slotFailures: CoreMetrics.Counter
+    private let agentCost: CoreMetrics.FloatingPointCounter
+    private let agentTokens: [String: CoreMetrics.Counter]
     /// The registry's last event id when counting began, and the events counted since.
     private let eventsCounted: Mutex<(after: Int64, counted: Int64)>
 
@@ -46,6 +48,11 @@ public final class DispatcherMetrics: Sendable {
         heartbeatTimeouts = CoreMetrics.Counter(label: "necro_heartbeat_timeouts_total", factory: factory)
         events = CoreMetrics.Counter(label: "necro_events_total", factory: factory)
         slotFailures = CoreMetrics.Counter(label: "necro_slot_allocation_failures_total", factory: factory)
+        agentCost = CoreMetrics.FloatingPointCounter(label: "necro_agent_cost_usd_total", factory: factory)
+        agentTokens = Dictionary(
+            uniqueKeysWithValues: AgentUsage.tokenKinds.map {
+                ($0, CoreMetrics.Counter(label: "necro_agent_tokens_total", dimensions: [("kind", $0)], factory: factory))
+            })
     }
 
     /// Follows the dispatcher's recorded events until it finishes.
@@ -68,6 +75,10 @@ public final class DispatcherMetrics: Sendable {
             case .taskAssigned:
                 // How long it waited ready in the queue, as the engine measured it.
                 if let seconds = event.payload["wait_seconds"]?.doubleValue { wait.recordNanoseconds(Int64(seconds * 1e9)) }
+            case .agentUsage:
+                guard let usage = AgentUsage(payload: event.payload) else { break }
+                if usage.costUSD > 0 { agentCost.increment(by: usage.costUSD) }
+                for (kind, count) in usage.tokens where count > 0 { agentTokens[kind]?.increment(by: count) }
             case .runnerFinished:
                 if let seconds = event.payload["execution_time_seconds"]?.doubleValue { run.recordNanoseconds(Int64(seconds * 1e9)) }
             default:
@@ -113,6 +124,8 @@ public final class DispatcherMetrics: Sendable {
         "necro_heartbeat_timeouts_total": "Runners stopped for staying silent past heartbeat_timeout (runners).",
         "necro_events_total": "Events recorded in the registry by this dispatcher and beside it (events).",
         "necro_slot_allocation_failures_total": "Worktree slots that could not be prepared for a runner (slots).",
+        "necro_agent_cost_usd_total": "What the agents under necro runner reported they cost, since this dispatcher started (US dollars).",
+        "necro_agent_tokens_total": "Tokens the agents under necro runner reported, by kind: input, output, cache_read, cache_creation (tokens).",
     ]
 
     /// The exposition with a `# HELP` line before each metric's `# TYPE` line (the swift-metrics

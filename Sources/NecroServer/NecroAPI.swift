@@ -180,15 +180,28 @@ public final class NecroAPI: Sendable {
     // MARK: Handlers
 
     private func listTaskSets() throws -> Response {
-        JSONResponse.make(.array(try registry.taskSets().map { set in .object(set.jsonFields(tasks: try registry.tasks(spec: set.name))) }))
+        JSONResponse.make(
+            .array(
+                try registry.taskSets().map { set in
+                    var object = set.jsonFields(tasks: try registry.tasks(spec: set.name))
+                    object["agent_usage"] = .object(try agentUsage(set.name).taskset(set.name).json)
+                    return .object(object)
+                }))
+    }
+
+    /// What the agents of a taskset cost, from its `agent_usage` events.
+    private func agentUsage(_ spec: String) throws -> AgentUsageTotals {
+        AgentUsageTotals(try registry.events(EventQuery(spec: spec, type: .agentUsage)))
     }
 
     private func taskSet(_ name: String) throws -> Response {
         guard let set = try registry.taskSets().first(where: { $0.name == name }) else { throw APIError.notFound("no taskset \(name)") }
         let tasks = try registry.tasks(spec: name)
         var object = set.jsonFields(tasks: tasks)
+        let usage = try agentUsage(name)
+        object["agent_usage"] = .object(usage.taskset(name).json)
         // One taskset: its tasks themselves beside their counts (named as in the list).
-        object["tasks"] = .array(tasks.map(\.json))
+        object["tasks"] = .array(tasks.map { $0.json(usage: usage.task($0.key)) })
         return JSONResponse.make(.object(object))
     }
 
@@ -288,7 +301,7 @@ public final class NecroAPI: Sendable {
         }
         let runners = try registry.runners(runningOnly: false).filter { $0.task == record.key }
         let events = try registry.events(EventQuery(spec: spec, task: record.task.id))
-        var json = record.json
+        var json = record.json(usage: try agentUsage(spec).task(record.key))
         if case .object(var object) = json {
             object["runners"] = .array(runners.map(\.json))
             object["events"] = .array(events.suffix(200).map(\.json))

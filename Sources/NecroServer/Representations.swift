@@ -21,6 +21,13 @@ extension TaskRecord {
             "updated_at": .string(updatedAt.iso8601),
         ])
     }
+
+    /// With what its agents cost (`agent_usage`).
+    func json(usage: AgentUsage) -> JSONValue {
+        guard case .object(var object) = json else { return json }
+        object["agent_usage"] = .object(usage.json)
+        return .object(object)
+    }
 }
 
 extension RunnerRecord {

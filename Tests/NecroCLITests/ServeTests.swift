@@ -47,7 +47,7 @@ func curl(_ arguments: [String]) throws -> String {
 }
 
 /// Scrapes until `ready` holds of the samples (up to 10 s), and returns the last scrape.
-private func scrape(_ url: String, until ready: ([String: Double]) -> Bool) throws -> [String: Double] {
+func scrape(_ url: String, until ready: ([String: Double]) -> Bool) throws -> [String: Double] {
     var samples = try scrape(url)
     let deadline = Date().addingTimeInterval(10)
     while !ready(samples) && Date() < deadline {
@@ -59,7 +59,7 @@ private func scrape(_ url: String, until ready: ([String: Double]) -> Bool) thro
 
 /// Scrapes `/metrics` and parses it with the Prometheus project's own Python parser: each sample
 /// as `name{label="value",…}` → value.
-private func scrape(_ url: String) throws -> [String: Double] {
+func scrape(_ url: String) throws -> [String: Double] {
     let script = #"""
         import json, sys, urllib.request
         from prometheus_client.parser import text_string_to_metric_families

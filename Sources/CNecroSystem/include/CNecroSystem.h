@@ -16,6 +16,9 @@ int necro_spawn(const char *path, char *const argv[], char *const envp[], const 
 /// As necro_spawn, with stderr to `error_fd`.
 int necro_spawn_split(const char *path, char *const argv[], char *const envp[], const char *cwd, int output_fd,
                       int error_fd, pid_t *pid);
+/// As necro_spawn_split, with stdin from `input_fd` (-1: /dev/null).
+int necro_spawn_input(const char *path, char *const argv[], char *const envp[], const char *cwd, int input_fd,
+                      int output_fd, int error_fd, pid_t *pid);
 
 /// The runner status table: one record of NECRO_STATUS_RECORD_SIZE bytes per runner; its first
 /// NECRO_STATUS_SIZE bytes are the status the supervisor writes (below), the rest the runner's

@@ -46,6 +46,19 @@ struct Status: AsyncParsableCommand {
             var name: String
             var version: Int
             var counts: [String: Int]
+            /// What its agents reported they cost (`agent_usage` events), all tasks together.
+            var agent_cost_usd: Double
+            var agent_tokens: [String: Int]
+        }
+
+        /// A task whose agents reported a cost or tokens.
+        struct AgentTask: Encodable {
+            var spec: String
+            var task_id: String
+            var state: String
+            var cost_usd: Double
+            var tokens: [String: Int]
+            var turns: Int
         }
 
         struct Runner: Encodable {
@@ -77,6 +90,8 @@ struct Status: AsyncParsableCommand {
         var tasksets: [TaskSet]
         var running: [Runner]
         var failures: [Failure]
+        /// Tasks by what their agents cost, the costliest first.
+        var agent_tasks: [AgentTask]
         /// Slots that could not be prepared, over the registry's whole history.
         var slot_allocation_failures: Int
     }
@@ -87,19 +102,31 @@ struct Status: AsyncParsableCommand {
         var report = Report(
             dispatcher: DispatcherStatus.read(registry: options.registry),
             disabled_pools: try registry.poolSettings().filter { !$0.value }.map(\.key).sorted(), tasksets: [], running: [], failures: [],
-            slot_allocation_failures: try registry.count(of: .slotAllocationFailed))
+            agent_tasks: [], slot_allocation_failures: try registry.count(of: .slotAllocationFailed))
         var slots: [TaskKey: TaskSlot] = [:]
         for set in try registry.taskSets() {
             let tasks = try registry.tasks(spec: set.name).filter { !$0.task.isGroup }
             for task in tasks { slots[task.key] = task.slot }
             var counts: [String: Int] = [:]
             for task in tasks { counts[task.state.rawValue, default: 0] += 1 }
-            report.tasksets.append(.init(name: set.name, version: set.version, counts: counts))
+            let usage = AgentUsageTotals(try registry.events(EventQuery(spec: set.name, type: .agentUsage)))
+            let total = usage.taskset(set.name)
+            report.tasksets.append(
+                .init(name: set.name, version: set.version, counts: counts, agent_cost_usd: Self.rounded(total.costUSD), agent_tokens: total.tokens))
+            for task in tasks {
+                let own = usage.task(task.key)
+                guard !own.isEmpty else { continue }
+                report.agent_tasks.append(
+                    .init(
+                        spec: set.name, task_id: task.task.id.rawValue, state: task.state.rawValue, cost_usd: Self.rounded(own.costUSD),
+                        tokens: own.tokens, turns: own.turns))
+            }
             for task in tasks.sorted(by: { $0.updatedAt > $1.updatedAt }) where task.state == .failed || (task.state == .blocked && task.reason != nil) {
                 report.failures.append(.init(spec: set.name, task_id: task.task.id.rawValue, state: task.state.rawValue, reason: task.reason ?? ""))
             }
         }
         report.failures = Array(report.failures.prefix(10))
+        report.agent_tasks.sort { ($0.cost_usd, $0.tokens.values.reduce(0, +)) > ($1.cost_usd, $1.tokens.values.reduce(0, +)) }
         for runner in try registry.runners(runningOnly: true) {
             report.running.append(
                 .init(
@@ -134,6 +161,16 @@ struct Status: AsyncParsableCommand {
         for set in report.tasksets {
             let counts = TaskState.allCases.compactMap { state in set.counts[state.rawValue].map { "\($0) \(state.rawValue)" } }
             print("\(set.name) v\(set.version): \(counts.joined(separator: ", "))")
+            if set.agent_cost_usd > 0 || !set.agent_tokens.isEmpty {
+                print("  agents: \(Self.usageText(set.agent_cost_usd, set.agent_tokens))")
+            }
+        }
+        if !report.agent_tasks.isEmpty {
+            print("agents' cost by task:")
+            for task in report.agent_tasks.prefix(10) {
+                print("  \(task.spec)/\(task.task_id)  \(task.state)  \(Self.usageText(task.cost_usd, task.tokens)), \(counted(task.turns, "turn"))")
+            }
+            if report.agent_tasks.count > 10 { print("  … \(report.agent_tasks.count - 10) more (necro status --json)") }
         }
         if !report.running.isEmpty {
             print("running:")
@@ -149,6 +186,15 @@ struct Status: AsyncParsableCommand {
             for f in report.failures { print("  \(f.spec)/\(f.task_id)  \(f.state): \(f.reason)") }
         }
         if report.slot_allocation_failures > 0 { print("slot allocation failures: \(report.slot_allocation_failures)") }
+    }
+
+    static func rounded(_ dollars: Double) -> Double { (dollars * 1_000_000).rounded() / 1_000_000 }
+
+    /// `$0.42, 12,345 tokens (input 10,000, output 2,345)`.
+    static func usageText(_ cost: Double, _ tokens: [String: Int]) -> String {
+        let total = tokens.values.reduce(0, +)
+        let kinds = AgentUsage.tokenKinds.compactMap { kind in tokens[kind].flatMap { $0 > 0 ? "\(kind) \($0)" : nil } }
+        return "\(BudgetConfiguration.dollars(cost)), \(total) tokens" + (kinds.isEmpty ? "" : " (\(kinds.joined(separator: ", ")))")
     }
 }
 

@@ -19,6 +19,10 @@ struct RunnerContext {
     var heartbeatTimeout: Double
     var gateTimeout: Double
     var agent: [String]
+    /// The rest of the agent's settings: resume arguments, how the prompt goes, its template.
+    var agentSettings: AgentConfiguration
+    /// The whole `TASK_CONTEXT`, which the prompt is rendered from.
+    var root: [String: JSONValue]
     var stepsEach: Bool
     var stallTimeout: Double
     /// Whether the last attempt failed (`previous_failure`).
@@ -66,12 +70,19 @@ struct RunnerContext {
         var agent: [String] = []
         var stepsEach = false
         var stall = 900.0
+        var settings = AgentConfiguration(command: [])
         if case .object(let fields)? = root["agent"] {
             agent = strings(fields["command"])
             stepsEach = string(fields["steps"]) == "each"
             stall = fields["stall_timeout_seconds"]?.doubleValue ?? stall
+            settings.resume = strings(fields["resume"])
+            settings.promptVia = string(fields["prompt_via"]).flatMap(AgentConfiguration.PromptVia.init(rawValue:))
+            settings.promptTemplate = string(fields["prompt_template"])
+            settings.preset = string(fields["preset"])
         }
         self.agent = agent
+        self.agentSettings = settings
+        self.root = root
         self.stepsEach = stepsEach
         stallTimeout = stall
     }
@@ -94,6 +105,20 @@ final class TaskRunner: Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Checkpoints this attempt took.
     private let checkpointsTaken = Atomic<Int>(0)
+    /// What the agent said of itself (its structured output), this attempt.
+    private let said: Mutex<AgentState>
+
+    struct AgentState {
+        /// Its session: the one to resume, then the one it reports.
+        var session: String?
+        /// Whether the run going on now reported its session.
+        var sessionThisRun = false
+        /// Its to-do items by text: number and status.
+        var todos: [String: (number: Int, status: AgentTodo.Status)] = [:]
+        var usage = AgentUsage()
+        /// A provider's limit it met, this run.
+        var limit: UsageLimitNotice?
+    }
 
     init(context: RunnerContext, environment: [String: String]) {
         self.context = context
@@ -113,6 +138,7 @@ final class TaskRunner: Sendable {
         }
         reporter = EventReporter(call: call, runner: context.runner, spoolPath: spool)
         progress = Mutex((WorkItems(steps: context.steps, taskTitle: context.title), nil))
+        said = Mutex(AgentState(session: context.checkpoint?["agent_session"]?.stringValue))
     }
 
     /// Runs the attempt; the process's exit status.
@@ -154,7 +180,13 @@ final class TaskRunner: Sendable {
 
         var exitReason = agentStatus == 0 ? "done" : "agent failed with status \(agentStatus)"
         var status = agentStatus
-        if agentStatus == 0 && !context.gates.isEmpty {
+        let (limit, usage, session) = said.withLock { ($0.limit, $0.usage, $0.session) }
+        if let limit, !stopping.load(ordering: .relaxed) {
+            // Not the agent's failure: the dispatcher tries again once the limit resets.
+            exitReason = "usage limit: \(limit.message)"
+            status = Self.usageLimitStatus
+        }
+        if status == 0 && !context.gates.isEmpty {
             phase(.phaseEnter, "verifying")
             for gate in context.gates where !stopping.load(ordering: .relaxed) {
                 if !runGate(gate) {
@@ -171,6 +203,7 @@ final class TaskRunner: Sendable {
             [
                 "runner_pid": .int(pid), "exit_reason": .string(exitReason), "iterations": .int(iterations), "exit_code": .int(Int(status)),
                 "peak_rss_kb": Activity.peakResidentKB().map { .int($0) } ?? .null,
+                "agent_usage": usage.isEmpty ? .null : .object(usage.json), "agent_session": session.map(JSONValue.string) ?? .null,
                 "explanation": .string("necro runner ends: \(exitReason)"),
             ])
         if !reporter.flush(seconds: flushSeconds) {
@@ -178,6 +211,9 @@ final class TaskRunner: Sendable {
         }
         return status
     }
+
+    /// The runner's exit status when the agent met a usage limit (EX_TEMPFAIL).
+    static let usageLimitStatus: Int32 = 75
 
     private func phase(_ type: EventType, _ name: String) {
         let entering = type == .phaseEnter
@@ -389,6 +425,7 @@ final class TaskRunner: Sendable {
                 "ref": .string(checkpoint.ref), "commit": .string(checkpoint.commit), "tree": .string(checkpoint.tree),
                 "work_item_id": item.map { .string($0.id) } ?? .null, "step_id": item.map { .string($0.id) } ?? .null,
                 "work_items_done": .array(done.map(JSONValue.string)), "attempt": .int(context.attempt),
+                "agent_session": said.withLock { $0.session }.map(JSONValue.string) ?? .null,
                 "explanation": .string("the folder's state is kept under \(checkpoint.ref): a later attempt goes on from here"),
             ])
         switch result.verification {
@@ -462,8 +499,37 @@ final class TaskRunner: Sendable {
         environment["PATH"] = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") + ":" + (own as NSString).deletingLastPathComponent
         environment["NECRO_DONE_STEPS"] = progress.withLock { $0.items.items.filter { $0.state == .done }.map { String($0.number) }.joined(separator: ",") }
         if let step { environment["NECRO_STEP"] = String(step) }
-        let (ended, _) = runChild(context.agent, environment: environment, tail: nil, timeout: nil)
-        return ended.map { $0.exitCode ?? 128 + ($0.signal ?? 0) } ?? 127
+        // The task's prompt, in a file the agent may read (`NECRO_PROMPT_FILE`), and where
+        // `prompt_via` says.
+        let template = context.agentSettings.promptTemplate.flatMap { try? PromptTemplate($0) } ?? .standard
+        let prompt = template.render(context: context.root, step: step)
+        let promptFile = (store?.stateDirectory ?? NSTemporaryDirectory()) + "/prompt-" + PathComponent.safe(context.runner) + ".md"
+        if !FileManager.default.createFile(atPath: promptFile, contents: Data(prompt.utf8), attributes: [.posixPermissions: 0o600]) {
+            FileHandle.standardError.write(Data("necro runner: cannot write the prompt to \(promptFile)\n".utf8))
+        }
+        environment["NECRO_PROMPT_FILE"] = promptFile
+        var settings = context.agentSettings
+        settings.command = context.agent
+        while true {
+            let session = said.withLock { state -> String? in
+                state.sessionThisRun = false
+                state.limit = nil
+                return state.session
+            }
+            let invocation = AgentInvocation(agent: settings, prompt: prompt, promptFile: promptFile, session: session)
+            let (ended, _) = runChild(invocation.argv, environment: environment, tail: nil, timeout: nil, input: invocation.stdin == nil ? nil : promptFile, agent: true)
+            let status = ended.map { $0.exitCode ?? 128 + ($0.signal ?? 0) } ?? 127
+            // A session that cannot be resumed (gone with an earlier container, or expired): the
+            // agent starts its conversation over, once.
+            let (resumedNothing, limited) = said.withLock { (!$0.sessionThisRun, $0.limit != nil) }
+            if status != 0, let session, !settings.resume.isEmpty, resumedNothing, !limited, !stopping.load(ordering: .relaxed) {
+                FileHandle.standardError.write(
+                    Data("necro runner: the agent did not resume session \(session) (status \(status)): it starts over\n".utf8))
+                said.withLock { $0.session = nil }
+                continue
+            }
+            return status
+        }
     }
 
     /// Runs a gate in the task's folder within the gate timeout; reports its start and result.
@@ -512,8 +578,10 @@ final class TaskRunner: Sendable {
     /// seconds. How it ended (nil: it could not start), and whether it timed out. Its output is
     /// read until it ends, then for 2 s at most: a process it left behind holding its stdout
     /// does not hold the runner.
-    private func runChild(_ argv: [String], environment: [String: String], tail: Tail?, timeout: Double?) -> (Ended?, Bool) {
-        guard let (pid, output) = spawn(argv, environment: environment) else {
+    private func runChild(
+        _ argv: [String], environment: [String: String], tail: Tail?, timeout: Double?, input: String? = nil, agent: Bool = false
+    ) -> (Ended?, Bool) {
+        guard let (pid, output) = spawn(argv, environment: environment, input: input) else {
             tail?.append(ArraySlice("cannot run \(argv.first ?? "")\n".utf8))
             return (nil, false)
         }
@@ -521,7 +589,7 @@ final class TaskRunner: Sendable {
         if stopping.load(ordering: .relaxed) { kill(-pid, SIGTERM) }  // a stop that came as it started
         let drained = DispatchSemaphore(value: 0)
         let reader = Thread { [self] in
-            pass(output, tail: tail)
+            pass(output, tail: tail, agent: agent)
             drained.signal()
         }
         reader.start()
@@ -546,9 +614,11 @@ final class TaskRunner: Sendable {
 
     /// Starts `argv` in the task's folder, in a process group of its own, stdin from /dev/null,
     /// stdout and stderr into one pipe: its pid and the pipe's read end.
-    private func spawn(_ argv: [String], environment: [String: String]) -> (pid_t, Int32)? {
+    private func spawn(_ argv: [String], environment: [String: String], input: String? = nil) -> (pid_t, Int32)? {
         var fds: [Int32] = [0, 0]
         guard !argv.isEmpty, pipe(&fds) == 0 else { return nil }
+        let inputFD = input.map { open($0, O_RDONLY | O_CLOEXEC) } ?? -1
+        defer { if inputFD >= 0 { close(inputFD) } }
         var pid: pid_t = 0
         let cArguments = argv.map { strdup($0) } + [nil]
         let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -556,7 +626,7 @@ final class TaskRunner: Sendable {
             cArguments.forEach { free($0) }
             cEnvironment.forEach { free($0) }
         }
-        let error = necro_spawn_split(argv[0], cArguments, cEnvironment, context.work, fds[1], fds[1], &pid)
+        let error = necro_spawn_input(argv[0], cArguments, cEnvironment, context.work, inputFD, fds[1], fds[1], &pid)
         close(fds[1])
         guard error == 0 else {
             close(fds[0])
@@ -567,8 +637,10 @@ final class TaskRunner: Sendable {
     }
 
     /// Passes what a process writes to this runner's stdout (the runner's log), to its end; every
-    /// byte a sign of activity.
-    private func pass(_ fd: Int32, tail: Tail?) {
+    /// byte a sign of activity. The agent's lines are read as well, for what it says of itself.
+    private func pass(_ fd: Int32, tail: Tail?, agent: Bool = false) {
+        var lines = agent ? AgentLines() : nil
+        defer { if var rest = lines { rest.finish { take(line: $0) } } }
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -583,8 +655,107 @@ final class TaskRunner: Sendable {
             }
             outputBytes.add(count, ordering: .relaxed)
             tail?.append(buffer[0..<count])
+            lines?.add(buffer[0..<count]) { take(line: $0) }
         }
         close(fd)
+    }
+
+    // MARK: What the agent says of itself
+
+    /// One line of the agent's output: JSON lines of Claude Code or Codex, Aider's cost lines.
+    /// Anything else, a line torn or not JSON at all, is output and nothing more.
+    private func take(line: ArraySlice<UInt8>) {
+        let now = Timestamp(secondsSince1970: Date().timeIntervalSince1970)
+        let signals: [AgentSignal]
+        if line.first == UInt8(ascii: "{") {
+            guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(line)) else { return }
+            signals = AgentOutput.signals(of: object, now: now)
+        } else if line.starts(with: "Tokens: ".utf8) {
+            signals = AgentOutput.signals(ofText: String(decoding: line, as: UTF8.self))
+        } else {
+            return
+        }
+        for signal in signals { take(signal) }
+    }
+
+    private func take(_ signal: AgentSignal) {
+        let item = progress.withLock { $0.items.current }
+        let span = item?.span ?? "main"
+        let parent: String? = item == nil ? nil : "main"
+        switch signal {
+        case .session(let id, let agent, let model):
+            let isNew = said.withLock { state -> Bool in
+                state.sessionThisRun = true
+                defer { state.session = id }
+                return state.session != id
+            }
+            guard isNew else { return }
+            reporter.emit(
+                .agentSession, span: span, parent: parent, phase: "executing", actor: "agent",
+                [
+                    "session_id": .string(id), "agent": .string(agent), "model": model.map(JSONValue.string) ?? .null,
+                    "explanation": .string("the agent's own session is \(id): a later attempt resumes it"),
+                ])
+        case .tool(let name, let detail):
+            reporter.emit(
+                .agentToolUse, span: span, parent: parent, phase: "executing", actor: "agent",
+                ["tool": .string(name), "detail": .string(String(detail.prefix(300))), "explanation": .string("the agent uses \(name)")])
+        case .todos(let todos):
+            takeTodos(todos, under: span)
+        case .usage(let usage):
+            said.withLock { $0.usage += usage }
+            var payload = usage.json
+            payload["explanation"] = .string("the agent reports what this cost: \(BudgetConfiguration.dollars(usage.costUSD)), \(usage.totalTokens) tokens")
+            reporter.emit(.agentUsage, span: span, parent: parent, phase: "executing", actor: "agent", payload)
+        case .limit(var notice):
+            let merged = said.withLock { state -> UsageLimitNotice in
+                // A reset time said before (Claude Code's rate_limit_event, in seconds) stays known;
+                // else a time of day in the message, in the agent's time zone.
+                if notice.resetsAt == nil { notice.resetsAt = state.limit?.resetsAt }
+                if notice.resetsAt == nil { notice.resetsAt = LocalResetTime.resolve(notice.message, now: Date()) }
+                state.limit = notice
+                return notice
+            }
+            reporter.emit(
+                .agentLimit, span: span, parent: parent, phase: "executing", actor: "agent",
+                [
+                    "message": .string(merged.message), "resets_at": merged.resetsAt.map { .double($0.secondsSince1970) } ?? .null,
+                    "explanation": .string(
+                        "the agent's provider refused for a usage or rate limit\(merged.resetsAt == nil ? "" : " until \(Date(timeIntervalSince1970: merged.resetsAt!.secondsSince1970))"): the attempt is tried again then, and does not count"),
+                ])
+        case .failed(let message):
+            FileHandle.standardError.write(Data("necro runner: the agent reports an error: \(message.prefix(500))\n".utf8))
+        }
+    }
+
+    /// The agent's to-do list as work items under the current step (`todo_<n>`): dispatched when
+    /// it appears, started, done.
+    private func takeTodos(_ todos: [AgentTodo], under parent: String) {
+        var changes: [(AgentTodo, Int, [EventType])] = []
+        said.withLock { state in
+            for todo in todos {
+                let known = state.todos[todo.text]
+                let number = known?.number ?? state.todos.count + 1
+                var types: [EventType] = known == nil ? [.workItemDispatched] : []
+                let before = known?.status ?? .pending
+                if todo.status != .pending && before == .pending { types.append(.workItemStart) }
+                if todo.status == .completed && before != .completed { types.append(.workItemDone) }
+                state.todos[todo.text] = (number, todo.status)
+                if !types.isEmpty { changes.append((todo, number, types)) }
+            }
+        }
+        for (todo, number, types) in changes {
+            let id = "todo_\(number)"
+            for type in types {
+                let words = type == .workItemDispatched ? "is on the agent's to-do list" : type == .workItemStart ? "is under way" : "is done"
+                reporter.emit(
+                    type, span: "work_\(id)", parent: parent, phase: "executing", actor: "agent",
+                    [
+                        "work_item_id": .string(id), "title": .string(String(todo.text.prefix(300))), "work_type": "agent_todo",
+                        "explanation": .string("the agent's to-do \(number) \(words): \(todo.text.prefix(120))"),
+                    ])
+            }
+        }
     }
 
     /// SIGTERM to the runner (a stop) goes on to the child running now (the agent, or a gate);
