@@ -288,6 +288,14 @@ import Testing
         let base = String(dashboard.prefix { $0 != "#" }).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
         let browser = try runProcess("/usr/bin/env", ["python3", "\(repositoryRoot)/Tests/NecroCLITests/Browser/inspect_cost.py", dashboard, "demo/1"])
         let metrics = try scrape(base) { ($0["necro_agent_cost_usd_total"] ?? 0) > 0 }
+        // The API: the taskset's total, each task's own.
+        let token = String(dashboard.split(separator: "=").last ?? "")
+        let set = try JSONDecoder().decode(JSONValue.self, from: Data(curl(["-H", "Authorization: Bearer \(token)", "\(base)/v1/tasksets/demo"]).utf8))
+        #expect(set["agent_usage"]?["cost_usd"] == 0.0417 && set["agent_usage"]?["tokens"]?["cache_read"] == 9600)
+        let tasks = set["tasks"]?.arrayValue ?? []
+        #expect(tasks.map { $0["agent_usage"]?["turns"] } == [6, 0])
+        let one = try JSONDecoder().decode(JSONValue.self, from: Data(curl(["-H", "Authorization: Bearer \(token)", "\(base)/v1/tasks/demo/1"]).utf8))
+        #expect(one["agent_usage"]?["tokens"]?["input"] == 1050)
         release(dir.file("end"))
         run.waitUntilExit()
         #expect(browser.status == 0, "\(browser.stdout)\(browser.stderr)")
