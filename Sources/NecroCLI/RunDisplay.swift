@@ -24,6 +24,7 @@ func describe(_ e: EventRecord) -> String? {
     case .runnerFinished where p["interrupted"] == true: return "stopped by the shutdown; it will run again"
     case .runnerFinished where p["success"] == false: return "attempt failed: \(text("failure_reason"))"
     case .taskRetryScheduled where p["requested"] == nil: return "retrying in \(seconds("delay_seconds"))"
+    case .taskFailed where p["not_started"] == true: return "FAILED, not started: \(text("failure_reason"))"
     case .taskFailed: return "FAILED after \(counted(p["attempts"]?.intValue ?? (p["retry_count"]?.intValue ?? 0) + 1, "attempt")): \(text("failure_reason"))"
     case .taskBlocked: return p["reason"].map { "blocked: \($0.stringValue ?? "")" }
     case .runnerTimedOut: return "stopping the runner: \(text("reason"))"

@@ -95,7 +95,7 @@ extension Dispatcher {
         if let design = documents?.design {
             var text = design.text
             if text.utf8.count > Self.designLimit {
-                text = String(decoding: text.utf8.prefix(Self.designLimit), as: UTF8.self) + "\n\n[… cut here: the rest is in \(design.path)]"
+                text = text.utf8Prefix(Self.designLimit) + "\n\n[… cut here: the rest is in \(design.path)]"
             }
             context["design"] = .object(["path": .string(design.path), "text": .string(text)])
         }

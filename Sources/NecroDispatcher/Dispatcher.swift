@@ -270,7 +270,12 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             let table = try RunnerStatusTable(folder: folder, name: options.runnerIDSuffix.map { "runners-\($0)" } ?? "runners")
             statusTable.withLock { $0 = table }
         }
-        var engine = DispatchEngine<C.Instant>(configuration: configuration, options: options, now: clock.now)
+        var engineOptions = options
+        if configuration.budget.taskUSD != nil || configuration.budget.tasksetUSD != nil {
+            // What the agents cost so far, asked as each task's turn comes.
+            engineOptions.refuseStart = { [weak self] task in self?.budgetRefusal(for: task) }
+        }
+        var engine = DispatchEngine<C.Instant>(configuration: configuration, options: engineOptions, now: clock.now)
         let writer = RecordWriter(
             registry: registry, journal: journal,
             observers: .init(
@@ -697,7 +702,6 @@ public final class Dispatcher<C: Clock>: Sendable where C.Duration == Duration, 
             let type = configuration.pool(named: request.pool)?.type.name ?? "?"
             return failLaunch(request.runner, "no launcher for pool type \(type) (pool \(request.pool))")
         }
-        if let refusal = budgetRefusal(for: request.task) { return failLaunch(request.runner, refused: refusal) }
         let agent = AgentConfiguration.forTask(request.spec.metadata, configured: configuration.agent)
         var argv: [String]?
         if pool.command.argv.isEmpty && pool.type == .localProcess {

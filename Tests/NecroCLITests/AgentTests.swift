@@ -165,6 +165,19 @@ import Testing
         #expect(events.filter { $0.type == .agentToolUse && $0.taskID == "1" }.compactMap { $0.payload["tool"]?.stringValue } == ["command", "file_change", "mcp"])
     }
 
+    @Test func aPresetNamedAfterNecroRunnerInAPoolsCommandIsThatPreset() async throws {
+        let dir = try Self.setup("agent-runner-argv")
+        defer { dir.remove() }
+        try dir.write("tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: Write the greeting}\n")
+        try Self.configure(dir, agent: "{command: [/bin/false], resume: [--again, \"{agent.session}\"]}", standIn: ["STANDIN_TRANSCRIPT": "\(Self.fixtures)/codex-exec.jsonl"])
+        let config = try String(contentsOfFile: dir.file("necro.yaml"), encoding: .utf8)
+        try dir.write("necro.yaml", config.replacingOccurrences(of: "config: {env:", with: "config: {command: [\"\(NecroBinary.path)\", runner, --, codex], env:"))
+        let result = try await NecroBinary.runAsync(["run", "tasks.yaml", "--no-server"], in: dir.path)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(Self.recorded(dir, "codex.1.args")?.split(separator: "\n").map(String.init) == ["exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check"])
+        #expect(Self.recorded(dir, "codex.1.stdin")?.contains("Write the greeting") == true)
+    }
+
     @Test func afterKill9OfTheRunnerTheNextAttemptResumesTheAgentsConversationOnTheCheckpointsFiles() async throws {
         let dir = try Self.setup("agent-resume")
         defer { dir.remove() }
@@ -244,7 +257,9 @@ import Testing
         let events = try Self.events(dir, spec: "demo")
         let failed = try #require(events.last { $0.type == .taskFailed })
         #expect(failed.payload["retryable"] == false && failed.payload["failure_reason"]?.stringValue?.contains("necro.yaml:") == true)
-        #expect(events.filter { $0.type == .taskAssigned }.count == 3, "the third is refused at its start")
+        #expect(failed.payload["not_started"] == true && failed.payload["attempts"] == 2, "the third is refused, not counted")
+        #expect(events.filter { $0.type == .taskAssigned }.count == 2)
+        #expect(result.stdout.contains("1  FAILED, not started: budget reached"), "\(result.stdout)")
     }
 
     @Test func anAgentStoppedByAUsageLimitRunsAgainAfterTheResetItReportedWithoutSpendingAnAttempt() async throws {

@@ -1,5 +1,6 @@
 @testable import NecroCore
 import NecroTesting
+import Synchronization
 import Testing
 
 /// Drives the engine as the dispatcher would, keeping what it asked for.
@@ -16,8 +17,8 @@ private struct Harness {
     var maxRunning = 0
     var running: Set<RunnerID> = []
 
-    init(_ configuration: DispatcherConfiguration, killGrace: Duration = .seconds(10)) {
-        engine = DispatchEngine(configuration: configuration, options: .init(killGrace: killGrace), now: now)
+    init(_ configuration: DispatcherConfiguration, killGrace: Duration = .seconds(10), options: DispatchEngine<TestInstant>.Options? = nil) {
+        engine = DispatchEngine(configuration: configuration, options: options ?? .init(killGrace: killGrace), now: now)
     }
 
     /// The actions of the last call.
@@ -191,6 +192,21 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         #expect(third != second && h.requests[third]?.attempt == 1)
         h.exit(third, 1)
         #expect(h.states["agent"] == .failed, "the one attempt it has, spent")
+    }
+
+    @Test func aTaskRefusedItsStartFailsUncountedAndBlocksWhatWaitsOnIt() {
+        let refused = Mutex<Set<TaskID>>([])
+        var options = DispatchEngine<TestInstant>.Options()
+        options.refuseStart = { key in refused.withLock { $0.contains(key.id) } ? "budget reached" : nil }
+        var h = Harness(configuration(attempts: 3), options: options)
+        h.load(spec([task("a"), task("b", ["a"]), task("c")]))
+        h.exit(h.runner("a"), 1)
+        refused.withLock { _ = $0.insert("a") }
+        h.advance(1)
+        #expect(h.states["a"] == .failed && h.states["b"] == .blocked)
+        let failed = try! #require(h.events.last { $0.0 == "a" && $0.1 == .taskFailed }?.2)
+        #expect(failed["failure_reason"] == "budget reached" && failed["not_started"] == true && failed["attempts"] == 1)
+        #expect(h.launched == [h.runner("a"), h.runner("c")], "no second attempt of a")
     }
 
     @Test func aTaskThatFailsForGoodBlocksItsDependentsAndFailsTheRun() {

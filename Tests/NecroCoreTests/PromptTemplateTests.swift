@@ -48,6 +48,21 @@ let kiroRequirements = """
         #expect(requirements[1].criteria.map(\.number) == [1])
     }
 
+    @Test func requirementsInAnotherLanguageWithLetteredIdsAreRead() {
+        let requirements = KiroRequirements(markdown: japaneseRequirements)
+        #expect(requirements.requirements.map(\.number) == ["1", "27A"])
+        #expect(requirements.requirements[0].title == "招待" && requirements.requirements[0].userStory.hasPrefix("管理者として"))
+        #expect(requirements.requirements[0].criteria.map(\.number) == [1, 2])
+        #expect(requirements.requirements[1].userStory == "ユーザーとして、二要素で守りたい。", "the first label is the story")
+        #expect(requirements.requirements[1].criteria.count == 1, "the appendix's list is not a criterion")
+        let cited = requirements.cited(["27A.1", "1（招待まわり）", "全要件のテストカバレッジ"])
+        #expect(cited.map { $0["requirement"] } == ["27A", "1", nil])
+        #expect(cited[1]["criteria"]?.arrayValue?.count == 2, "the note in parentheses is left")
+        #expect(cited[2]["citation"] == "全要件のテストカバレッジ" && cited[2]["missing"]?.stringValue?.contains("names no requirement by number") == true)
+        #expect(KiroRequirements.expand("1-3") == ["1", "2", "3"] && KiroRequirements.expand("17.1-17.3") == ["17.1", "17.2", "17.3"])
+        #expect(KiroRequirements.expand("All requirements (performance)") == [])
+    }
+
     @Test func aCitationResolvesToItsCriterionWithTheStoryAWholeRequirementOrSaysWhatIsMissing() {
         let requirements = KiroRequirements(markdown: kiroRequirements)
         let cited = requirements.cited(["1.2", "Requirement 2", "1.3", "7.1", "1.9"])
@@ -58,9 +73,46 @@ let kiroRequirements = """
         #expect(cited[1]["title"] == "Farewells" && cited[1]["criteria"]?.arrayValue?.count == 1)
         #expect(cited[2]["missing"] == "requirement 7 is not in requirements.md")
         #expect(requirements.cited(["1.1-1.3"])[0]["criteria"]?.arrayValue?.count == 3)
-        #expect(requirements.cited(["see the design", ""]).isEmpty)
+        #expect(requirements.cited(["see the design", ""]).map { $0["citation"] } == ["see the design"], "prose is said to name nothing")
     }
 }
+
+/// A Kiro `requirements.md` written in Japanese, in the shape of a public spec we read
+/// (`inakanou/ArchiTrack`, `.kiro/specs/user-authentication/requirements.md`): `### 要件N: …`,
+/// `**目的:**` for the story, `#### 受入基準`, ids with a letter (`27A`). Our own text.
+let japaneseRequirements = """
+    # 要件定義書
+
+    ## はじめに
+
+    **セキュリティポリシー:**
+    - 招待制のみ
+
+    ## 要件
+
+    ### 要件1: 招待
+
+    **目的:** 管理者として、ユーザーを招待したい。そうすることで、承認された人だけが入れる。
+
+    #### 受入基準
+
+    1. WHEN 管理者が招待する THEN システムは招待トークンを発行しなければならない
+    2. IF トークンが期限切れである THEN システムは登録を拒否しなければならない
+
+    ### 要件27A: 二要素認証
+
+    **目的:** ユーザーとして、二要素で守りたい。
+
+    **補足:** TOTPを使う。
+
+    #### 受入基準
+
+    1. WHEN 2FAが有効である THEN システムはコードを求めなければならない
+
+    ## 付録
+
+    1. これは基準ではない
+    """
 
 @Suite struct PromptTemplateTests {
     static let context: [String: JSONValue] = [
@@ -84,7 +136,7 @@ let kiroRequirements = """
             "1. [x] Read the name\n2. [ ] Print the greeting",
             "### Requirement 1\n\nUser story: As a visitor, I want to be greeted, so that I feel welcome.",
             "2. WHEN the visitor gives a name THEN the system SHALL print \"hello, NAME\"\n   and keep the name's case",
-            "The spec's design (design.md), for reference:\n\n# Design\n\nOne executable, `greet`.",
+            "The spec's design (design.md), for reference:\n\n### Design\n\nOne executable, `greet`.",
             "- task 1.1 (branch necro/greeter/1.1, merged into this folder)",
             "left off at checkpoint 3", "Done already: step 1.", "Your conversation of then goes on.",
             "Attempt 1 failed: gate `swift test` failed: exit code 1.", "```\nerror: expected hello, NAME\n```",
@@ -100,9 +152,14 @@ let kiroRequirements = """
         let bare: [String: JSONValue] = ["spec": "s", "task": ["id": "3", "title": "Tidy", "steps": [["title": "A"], ["title": "B"]]]]
         let prompt = PromptTemplate.standard.render(context: bare, step: 2)
         #expect(prompt.contains("Do step 2 only: B"))
-        for absent in ["## Requirements", "## Design", "## Done before", "## Where this attempt", "## What went wrong", "checks pass"] {
+        for absent in ["## Requirements", "## Design", "## The tasks it depends on", "## Where this attempt", "## What went wrong", "checks pass"] {
             #expect(!prompt.contains(absent), "\(absent)\n---\n\(prompt)")
         }
+    }
+
+    @Test func aDesignsHeadingsSitUnderThePromptsAndLongTextIsCutBetweenCharacters() {
+        #expect(PromptTemplate.demoted("# Design\n## Error Handling\n```\n# a comment\n```") == "### Design\n#### Error Handling\n```\n# a comment\n```")
+        #expect("共通の設計".utf8Prefix(7) == "共通" && "abc".utf8Prefix(10) == "abc" && "共".utf8Prefix(2) == "")
     }
 
     @Test func aTemplateWithAnUnknownNameOrAnOpenPartIsRefusedWithItsLine() throws {

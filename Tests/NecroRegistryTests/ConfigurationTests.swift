@@ -389,6 +389,13 @@ private func issues(_ text: String) -> [SpecIssue] {
             #expect(issue?.location.line == 3 && issue?.location.field == "agent.prompt_template")
             #expect(issue?.message.contains("bad.md, line 3: unknown name {{tsk.title}}") == true, "\(String(describing: issue))")
         }
+        // It travels in TASK_CONTEXT: a template too large for it is refused.
+        try dir.write("big.md", String(repeating: "{{task.title}} ", count: 3000))
+        try dir.write("necro.yaml", "agent: {preset: claude, prompt_template: big.md}\nagent_pools:\n  local: {max_concurrency: 1}\n")
+        #expect(throws: SpecValidationError.self) { try ConfigurationLoader.load(path: dir.file("necro.yaml")) }
+        do { _ = try ConfigurationLoader.load(path: dir.file("necro.yaml")) } catch {
+            #expect(error.issues.first?.message.contains("is 45000 bytes: at most 32 KiB") == true, "\(error.issues)")
+        }
     }
 
     @Test func badPresetsPromptWaysResumesAndBudgetsAreRefusedWithTheirLines() {

@@ -39,7 +39,14 @@ struct RunnerCommand: ParsableCommand {
             printError("error: necro runner: \(error)")
             throw ExitStatus.invalidInput
         }
-        if !agent.isEmpty { context.agent = agent }
+        if !agent.isEmpty {
+            // The agent named here: a preset by its name alone, else this argv as it is (no resume
+            // arguments or prompt way of another agent; `{prompt}`, `{prompt.file}` are filled).
+            let template = context.agentSettings.promptTemplate
+            context.agentSettings = agent.count == 1 ? AgentPreset.named(agent[0]) ?? AgentConfiguration(command: agent) : AgentConfiguration(command: agent)
+            context.agentSettings.promptTemplate = template
+            context.agent = context.agentSettings.command
+        }
         if let steps {
             guard steps == "once" || steps == "each" else {
                 printError("error: --steps must be once or each, found \(steps)")

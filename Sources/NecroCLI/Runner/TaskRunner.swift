@@ -522,6 +522,8 @@ final class TaskRunner: Sendable {
             // A session that cannot be resumed (gone with an earlier container, or expired): the
             // agent starts its conversation over, once.
             let (resumedNothing, limited) = said.withLock { (!$0.sessionThisRun, $0.limit != nil) }
+            // A limit the agent reported is not a success, whatever its status.
+            if limited && status == 0 { return Self.usageLimitStatus }
             if status != 0, let session, !settings.resume.isEmpty, resumedNothing, !limited, !stopping.load(ordering: .relaxed) {
                 FileHandle.standardError.write(
                     Data("necro runner: the agent did not resume session \(session) (status \(status)): it starts over\n".utf8))
@@ -694,7 +696,7 @@ final class TaskRunner: Sendable {
                 .agentSession, span: span, parent: parent, phase: "executing", actor: "agent",
                 [
                     "session_id": .string(id), "agent": .string(agent), "model": model.map(JSONValue.string) ?? .null,
-                    "explanation": .string("the agent's own session is \(id): a later attempt resumes it"),
+                    "explanation": .string("the agent's own session is \(id): an attempt that goes on from a checkpoint taken from now on resumes it"),
                 ])
         case .tool(let name, let detail):
             reporter.emit(

@@ -41,7 +41,7 @@ public struct PromptTemplate: Hashable, Sendable {
         {{/design}}
         {{#dependencies}}
 
-        ## Done before this task
+        ## The tasks it depends on
         {{dependencies}}
         {{/dependencies}}
         {{#checkpoint}}
@@ -133,7 +133,7 @@ public struct PromptTemplate: Hashable, Sendable {
         }
         values["requirements"] = requirements(context["requirements"]?.arrayValue ?? [])
         if let design = context["design"]?.objectValue {
-            values["design"] = (design["text"]?.stringValue ?? "").trimmingBlankLines
+            values["design"] = demoted((design["text"]?.stringValue ?? "").trimmingBlankLines)
             values["design.path"] = design["path"]?.stringValue ?? "design.md"
         }
         let branches = (context["dependency_branches"]?.arrayValue ?? []).compactMap { $0.objectValue }
@@ -164,10 +164,25 @@ public struct PromptTemplate: Hashable, Sendable {
         return values
     }
 
+    /// A document set under a heading of the prompt: its own headings two levels down (not in
+    /// code blocks), so that they do not read as the prompt's.
+    public static func demoted(_ text: String) -> String {
+        var inFence = false
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            let trimmed = line.drop { $0 == " " }
+            if trimmed.hasPrefix("```") || trimmed.hasPrefix("~~~") { inFence.toggle() }
+            return !inFence && line.hasPrefix("#") ? "##" + line : String(line)
+        }.joined(separator: "\n")
+    }
+
     /// The cited requirements, each with its user story and the criteria cited.
     static func requirements(_ items: [JSONValue]) -> String {
         var blocks: [String] = []
         for case .object(let item) in items {
+            if item["requirement"] == nil, let missing = item["missing"]?.stringValue {
+                blocks.append("(\(missing))")
+                continue
+            }
             var block = "### Requirement \(item["requirement"]?.stringValue ?? "?")"
             if let title = item["title"]?.stringValue, !title.isEmpty { block += ": \(title)" }
             if let story = item["user_story"]?.stringValue, !story.isEmpty { block += "\n\nUser story: \(story)" }
@@ -249,6 +264,20 @@ public struct PromptTemplate: Hashable, Sendable {
 }
 
 extension String {
+    /// The longest start of the text that is at most `limit` bytes in UTF-8, cut between characters.
+    public func utf8Prefix(_ limit: Int) -> String {
+        guard utf8.count > limit else { return self }
+        var bytes = 0
+        var end = startIndex
+        for index in indices {
+            let width = self[index].utf8.count
+            if bytes + width > limit { break }
+            bytes += width
+            end = self.index(after: index)
+        }
+        return String(self[..<end])
+    }
+
     var trimmingSpaces: String {
         String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }

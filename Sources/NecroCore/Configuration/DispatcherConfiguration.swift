@@ -254,10 +254,10 @@ public struct BudgetConfiguration: Hashable, Sendable {
     public func refusal(task: Double, taskset: Double) -> String? {
         let place = location.map { " (\($0))" } ?? ""
         if let limit = taskUSD, task >= limit {
-            return "budget reached: the task's agents cost \(Self.dollars(task)), budget.task_usd is \(Self.dollars(limit))\(place): no further attempt starts (raise it and necro retry the task)"
+            return "budget reached: the task's agents cost \(Self.dollars(task)), budget.task_usd is \(Self.dollars(limit))\(place): no further attempt starts (raise it, then necro retry the task)"
         }
         if let limit = tasksetUSD, taskset >= limit {
-            return "budget reached: the taskset's agents cost \(Self.dollars(taskset)), budget.taskset_usd is \(Self.dollars(limit))\(place): no further attempt starts (raise it and necro retry the task)"
+            return "budget reached: the taskset's agents cost \(Self.dollars(taskset)), budget.taskset_usd is \(Self.dollars(limit))\(place): no further attempt starts (raise it, then necro retry the task)"
         }
         return nil
     }

@@ -18,6 +18,10 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
         public var randomSeed: UInt64 = 0x5eed
         /// Appended to runner ids: a token per dispatcher start keeps them unique across restarts.
         public var runnerIDSuffix: String?
+        /// Why a task may not start now that its turn has come (its agents' budget is spent), asked
+        /// before each assignment; nil: it may. A refused task fails, not retried, and no attempt
+        /// is counted.
+        public var refuseStart: (@Sendable (TaskKey) -> String?)?
 
         public init(
             killGrace: Duration = .seconds(10), finishWhenIdle: Bool = true, randomSeed: UInt64 = 0x5eed,
@@ -392,6 +396,11 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
                 scheduler.release(assignment)
                 continue
             }
+            if let refusal = options.refuseStart?(key) {
+                scheduler.release(assignment)
+                refuseStart(key, index, refusal)
+                continue
+            }
             var slot: (number: Int, slot: TaskSlot)?
             if let repoPool = configuration.repoPool {
                 // Admission never lets more runners run than there are slots.
@@ -438,6 +447,21 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
             }
             effects.append(.launch(request))
         }
+    }
+
+    /// A task whose turn came and that may not start: failed with the reason, its attempts as
+    /// they were; what waits on it is blocked (or goes on, for an optional task).
+    mutating func refuseStart(_ key: TaskKey, _ index: Int, _ reason: String) {
+        let task = sets[key.spec]!.spec.tasks[index]
+        let attempts = sets[key.spec]!.attempts[index]
+        queuedSince[key] = nil
+        var payload: [String: JSONValue] = [
+            "failure_reason": .string(reason), "attempts": .int(attempts), "retry_count": .int(max(0, attempts - 1)), "retryable": false,
+            "not_started": true, "explanation": .string("not started: \(reason)"),
+        ]
+        if task.optional { payload["optional"] = true }
+        change(key, index, to: .failed, reason: .some(reason), events: [NewEvent(.taskFailed, payload: payload)])
+        if task.optional { releaseDependents(of: key, index) } else { blockDependents(of: key, index) }
     }
 
     /// When nothing runs and what is queued can only go to disabled pools, says so once (per

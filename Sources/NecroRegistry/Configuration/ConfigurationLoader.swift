@@ -274,8 +274,13 @@ private struct ConfigurationDecoder {
     private mutating func template(_ file: String, _ node: SpecNode, _ path: String) -> String? {
         let folder = URL(fileURLWithPath: reader.file).deletingLastPathComponent()
         let full = file.hasPrefix("/") ? file : URL(fileURLWithPath: file, relativeTo: folder).standardizedFileURL.path
-        guard let data = FileManager.default.contents(atPath: full), data.count <= 1 << 20 else {
-            reader.fail(.invalidValue, node, path, "cannot read the prompt template \(full) (missing, unreadable, or over 1 MB)")
+        guard let data = FileManager.default.contents(atPath: full) else {
+            reader.fail(.invalidValue, node, path, "cannot read the prompt template \(full) (missing or unreadable)")
+            return nil
+        }
+        // It travels in TASK_CONTEXT, an environment variable (128 KiB at most, with the rest).
+        guard data.count <= 32 << 10 else {
+            reader.fail(.invalidValue, node, path, "the prompt template \(full) is \(data.count) bytes: at most 32 KiB (it travels to the runner in TASK_CONTEXT)")
             return nil
         }
         let text = String(decoding: data, as: UTF8.self)
