@@ -39,7 +39,7 @@ extension Dispatcher {
     func seedAgentUsage(_ specs: [String]) {
         var totals = AgentUsageTotals()
         for spec in specs {
-            for event in (try? registry.events(EventQuery(spec: spec, type: .agentUsage))) ?? [] { totals.add(event) }
+            if let found = try? AgentUsageTotals(registry: registry, spec: spec) { totals.merge(found) }
         }
         agents.usage.withLock { $0 = totals }
     }
@@ -64,7 +64,9 @@ extension Dispatcher {
     /// A failed runner whose agent reported a usage limit: retried after the reset, uncounted.
     func limitedExit(of id: RunnerID) -> RunnerExit? {
         guard let notice = agents.limits.withLock({ $0.removeValue(forKey: id) }) else { return nil }
-        let wait = notice.resetsAt.map { max(0, $0.secondsSince1970 - Date().timeIntervalSince1970) }
+        // A reset already past (or not a time) is no reset time: the backoff applies. A second
+        // more, so as not to come back just before it.
+        let wait = notice.resetsAt.map { $0.secondsSince1970 - Date().timeIntervalSince1970 }.flatMap { $0.isFinite && $0 > 0 ? min($0, 86_400) : nil }
         return .usageLimited(retryAfter: wait.map { .milliseconds(Int64(($0 * 1000).rounded(.up)) + 1000) }, message: notice.message)
     }
 
@@ -90,7 +92,19 @@ extension Dispatcher {
         }
         let documents = specDocuments(request.task.spec)
         if case .array(let cited)? = request.spec.metadata["requirements"], let requirements = documents?.requirements {
-            context["requirements"] = .array(requirements.cited(cited.compactMap(\.stringValue)))
+            // As many as fit beside the design in an environment variable.
+            var kept: [JSONValue] = []
+            var size = 0
+            let all = requirements.cited(cited.compactMap(\.stringValue))
+            for item in all {
+                size += item.jsonText.utf8.count
+                if size > Self.designLimit {
+                    kept.append(.object(["citation": .string("\(all.count - kept.count) more"), "missing": .string("\(all.count - kept.count) more cited requirements did not fit: see requirements.md")]))
+                    break
+                }
+                kept.append(item)
+            }
+            context["requirements"] = .array(kept)
         }
         if let design = documents?.design {
             var text = design.text

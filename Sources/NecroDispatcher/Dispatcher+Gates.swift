@@ -307,6 +307,8 @@ extension Dispatcher {
             lastFailures.withLock { _ = $0.removeValue(forKey: row.task) }
             return
         }
+        // Stopped by a usage limit: not the agent's failure; the one before stays the one to tell.
+        if case .usageLimited = exit { return }
         var failure: [String: JSONValue] = ["attempt": .int(row.attempt), "runner_id": .string(id.rawValue), "reason": .string(exit.reason)]
         switch exit {
         case .gateFailed(let gate):

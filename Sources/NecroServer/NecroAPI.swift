@@ -191,7 +191,7 @@ public final class NecroAPI: Sendable {
 
     /// What the agents of a taskset cost, from its `agent_usage` events.
     private func agentUsage(_ spec: String) throws -> AgentUsageTotals {
-        AgentUsageTotals(try registry.events(EventQuery(spec: spec, type: .agentUsage)))
+        try AgentUsageTotals(registry: registry, spec: spec)
     }
 
     private func taskSet(_ name: String) throws -> Response {

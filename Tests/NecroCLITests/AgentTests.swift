@@ -289,6 +289,28 @@ import Testing
         #expect(Self.recorded(dir, "claude.2.args") != nil)
     }
 
+    @Test func aLimitTheAgentGotPastDoesNotStopItsRun() async throws {
+        let dir = try Self.setup("agent-limit-passed")
+        defer { dir.remove() }
+        try dir.write("tasks.yaml", "spec_name: demo\ntasks:\n  - {id: \"1\", title: Busy hour}\n")
+        // Codex says a request met a rate limit, waits and goes on, and ends its turn (its own retry).
+        try dir.write(
+            "transcript.jsonl",
+            """
+            {"type":"thread.started","thread_id":"0199a7e2-0000-7000-8000-000000000003"}
+            {"type":"error","message":"Rate limit reached for gpt-5 in organization org-x. Please try again in 1.5s."}
+            {"type":"turn.completed","usage":{"input_tokens":1200,"cached_input_tokens":0,"output_tokens":80}}
+
+            """)
+        try Self.configure(dir, agent: "codex", standIn: ["STANDIN_TRANSCRIPT": dir.file("transcript.jsonl")])
+        let result = try await NecroBinary.runAsync(["run", "tasks.yaml", "--no-server"], in: dir.path)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let events = try Self.events(dir, spec: "demo")
+        #expect(events.contains { $0.type == .agentLimit }, "said")
+        #expect(events.filter { $0.type == .taskAssigned }.count == 1 && !events.contains { $0.type == .taskRetryScheduled }, "not run again")
+        #expect(events.contains { $0.type == .taskCompleted })
+    }
+
     @Test func theDashboardShowsEachTasksCostAndTheTasksetsTotalAndMetricsCountThem() throws {
         let dir = try Self.setup("agent-dashboard")
         defer { dir.remove() }

@@ -82,6 +82,15 @@ import Testing
         #expect(try Self.signals("aider-output.txt") == [.usage(AgentUsage(costUSD: 0.0099, tokens: ["input": 2400, "output": 180], turns: 1))])
         #expect(AgentOutput.signals(ofText: "Tokens: 12,345 sent, 1.1M received.") == [.usage(AgentUsage(tokens: ["input": 12345, "output": 1_100_000], turns: 1))])
         #expect(AgentOutput.signals(ofText: "Tokens are what models read") == [])
+        // Lines that look like it and are not, or with numbers past reason, neither crash nor overflow.
+        #expect(AgentOutput.signals(ofText: "Tokens: sent") == [])
+        #expect(AgentOutput.signals(ofText: "Tokens: 99999999999999999999999 sent, 888888888888888888888k received. Cost: $99999999999999999999 message") == [
+            .usage(AgentUsage(costUSD: AgentUsage.costLimit, tokens: ["input": AgentUsage.countLimit, "output": AgentUsage.countLimit], turns: 1))
+        ])
+        var huge = AgentUsage(tokens: ["input": Int.max], turns: Int.max)
+        huge += huge
+        #expect(huge.tokens["input"] == Int.max && huge.totalTokens == Int.max)
+        #expect(BudgetConfiguration.dollars(1e300).hasPrefix("over"))
     }
 
     @Test func usageAddsUpPerTaskAndTaskset() {
@@ -134,7 +143,7 @@ import Testing
         let preset = try #require(AgentConfiguration.forTask(["agent": ["codex"]], configured: configured))
         #expect(preset.preset == "codex" && preset.steps == .each && preset.stallTimeout == .seconds(60))
         let argv = try #require(AgentConfiguration.forTask(["agent": ["./mine.sh", "--fast"]], configured: configured))
-        #expect(argv.command == ["./mine.sh", "--fast"] && argv.resume.isEmpty && argv.promptVia == .stdin)
+        #expect(argv.command == ["./mine.sh", "--fast"] && argv.resume.isEmpty && argv.promptVia == nil && argv.steps == .each)
         #expect(AgentConfiguration.forTask([:], configured: configured) == configured)
     }
 }

@@ -184,14 +184,32 @@ private func task(_ id: TaskID, _ deps: [TaskID] = [], priority: Int = 0) -> Tas
         // The same attempt again, under an id of its own.
         let second = h.launched[1]
         #expect(h.requests[second]?.attempt == 1 && second != first && second.rawValue.hasPrefix("s.agent.a1"))
-        // Without a reset time, the backoff; then a real failure counts.
+        // Without a reset time, a backoff that grows with each limit met; then a real failure counts.
         h.send(.runnerExited(second, .usageLimited(retryAfter: nil, message: "rate limit")))
-        #expect(h.events.last { $0.1 == .taskRetryScheduled }?.2["delay_seconds"] == 1.0)
-        h.advance(1)
+        #expect(h.events.last { $0.1 == .taskRetryScheduled }?.2["delay_seconds"] == 2.0)
+        h.advance(2)
         let third = h.launched[2]
         #expect(third != second && h.requests[third]?.attempt == 1)
         h.exit(third, 1)
         #expect(h.states["agent"] == .failed, "the one attempt it has, spent")
+    }
+
+    @Test func aLimitMetOverAndOverEndsUpCountingAndOneMetInAShutdownIsGivenBack() {
+        var h = Harness(configuration(attempts: 1))
+        h.load(spec([task("quota"), task("other")]))
+        for _ in 0..<20 {
+            h.send(.runnerExited(h.launched.first { $0.rawValue.hasPrefix("s.quota") && h.running.contains($0) }!, .usageLimited(retryAfter: .seconds(1), message: "quota exceeded")))
+            h.advance(1)
+        }
+        #expect(h.states["quota"] == .running, "twenty limits, each given back")
+        h.send(.runnerExited(h.launched.last { $0.rawValue.hasPrefix("s.quota") }!, .usageLimited(retryAfter: .seconds(1), message: "quota exceeded")))
+        #expect(h.states["quota"] == .failed, "the twenty-first counts: its one attempt is spent")
+        // In a shutdown, a limited attempt is given back for the next run, not counted.
+        var s = Harness(configuration(attempts: 1))
+        s.load(spec([task("a")]))
+        s.send(.shutdown)
+        s.send(.runnerExited(s.runner("a"), .usageLimited(retryAfter: .seconds(60), message: "limit")))
+        #expect(s.states["a"] == .ready && s.engine.attempts(of: TaskKey(spec: "s", id: "a")) == 0)
     }
 
     @Test func aTaskRefusedItsStartFailsUncountedAndBlocksWhatWaitsOnIt() {

@@ -162,6 +162,18 @@ let japaneseRequirements = """
         #expect("共通の設計".utf8Prefix(7) == "共通" && "abc".utf8Prefix(10) == "abc" && "共".utf8Prefix(2) == "")
     }
 
+    @Test func aPartsTagsTakeTheirLineOnlyWhenAloneOnItAndValuesKeepTheirBlankLines() throws {
+        let inline = try PromptTemplate("Checks: {{#gates}}{{gates}}{{/gates}}\nNext\n  {{#steps}}\nSteps:\n{{steps}}\n  {{/steps}}\nEnd")
+        #expect(inline.render(context: Self.context) == "Checks: `swift test`\nNext\nSteps:\n1. [x] Read the name\n2. [ ] Print the greeting\nEnd\n")
+        var context = Self.context
+        context["design"] = ["path": "design.md", "text": "```swift\nlet a = 1\n\n\nlet b = 2\n```"]
+        #expect(PromptTemplate.standard.render(context: context).contains("let a = 1\n\n\nlet b = 2"), "a value's own blank lines stay")
+        // CRLF templates and documents read as LF ones.
+        #expect(try PromptTemplate("A\r\n{{#steps}}\r\nB\r\n{{/steps}}\r\nC").render(context: Self.context) == "A\r\nB\r\nC\n")
+        #expect(KiroRequirements(markdown: kiroRequirements.replacing("\n", with: "\r\n")) == KiroRequirements(markdown: kiroRequirements))
+        #expect(throws: PromptTemplate.Invalid.self) { try PromptTemplate(String(repeating: "{{#spec}}", count: 17) + String(repeating: "{{/spec}}", count: 17)) }
+    }
+
     @Test func aTemplateWithAnUnknownNameOrAnOpenPartIsRefusedWithItsLine() throws {
         let custom = try PromptTemplate("Do {{ task.title }}.\n{{#gates}}Check: {{gates}}{{/gates}}")
         #expect(custom.render(context: Self.context) == "Do Greet by name.\nCheck: `swift test`\n")

@@ -109,16 +109,16 @@ struct Status: AsyncParsableCommand {
             for task in tasks { slots[task.key] = task.slot }
             var counts: [String: Int] = [:]
             for task in tasks { counts[task.state.rawValue, default: 0] += 1 }
-            let usage = AgentUsageTotals(try registry.events(EventQuery(spec: set.name, type: .agentUsage)))
+            let usage = try AgentUsageTotals(registry: registry, spec: set.name)
             let total = usage.taskset(set.name)
             report.tasksets.append(
-                .init(name: set.name, version: set.version, counts: counts, agent_cost_usd: Self.rounded(total.costUSD), agent_tokens: total.tokens))
+                .init(name: set.name, version: set.version, counts: counts, agent_cost_usd: AgentUsage.rounded(total.costUSD), agent_tokens: total.tokens))
             for task in tasks {
                 let own = usage.task(task.key)
                 guard !own.isEmpty else { continue }
                 report.agent_tasks.append(
                     .init(
-                        spec: set.name, task_id: task.task.id.rawValue, state: task.state.rawValue, cost_usd: Self.rounded(own.costUSD),
+                        spec: set.name, task_id: task.task.id.rawValue, state: task.state.rawValue, cost_usd: AgentUsage.rounded(own.costUSD),
                         tokens: own.tokens, turns: own.turns))
             }
             for task in tasks.sorted(by: { $0.updatedAt > $1.updatedAt }) where task.state == .failed || (task.state == .blocked && task.reason != nil) {
@@ -187,8 +187,6 @@ struct Status: AsyncParsableCommand {
         }
         if report.slot_allocation_failures > 0 { print("slot allocation failures: \(report.slot_allocation_failures)") }
     }
-
-    static func rounded(_ dollars: Double) -> Double { (dollars * 1_000_000).rounded() / 1_000_000 }
 
     /// `$0.42, 12,345 tokens (input 10,000, output 2,345)`.
     static func usageText(_ cost: Double, _ tokens: [String: Int]) -> String {

@@ -181,8 +181,9 @@ final class TaskRunner: Sendable {
         var exitReason = agentStatus == 0 ? "done" : "agent failed with status \(agentStatus)"
         var status = agentStatus
         let (limit, usage, session) = said.withLock { ($0.limit, $0.usage, $0.session) }
-        if let limit, !stopping.load(ordering: .relaxed) {
-            // Not the agent's failure: the dispatcher tries again once the limit resets.
+        if let limit, agentStatus != 0, !stopping.load(ordering: .relaxed) {
+            // The agent failed on a limit (one it got past does not count): not its failure; the
+            // dispatcher tries again once the limit resets.
             exitReason = "usage limit: \(limit.message)"
             status = Self.usageLimitStatus
         }
@@ -505,7 +506,9 @@ final class TaskRunner: Sendable {
         let prompt = template.render(context: context.root, step: step)
         let promptFile = (store?.stateDirectory ?? NSTemporaryDirectory()) + "/prompt-" + PathComponent.safe(context.runner) + ".md"
         if !FileManager.default.createFile(atPath: promptFile, contents: Data(prompt.utf8), attributes: [.posixPermissions: 0o600]) {
-            FileHandle.standardError.write(Data("necro runner: cannot write the prompt to \(promptFile)\n".utf8))
+            // Without it the agent would run on no instructions, and might even pass for done.
+            FileHandle.standardError.write(Data("necro runner: cannot write the prompt to \(promptFile): the agent is not started\n".utf8))
+            return 1
         }
         environment["NECRO_PROMPT_FILE"] = promptFile
         var settings = context.agentSettings
@@ -522,8 +525,6 @@ final class TaskRunner: Sendable {
             // A session that cannot be resumed (gone with an earlier container, or expired): the
             // agent starts its conversation over, once.
             let (resumedNothing, limited) = said.withLock { (!$0.sessionThisRun, $0.limit != nil) }
-            // A limit the agent reported is not a success, whatever its status.
-            if limited && status == 0 { return Self.usageLimitStatus }
             if status != 0, let session, !settings.resume.isEmpty, resumedNothing, !limited, !stopping.load(ordering: .relaxed) {
                 FileHandle.standardError.write(
                     Data("necro runner: the agent did not resume session \(session) (status \(status)): it starts over\n".utf8))

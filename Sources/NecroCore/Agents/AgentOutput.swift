@@ -47,18 +47,32 @@ public struct AgentUsage: Hashable, Sendable {
     public static let tokenKinds = ["input", "output", "cache_read", "cache_creation"]
 
     public var isEmpty: Bool { costUSD == 0 && tokens.values.allSatisfy { $0 == 0 } && turns == 0 }
-    public var totalTokens: Int { tokens.values.reduce(0, +) }
+    public var totalTokens: Int { tokens.values.reduce(0, Self.sum) }
+
+    /// The most a count may be (tokens, turns) and a cost (dollars): more is a mistake, and sums
+    /// stay far from overflowing.
+    public static let countLimit = 1_000_000_000_000_000
+    public static let costLimit = 1_000_000_000.0
+
+    /// Adds without overflowing: at most `Int.max`.
+    static func sum(_ a: Int, _ b: Int) -> Int {
+        let (total, overflow) = a.addingReportingOverflow(b)
+        return overflow ? Int.max : total
+    }
 
     public static func + (a: AgentUsage, b: AgentUsage) -> AgentUsage {
-        AgentUsage(costUSD: a.costUSD + b.costUSD, tokens: a.tokens.merging(b.tokens, uniquingKeysWith: +), turns: a.turns + b.turns)
+        AgentUsage(costUSD: a.costUSD + b.costUSD, tokens: a.tokens.merging(b.tokens, uniquingKeysWith: sum), turns: sum(a.turns, b.turns))
     }
+
+    /// Dollars as the API and events show them: to the millionth.
+    public static func rounded(_ dollars: Double) -> Double { (min(dollars, costLimit) * 1_000_000).rounded() / 1_000_000 }
 
     public static func += (a: inout AgentUsage, b: AgentUsage) { a = a + b }
 
     /// As an `agent_usage` event's payload has it, and as the API shows it.
     public var json: [String: JSONValue] {
         [
-            "cost_usd": .double((costUSD * 1_000_000).rounded() / 1_000_000),
+            "cost_usd": .double(Self.rounded(costUSD)),
             "tokens": .object(Dictionary(uniqueKeysWithValues: Self.tokenKinds.map { ($0, .int(tokens[$0] ?? 0)) })),
             "turns": .int(turns),
         ]
@@ -69,10 +83,12 @@ public struct AgentUsage: Hashable, Sendable {
         let cost = payload["cost_usd"]?.doubleValue
         var tokens: [String: Int] = [:]
         if case .object(let counts)? = payload["tokens"] {
-            for (kind, value) in counts { if let count = value.intValue, count > 0 { tokens[kind] = count } }
+            for (kind, value) in counts { if let count = value.intValue, count > 0 { tokens[kind] = min(count, Self.countLimit) } }
         }
         guard cost != nil || !tokens.isEmpty else { return nil }
-        self.init(costUSD: max(0, cost.flatMap { $0.isFinite ? $0 : nil } ?? 0), tokens: tokens, turns: max(0, payload["turns"]?.intValue ?? 0))
+        self.init(
+            costUSD: min(Self.costLimit, max(0, cost.flatMap { $0.isFinite ? $0 : nil } ?? 0)), tokens: tokens,
+            turns: min(Self.countLimit, max(0, payload["turns"]?.intValue ?? 0)))
     }
 }
 
@@ -119,8 +135,10 @@ public enum AgentOutput {
             return [.limit(UsageLimitNotice(message: "rate limit reached\(kind)", resetsAt: reset))]
         case "result":
             var signals: [AgentSignal] = []
-            var usage = AgentUsage(turns: max(0, line["num_turns"]?.intValue ?? 0))
-            if let cost = line["total_cost_usd"]?.doubleValue ?? line["cost_usd"]?.doubleValue, cost.isFinite, cost > 0 { usage.costUSD = cost }
+            var usage = AgentUsage(turns: min(AgentUsage.countLimit, max(0, line["num_turns"]?.intValue ?? 0)))
+            if let cost = line["total_cost_usd"]?.doubleValue ?? line["cost_usd"]?.doubleValue, cost.isFinite, cost > 0 {
+                usage.costUSD = min(cost, AgentUsage.costLimit)
+            }
             if case .object(let counts)? = line["usage"] {
                 usage.tokens = tokens(counts, [
                     ("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_input_tokens", "cache_read"),
@@ -185,17 +203,19 @@ public enum AgentOutput {
     /// message, $0.05 session.` (the cost is added per message; cache counts, when present, sit
     /// between the two and are not read).
     public static func signals(ofText line: String) -> [AgentSignal] {
-        guard line.hasPrefix("Tokens: "), let sent = line.firstRange(of: " sent") else { return [] }
+        guard line.hasPrefix("Tokens: ") else { return [] }
+        let afterPrefix = line.dropFirst(8)
+        guard let sent = afterPrefix.firstRange(of: " sent") else { return [] }
         var usage = AgentUsage(turns: 1)
-        usage.tokens["input"] = count(line[line.index(line.startIndex, offsetBy: 8)..<sent.lowerBound])
-        if let received = line.firstRange(of: " received") {
+        usage.tokens["input"] = count(afterPrefix[..<sent.lowerBound])
+        if let received = line.firstRange(of: " received"), received.lowerBound > sent.upperBound {
             let before = line[..<received.lowerBound]
             let start = before.lastIndex(of: " ").map { before.index(after: $0) } ?? before.startIndex
             usage.tokens["output"] = count(before[start...])
         }
         if let cost = line.firstRange(of: "Cost: $") {
             let digits = line[cost.upperBound...].prefix { $0.isNumber || $0 == "." }
-            usage.costUSD = Double(String(digits)) ?? 0
+            usage.costUSD = min(AgentUsage.costLimit, Double(String(digits)).flatMap { $0.isFinite ? $0 : nil } ?? 0)
         }
         usage.tokens = usage.tokens.filter { $0.value > 0 }
         return usage.isEmpty ? [] : [.usage(usage)]
@@ -205,18 +225,20 @@ public enum AgentOutput {
     private static func count(_ text: Substring) -> Int {
         let trimmed = text.drop { $0 == " " }
         let number = trimmed.prefix { $0.isNumber || $0 == "." || $0 == "," }
-        guard let value = Double(String(number.filter { $0 != "," })) else { return 0 }
+        guard let value = Double(String(number.filter { $0 != "," })), value.isFinite, value >= 0 else { return 0 }
+        let scale: Double
         switch trimmed.dropFirst(number.count).first {
-        case "k"?: return Int(value * 1000)
-        case "M"?, "m"?: return Int(value * 1_000_000)
-        default: return Int(value)
+        case "k"?: scale = 1000
+        case "M"?, "m"?: scale = 1_000_000
+        default: scale = 1
         }
+        return Int(min(value * scale, Double(AgentUsage.countLimit)))
     }
 
     private static func tokens(_ counts: [String: JSONValue], _ names: [(String, String)]) -> [String: Int] {
         var tokens: [String: Int] = [:]
         for (field, kind) in names {
-            if let count = counts[field]?.intValue, count > 0 { tokens[kind] = count }
+            if let count = counts[field]?.intValue, count > 0 { tokens[kind] = min(count, AgentUsage.countLimit) }
         }
         return tokens
     }

@@ -28,3 +28,15 @@ public struct AgentUsageTotals: Hashable, Sendable {
 
     public var all: AgentUsage { byTask.values.reduce(AgentUsage(), +) }
 }
+
+extension AgentUsageTotals {
+    /// What a taskset's agents cost, from its `agent_usage` events in the registry.
+    public init(registry: any Registry, spec: String) throws {
+        self.init(try registry.events(EventQuery(spec: spec, type: .agentUsage)))
+    }
+
+    /// These totals with a taskset's added (its tasks' totals replaced).
+    public mutating func merge(_ other: AgentUsageTotals) {
+        byTask.merge(other.byTask) { _, new in new }
+    }
+}

@@ -92,16 +92,10 @@ public struct PromptTemplate: Hashable, Sendable {
         let values = Self.values(context, step: step)
         var out = ""
         Self.write(parts, values, to: &out)
-        // No runs of blank lines where parts were left out.
-        var lines: [Substring] = []
-        for line in out.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.allSatisfy({ $0 == " " }) && (lines.last?.isEmpty ?? true) { continue }
-            lines.append(line.allSatisfy({ $0 == " " }) ? "" : line)
-        }
-        while lines.last?.isEmpty == true { lines.removeLast() }
-        return lines.joined(separator: "\n") + "\n"
+        // Parts left out take their lines with them; the end is one newline.
+        while out.last?.isWhitespace == true { out.removeLast() }
+        return out + "\n"
     }
-
     private static func write(_ parts: [Part], _ values: [String: String], to out: inout String) {
         for part in parts {
             switch part {
@@ -168,7 +162,7 @@ public struct PromptTemplate: Hashable, Sendable {
     /// code blocks), so that they do not read as the prompt's.
     public static func demoted(_ text: String) -> String {
         var inFence = false
-        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+        return text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map { line -> String in
             let trimmed = line.drop { $0 == " " }
             if trimmed.hasPrefix("```") || trimmed.hasPrefix("~~~") { inFence.toggle() }
             return !inFence && line.hasPrefix("#") ? "##" + line : String(line)
@@ -202,6 +196,7 @@ public struct PromptTemplate: Hashable, Sendable {
         var text: [Character]
         var index = 0
         var line = 1
+        var depth = 0
 
         mutating func parts(until closing: String?) throws(Invalid) -> [Part] {
             var parts: [Part] = []
@@ -209,26 +204,35 @@ public struct PromptTemplate: Hashable, Sendable {
             while index < text.count {
                 if text[index] == "{" && index + 1 < text.count && text[index + 1] == "{" {
                     let start = line
+                    let tagStart = index
                     guard let end = closingBraces(from: index + 2) else {
                         throw Invalid(line: start, message: "{{ is not closed by }}")
                     }
                     let tag = String(text[(index + 2)..<end]).trimmingSpaces
                     index = end + 2
+                    // A section's tag alone on its line takes its line with it.
+                    let isSection = tag.hasPrefix("#") || tag.hasPrefix("/")
+                    if isSection && alone(from: tagStart, to: index) {
+                        while literal.last == " " || literal.last == "\t" { literal.removeLast() }
+                        if index < text.count {
+                            index += 1
+                            line += 1
+                        }
+                    }
                     if !literal.isEmpty { parts.append(.text(literal)) }
                     literal = ""
                     if tag.hasPrefix("#") {
                         let name = String(tag.dropFirst()).trimmingSpaces
                         try known(name, start)
-                        // An opening tag alone on its line takes its line with it.
-                        if index < text.count, text[index] == "\n" { index += 1; line += 1 }
+                        guard depth < 16 else { throw Invalid(line: start, message: "{{#\(name)}} is more than 16 parts deep") }
+                        depth += 1
                         parts.append(.section(name, try self.parts(until: name)))
+                        depth -= 1
                     } else if tag.hasPrefix("/") {
                         let name = String(tag.dropFirst()).trimmingSpaces
                         guard name == closing else {
                             throw Invalid(line: start, message: closing.map { "{{/\(name)}} closes nothing here: {{#\($0)}} is open" } ?? "{{/\(name)}} closes nothing")
                         }
-                        // A section's closing tag alone on its line takes its line with it.
-                        if index < text.count && text[index] == "\n" { index += 1; line += 1 }
                         return parts
                     } else {
                         try known(tag, start)
@@ -236,7 +240,7 @@ public struct PromptTemplate: Hashable, Sendable {
                     }
                     continue
                 }
-                if text[index] == "\n" { line += 1 }
+                if text[index].isNewline { line += 1 }
                 literal.append(text[index])
                 index += 1
             }
@@ -245,10 +249,21 @@ public struct PromptTemplate: Hashable, Sendable {
             return parts
         }
 
+        /// Whether only spaces stand between the line's start and `start`, and between `end` and
+        /// the line's end.
+        private func alone(from start: Int, to end: Int) -> Bool {
+            var before = start - 1
+            while before >= 0 && (text[before] == " " || text[before] == "\t") { before -= 1 }
+            guard before < 0 || text[before].isNewline else { return false }
+            var after = end
+            while after < text.count && (text[after] == " " || text[after] == "\t") { after += 1 }
+            return after == text.count || text[after].isNewline
+        }
+
         private func closingBraces(from start: Int) -> Int? {
             var at = start
             while at + 1 < text.count {
-                if text[at] == "\n" { return nil }
+                if text[at].isNewline { return nil }
                 if text[at] == "}" && text[at + 1] == "}" { return at }
                 at += 1
             }
@@ -276,10 +291,6 @@ extension String {
             end = self.index(after: index)
         }
         return String(self[..<end])
-    }
-
-    var trimmingSpaces: String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 
     /// Without blank lines (or spaces) before and after.

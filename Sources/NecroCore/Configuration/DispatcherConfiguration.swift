@@ -212,8 +212,9 @@ public struct AgentConfiguration: Hashable, Sendable {
         self.promptTemplate = promptTemplate
     }
 
-    /// The agent for a task: its own `_Agent:_` argv (a preset's name alone is that preset), on
-    /// the configured agent's other settings; else the configured agent.
+    /// The agent for a task: its own `_Agent:_` argv (a preset's name alone is that preset), with
+    /// the configured agent's steps, stall timeout and template, but no other agent's resume
+    /// arguments or prompt way; else the configured agent.
     public static func forTask(_ metadata: [String: JSONValue], configured: AgentConfiguration?) -> AgentConfiguration? {
         guard case .array(let words)? = metadata["agent"] else { return configured }
         let argv = words.compactMap(\.stringValue)
@@ -230,6 +231,7 @@ public struct AgentConfiguration: Hashable, Sendable {
         agent.command = argv
         agent.preset = nil
         agent.resume = []
+        agent.promptVia = nil
         return agent
     }
 }
@@ -264,8 +266,8 @@ public struct BudgetConfiguration: Hashable, Sendable {
 
     /// `$0.0123`, `$0.30`, `$12.50`: cents, and below a dollar up to four places.
     public static func dollars(_ amount: Double) -> String {
-        guard amount.isFinite else { return "$?" }
-        let places = amount < 1 ? 4 : 2
+        guard amount.isFinite, abs(amount) < 1e12 else { return amount.isFinite ? "over $1,000,000,000,000" : "$?" }
+        let places = abs(amount) < 1 ? 4 : 2
         let scale = places == 4 ? 10_000 : 100
         let scaled = Int((abs(amount) * Double(scale)).rounded())
         var fraction = String(scaled % scale)

@@ -407,12 +407,20 @@ extension DispatchEngine {
             if task.optional { releaseDependents(of: key, index) } else { blockDependents(of: key, index) }
             return
         }
-        if case .usageLimited(let retryAfter, _) = exit, runner.stopReason == nil, phase == .running {
+        if case .usageLimited(let retryAfter, _) = exit, runner.stopReason == nil, limitedAttempts[key, default: 0] < Self.limitedAttemptsAllowed {
             // Not the agent's failure: the attempt is given back, and tried again once the limit
-            // resets (a day at most).
-            let delay = min(retryAfter ?? configuration.retry.delay(afterAttempt: runner.attempt, using: &random), .seconds(86_400))
+            // resets (a day at most), else after a backoff that grows with each limit met. A limit
+            // met over and over (a quota that never resets) ends up counting as failures do.
             limitedAttempts[key, default: 0] += 1
             finished["attempt_counted"] = false
+            guard phase == .running else {
+                change(
+                    key, index, to: .ready, attempts: runner.attempt - 1, reason: .some("attempt \(runner.attempt) stopped by a usage limit"),
+                    events: [NewEvent(.runnerFinished, payload: finished)])
+                return
+            }
+            let backoff = configuration.retry.delay(afterAttempt: limitedAttempts[key]!, using: &random)
+            let delay = min(retryAfter ?? backoff, .seconds(86_400))
             change(
                 key, index, to: .ready, attempts: runner.attempt - 1,
                 reason: .some("attempt \(runner.attempt) stopped by a usage limit; tried again in \(Int(delay.seconds.rounded())) s"),

@@ -107,6 +107,9 @@ public struct DispatchEngine<Instant: InstantProtocol & Sendable>: Sendable wher
     var pendingRetries: Set<TaskKey> = []
     /// Attempts given back after a usage limit, per task: their runners need ids of their own.
     var limitedAttempts: [TaskKey: Int] = [:]
+    /// How many times a task's attempt is given back for a usage limit before a limit counts as a
+    /// failure.
+    static var limitedAttemptsAllowed: Int { 20 }
     /// Slot numbers free for the next runner, with a repo pool.
     var freeSlots = Heap<Int>()
     /// When each queued task was queued: its wait is recorded when it is assigned.

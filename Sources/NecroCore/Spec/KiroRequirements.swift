@@ -35,7 +35,8 @@ public struct KiroRequirements: Hashable, Sendable {
         var level = 0
         var storyOpen = false
         var inFence = false
-        for raw in markdown.split(separator: "\n", omittingEmptySubsequences: false) {
+        // Lines end with LF or CRLF (one Character in Swift).
+        for raw in markdown.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             let line = String(raw.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
             let trimmed = line.trimmingSpaces
             if trimmed.hasPrefix("```") || trimmed.hasPrefix("~~~") {
