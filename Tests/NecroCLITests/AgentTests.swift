@@ -51,21 +51,9 @@ import Testing
         try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"), readOnly: true).events(EventQuery(spec: spec)).filter { $0.taskID != nil }
     }
 
-    /// A Kiro spec folder: tasks, requirements, design.
+    /// A Kiro spec folder: tasks, requirements, design (`Tests/Fixtures/agents/greeter`).
     static func kiroSpec(_ dir: TemporaryDirectory) throws {
-        try FileManager.default.createDirectory(atPath: dir.file("greeter"), withIntermediateDirectories: true)
-        try dir.write(
-            "greeter/tasks.md",
-            """
-            # Implementation Plan
-
-            - [ ] 1. Greet visitors by name
-              - Read the name from the command line
-              - Print the greeting with the name
-              - _Requirements: 1.2, 1.3_
-            """)
-        try dir.write("greeter/requirements.md", kiroRequirementsText)
-        try dir.write("greeter/design.md", "# Design\n\n## Overview\n\nOne executable, `greet`, reads argv[1].\n")
+        try FileManager.default.copyItem(atPath: "\(fixtures)/greeter", toPath: dir.file("greeter"))
     }
 
     @Test(arguments: ["claude-stream.jsonl", "claude-garbage.jsonl"])
@@ -346,25 +334,3 @@ import Testing
         #expect(metrics["necro_agent_tokens_total{kind=\"cache_read\"}"] == 9600 && metrics["necro_agent_tokens_total{kind=\"cache_creation\"}"] == 2400)
     }
 }
-
-/// The requirements of the Kiro spec the tests run (the same shape as `PromptTemplateTests`').
-let kiroRequirementsText = """
-    # Requirements Document
-
-    ## Introduction
-
-    A greeter that says hello.
-
-    ## Requirements
-
-    ### Requirement 1
-
-    **User Story:** As a visitor, I want to be greeted, so that I feel welcome.
-
-    #### Acceptance Criteria
-
-    1. WHEN a visitor arrives THEN the system SHALL print "hello"
-    2. WHEN the visitor gives a name THEN the system SHALL print "hello, NAME"
-       and keep the name's case
-    3. IF the name is empty THEN the system SHALL print "hello" alone
-    """

@@ -1,41 +1,12 @@
+import Foundation
 import NecroCore
+import NecroTesting
 import Testing
 
 /// A Kiro `requirements.md`, in the shape Kiro writes (`### Requirement N`, `**User Story:**`,
-/// `#### Acceptance Criteria`, numbered WHEN/THEN criteria), and one with titles and wrapped lines.
-let kiroRequirements = """
-    # Requirements Document
-
-    ## Introduction
-
-    A greeter that says hello.
-
-    ## Requirements
-
-    ### Requirement 1
-
-    **User Story:** As a visitor, I want to be greeted, so that I feel welcome.
-
-    #### Acceptance Criteria
-
-    1. WHEN a visitor arrives THEN the system SHALL print "hello"
-    2. WHEN the visitor gives a name THEN the system SHALL print "hello, NAME"
-       and keep the name's case
-    3. IF the name is empty THEN the system SHALL print "hello" alone
-
-    ### Requirement 2: Farewells
-
-    **User Story:** As a visitor, I want a goodbye,
-    so that I know the greeter is done.
-
-    #### Acceptance Criteria
-
-    1. WHEN the visitor leaves THEN the system SHALL print "goodbye"
-
-    ```
-    1. not a criterion: inside a code block
-    ```
-    """
+/// `#### Acceptance Criteria`, numbered WHEN/THEN criteria), and one with titles and wrapped lines
+/// (`Tests/Fixtures/agents/greeter`, the spec `AgentTests` runs).
+let kiroRequirements = try! String(contentsOfFile: "\(repositoryRoot)/Tests/Fixtures/agents/greeter/requirements.md", encoding: .utf8)
 
 @Suite struct KiroRequirementsTests {
     @Test func requirementsAreReadWithTheirStoriesAndCriteria() {
