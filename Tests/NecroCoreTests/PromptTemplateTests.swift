@@ -91,6 +91,7 @@ let japaneseRequirements = """
         "task": [
             "id": "1.2", "title": "Greet by name", "description": "Use the name given on the command line.",
             "steps": [["title": "Read the name", "done": true], ["title": "Print the greeting", "done": false]],
+            "metadata": ["details": "design.md, section Greeting", "completion_criteria": "", "requirements": ["1.2"], "leverage": "Sources/Greet"],
             "gates": [["swift", "test"]],
         ],
         "requirements": .array(KiroRequirements(markdown: kiroRequirements).cited(["1.2"])),
@@ -104,6 +105,7 @@ let japaneseRequirements = """
         let prompt = PromptTemplate.standard.render(context: Self.context)
         for part in [
             "task 1.2 of the spec \"greeter\": Greet by name", "Use the name given on the command line.",
+            "Details: design.md, section Greeting\nLeverage: Sources/Greet\n\n## Steps",
             "1. [x] Read the name\n2. [ ] Print the greeting",
             "### Requirement 1\n\nUser story: As a visitor, I want to be greeted, so that I feel welcome.",
             "2. WHEN the visitor gives a name THEN the system SHALL print \"hello, NAME\"\n   and keep the name's case",
@@ -116,6 +118,7 @@ let japaneseRequirements = """
             #expect(prompt.contains(part), "\(part)\n---\n\(prompt)")
         }
         #expect(!prompt.contains("\n\n\n"), "no runs of blank lines")
+        #expect(!prompt.contains("Completion criteria"), "an empty note is left out")
         #expect(!prompt.contains("{{"))
     }
 

@@ -2,12 +2,13 @@
 ///
 /// A template is text with `{{name}}` for a value and `{{#name}}…{{/name}}` for a part kept only
 /// when the value is not empty. Names: `spec`, `attempt`, `task.id`, `task.title`,
-/// `task.description`, `steps`, `step` (the step this run is for, with `steps: each`),
+/// `task.description`, `notes` (the task's other lines, such as Kiro's `_Details: …_`), `steps`,
+/// `step` (the step this run is for, with `steps: each`),
 /// `requirements`, `design`, `design.path`, `dependencies`, `checkpoint`, `previous_failure`,
 /// `gates`.
 public struct PromptTemplate: Hashable, Sendable {
     public static let names: Set<String> = [
-        "spec", "attempt", "task.id", "task.title", "task.description", "steps", "step", "requirements", "design", "design.path",
+        "spec", "attempt", "task.id", "task.title", "task.description", "notes", "steps", "step", "requirements", "design", "design.path",
         "dependencies", "checkpoint", "previous_failure", "gates",
     ]
 
@@ -22,6 +23,10 @@ public struct PromptTemplate: Hashable, Sendable {
         ## This run
         {{step}}
         {{/step}}
+        {{#notes}}
+
+        {{notes}}
+        {{/notes}}
         {{#steps}}
 
         ## Steps
@@ -117,6 +122,13 @@ public struct PromptTemplate: Hashable, Sendable {
             "task.title": task["title"]?.stringValue ?? "",
             "task.description": (task["description"]?.stringValue ?? "").trimmingBlankLines,
         ]
+        // The task's other lines (`_Details: …_`, `_Leverage: …_`), as written; not what necro reads itself.
+        let notes = (task["metadata"]?.objectValue ?? [:]).filter { !Self.readByNecro.contains($0.key) }.sorted { $0.key < $1.key }
+        values["notes"] = notes.compactMap { key, value -> String? in
+            guard let text = value.stringValue?.trimmingBlankLines, !text.isEmpty else { return nil }
+            let name = key.replacing("_", with: " ")
+            return "\(name.prefix(1).uppercased())\(name.dropFirst()): \(text)"
+        }.joined(separator: "\n")
         let steps = (task["steps"]?.arrayValue ?? []).compactMap { $0.objectValue }
         values["steps"] = steps.enumerated().map { index, item in
             let done = item["done"] == true
@@ -157,6 +169,9 @@ public struct PromptTemplate: Hashable, Sendable {
         values["gates"] = gates.map { "`" + $0.joined(separator: " ") + "`" }.joined(separator: ", ")
         return values
     }
+
+    /// Metadata necro reads itself, not notes for the agent.
+    static let readByNecro: Set<String> = ["requirements", "agent", "depends", "dependencies"]
 
     /// A document set under a heading of the prompt: its own headings two levels down (not in
     /// code blocks), so that they do not read as the prompt's.
