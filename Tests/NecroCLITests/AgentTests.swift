@@ -47,6 +47,11 @@ import Testing
         try? String(contentsOfFile: dir.file("record/\(name)"), encoding: .utf8)
     }
 
+    /// The arguments a stand-in's run was started with (`claude.1`), one per line as it recorded them.
+    static func arguments(_ dir: TemporaryDirectory, _ run: String) -> [String]? {
+        recorded(dir, "\(run).args")?.split(separator: "\n").map(String.init)
+    }
+
     static func events(_ dir: TemporaryDirectory, spec: String) throws -> [EventRecord] {
         try SQLiteRegistry(path: dir.file(".necro/registry.sqlite"), readOnly: true).events(EventQuery(spec: spec)).filter { $0.taskID != nil }
     }
@@ -66,7 +71,7 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
 
         // Started as the preset says, the prompt on stdin.
-        let arguments = try #require(Self.recorded(dir, "claude.1.args")).split(separator: "\n").map(String.init)
+        let arguments = try #require(Self.arguments(dir, "claude.1"))
         #expect(arguments == Array(AgentPreset.named("claude")!.command.dropFirst()), "\(arguments)")
         let prompt = try #require(Self.recorded(dir, "claude.1.stdin"))
         for part in [
@@ -135,10 +140,10 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(Self.recorded(dir, "claude.1.args") == nil, "each task's own agent")
 
-        let codex = try #require(Self.recorded(dir, "codex.1.args")).split(separator: "\n").map(String.init)
+        let codex = try #require(Self.arguments(dir, "codex.1"))
         #expect(codex == ["exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check"])
         #expect(Self.recorded(dir, "codex.1.stdin")?.contains("task 1 of the spec \"two\": Write the greeting") == true)
-        let aider = try #require(Self.recorded(dir, "stand-in.sh.1.args")).split(separator: "\n").map(String.init)
+        let aider = try #require(Self.arguments(dir, "stand-in.sh.1"))
         #expect(aider.prefix(5) == ["--yes-always", "--no-pretty", "--no-stream", "--no-check-update", "--no-show-model-warnings"])
         #expect(aider.dropLast().last == "--message-file" && Self.recorded(dir, "stand-in.sh.1.stdin") == "", "stdin closed")
         let message = try String(contentsOfFile: try #require(aider.last), encoding: .utf8)
@@ -162,7 +167,7 @@ import Testing
         try dir.write("necro.yaml", config.replacingOccurrences(of: "config: {env:", with: "config: {command: [\"\(NecroBinary.path)\", runner, --, codex], env:"))
         let result = try await NecroBinary.runAsync(["run", "tasks.yaml", "--no-server"], in: dir.path)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        #expect(Self.recorded(dir, "codex.1.args")?.split(separator: "\n").map(String.init) == ["exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check"])
+        #expect(Self.arguments(dir, "codex.1") == ["exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check"])
         #expect(Self.recorded(dir, "codex.1.stdin")?.contains("Write the greeting") == true)
     }
 
@@ -196,9 +201,9 @@ import Testing
         kill(runner, SIGKILL)
         await waitForExit(run)
         #expect(run.terminationStatus == 0)
-        let first = try #require(Self.recorded(dir, "claude.1.args")).split(separator: "\n").map(String.init)
+        let first = try #require(Self.arguments(dir, "claude.1"))
         #expect(!first.contains("--resume"))
-        let second = try #require(Self.recorded(dir, "claude.2.args")).split(separator: "\n").map(String.init)
+        let second = try #require(Self.arguments(dir, "claude.2"))
         #expect(second.suffix(2) == ["--resume", "5e1f0a2c-7d3b-4c8e-9a61-2f4b8c0d1e33"], "\(second)")
         #expect(FileManager.default.fileExists(atPath: dir.file("saw-one")), "the checkpoint's files are there")
         #expect(Self.recorded(dir, "claude.2.stdin")?.contains("Your conversation of then goes on.") == true)

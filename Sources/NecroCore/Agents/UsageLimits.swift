@@ -28,21 +28,12 @@ public enum UsageLimits {
             }
         }
         for lead in ["try again in", "retry after", "retry in", "resets in", "reset in", "available in", "please wait"] {
-            if let range = find(lead, in: characters), let seconds = duration(characters[range.upperBound...]) {
+            if let range = lower.firstRange(of: lead), let seconds = duration(ArraySlice(lower[range.upperBound...])) {
                 return Timestamp(secondsSince1970: now.secondsSince1970 + seconds)
             }
         }
         for lead in ["resets at", "reset at", "try again at", "resets"] {
-            if let range = find(lead, in: characters), let time = isoTime(characters[range.upperBound...]) { return time }
-        }
-        return nil
-    }
-
-    private static func find(_ needle: String, in characters: [Character]) -> Range<Int>? {
-        let pattern = Array(needle)
-        guard characters.count >= pattern.count else { return nil }
-        for start in 0...(characters.count - pattern.count) where characters[start..<(start + pattern.count)].elementsEqual(pattern) {
-            return start..<(start + pattern.count)
+            if let range = lower.firstRange(of: lead), let time = isoTime(ArraySlice(lower[range.upperBound...])) { return time }
         }
         return nil
     }

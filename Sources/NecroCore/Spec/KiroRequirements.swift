@@ -7,17 +7,12 @@ public struct KiroRequirements: Hashable, Sendable {
         public var title: String
         public var userStory: String
         /// The acceptance criteria, by number, in order.
-        public var criteria: [(number: Int, text: String)]
+        public var criteria: [Criterion]
+    }
 
-        public static func == (a: Requirement, b: Requirement) -> Bool {
-            a.number == b.number && a.title == b.title && a.userStory == b.userStory && a.criteria.map(\.number) == b.criteria.map(\.number)
-                && a.criteria.map(\.text) == b.criteria.map(\.text)
-        }
-
-        public func hash(into hasher: inout Hasher) {
-            hasher.combine(number)
-            hasher.combine(title)
-        }
+    public struct Criterion: Hashable, Sendable {
+        public var number: Int
+        public var text: String
     }
 
     public var requirements: [Requirement]
@@ -70,7 +65,7 @@ public struct KiroRequirements: Hashable, Sendable {
             }
             let indent = line.prefix { $0 == " " || $0 == "\t" }.count
             if let (number, text) = Self.numberedItem(trimmed), indent < 2 {
-                requirements[last].criteria.append((number, text))
+                requirements[last].criteria.append(Criterion(number: number, text: text))
                 storyOpen = false
                 continue
             }

@@ -237,22 +237,14 @@ private struct ConfigurationDecoder {
                     reader.fail(.invalidValue, value, path, "agent.resume must hold {agent.session}, the session to resume, such as [--resume, \"{agent.session}\"]")
                 }
             case "prompt_via":
-                guard let text = reader.string(value, path) else { continue }
-                guard let via = AgentConfiguration.PromptVia(rawValue: text) else {
-                    reader.fail(.invalidValue, value, path, "agent.prompt_via must be arg, file or stdin, found \(text)")
-                    continue
-                }
-                agent.promptVia = via
+                if let via: AgentConfiguration.PromptVia = word(value, path, "arg, file or stdin") { agent.promptVia = via }
             case "prompt_template":
                 guard let file = reader.string(value, path) else { continue }
                 agent.promptTemplate = template(file, value, path)
             case "steps":
-                guard let text = reader.string(value, path) else { continue }
-                guard let steps = AgentConfiguration.Steps(rawValue: text) else {
-                    reader.fail(.invalidValue, value, path, "agent.steps must be once (the agent runs once for the task) or each (once per step), found \(text)")
-                    continue
+                if let steps: AgentConfiguration.Steps = word(value, path, "once (the agent runs once for the task) or each (once per step)") {
+                    agent.steps = steps
                 }
-                agent.steps = steps
             case "stall_timeout":
                 if let seconds = duration(value, path) { agent.stallTimeout = .seconds(seconds) }
             default:
@@ -264,6 +256,16 @@ private struct ConfigurationDecoder {
             reader.fail(.missingField, node, "agent.command", "agent needs command (the agent's argv, such as [claude, -p]) or preset (\(presets))")
         }
         configuration.agent = agent
+    }
+
+    /// One of the words `T` is written as; another is refused as `path must be <expected>, found …`.
+    private mutating func word<T: RawRepresentable>(_ node: SpecNode, _ path: String, _ expected: String) -> T? where T.RawValue == String {
+        guard let text = reader.string(node, path) else { return nil }
+        guard let value = T(rawValue: text) else {
+            reader.fail(.invalidValue, node, path, "\(path) must be \(expected), found \(text)")
+            return nil
+        }
+        return value
     }
 
     private mutating func strings(_ node: SpecNode, _ path: String) -> [String] {
@@ -454,12 +456,7 @@ private struct ConfigurationDecoder {
         case "pids_limit":
             container.pidsLimit = positive(value, path, maximum: 1 << 22)
         case "pull":
-            guard let text = reader.string(value, path) else { return true }
-            guard let pull = ContainerSettings.Pull(rawValue: text) else {
-                reader.fail(.invalidValue, value, path, "\(path) must be never or missing, found \(text)")
-                return true
-            }
-            container.pull = pull
+            if let pull: ContainerSettings.Pull = word(value, path, "never or missing") { container.pull = pull }
         default:
             return false
         }
