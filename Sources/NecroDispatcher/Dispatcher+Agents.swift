@@ -20,9 +20,9 @@ struct SpecDocuments: Sendable {
 }
 
 extension Dispatcher {
-    /// The most of `design.md` that travels in `TASK_CONTEXT`: an environment variable holds at
-    /// most 128 KiB on Linux.
-    static var designLimit: Int { 40_000 }
+    /// The most of a spec document (the design; the cited requirements) that travels in
+    /// `TASK_CONTEXT`, in bytes: an environment variable holds at most 128 KiB on Linux.
+    static var documentLimit: Int { 40_000 }
 
     // MARK: Cost
 
@@ -98,7 +98,7 @@ extension Dispatcher {
             let all = requirements.cited(cited.compactMap(\.stringValue))
             for item in all {
                 size += item.jsonText.utf8.count
-                if size > Self.designLimit {
+                if size > Self.documentLimit {
                     kept.append(.object(["citation": .string("\(all.count - kept.count) more"), "missing": .string("\(all.count - kept.count) more cited requirements did not fit: see requirements.md")]))
                     break
                 }
@@ -108,8 +108,8 @@ extension Dispatcher {
         }
         if let design = documents?.design {
             var text = design.text
-            if text.utf8.count > Self.designLimit {
-                text = text.utf8Prefix(Self.designLimit) + "\n\n[… cut here: the rest is in \(design.path)]"
+            if text.utf8.count > Self.documentLimit {
+                text = text.utf8Prefix(Self.documentLimit) + "\n\n[… cut here: the rest is in \(design.path)]"
             }
             context["design"] = .object(["path": .string(design.path), "text": .string(text)])
         }
